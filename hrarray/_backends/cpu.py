@@ -1,0 +1,127 @@
+"""NumPy arrays, Numba CPU kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrarray._kernels import _codegen as cg
+
+_VALIDATE_SRC = '''
+import numba
+
+@numba.njit(nogil=True, cache=CACHE)
+def check_offsets(offsets, limit):
+    """(code, position): 0 ok, 1 negative first, 2 decreasing at i, 3 past the end."""
+    n = offsets.shape[0]
+    if offsets[0] < 0:
+        return 1, 0
+    for i in range(1, n):
+        if offsets[i] < offsets[i - 1]:
+            return 2, i
+    if offsets[n - 1] > limit:
+        return 3, n - 1
+    return 0, 0
+'''
+
+_validator = None
+
+
+def _check_offsets():
+    global _validator
+    if _validator is None:
+        _, disk = cg.generated_dir()
+        mod = cg.load_module(_VALIDATE_SRC, "validate", {"CACHE": disk})
+        _validator = mod.check_offsets
+    return _validator
+
+
+def offsets_error(code: int, pos: int, offsets, limit: int, argname: str, what: str):
+    """The ValueError for a failed offsets check (shared by both backends)."""
+    if code == 1:
+        return ValueError(f"{argname}[0]={int(offsets[0])} is negative; offsets must be >= 0")
+    if code == 2:
+        return ValueError(
+            f"{argname} must be non-decreasing; {argname}[{pos}]={int(offsets[pos])} < "
+            f"{argname}[{pos - 1}]={int(offsets[pos - 1])}"
+        )
+    return ValueError(
+        f"{argname}[{pos}]={int(offsets[pos])} is past the end of {what} (length {limit})"
+    )
+
+
+class CpuBackend:
+    name = "cpu"
+    xp = np
+
+    # ------------------------------------------------------------ inputs
+    def asarray(self, obj, argname: str) -> np.ndarray:
+        if isinstance(obj, np.ndarray):
+            return obj
+        if hasattr(obj, "__dlpack__") and not isinstance(obj, (list, tuple)):
+            try:
+                return np.from_dlpack(obj)
+            except (TypeError, BufferError, RuntimeError):
+                pass
+        try:
+            arr = np.asarray(obj)
+        except Exception as exc:
+            raise TypeError(f"{argname} must be an array, got {type(obj).__name__}") from exc
+        if arr.dtype == object:
+            raise TypeError(f"{argname} has unsupported dtype object")
+        return arr
+
+    def astype(self, a, dtype):
+        return np.asarray(a).astype(np.dtype(dtype).newbyteorder("="))
+
+    def dtype(self, a) -> np.dtype:
+        return a.dtype
+
+    def is_native(self, a) -> bool:
+        return a.dtype.isnative
+
+    # ------------------------------------------------------------ offsets
+    def validate(self, offsets, limit: int, argname: str, what: str = "values"):
+        code, pos = _check_offsets()(offsets, limit)
+        if code:
+            raise offsets_error(int(code), int(pos), offsets, limit, argname, what)
+
+    def ends(self, offsets) -> tuple[int, int]:
+        return int(offsets[0]), int(offsets[-1])
+
+    # ------------------------------------------------------------ kernels
+    def reduce(self, spec, values, offsets, fill, use_fill):
+        """Run the reduction of ``spec`` over validated offsets; dense result."""
+        from hrarray._kernels.cpu import get_kernel
+
+        nseg = offsets.shape[0] - 1
+        values, inner = _kernel_view(values, spec.value_dtype)
+        out_dt = spec.out_dtype
+        m = int(np.prod(inner)) if inner else 1
+        out = np.empty((nseg, m) if values.ndim == 2 else (nseg,), out_dt)
+        fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
+        get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
+        return out.reshape((nseg, *inner))
+
+    def to_host(self, a):
+        return np.asarray(a)
+
+
+def _kernel_view(values: np.ndarray, value_dtype: np.dtype):
+    """The array a kernel reads: 1-D, or 2-D rows ``(n, m)``.
+
+    Strided and read-only arrays are read in place. Copies happen only for
+    non-native byte order (the one documented copy), float16 (read as
+    float32) and an inner shape of 2+ dimensions that cannot be viewed as
+    rows without one.
+    """
+    inner = values.shape[1:]
+    if values.dtype != value_dtype or not values.dtype.isnative:
+        values = values.astype(value_dtype.newbyteorder("="))
+    if len(inner) == 0:
+        return values, inner
+    if len(inner) == 1:
+        return values, inner
+    return values.reshape(values.shape[0], -1), inner
+
+
+CPU = CpuBackend()

@@ -1,0 +1,205 @@
+"""Turning a declaration's state into source text (shared by the CPU and CUDA factories).
+
+A state is a scalar or a tuple of ``K`` scalars. Kernels keep states in
+registers, but partial states that cross a chunk or block boundary must be
+stored in arrays, one array per tuple component. Numba cannot index a
+variable-length tuple of arrays generically, so the factories generate the
+few lines that load and store a state from the arity, and compile the rest
+of the kernel, which is the same for every op, around them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+def comps(prefix: str, arity: int) -> list[str]:
+    """Names of the per-component arrays: ``h0, h1, ...`` (``h0`` for a scalar)."""
+    return [f"{prefix}{i}" for i in range(max(arity, 1))]
+
+
+def args(prefix: str, arity: int) -> str:
+    return ", ".join(comps(prefix, arity))
+
+
+def load(prefix: str, arity: int, index: str) -> str:
+    """Expression reading the state at ``index`` from arrays ``prefix{i}``."""
+    if arity == 0:
+        return f"{prefix}0[{index}]"
+    inner = ", ".join(f"{prefix}{i}[{index}]" for i in range(arity))
+    return f"({inner},)"
+
+
+def store(prefix: str, arity: int, index: str, value: str, indent: str) -> str:
+    """Statements writing state ``value`` into arrays ``prefix{i}`` at ``index``."""
+    if arity == 0:
+        return f"{indent}{prefix}0[{index}] = {value}\n"
+    return "".join(f"{indent}{prefix}{i}[{index}] = {value}[{i}]\n" for i in range(arity))
+
+
+def component_dtypes(identity) -> list[np.dtype]:
+    if isinstance(identity, tuple):
+        return [_flat_dtype(v) for v in identity]
+    return [_flat_dtype(identity)]
+
+
+def _flat_dtype(v) -> np.dtype:
+    if isinstance(v, tuple):
+        raise TypeError("nested tuple states are not supported; flatten the state")
+    return np.asarray(v).dtype
+
+
+# ------------------------------------------------------------- module loading
+
+_lock = threading.Lock()
+_gen_dir: Path | None = None
+_disk_cache = False
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def generated_dir() -> tuple[Path, bool]:
+    """Folder for generated kernel modules and whether Numba may cache there.
+
+    ``HRARRAY_CACHE_DIR`` chooses the folder; ``HRARRAY_CACHE=0`` turns the
+    on-disk cache off. Otherwise the package folder is used where it is
+    writable, then the user cache folder; where neither is, kernels are
+    generated into a private temporary folder and compiled without a disk
+    cache (silently: import must never fail on a read-only install).
+    """
+    global _gen_dir, _disk_cache
+    with _lock:
+        if _gen_dir is not None:
+            return _gen_dir, _disk_cache
+        want_cache = os.environ.get("HRARRAY_CACHE", "1") not in {"0", "false", "no", "off"}
+        candidates = []
+        if os.environ.get("HRARRAY_CACHE_DIR"):
+            candidates.append(Path(os.environ["HRARRAY_CACHE_DIR"]))
+        candidates.append(Path(__file__).resolve().parent.parent / "_kernel_cache")
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        if os.path.isabs(xdg):
+            candidates.append(Path(xdg) / "hrarray")
+        chosen = None
+        if want_cache:
+            for c in candidates:
+                if _writable(c):
+                    chosen = c
+                    break
+        if chosen is None:
+            chosen = Path(tempfile.mkdtemp(prefix="hrarray-kernels-"))
+            want_cache = False
+        _gen_dir, _disk_cache = chosen, want_cache
+        return _gen_dir, _disk_cache
+
+
+def _source_fingerprint() -> str:
+    """Hash of the files whose code ends up inside compiled kernels, so a
+    cached kernel is never reused after the op semantics change (Numba keys
+    its cache on the defining file only, not on callees in other files)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for rel in ("_ops.py", "reducer.py", "_transforms_ops.py", "_kernels/_codegen.py",
+                "_kernels/cpu.py", "_kernels/cuda.py"):
+        p = root / rel
+        if p.exists():
+            h.update(p.read_bytes())
+    import numba
+
+    h.update(numba.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+_FINGERPRINT: str | None = None
+
+
+_private_dir: Path | None = None
+
+
+def load_module(source: str, tag: str, namespace: dict, persistent: bool = True):
+    """Write ``source`` to a file named by its hash and import it.
+
+    ``namespace`` (the declaration's compiled functions and constants) is
+    injected as module globals before any function is compiled. The file name
+    hashes the source, the library's op files and ``tag`` (the declaration
+    key), so a disk-cached kernel always matches its declaration.
+    """
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        _FINGERPRINT = _source_fingerprint()
+    global _private_dir
+    folder, _ = generated_dir()
+    if not persistent:
+        # user reducers: keyed by object identity, never worth keeping on disk
+        if _private_dir is None:
+            _private_dir = Path(tempfile.mkdtemp(prefix="hrarray-user-kernels-"))
+        folder = _private_dir
+    digest = hashlib.sha256((source + tag + _FINGERPRINT).encode()).hexdigest()[:20]
+    name = f"hrk_{digest}"
+    path = folder / f"{name}.py"
+    if not path.exists():
+        tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: concurrent processes race harmlessly
+    spec = importlib.util.spec_from_file_location(f"hrarray._generated.{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__dict__.update(namespace)
+    spec.loader.exec_module(mod)
+    sys.modules.setdefault(spec.name, mod)
+    return mod
+
+
+def jitify(fn, jit, _memo=None):
+    """Compile ``fn`` with ``jit`` after compiling the plain Python functions it
+    closes over (helpers such as a nan variant's base ``combine``).
+
+    Numba can call a jitted function held in a closure cell but not a plain
+    Python one, so the cells are rebuilt with compiled functions; ``fn``
+    itself is left untouched, which lets the CPU and CUDA factories compile
+    the same declaration with different ``jit`` decorators.
+    """
+    import types
+
+    memo = {} if _memo is None else _memo
+    if id(fn) in memo:
+        return memo[id(fn)]
+    cells = fn.__closure__
+    if cells:
+        new_cells = []
+        changed = False
+        for cell in cells:
+            try:
+                v = cell.cell_contents
+            except ValueError:  # empty cell
+                new_cells.append(cell)
+                continue
+            if isinstance(v, types.FunctionType):
+                new_cells.append(types.CellType(jitify(v, jit, memo)))
+                changed = True
+            else:
+                new_cells.append(cell)
+        if changed:
+            fn2 = types.FunctionType(
+                fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(new_cells)
+            )
+            fn2.__qualname__ = fn.__qualname__
+            fn2.__module__ = fn.__module__
+            fn = fn2
+    out = jit(fn)
+    memo[id(fn)] = out
+    return out

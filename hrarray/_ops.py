@@ -1,0 +1,541 @@
+"""The built-in reductions, each declared once; ``nan*`` variants generated.
+
+Every op is a builder ``build(in_dtype, dtype, ddof) -> Spec`` that picks the
+accumulator and result dtypes (the table in ``API.md`` section 2) and returns
+the :class:`~hrarray.reducer.Decl` that the CPU and CUDA kernel factories
+compile. The state and element functions are closures over NumPy scalar
+types, so the same Python source compiles for every dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hrarray.reducer import Decl
+
+__all__ = ["NAN_OPS", "OPS", "Spec", "build"]
+
+NAN = math.nan
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a reduction needs: the declaration and its dtypes.
+
+    ``value_dtype`` is the dtype the kernel reads: float16 values are read
+    as float32 (Numba has no float16 arithmetic on the CPU), everything else
+    as it is.
+    """
+
+    decl: Decl
+    out_dtype: np.dtype
+    value_dtype: np.dtype
+
+
+# ---------------------------------------------------------------- dtype rules
+
+
+def _kind(dt: np.dtype) -> str:
+    return "b" if dt == np.bool_ else dt.kind
+
+
+def _check_dtype_kw(name: str, dtype):
+    if dtype is not None and name not in _TAKES_DTYPE:
+        raise TypeError(f"{name}() does not take dtype=")
+
+
+def _sum_out(dt: np.dtype, dtype) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    k = _kind(dt)
+    if k in "bi":
+        return np.dtype(np.int64)
+    if k == "u":
+        return np.dtype(np.uint64)
+    return dt
+
+
+def _float_out(dt: np.dtype, dtype) -> np.dtype:
+    """mean, logsumexp: ints and bool give float64, floats keep their type."""
+    if dtype is not None:
+        return np.dtype(dtype)
+    return dt if _kind(dt) in "fc" else np.dtype(np.float64)
+
+
+def _acc_of(out: np.dtype) -> np.dtype:
+    """Accumulate float16/32 in float64 and complex64 in complex128."""
+    if out.kind == "f":
+        return np.dtype(np.float64)
+    if out.kind == "c":
+        return np.dtype(np.complex128)
+    return out
+
+
+def _value_dtype(dt: np.dtype) -> np.dtype:
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
+def _ordering(name: str, dt: np.dtype):
+    if dt.kind == "c":
+        raise TypeError(f"{name}() is not defined for complex values (dtype {dt})")
+
+
+def _lowest(dt: np.dtype):
+    """Identity of max: -inf for floats, the dtype minimum for ints, False."""
+    t = dt.type
+    if dt.kind == "f":
+        return t(-INF)
+    if dt == np.bool_:
+        return np.bool_(False)
+    return t(np.iinfo(dt).min)
+
+
+def _highest(dt: np.dtype):
+    t = dt.type
+    if dt.kind == "f":
+        return t(INF)
+    if dt == np.bool_:
+        return np.bool_(True)
+    return t(np.iinfo(dt).max)
+
+
+def _empty_value(dt: np.dtype):
+    """first/last of an empty segment: NaN for floats and complex, else 0."""
+    if dt.kind in "fc":
+        return dt.type(NAN)
+    return dt.type(0)
+
+
+# ---------------------------------------------------------------- the ops
+
+
+def _sum(name, dt, dtype, ddof):
+    out = _sum_out(dt, dtype)
+    acc = _acc_of(out).type
+    zero = acc(0)
+
+    def map_(v, j):
+        return acc(v)
+
+    def combine(a, b):
+        return a + b
+
+    def finalize(s, n):
+        return s
+
+    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize), out
+
+
+def _prod(name, dt, dtype, ddof):
+    out = _sum_out(dt, dtype)
+    acc = _acc_of(out).type
+    one = acc(1)
+
+    def map_(v, j):
+        return acc(v)
+
+    def combine(a, b):
+        return a * b
+
+    def finalize(s, n):
+        return s
+
+    return Decl(("prod", dt.str, out.str), one, map_, combine, finalize), out
+
+
+def _mean(name, dt, dtype, ddof):
+    out = _float_out(dt, dtype)
+    acc = _acc_of(out).type
+    zero = acc(0)
+    nan = acc(NAN)
+
+    def map_(v, j):
+        return acc(v)
+
+    def combine(a, b):
+        return a + b
+
+    def finalize(s, n):
+        # explicit: 0/0 would raise ZeroDivisionError under Python semantics
+        return s / n if n > 0 else nan
+
+    return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize), out
+
+
+def _var_common(name, dt, dtype, ddof, take_sqrt):
+    if dtype is not None:
+        out = np.dtype(dtype)
+    elif dt.kind == "c":
+        out = np.dtype(np.float32) if dt == np.complex64 else np.dtype(np.float64)
+    else:
+        out = _float_out(dt, None)
+    is_complex = dt.kind == "c"
+    mt = np.complex128 if is_complex else np.float64
+    f64 = np.float64
+    ddof_ = np.int64(ddof)
+    nan = f64(NAN)
+    ident = (np.int64(0), mt(0), f64(0))
+
+    def map_(v, j):
+        return (np.int64(1), mt(v), f64(0))
+
+    if is_complex:
+
+        def sq(d):
+            return d.real * d.real + d.imag * d.imag
+    else:
+
+        def sq(d):
+            return d * d
+
+    def combine(a, b):
+        # Chan et al.'s pairwise update of (count, mean, M2): stable, and
+        # associative up to rounding, so runs, blocks and chunks all merge.
+        na, ma, qa = a
+        nb, mb, qb = b
+        n = na + nb
+        if nb == 0:
+            return a
+        if na == 0:
+            return b
+        d = mb - ma
+        m = ma + d * (f64(nb) / f64(n))
+        q = qa + qb + sq(d) * (f64(na) * f64(nb) / f64(n))
+        return (n, m, q)
+
+    if take_sqrt:
+
+        def finalize(s, n):
+            c = s[0]
+            return math.sqrt(s[2] / f64(c - ddof_)) if c > ddof_ else nan
+    else:
+
+        def finalize(s, n):
+            c = s[0]
+            return s[2] / f64(c - ddof_) if c > ddof_ else nan
+
+    def is_empty(s, n):
+        return s[0] <= ddof_
+
+    key = (name.removeprefix("nan"), dt.str, out.str, int(ddof))
+    return Decl(key, ident, map_, combine, finalize, is_empty), out
+
+
+def _var(name, dt, dtype, ddof):
+    return _var_common(name, dt, dtype, ddof, False)
+
+
+def _std(name, dt, dtype, ddof):
+    return _var_common(name, dt, dtype, ddof, True)
+
+
+def _extreme(name, dt, dtype, ddof):
+    _ordering(name, dt)
+    vt = _value_dtype(dt).type
+    is_max = name.endswith("max")
+    ident = _lowest(_value_dtype(dt)) if is_max else _highest(_value_dtype(dt))
+
+    def map_(v, j):
+        return vt(v)
+
+    if is_max:
+
+        def combine(a, b):
+            # NaN propagates (NumPy): keep a NaN once seen.
+            if a != a:
+                return a
+            if b != b or b > a:
+                return b
+            return a
+    else:
+
+        def combine(a, b):
+            if a != a:
+                return a
+            if b != b or b < a:
+                return b
+            return a
+
+    def finalize(s, n):
+        return s
+
+    return Decl((name.removeprefix("nan"), dt.str), ident, map_, combine, finalize), dt
+
+
+def _argextreme(name, dt, dtype, ddof):
+    _ordering(name, dt)
+    vdt = _value_dtype(dt)
+    vt = vdt.type
+    is_max = name.endswith("max")
+    ident = (_lowest(vdt) if is_max else _highest(vdt), np.int64(-1))
+
+    def map_(v, j):
+        return (vt(v), np.int64(j))
+
+    if is_max:
+
+        def better(x, y):
+            return x > y
+    else:
+
+        def better(x, y):
+            return x < y
+
+    def combine(a, b):
+        # index -1 marks the identity; the first NaN wins (NumPy), then the
+        # extreme value, then the lowest index.
+        av, ai = a
+        bv, bi = b
+        if ai < 0:
+            return b
+        if bi < 0:
+            return a
+        a_nan = av != av
+        b_nan = bv != bv
+        if a_nan or b_nan:
+            if a_nan and b_nan:
+                return a if ai < bi else b
+            return a if a_nan else b
+        if better(bv, av):
+            return b
+        if bv == av and bi < ai:
+            return b
+        return a
+
+    def finalize(s, n):
+        return s[1]
+
+    key = (name.removeprefix("nan"), dt.str)
+    return Decl(key, ident, map_, combine, finalize), np.dtype(np.int64)
+
+
+def _count(name, dt, dtype, ddof):
+    zero = np.int64(0)
+
+    def map_(v, j):
+        return zero
+
+    def combine(a, b):
+        return a
+
+    def finalize(s, n):
+        return n
+
+    return Decl(("count", dt.str), zero, map_, combine, finalize), np.dtype(np.int64)
+
+
+def _count_nonzero(name, dt, dtype, ddof):
+    zero = np.int64(0)
+    one = np.int64(1)
+    vt = _value_dtype(dt).type
+    vzero = vt(0)
+
+    def map_(v, j):
+        return one if v != vzero else zero
+
+    def combine(a, b):
+        return a + b
+
+    def finalize(s, n):
+        return s
+
+    key = ("count_nonzero", dt.str)
+    return Decl(key, zero, map_, combine, finalize), np.dtype(np.int64)
+
+
+def _any_all(name, dt, dtype, ddof):
+    vt = _value_dtype(dt).type
+    vzero = vt(0)
+    if name == "any":
+        ident = np.bool_(False)
+
+        def combine(a, b):
+            return a or b
+    else:
+        ident = np.bool_(True)
+
+        def combine(a, b):
+            return a and b
+
+    def map_(v, j):
+        return v != vzero
+
+    def finalize(s, n):
+        return s
+
+    return Decl((name, dt.str), ident, map_, combine, finalize), np.dtype(np.bool_)
+
+
+def _logsumexp(name, dt, dtype, ddof):
+    if dt.kind == "c":
+        raise TypeError(f"{name}() is not defined for complex values (dtype {dt})")
+    out = _float_out(dt, dtype)
+    f64 = np.float64
+    ident = (f64(-INF), f64(0))
+
+    def map_(v, j):
+        return (f64(v), f64(1))
+
+    def combine(a, b):
+        # Online log-sum-exp: (running max, sum of exp(x - max)).
+        ma, sa = a
+        mb, sb = b
+        if ma != ma or mb != mb:
+            return (ma + mb, sa + sb)  # NaN propagates
+        if ma == mb:
+            return (ma, sa + sb)
+        if ma > mb:
+            return (ma, sa + sb * math.exp(mb - ma))
+        return (mb, sb + sa * math.exp(ma - mb))
+
+    def finalize(s, n):
+        m, t = s
+        if m == INF or m == -INF:
+            return m
+        return m + math.log(t)
+
+    return Decl(("logsumexp", dt.str, out.str), ident, map_, combine, finalize), out
+
+
+def _first_last(name, dt, dtype, ddof):
+    vt = _value_dtype(dt).type
+    ident = (vt(_empty_value(_value_dtype(dt))), np.int64(-1))
+    first = name == "first"
+
+    def map_(v, j):
+        return (vt(v), np.int64(j))
+
+    if first:
+
+        def combine(a, b):
+            if a[1] < 0:
+                return b
+            if b[1] < 0:
+                return a
+            return a if a[1] <= b[1] else b
+    else:
+
+        def combine(a, b):
+            if a[1] < 0:
+                return b
+            if b[1] < 0:
+                return a
+            return a if a[1] >= b[1] else b
+
+    def finalize(s, n):
+        return s[0]
+
+    return Decl((name, dt.str), ident, map_, combine, finalize), dt
+
+
+_BASE = {
+    "sum": _sum,
+    "prod": _prod,
+    "mean": _mean,
+    "var": _var,
+    "std": _std,
+    "max": _extreme,
+    "min": _extreme,
+    "argmax": _argextreme,
+    "argmin": _argextreme,
+    "count": _count,
+    "count_nonzero": _count_nonzero,
+    "any": _any_all,
+    "all": _any_all,
+    "logsumexp": _logsumexp,
+    "first": _first_last,
+    "last": _first_last,
+}
+
+_TAKES_DTYPE = {"sum", "prod", "mean", "var", "std", "nansum", "nanmean", "nanvar", "nanstd"}
+
+
+# ---------------------------------------------------------------- nan* variants
+
+
+def _nan_variant(base_decl: Decl) -> Decl:
+    """Skip NaN: NaN elements map to the identity and an extra count tracks
+    the non-NaN elements, which ``finalize``/``is_empty`` see as ``n``.
+    An all-NaN segment therefore counts as empty, as the API promises.
+    The state stays flat: the count is appended to the base state."""
+    bmap, bcomb, bfin, bempty = (
+        base_decl.map,
+        base_decl.combine,
+        base_decl.finalize,
+        base_decl.is_empty,
+    )
+    zero = np.int64(0)
+    one = np.int64(1)
+    ident0 = base_decl.identity
+    k = base_decl.arity
+    if k == 0:
+
+        def map_(v, j):
+            if v != v:
+                return (ident0, zero)
+            return (bmap(v, j), one)
+
+        def combine(a, b):
+            return (bcomb(a[0], b[0]), a[1] + b[1])
+
+        def finalize(s, n):
+            return bfin(s[0], s[1])
+
+        def is_empty(s, n):
+            return bempty(s[0], s[1])
+
+        ident = (ident0, zero)
+    else:
+        ident_nan = ident0 + (zero,)
+
+        def map_(v, j):
+            if v != v:
+                return ident_nan
+            return bmap(v, j) + (one,)
+
+        def combine(a, b):
+            return bcomb(a[:k], b[:k]) + (a[k] + b[k],)
+
+        def finalize(s, n):
+            return bfin(s[:k], s[k])
+
+        def is_empty(s, n):
+            return bempty(s[:k], s[k])
+
+        ident = ident_nan
+    return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty)
+
+
+NAN_OPS = ("nansum", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nanargmax", "nanargmin")
+OPS = tuple(_BASE) + NAN_OPS
+
+
+def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
+    """Declaration, result dtype and kernel value dtype of op ``name``."""
+    in_dtype = np.dtype(in_dtype)
+    if name not in OPS:
+        raise ValueError(f"unknown reduction {name!r}; choose one of {', '.join(OPS)}")
+    _check_dtype_kw(name, dtype)
+    if in_dtype.kind not in "biufc":
+        raise TypeError(
+            f"unsupported dtype {in_dtype} for {name}(): use bool, integer, float or complex values"
+        )
+    if in_dtype.kind == "c" and name.removeprefix("nan") not in _COMPLEX_OK:
+        raise TypeError(f"{name}() is not defined for complex values (dtype {in_dtype})")
+    if dtype is not None and np.dtype(dtype).kind not in "biufc":
+        raise TypeError(f"dtype={dtype!r} is not a numeric dtype")
+    if ddof < 0:
+        raise ValueError(f"ddof must be >= 0, got {ddof}")
+    base = name.removeprefix("nan") if name in NAN_OPS else name
+    decl, out = _BASE[base](name, in_dtype, dtype, ddof)
+    if name in NAN_OPS and in_dtype.kind in "fc":
+        decl = _nan_variant(decl)
+    return Spec(decl, np.dtype(out), _value_dtype(in_dtype))
+
+
+_COMPLEX_OK = {"sum", "prod", "mean", "var", "std", "count", "count_nonzero", "any", "all",
+               "first", "last"}

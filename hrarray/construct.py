@@ -1,0 +1,218 @@
+"""Constructors: from_lengths, from_list, from_segment_ids, from_padded, nest, concatenate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrarray._backends import backend_of
+from hrarray.ragged import RaggedArray
+
+__all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segment_ids", "nest"]
+
+
+def _check_int_array(be, a, argname):
+    a = be.asarray(a, argname)
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu":
+        raise TypeError(f"{argname} must have an integer dtype, got {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{argname} must be 1-D, got ndim={a.ndim}")
+    return a
+
+
+def from_lengths(values, lengths) -> RaggedArray:
+    """Segments of the given lengths: offsets ``[0, cumsum(lengths)]`` (int64).
+
+    ``values`` may be an array or a ``RaggedArray`` (to add a level). The
+    lengths may sum to less than ``len(values)`` (trailing values unused).
+    """
+    be = backend_of(
+        ("values", values._values if isinstance(values, RaggedArray) else values),
+        ("lengths", lengths),
+    )
+    lens = _check_int_array(be, lengths, "lengths")
+    xp = be.xp
+    if lens.size and bool((lens < 0).any()):
+        bad = int(xp.nonzero(lens < 0)[0][0])
+        raise ValueError(f"lengths[{bad}]={int(lens[bad])} is negative")
+    offs = xp.zeros(lens.shape[0] + 1, np.int64)
+    xp.cumsum(lens, out=offs[1:])  # int64: never wraps like an int32 cumsum
+    return RaggedArray(values, offs)
+
+
+def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
+    """Segments from one sorted segment id per value (ids non-decreasing).
+
+    ``nsegments`` defaults to ``ids[-1] + 1``; segments without ids are empty.
+    """
+    be = backend_of(("values", values), ("ids", ids))
+    ids = _check_int_array(be, ids, "ids")
+    xp = be.xp
+    vals = be.asarray(values, "values")
+    if vals.ndim == 0:
+        raise ValueError("values must be at least 1-D")
+    if ids.shape[0] != vals.shape[0]:
+        raise ValueError(f"ids has {ids.shape[0]} entries but values has {vals.shape[0]} rows")
+    if ids.shape[0] > 1:
+        dec = ids[1:] < ids[:-1]
+        if bool(dec.any()):
+            i = int(xp.nonzero(dec)[0][0]) + 1
+            raise ValueError(
+                f"ids must be sorted (non-decreasing); ids[{i}]={int(ids[i])} < "
+                f"ids[{i - 1}]={int(ids[i - 1])}"
+            )
+    if ids.shape[0] and int(ids[0]) < 0:
+        raise ValueError(f"ids[0]={int(ids[0])} is negative")
+    top = int(ids[-1]) + 1 if ids.shape[0] else 0
+    if nsegments is None:
+        nsegments = top
+    nsegments = int(nsegments)
+    if nsegments < top:
+        raise ValueError(f"ids[-1]={top - 1} >= nsegments={nsegments}")
+    offs = xp.searchsorted(ids, xp.arange(nsegments + 1), side="left").astype(np.int64)
+    return RaggedArray(vals, offs)
+
+
+def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
+    """Inverse of :meth:`RaggedArray.to_padded`.
+
+    ``padded`` has shape ``(nsegments, L, *inner)``. Give ``lengths`` (the
+    first ``lengths[i]`` entries of row ``i`` are kept) or ``mask`` (the True
+    entries of each row are kept, in order); with neither, every entry is kept.
+    """
+    be = backend_of(("padded", padded), ("lengths", lengths), ("mask", mask))
+    xp = be.xp
+    p = be.asarray(padded, "padded")
+    if p.ndim < 2:
+        raise ValueError(f"padded must be at least 2-D (nsegments, L, ...), got ndim={p.ndim}")
+    n, L = p.shape[:2]
+    if lengths is not None and mask is not None:
+        raise ValueError("give lengths or mask, not both")
+    if mask is not None:
+        m = be.asarray(mask, "mask")
+        if m.dtype != np.bool_ or m.shape != (n, L):
+            raise ValueError(f"mask must be a bool array of shape {(n, L)}")
+    else:
+        if lengths is None:
+            lens = xp.full(n, L, np.int64)
+        else:
+            lens = _check_int_array(be, lengths, "lengths")
+            if lens.shape[0] != n:
+                raise ValueError(f"lengths has {lens.shape[0]} entries, padded has {n} rows")
+            bad = (lens < 0) | (lens > L)
+            if bool(bad.any()):
+                i = int(xp.nonzero(bad)[0][0])
+                raise ValueError(f"lengths[{i}]={int(lens[i])} is outside [0, {L}]")
+        m = xp.arange(L)[None, :] < lens[:, None]
+    values = p[m]
+    return from_lengths(values, m.sum(axis=1).astype(np.int64))
+
+
+def nest(values, *offsets) -> RaggedArray:
+    """A multi-level hierarchy: ``nest(values, offsets_level1, offsets_level2, ...)``.
+
+    Innermost level first: ``offsets_level1`` groups ``values``,
+    ``offsets_level2`` groups the level-1 segments, and so on. Every level is
+    validated against the one below.
+    """
+    if not offsets:
+        raise TypeError("nest() needs at least one offsets array")
+    x = values
+    for k, o in enumerate(offsets, start=1):
+        try:
+            x = RaggedArray(x, o)
+        except ValueError as exc:
+            raise ValueError(f"level {k}: {exc}") from None
+    return x
+
+
+def from_list(nested, dtype=None) -> RaggedArray:
+    """Build from nested Python lists of any depth.
+
+    The innermost items are scalars or equal-shape arrays; every list level
+    above them becomes a ragged level. ``dtype`` chooses the values dtype
+    (NumPy's inference otherwise).
+    """
+    if not isinstance(nested, (list, tuple)):
+        raise TypeError(f"from_list needs a list, got {type(nested).__name__}")
+
+    def depth_of(obj):
+        d = 0
+        while isinstance(obj, (list, tuple)):
+            d += 1
+            first = next((o for o in obj if not _is_empty_list(o)), None)
+            if first is None:
+                # all children empty lists: one more level if any child is a list
+                if any(isinstance(o, (list, tuple)) for o in obj):
+                    d += 1
+                return d
+            obj = first
+        return d
+
+    depth = depth_of(nested)
+    if depth < 2:
+        raise ValueError("from_list needs a list of segments (a list of lists)")
+    offs: list[list[int]] = [[0] for _ in range(depth)]
+    leaves: list = []
+
+    def walk(obj, level):
+        # obj is a list at nesting `level` (1 = a top-level segment)
+        if not isinstance(obj, (list, tuple)):
+            raise ValueError(f"from_list: expected a list at nesting level {level}, got {obj!r}")
+        for item in obj:
+            if level + 1 == depth:
+                leaves.append(item)
+            else:
+                walk(item, level + 1)
+        offs[level].append(len(leaves) if level + 1 == depth else len(offs[level + 1]) - 1)
+
+    for item in nested:
+        walk(item, 1)
+    if leaves:
+        values = np.asarray(leaves, dtype=dtype)
+    else:
+        values = np.empty(0, dtype=dtype or np.float64)
+    if values.dtype == object:
+        raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")
+    x = values
+    for level in range(depth - 1, 0, -1):
+        x = RaggedArray(x, np.asarray(offs[level], np.int64))
+    return x
+
+
+def _is_empty_list(o) -> bool:
+    return isinstance(o, (list, tuple)) and len(o) == 0
+
+
+def concatenate(arrays) -> RaggedArray:
+    """Join ragged arrays end to end (same depth, dtype, inner shape and device)."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("concatenate needs at least one RaggedArray")
+    for k, a in enumerate(arrays):
+        if not isinstance(a, RaggedArray):
+            raise TypeError(f"arrays[{k}] is a {type(a).__name__}, not a RaggedArray")
+    a0 = arrays[0]
+    for k, a in enumerate(arrays[1:], start=1):
+        for attr in ("depth", "dtype", "inner_shape", "device"):
+            if getattr(a, attr) != getattr(a0, attr):
+                raise ValueError(
+                    f"arrays[{k}].{attr}={getattr(a, attr)!r} differs from "
+                    f"arrays[0].{attr}={getattr(a0, attr)!r}"
+                )
+    return _concat([a._compact() for a in arrays])
+
+
+def _concat(compact: list[RaggedArray]) -> RaggedArray:
+    xp = compact[0]._backend.xp
+    parts = []
+    shift = 0
+    for k, a in enumerate(compact):
+        o = a._offsets.astype(np.int64)
+        parts.append(o[(0 if k == 0 else 1) :] + shift)
+        shift += int(o[-1])
+    offs = xp.concatenate(parts)
+    if isinstance(compact[0]._values, RaggedArray):
+        inner = _concat([a._values for a in compact])
+    else:
+        inner = xp.concatenate([a._values for a in compact])
+    return RaggedArray._trusted(inner, offs)

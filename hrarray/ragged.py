@@ -1,0 +1,376 @@
+"""``RaggedArray``: flat values plus CSR offsets, nested level by level."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrarray._backends import backend_of, device_of
+
+__all__ = ["RaggedArray"]
+
+_INT_KINDS = "iu"
+
+
+def _normalize_offsets(be, offsets, argname: str):
+    """Type and shape checks of an offsets array (values are checked later).
+
+    int32 and int64 are used as they are (zero-copy); other integer dtypes
+    are converted to int64 (a copy of the offsets only).
+    """
+    offsets = be.asarray(offsets, argname)
+    dt = be.dtype(offsets)
+    if dt == np.bool_ or dt.kind not in _INT_KINDS:
+        raise TypeError(f"{argname} must have an integer dtype, got {dt}")
+    if offsets.ndim != 1:
+        raise ValueError(f"{argname} must be 1-D, got ndim={offsets.ndim}")
+    if offsets.shape[0] < 1:
+        raise ValueError(f"{argname} must have at least one element (nsegments + 1)")
+    if not (dt.isnative and dt.type in (np.int32, np.int64)):
+        if dt.kind == "u" and dt.itemsize == 8:
+            # uint64 beyond int64 would wrap negative and then fail validation
+            pass
+        offsets = be.astype(offsets, np.int64)
+    return offsets
+
+
+class RaggedArray:
+    """A ragged array: segment ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+
+    Parameters
+    ----------
+    values : array of shape ``(n, *inner)``, or RaggedArray
+        The flat values (NumPy, CuPy, or any ``__cuda_array_interface__`` /
+        DLPack producer), or a ``RaggedArray`` whose segments the new level
+        groups (this is how hierarchies nest).
+    offsets : 1-D integer array, length ``nsegments + 1``
+        Non-decreasing, ``0 <= offsets[0]`` and ``offsets[-1] <= len(values)``.
+        Offsets need not start at 0 nor end at ``len(values)`` (a slice is a
+        view). int32 and int64 are used as they are; other integer dtypes
+        are converted to int64 (a copy of the offsets only).
+    validate : bool, default True
+        Check the offsets (O(nsegments), compiled, on the offsets' device).
+        ``validate=False`` is for trusted input only: kernels do not bounds
+        check, so invalid offsets then read out of bounds.
+
+    Notes
+    -----
+    Construction never copies ``values`` and never copies int32/int64
+    ``offsets``; any strides and read-only arrays are accepted. Mutating
+    ``offsets`` after validation voids the check.
+    """
+
+    __slots__ = ("_backend", "_offsets", "_values")
+
+    def __init__(self, values, offsets, *, validate=True):
+        if isinstance(values, RaggedArray):
+            be = backend_of(("values", values._values), ("offsets", offsets))
+            vals = values
+            nvals = len(values)
+            what = "the inner level (its nsegments)"
+        else:
+            be = backend_of(("values", values), ("offsets", offsets))
+            vals = be.asarray(values, "values")
+            if vals.ndim == 0:
+                raise ValueError("values must be at least 1-D (n, *inner), got ndim=0")
+            if be.dtype(vals) == object:
+                raise TypeError("values has unsupported dtype object")
+            nvals = vals.shape[0]
+            what = "values"
+        offs = _normalize_offsets(be, offsets, "offsets")
+        if validate:
+            be.validate(offs, nvals, "offsets", what)
+        self._backend = be
+        self._values = vals
+        self._offsets = offs
+
+    @classmethod
+    def _trusted(cls, values, offsets):
+        """Build without checks (internal: offsets already valid)."""
+        self = object.__new__(cls)
+        self._backend = values._backend if isinstance(values, RaggedArray) else backend_of(
+            ("values", values)
+        )
+        self._values = values
+        self._offsets = offsets
+        return self
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def values(self):
+        """The flat values, or the inner ``RaggedArray`` for depth > 1."""
+        return self._values
+
+    @property
+    def offsets(self):
+        """Segment boundaries, length ``nsegments + 1``."""
+        return self._offsets
+
+    @property
+    def lengths(self):
+        """Segment lengths as int64."""
+        xp = self._backend.xp
+        return xp.diff(self._offsets).astype(np.int64, copy=False)
+
+    @property
+    def nsegments(self) -> int:
+        return int(self._offsets.shape[0]) - 1
+
+    def __len__(self) -> int:
+        return self.nsegments
+
+    @property
+    def nvalues(self) -> int:
+        """``offsets[-1] - offsets[0]``: the elements inside segments."""
+        lo, hi = self._backend.ends(self._offsets)
+        return hi - lo
+
+    @property
+    def depth(self) -> int:
+        """Number of ragged levels (1 for flat values)."""
+        d = 1
+        v = self._values
+        while isinstance(v, RaggedArray):
+            d += 1
+            v = v._values
+        return d
+
+    @property
+    def leaf_values(self):
+        """The innermost dense array."""
+        v = self._values
+        while isinstance(v, RaggedArray):
+            v = v._values
+        return v
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._backend.dtype(self.leaf_values))
+
+    @property
+    def inner_shape(self) -> tuple:
+        return tuple(self.leaf_values.shape[1:])
+
+    @property
+    def device(self) -> str:
+        return self._backend.name
+
+    # ------------------------------------------------------------ structure
+    def _levels(self) -> list[RaggedArray]:
+        """This array and every inner level, outermost first."""
+        out = [self]
+        v = self._values
+        while isinstance(v, RaggedArray):
+            out.append(v)
+            v = v._values
+        return out
+
+    def _compact(self) -> RaggedArray:
+        """Same content with offsets starting at 0 and ending at ``len(values)``
+        at every level (copies offsets where they must be rebased, never values)."""
+        lo, hi = self._backend.ends(self._offsets)
+        if isinstance(self._values, RaggedArray):
+            inner = self._values[lo:hi]._compact()
+            nv = len(self._values)
+        else:
+            inner = self._values[lo:hi] if (lo, hi) != (0, self._values.shape[0]) else self._values
+            nv = self._values.shape[0]
+        offs = self._offsets if (lo == 0 and hi == nv) else self._offsets - lo
+        return RaggedArray._trusted(inner, offs)
+
+    def _composed_offsets(self):
+        """Offsets of each top segment into the leaf values (levels flattened)."""
+        offs = self._offsets
+        v = self._values
+        while isinstance(v, RaggedArray):
+            offs = v._offsets[offs]
+            v = v._values
+        return offs
+
+    # ------------------------------------------------------------ indexing
+    def __getitem__(self, key):
+        be = self._backend
+        n = self.nsegments
+        if isinstance(key, (int, np.integer)):
+            i = int(key)
+            if i < -n or i >= n:
+                raise IndexError(f"segment index {i} is out of range for {n} segments")
+            i %= n
+            lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+            return self._values[lo:hi]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                stop = max(stop, start)
+                return RaggedArray._trusted(self._values, self._offsets[start : stop + 1])
+            key = np.arange(start, stop, step)
+            if be.name != "cpu":
+                key = be.xp.asarray(key)
+        if isinstance(key, list):
+            key = np.asarray(key)
+            if be.name != "cpu":
+                key = be.xp.asarray(key)
+        if device_of(key) != be.name:
+            raise TypeError(f"index array is on {device_of(key)} but the array is on {be.name}")
+        idx = be.asarray(key, "index")
+        if idx.dtype == np.bool_:
+            if idx.shape != (n,):
+                raise IndexError(f"boolean index has shape {idx.shape}, expected ({n},)")
+            idx = be.xp.nonzero(idx)[0]
+        elif idx.dtype.kind not in _INT_KINDS:
+            raise TypeError(f"index must be an integer or boolean array, got dtype {idx.dtype}")
+        return self._take(idx.astype(np.int64, copy=False))
+
+    def _take(self, idx):
+        """Gather segments ``idx`` (copies)."""
+        xp = self._backend.xp
+        n = self.nsegments
+        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+            bad = int(xp.nonzero((idx < -n) | (idx >= n))[0][0])
+            raise IndexError(f"index[{bad}]={int(idx[bad])} is out of range for {n} segments")
+        idx = xp.where(idx < 0, idx + n, idx)
+        starts = self._offsets[idx].astype(np.int64)
+        lens = (self._offsets[idx + 1] - self._offsets[idx]).astype(np.int64)
+        new_offs = xp.zeros(idx.shape[0] + 1, np.int64)
+        xp.cumsum(lens, out=new_offs[1:])
+        total = int(new_offs[-1])
+        elem = xp.repeat(starts - new_offs[:-1], lens) + xp.arange(total, dtype=np.int64)
+        if isinstance(self._values, RaggedArray):
+            inner = self._values._take(elem)
+        else:
+            inner = self._values[elem]
+        return RaggedArray._trusted(inner, new_offs)
+
+    # ------------------------------------------------------------ conversions
+    def segment_ids(self):
+        """Segment of each of the ``nvalues`` elements (int64).
+
+        Together with :meth:`local_index` this lets a user encoder apply
+        position-dependent weights with one segmented sum and no padding::
+
+            w = W[x.local_index()]              # weight per element, (nvalues, d)
+            y = x.with_values(x.values[x.offsets[0]:x.offsets[-1]] * w).sum()
+
+        Examples
+        --------
+        >>> import numpy as np, hrarray as hr
+        >>> x = hr.from_lengths(np.arange(5.0), [2, 0, 3])
+        >>> x.segment_ids()
+        array([0, 0, 2, 2, 2])
+        """
+        xp = self._backend.xp
+        lens = self.lengths
+        return xp.repeat(xp.arange(self.nsegments, dtype=np.int64), lens)
+
+    def local_index(self):
+        """Position of each of the ``nvalues`` elements inside its segment (int64).
+
+        Examples
+        --------
+        >>> import numpy as np, hrarray as hr
+        >>> x = hr.from_lengths(np.arange(5.0), [2, 0, 3])
+        >>> x.local_index()
+        array([0, 1, 0, 1, 2])
+        >>> W = np.array([1.0, 10.0, 100.0])        # one weight per position
+        >>> hr.sum(x.with_values(x.values * W[x.local_index()]))
+        array(  10.,    0., 234.])
+        """
+        xp = self._backend.xp
+        lens = self.lengths
+        starts = (self._offsets[:-1] - self._offsets[0]).astype(np.int64)
+        return xp.arange(self.nvalues, dtype=np.int64) - xp.repeat(starts, lens)
+
+    def with_values(self, new_values) -> RaggedArray:
+        """Same structure, new leaf values (one per leaf element inside segments).
+
+        The result is compact (offsets start at 0).
+        """
+        c = self._compact()
+        levels = c._levels()
+        leaf = levels[-1]
+        new = leaf._backend.asarray(new_values, "new_values")
+        be = backend_of(("x", leaf._values), ("new_values", new))
+        n_need = leaf.nvalues
+        if new.ndim == 0 or new.shape[0] != n_need:
+            got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"
+            raise ValueError(f"new_values must have {n_need} rows (the leaf values), got {got}")
+        del be
+        out = RaggedArray._trusted(new, leaf._offsets)
+        for lvl in reversed(levels[:-1]):
+            out = RaggedArray._trusted(out, lvl._offsets)
+        return out
+
+    def to_numpy(self) -> RaggedArray:
+        """A copy on the host (NumPy); ``self`` if already there."""
+        if self._backend.name == "cpu":
+            return self
+        inner = (
+            self._values.to_numpy()
+            if isinstance(self._values, RaggedArray)
+            else self._backend.to_host(self._values)
+        )
+        return RaggedArray._trusted(inner, self._backend.to_host(self._offsets))
+
+    def to_cupy(self) -> RaggedArray:
+        """A copy on the current CUDA device as CuPy arrays (needs CuPy)."""
+        import cupy
+
+        inner = (
+            self._values.to_cupy()
+            if isinstance(self._values, RaggedArray)
+            else cupy.asarray(self._values)
+        )
+        return RaggedArray._trusted(inner, cupy.asarray(self._offsets))
+
+    def to_list(self) -> list:
+        """Nested Python lists (a host copy)."""
+        h = self.to_numpy()
+        offs = np.asarray(h._offsets)
+        if isinstance(h._values, RaggedArray):
+            inner = h._values
+            return [inner[int(offs[i]) : int(offs[i + 1])].to_list() for i in range(len(offs) - 1)]
+        v = np.asarray(h._values)
+        return [v[int(offs[i]) : int(offs[i + 1])].tolist() for i in range(len(offs) - 1)]
+
+    def to_padded(self, fill_value=0, max_length=None):
+        """Dense ``(nsegments, L, *inner)`` array and its mask.
+
+        ``L`` is ``max_length`` or the longest segment; longer segments are
+        truncated. ``mask[i, j]`` is True where element ``j`` of segment ``i``
+        exists. Depth-1 arrays only.
+        """
+        if self.depth != 1:
+            raise ValueError("to_padded needs a depth-1 RaggedArray; reduce or flatten first")
+        xp = self._backend.xp
+        lens = self.lengths
+        L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
+        if L < 0:
+            raise ValueError(f"max_length must be >= 0, got {max_length}")
+        n = self.nsegments
+        padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
+        mask = xp.arange(L)[None, :] < lens[:, None]
+        lo = int(self._offsets[0]) if n else 0
+        seg = self.segment_ids()
+        pos = self.local_index()
+        keep = pos < L
+        src = xp.arange(self.nvalues, dtype=np.int64) + lo
+        padded[seg[keep], pos[keep]] = self._values[src[keep]]
+        return padded, mask
+
+    # ------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        n = self.nsegments
+        if n:
+            lens = np.asarray(self._backend.to_host(self.lengths))
+            ls = f"lengths=[min {lens.min()}, median {np.median(lens):g}, max {lens.max()}]"
+        else:
+            ls = "lengths=[]"
+        inner = f", inner_shape={self.inner_shape}" if self.inner_shape else ""
+        return (
+            f"<RaggedArray depth={self.depth} nsegments={n} {ls} "
+            f"dtype={self.dtype}{inner} device={self.device}>"
+        )
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            "a RaggedArray has no dense NumPy form; use .values, .to_padded() or a reduction"
+        )

@@ -1,0 +1,234 @@
+"""Segmented reductions: ``hr.reduce`` and one function per op.
+
+Dtype rules, ``levels=``, ``fill_value=`` and dispatch live here; the op
+semantics live in :mod:`hrarray._ops` (built-ins) or a :class:`Reducer`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hrarray import _ops
+from hrarray.ragged import RaggedArray
+from hrarray.reducer import Reducer
+
+__all__ = ["reduce", *_ops.OPS]
+
+
+def _check_levels(x: RaggedArray, levels) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
+        raise TypeError(f"levels must be an integer, got {type(levels).__name__}")
+    levels = int(levels)
+    d = x.depth
+    if not 1 <= levels <= d:
+        raise ValueError(f"levels={levels} is outside 1..depth={d}")
+    return levels
+
+
+def _fill_ok(fill_value, out_dtype: np.dtype):
+    """fill_value must be representable in the result dtype."""
+    f = np.asarray(fill_value)
+    if f.ndim != 0:
+        raise ValueError("fill_value must be a scalar")
+    if out_dtype.kind in "biu" and f.dtype.kind in "fc":
+        fv = complex(f)
+        if fv.imag != 0 or not np.isfinite(fv.real) or fv.real != int(fv.real):
+            raise ValueError(f"fill_value={fill_value!r} cannot be represented as {out_dtype}")
+    if out_dtype.kind == "f" and f.dtype.kind == "c" and complex(f).imag != 0:
+        raise ValueError(f"fill_value={fill_value!r} cannot be represented as {out_dtype}")
+    return fill_value
+
+
+def _split(x: RaggedArray, levels: int):
+    """(levels above the reduced ones, composed offsets, leaf values).
+
+    For ``levels < depth`` the array is compacted first so that the result's
+    offsets start at 0 (every returned ``RaggedArray`` is compact) and no
+    unreachable segment is reduced.
+    """
+    if levels < x.depth:
+        x = x._compact()
+    lv = x._levels()
+    above = lv[: len(lv) - levels]
+    target = lv[len(lv) - levels]
+    return above, target._composed_offsets(), x.leaf_values
+
+
+def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
+    if isinstance(op, Reducer):
+        vdt = np.dtype(np.float32) if in_dtype == np.float16 else in_dtype
+        if in_dtype.kind not in "biufc":
+            raise TypeError(f"unsupported dtype {in_dtype} for a Reducer")
+        out = np.dtype(dtype) if dtype is not None else op._result_dtype(vdt)
+        return _ops.Spec(op._decl(vdt, out), out, vdt)
+    if not isinstance(op, str):
+        raise TypeError(f"op must be an op name or a hrarray.Reducer, got {type(op).__name__}")
+    return _ops.build(op, in_dtype, dtype=dtype, ddof=ddof)
+
+
+def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
+    """Reduce the ``levels`` innermost ragged levels of ``x`` with ``op``.
+
+    Parameters
+    ----------
+    x : RaggedArray
+    op : str or Reducer
+        A built-in op name (``"sum"``, ``"nanmax"``, ...) or a user
+        :class:`~hrarray.Reducer`.
+    levels : int, default 1
+        How many innermost levels to reduce at once, over the flattened leaf
+        range of each level-``levels`` segment; ``levels=x.depth`` gives one
+        row per top segment.
+    fill_value : scalar, optional
+        Result of every empty segment (for ``nan*`` ops also all-NaN
+        segments; for ``var``/``std`` also segments with length <= ``ddof``).
+    dtype : dtype, optional
+        Accumulator/result dtype, as in NumPy (sum, prod, mean, var, std and
+        their nan variants).
+    ddof : int, default 0
+        Delta degrees of freedom of ``var``/``std``.
+
+    Returns
+    -------
+    array or RaggedArray
+        Dense ``(nsegments_top, *inner)`` when ``levels == x.depth``, else a
+        compact ``RaggedArray`` of depth ``x.depth - levels``; same array
+        library and device as ``x``.
+    """
+    if not isinstance(x, RaggedArray):
+        raise TypeError(f"x must be a RaggedArray, got {type(x).__name__}")
+    levels = _check_levels(x, levels)
+    be = x._backend
+    in_dtype = x.dtype.newbyteorder("=") if not x.dtype.isnative else x.dtype
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
+        raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
+    spec = _spec_for(op, in_dtype, dtype, int(ddof))
+    use_fill = fill_value is not None
+    if use_fill:
+        _fill_ok(fill_value, spec.out_dtype)
+    above, offsets, leaf = _split(x, levels)
+    out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
+    for lvl in reversed(above):
+        out = RaggedArray._trusted(out, lvl._offsets)
+    return out
+
+
+def _make(name: str):
+    takes_ddof = name.removeprefix("nan") in {"var", "std"}
+    takes_dtype = name in _ops._TAKES_DTYPE
+    parts = []
+    if takes_dtype:
+        parts.append("dtype=None")
+    if takes_ddof:
+        parts.append("ddof=0")
+
+    def op(x, *, levels=1, fill_value=None, **kw):
+        bad = set(kw) - ({"dtype"} if takes_dtype else set()) - ({"ddof"} if takes_ddof else set())
+        if bad:
+            raise TypeError(f"{name}() got an unexpected keyword argument {sorted(bad)[0]!r}")
+        return reduce(x, name, levels=levels, fill_value=fill_value, **kw)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = _DOCS.get(name.removeprefix("nan"), "") .format(
+        name=name,
+        nan=(
+            "NaN elements are skipped; an all-NaN segment counts as empty."
+            if name.startswith("nan") and name not in {"nan"}
+            else "NaN propagates as in NumPy."
+        ),
+        extra=", ".join(["levels=1", "fill_value=None", *parts]),
+    )
+    return op
+
+
+_DOCS = {
+    "sum": """Segment sums: ``{name}(x, *, {extra})``.
+
+Empty segment: 0. {nan} Result dtype: bool/int -> int64, uint -> uint64,
+float16/float32 -> same (accumulated in float64), float64 -> float64 (blocked
+pairwise summation), complex -> same. Integer sums wrap modulo 2**64 like
+NumPy. See :func:`hrarray.reduce` for ``levels``, ``fill_value``, ``dtype``.
+""",
+    "prod": """Segment products: ``{name}(x, *, {extra})``.
+
+Empty segment: 1. {nan} Result dtype as ``sum``.
+""",
+    "mean": """Segment means: ``{name}(x, *, {extra})``.
+
+Empty segment: NaN (no warning). {nan} Result dtype: int/bool -> float64,
+floats -> same (accumulated in float64), complex -> same.
+""",
+    "var": """Segment variances: ``{name}(x, *, {extra})``.
+
+Empty segment, or length <= ddof: NaN. {nan} Result dtype as ``mean``
+(complex input gives a real result). Computed with Chan's pairwise update of
+(count, mean, M2), stable for large offsets.
+""",
+    "std": """Segment standard deviations: ``{name}(x, *, {extra})``.
+
+Empty segment, or length <= ddof: NaN. {nan} Result dtype as ``var``.
+""",
+    "max": """Segment maxima: ``{name}(x, *, {extra})``.
+
+Empty segment: -inf for floats, the dtype minimum for ints, False for bool.
+{nan} Result dtype: the input dtype. Complex is a TypeError.
+""",
+    "min": """Segment minima: ``{name}(x, *, {extra})``.
+
+Empty segment: +inf for floats, the dtype maximum for ints, True for bool.
+{nan} Result dtype: the input dtype. Complex is a TypeError.
+""",
+    "argmax": """Index of each segment's maximum, local to the segment: ``{name}(x, *, {extra})``.
+
+Empty segment: -1. First occurrence wins. {nan} (``argmax`` returns the
+first NaN's index.) With ``levels=k`` the index is the position in the
+flattened leaf range of the level-k segment. Result dtype: int64.
+""",
+    "argmin": """Index of each segment's minimum, local to the segment: ``{name}(x, *, {extra})``.
+
+Empty segment: -1. First occurrence wins. {nan} Result dtype: int64.
+""",
+    "count": """Elements per segment, as rows ``(nsegments, *inner)``: ``{name}(x, *, {extra})``.
+
+Empty segment: 0. Result dtype: int64 (``x.lengths`` is the 1-D form).
+""",
+    "count_nonzero": """Non-zero elements per segment: ``{name}(x, *, {extra})``.
+
+Empty segment: 0. NaN counts as non-zero (NumPy). Result dtype: int64.
+""",
+    "any": """Whether any element of a segment is non-zero: ``{name}(x, *, {extra})``.
+
+Empty segment: False. NaN is non-zero. Result dtype: bool.
+""",
+    "all": """Whether every element of a segment is non-zero: ``{name}(x, *, {extra})``.
+
+Empty segment: True. NaN is non-zero. Result dtype: bool.
+""",
+    "logsumexp": """``log(sum(exp(x)))`` per segment, computed online (running max): ``{name}(x, *, {extra})``.
+
+Empty segment: -inf. {nan} Result dtype: float (int/bool -> float64;
+float32 accumulated in float64).
+""",
+    "first": """First element of each segment: ``{name}(x, *, {extra})``.
+
+Empty segment: NaN for floats and complex, 0 for ints (False for bool).
+Result dtype: the input dtype.
+""",
+    "last": """Last element of each segment: ``{name}(x, *, {extra})``.
+
+Empty segment: NaN for floats and complex, 0 for ints (False for bool).
+Result dtype: the input dtype.
+""",
+}
+
+for _name in _ops.OPS:
+    globals()[_name] = _make(_name)
+    setattr(RaggedArray, _name, globals()[_name])
+del _name
+
+
+def _method_reduce(self, op, **kw):
+    return reduce(self, op, **kw)
+
+
+RaggedArray.reduce = _method_reduce

@@ -1,0 +1,189 @@
+"""Reduction declarations: the one description every kernel factory compiles.
+
+A reduction is four plain Python functions over a running *state* (a scalar
+or a tuple of scalars), in the style of CuPy's ``ReductionKernel``:
+
+``identity``
+    the state of an empty range;
+``map(v, j)``
+    the state of one element ``v`` at local index ``j`` (its position inside
+    the reduced segment);
+``combine(a, b)``
+    merges the states of two adjacent ranges, ``a`` before ``b``; it must be
+    associative (kernels combine runs, blocks and chunks in order, so it need
+    not be commutative);
+``finalize(acc, n)``
+    the result of a segment of ``n`` elements whose combined state is ``acc``;
+``is_empty(acc, n)``
+    whether the segment counts as empty for ``fill_value=`` (``n == 0`` unless
+    an op says otherwise: all-NaN segments for ``nan*`` ops, ``n <= ddof`` for
+    ``var``).
+
+The CPU factory (``hrarray._kernels.cpu``) wraps these with ``numba.njit``,
+the CUDA factory (``hrarray._kernels.cuda``) with ``cuda.jit(device=True)``:
+the semantics of an op are written once, here or in ``hrarray._ops``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Reducer"]
+
+
+def _count_empty(acc, n):
+    return n == 0
+
+
+@dataclass(frozen=True, eq=False)
+class Decl:
+    """A compiled-ready op declaration (internal).
+
+    ``key`` identifies the declaration for the compiled-kernel cache: two
+    declarations with the same key must compile to the same kernel.
+    ``aux`` is True when ``map`` takes a per-element auxiliary value,
+    ``map(v, w, j)`` (attention scores).
+    """
+
+    key: tuple
+    identity: Any
+    map: Callable
+    combine: Callable
+    finalize: Callable
+    is_empty: Callable = _count_empty
+    aux: bool = False
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def arity(self) -> int:
+        """0 for a scalar state, else the length of the state tuple."""
+        return len(self.identity) if isinstance(self.identity, tuple) else 0
+
+
+def _as_state(value):
+    """Normalise an identity: NumPy scalars, tuples of NumPy scalars."""
+    if isinstance(value, tuple):
+        return tuple(_as_state(v) for v in value)
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.generic):
+        return np.int64(value)
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, complex):
+        return np.complex128(value)
+    if isinstance(value, np.generic):
+        return value
+    raise TypeError(
+        f"Reducer identity must be a number or a tuple of numbers, got {type(value).__name__}"
+    )
+
+
+class Reducer:
+    """A user-defined segmented reduction, compiled for the CPU and CUDA.
+
+    Parameters
+    ----------
+    identity : number or tuple of numbers
+        State of an empty segment. A tuple gives a tuple state (for example
+        ``(0.0, 0)`` for a running sum and count).
+    combine : callable
+        ``combine(a, b) -> state``; must be associative. It may be
+        non-commutative: hrarray always passes the earlier range first.
+    map : callable, optional
+        ``map(v) -> state`` applied to each element first. Without it the
+        element itself is the state.
+    finalize : callable, optional
+        ``finalize(acc, n) -> scalar`` with ``n`` the segment length; it runs
+        for every segment, empty ones too (``n == 0``). Without it an empty
+        segment gives ``identity`` (the state must then be a scalar).
+
+    Notes
+    -----
+    The functions must be plain Python that Numba can compile (``njit`` on the
+    CPU, ``cuda.jit(device=True)`` on CUDA): arithmetic, ``math`` functions,
+    tuples, conditionals. The result dtype is inferred by running the
+    declaration once in Python on a zero of the input dtype; pass ``dtype=``
+    to :func:`hrarray.reduce` to choose it. ``fill_value=`` replaces the
+    result of empty segments.
+
+    Examples
+    --------
+    >>> import numpy as np, hrarray as hr
+    >>> x = hr.from_lengths(np.array([1.0, 2.0, 3.0, 4.0]), [3, 0, 1])
+    >>> rms = hr.Reducer(identity=0.0, combine=lambda a, b: a + b,
+    ...                  map=lambda v: v * v,
+    ...                  finalize=lambda acc, n: (acc / n) ** 0.5 if n > 0 else 0.0)
+    >>> hr.reduce(x, rms)
+    array([2.1602469, 0.       , 4.       ])
+    """
+
+    def __init__(self, identity, combine, map=None, finalize=None, *, name=None):
+        if not callable(combine):
+            raise TypeError("Reducer combine must be callable")
+        if map is not None and not callable(map):
+            raise TypeError("Reducer map must be callable or None")
+        if finalize is not None and not callable(finalize):
+            raise TypeError("Reducer finalize must be callable or None")
+        self.identity = _as_state(identity)
+        if finalize is None and isinstance(self.identity, tuple):
+            raise TypeError("a Reducer with a tuple identity needs a finalize function")
+        self.combine = combine
+        self.map = map
+        self.finalize = finalize
+        self.name = name or getattr(combine, "__name__", "reducer")
+
+    def __repr__(self) -> str:
+        return f"Reducer(name={self.name!r}, identity={self.identity!r})"
+
+    def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
+        """Infer the result dtype by running the declaration once in Python."""
+        v = in_dtype.type(0)
+        try:
+            st = self.map(v) if self.map is not None else v
+            st = self.combine(self.identity, st)
+            res = self.finalize(st, 1) if self.finalize is not None else st
+        except Exception as exc:
+            raise TypeError(f"Reducer {self.name!r} fails on a {in_dtype} element: {exc}") from exc
+        if isinstance(res, tuple):
+            raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
+        return np.asarray(res).dtype
+
+    def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype) -> Decl:
+        user_map, user_fin, ident = self.map, self.finalize, self.identity
+        if user_map is None:
+            st_type = type(ident)
+
+            def map_(v, j):
+                return st_type(v)
+        else:
+
+            def map_(v, j):
+                return user_map(v)
+
+        if user_fin is None:
+
+            def fin(acc, n):
+                return acc
+        else:
+
+            def fin(acc, n):
+                return user_fin(acc, n)
+
+        return Decl(
+            key=("user", id(self), in_dtype.str, out_dtype.str),
+            identity=ident,
+            map=map_,
+            combine=self.combine,
+            finalize=fin,
+            meta={"reducer": self},
+        )
+
+
+# ``math`` is re-exported for user reducers written against it in docs.
+_ = math
