@@ -72,7 +72,7 @@ class RaggedArray:
             vals = be.asarray(values, "values")
             if vals.ndim == 0:
                 raise ValueError("values must be at least 1-D (n, *inner), got ndim=0")
-            if be.dtype(vals) == object:
+            if be.dtype(vals) == np.dtype(object):
                 raise TypeError("values has unsupported dtype object")
             nvals = vals.shape[0]
             what = "values"
@@ -108,8 +108,7 @@ class RaggedArray:
     @property
     def lengths(self):
         """Segment lengths as int64."""
-        xp = self._backend.xp
-        return xp.diff(self._offsets).astype(np.int64, copy=False)
+        return self._backend.diff(self._offsets)
 
     @property
     def nsegments(self) -> int:
@@ -174,7 +173,7 @@ class RaggedArray:
         else:
             inner = self._values[lo:hi] if (lo, hi) != (0, self._values.shape[0]) else self._values
             nv = self._values.shape[0]
-        offs = self._offsets if (lo == 0 and hi == nv) else self._offsets - lo
+        offs = self._offsets if (lo == 0 and hi == nv) else self._backend.shift(self._offsets, lo)
         return RaggedArray._trusted(inner, offs)
 
     def _composed_offsets(self):
@@ -182,7 +181,7 @@ class RaggedArray:
         offs = self._offsets
         v = self._values
         while isinstance(v, RaggedArray):
-            offs = v._offsets[offs]
+            offs = v._backend.take(v._offsets, offs)
             v = v._values
         return offs
 

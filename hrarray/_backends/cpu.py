@@ -85,6 +85,17 @@ class CpuBackend:
         if code:
             raise offsets_error(int(code), int(pos), offsets, limit, argname, what)
 
+    # Structural helpers used by RaggedArray (the CUDA backend implements
+    # them with small device kernels, so they work without CuPy too).
+    def diff(self, offsets):
+        return np.diff(offsets).astype(np.int64, copy=False)
+
+    def take(self, a, idx):
+        return a[idx]
+
+    def shift(self, a, lo: int):
+        return a - lo
+
     def ends(self, offsets) -> tuple[int, int]:
         return int(offsets[0]), int(offsets[-1])
 
