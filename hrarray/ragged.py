@@ -363,7 +363,7 @@ class RaggedArray:
             ls = f"lengths=[min {lens.min()}, median {np.median(lens):g}, max {lens.max()}]"
         else:
             ls = "lengths=[]"
-        inner = f", inner_shape={self.inner_shape}" if self.inner_shape else ""
+        inner = f" inner_shape={self.inner_shape}" if self.inner_shape else ""
         return (
             f"<RaggedArray depth={self.depth} nsegments={n} {ls} "
             f"dtype={self.dtype}{inner} device={self.device}>"

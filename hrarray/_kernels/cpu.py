@@ -41,6 +41,7 @@ from hrarray._kernels import _codegen as cg
 from hrarray.reducer import Decl
 
 BLOCK = 128
+LANES = 8
 STACK = 64  # pairwise stack depth: 2**64 blocks
 FASTMATH = {"reassoc", "nsz", "contract"}
 JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
@@ -78,6 +79,10 @@ def _source(decl: Decl, cache: bool) -> str:
     w1 = ", w" if aux else ""
     wj = "w[j], " if aux else ""
     wjc = "w[j], " if aux else ""
+
+    def wpi(i):
+        return f"w[p{i} + t], " if aux else ""
+
     H = cg.args("h", K)
     Tl = cg.args("t", K)
     src = [
@@ -86,28 +91,44 @@ def _source(decl: Decl, cache: bool) -> str:
         "from numba import prange\n\n",
         f"_OPTS = dict(nogil=True, error_model='numpy', fastmath={FASTMATH!r}, cache={cache})\n\n",
     ]
-    # ---------------- 1-D: pairwise-blocked range reduction
-    stk_alloc = "".join(
-        f"    k{i} = np.empty({STACK}, DT{i})\n" for i in range(max(K, 1))
+    # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
+    K1 = max(K, 1)
+    KA = cg.args("k", K)
+    lanes_init = "".join(f"            l{i} = IDENT\n" for i in range(LANES))
+    lanes_ptr = "".join(f"            p{i} = pos + {i} * w\n" for i in range(LANES))
+    lanes_body = "".join(
+        f"                l{i} = combine(l{i}, map_(values[p{i} + t], {wpi(i)}p{i} + t - s))\n"
+        for i in range(LANES)
     )
+    tree = [f"l{i}" for i in range(LANES)]
+    while len(tree) > 1:  # combine adjacent lanes pairwise, in order
+        tree = [f"combine({tree[i]}, {tree[i + 1]})" for i in range(0, len(tree), 2)]
     src.append(f"""
-@numba.njit(**_OPTS)
-def range_1d(values{w1}, a, e, s):
-    if e - a <= {BLOCK}:
-        st = IDENT
-        for j in range(a, e):
-            st = combine(st, map_(values[j], {wj}j - s))
-        return st
-{stk_alloc}    nb = 0
+@numba.njit(inline="always", **_OPTS)
+def range_1d(values{w1}, a, e, s, {KA}):
+    # Blocks of {BLOCK}: each split into {LANES} contiguous lanes reduced in
+    # lock step (independent dependency chains: ILP for branchy combines such
+    # as NaN-propagating max), lanes combined pairwise in order, blocks merged
+    # through a binary-counter stack (pairwise summation order).
+    nb = 0
     cnt = 0
     pos = a
     while pos < e:
         q = pos + {BLOCK}
         if q > e:
             q = e
-        blk = IDENT
-        for j in range(pos, q):
-            blk = combine(blk, map_(values[j], {wj}j - s))
+        w = (q - pos) >> {LANES.bit_length() - 1}
+        if w > 0:
+{lanes_init}{lanes_ptr}            for t in range(w):
+{lanes_body}            blk = {tree[0]}
+            for j in range(pos + {LANES} * w, q):
+                blk = combine(blk, map_(values[j], {wj}j - s))
+        else:
+            blk = IDENT
+            for j in range(pos, q):
+                blk = combine(blk, map_(values[j], {wj}j - s))
+        if cnt == 0 and q == e:
+            return blk
         cnt += 1
         m = cnt
         while (m & 1) == 0:
@@ -116,6 +137,8 @@ def range_1d(values{w1}, a, e, s):
             m >>= 1
 {cg.store("k", K, "nb", "blk", "        ")}        nb += 1
         pos = q
+    if cnt == 0:
+        return IDENT
     nb -= 1
     st = {cg.load("k", K, "nb")}
     while nb > 0:
@@ -123,6 +146,7 @@ def range_1d(values{w1}, a, e, s):
         st = combine({cg.load("k", K, "nb")}, st)
     return st
 """)
+    stk_alloc = "".join(f"        k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
     for par in (False, True):
         name = "chunks_1d_par" if par else "chunks_1d"
         src.append(f"""
@@ -131,7 +155,7 @@ def {name}(values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     for c in prange(bi.shape[0] - 1):
-        i0 = bi[c]
+{stk_alloc}        i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
@@ -139,7 +163,7 @@ def {name}(values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             s = offsets[k]
             e = offsets[k + 1]
             a = s if s > j0 else j0
-            st = range_1d(values{w1}, a, e, s)
+            st = range_1d(values{w1}, a, e, s, {KA})
             if s < j0:
 {cg.store("h", K, "c", "st", "                ")}            else:
                 n = e - s
@@ -150,7 +174,7 @@ def {name}(values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         if i1 < nseg:
             s = offsets[i1]
             a = s if s > j0 else j0
-            st = range_1d(values{w1}, a, j1, s)
+            st = range_1d(values{w1}, a, j1, s, {KA})
 {cg.store("t", K, "c", "st", "            ")}
 """)
     src.append(f"""
@@ -184,7 +208,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     )
     A = cg.args("a", K)
     src.append(f"""
-@numba.njit(**_OPTS)
+@numba.njit(inline="always", **_OPTS)
 def range_2d(values{w1}, a, e, s, {A}):
     m = values.shape[1]
     for col in range(m):

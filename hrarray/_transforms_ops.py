@@ -1,0 +1,245 @@
+"""Declarations of the segment-wise transforms (API.md section 3).
+
+Every transform is built from two kinds of declaration, each compiled by the
+kernel factories of every backend:
+
+* a reduction :class:`~hrarray.reducer.Decl` run through ``backend.reduce``
+  (or ``backend.reduce_aux`` when its ``map`` reads a per-element auxiliary
+  value) -- the per-segment statistics of ``softmax``, the online softmax of
+  ``attention_pool``, the running state of ``cumsum``;
+* a :class:`MapDecl`, an elementwise function ``fn(v, p)`` of an element
+  ``v`` and the row ``p`` of a per-segment array (``fn(p)`` when the values
+  are not read), run through ``backend.segment_map``.
+
+The transforms are then:
+
+==================  ==================================================
+``softmax``         ``reduce(stats)`` then ``segment_map(exp(v - m) / s)``
+``log_softmax``     ``reduce(stats)`` then ``segment_map(v - m - log s)``
+``cumsum``          ``segment_scan(sum)`` (the ``sum`` declaration)
+``broadcast``       ``segment_map(p)`` (values not read)
+``attention_pool``  ``reduce_aux(online softmax)``: one pass
+==================  ==================================================
+
+The softmax statistics are the online log-sum-exp state ``(m, s)`` (running
+max, sum of ``exp(v - m)``), kept *separately* rather than as ``m + log s``:
+``exp(v - lse)`` would carry the rounding error of ``|lse|`` (about
+``|m| * eps``) into every result, ``exp(v - m) / s`` does not. The two
+float64 numbers travel as one complex128 per segment and column
+(``complex(m, s)``), so the statistics pass is an ordinary reduction with a
+scalar result on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hrarray import _ops
+from hrarray._ops import Spec
+from hrarray.reducer import Decl
+
+__all__ = [
+    "MapDecl",
+    "attention_spec",
+    "broadcast_map",
+    "cumsum_spec",
+    "softmax_map",
+    "softmax_stats",
+]
+
+NAN = math.nan
+INF = math.inf
+
+
+@dataclass(frozen=True, eq=False)
+class MapDecl:
+    """An elementwise map over segments (internal).
+
+    For element ``j`` of segment ``i``, column ``c``:
+    ``out[j, c] = fn(values[j, c], per_segment[i, c])``, or
+    ``fn(per_segment[i, c])`` when ``value_dtype`` is None (the values are not
+    read: ``broadcast``). ``key`` identifies the declaration for the kernel
+    cache. ``out_dtype`` is the dtype of the result; ``value_dtype`` the dtype
+    the kernel reads the values as (float16 is read as float32).
+    """
+
+    key: tuple
+    fn: Callable
+    out_dtype: np.dtype
+    value_dtype: np.dtype | None = None
+
+    @property
+    def reads_values(self) -> bool:
+        return self.value_dtype is not None
+
+
+def _float_kind(name: str, dt: np.dtype) -> None:
+    if dt.kind not in "biuf":
+        raise TypeError(
+            f"{name}() needs bool, integer or real float values, got dtype {dt}"
+        )
+
+
+# ---------------------------------------------------------------- softmax
+
+
+def softmax_stats(name: str, in_dtype: np.dtype) -> Spec:
+    """The per-segment statistics of ``softmax`` / ``log_softmax``.
+
+    The online log-sum-exp state ``(m, s)`` in float64, finalised as
+    ``complex(m, s)`` (softmax) or ``complex(m, log(s))`` (log_softmax): one
+    complex128 per segment and column. NaN propagates into ``m``; an empty
+    or all ``-inf`` segment has ``m = -inf``.
+    """
+    in_dtype = np.dtype(in_dtype)
+    _float_kind(name, in_dtype)
+    base = _ops.build("logsumexp", in_dtype, dtype=np.float64)
+    log = name == "log_softmax"
+    lse = base.decl
+    if log:
+
+        def finalize(st, n):
+            m, s = st
+            return complex(m, math.log(s)) if s > 0.0 else complex(m, -INF)
+    else:
+
+        def finalize(st, n):
+            return complex(st[0], st[1])
+
+    decl = Decl(
+        ("softmax_stats", log, in_dtype.str),
+        lse.identity,
+        lse.map,
+        lse.combine,
+        finalize,
+    )
+    return Spec(decl, np.dtype(np.complex128), base.value_dtype)
+
+
+def softmax_out_dtype(in_dtype: np.dtype) -> np.dtype:
+    """Floats keep their type (computed in float64), bool/int give float64."""
+    in_dtype = np.dtype(in_dtype)
+    return in_dtype if in_dtype.kind == "f" else np.dtype(np.float64)
+
+
+def softmax_map(name: str, in_dtype: np.dtype) -> MapDecl:
+    """``exp(v - m) / s`` (softmax) or ``(v - m) - log s`` (log_softmax).
+
+    A segment column whose ``m`` is not finite gives NaN for every element:
+    NaN present (NaN propagates), all ``-inf`` (``0/0``) or a ``+inf`` present
+    (``inf - inf``), as PyTorch.
+    """
+    in_dtype = np.dtype(in_dtype)
+    _float_kind(name, in_dtype)
+    out = softmax_out_dtype(in_dtype)
+    vdt = _ops._value_dtype(in_dtype)
+    f64 = np.float64
+    nan = f64(NAN)
+    log = name == "log_softmax"
+    if log:
+
+        def fn(v, p):
+            m = p.real
+            if not (m > -INF and m < INF):
+                return nan
+            return (f64(v) - m) - p.imag
+    else:
+
+        def fn(v, p):
+            m = p.real
+            if not (m > -INF and m < INF):
+                return nan
+            return math.exp(f64(v) - m) / p.imag
+
+    return MapDecl(("softmax_map", log, vdt.str), fn, out, vdt)
+
+
+# ---------------------------------------------------------------- cumsum
+
+
+def cumsum_spec(in_dtype: np.dtype, dtype=None) -> Spec:
+    """The scan of ``cumsum`` is the ``sum`` declaration: its state is the
+    running sum (float16/float32 accumulated in float64), ``finalize`` the
+    identity; result dtype as ``sum`` (bool/int -> int64, uint -> uint64,
+    floats and complex -> same)."""
+    return _ops.build("sum", np.dtype(in_dtype), dtype=dtype)
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+def broadcast_map(dt: np.dtype) -> MapDecl:
+    """``out[j] = per_segment[i]``: the values are not read."""
+
+    def fn(p):
+        return p
+
+    return MapDecl(("broadcast", np.dtype(dt).str), fn, np.dtype(dt), None)
+
+
+# ---------------------------------------------------------------- attention_pool
+
+
+def attention_out_dtype(x_dtype: np.dtype, score_dtype: np.dtype) -> np.dtype:
+    """``np.result_type`` of values and scores; bool/int results give float64."""
+    out = np.result_type(np.dtype(x_dtype), np.dtype(score_dtype))
+    return out if out.kind == "f" else np.dtype(np.float64)
+
+
+def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
+    """The online softmax-weighted sum, one pass: state ``(m, s, acc)`` in float64.
+
+    ``map(v, w, j)`` turns an element ``v`` with score ``w`` into
+    ``(w, 1, v)``; ``combine`` rescales the state with the smaller running
+    max by ``exp(m_small - m_big)`` (Milakov & Gimelshein's online softmax),
+    so the weights ``softmax(scores)`` are never materialised and the scores
+    and values are read once. ``finalize`` gives ``acc / s``; an empty segment
+    gives 0 (``fill_value=`` replaces it); a NaN score or value, an all
+    ``-inf`` or a ``+inf`` score column gives NaN (as ``softmax``).
+    """
+    x_dtype, score_dtype = np.dtype(x_dtype), np.dtype(score_dtype)
+    _float_kind("attention_pool", x_dtype)
+    if score_dtype.kind not in "biuf":
+        raise TypeError(
+            f"attention_pool() needs bool, integer or real float scores, got dtype {score_dtype}"
+        )
+    out = attention_out_dtype(x_dtype, score_dtype)
+    f64 = np.float64
+    zero = f64(0)
+    one = f64(1)
+    nan = f64(NAN)
+    ident = (f64(-INF), zero, zero)
+
+    def map_(v, w, j):
+        return (f64(w), one, f64(v))
+
+    def combine(a, b):
+        ma, sa, xa = a
+        mb, sb, xb = b
+        if ma != ma or mb != mb:
+            return (ma + mb, sa + sb, xa + xb)  # NaN score propagates
+        if ma == mb:  # also both -inf (the identity) and both +inf
+            return (ma, sa + sb, xa + xb)
+        if ma > mb:
+            f = math.exp(mb - ma)
+            return (ma, sa + sb * f, xa + xb * f)
+        f = math.exp(ma - mb)
+        return (mb, sb + sa * f, xb + xa * f)
+
+    def finalize(st, n):
+        m, s, acc = st
+        if n == 0:
+            return zero
+        if not (m > -INF and m < INF):
+            return nan
+        return acc / s
+
+    vdt = _ops._value_dtype(x_dtype)
+    decl = Decl(
+        ("attention_pool", vdt.str, out.str), ident, map_, combine, finalize, aux=True
+    )
+    return Spec(decl, out, vdt)
