@@ -9,6 +9,7 @@ types, so the same Python source compiles for every dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -515,8 +516,18 @@ OPS = tuple(_BASE) + NAN_OPS
 
 
 def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
-    """Declaration, result dtype and kernel value dtype of op ``name``."""
+    """Declaration, result dtype and kernel value dtype of op ``name``.
+
+    Specs are memoised: the same request returns the same declaration, so the
+    per-call cost is a dictionary lookup.
+    """
     in_dtype = np.dtype(in_dtype)
+    dtype = None if dtype is None else np.dtype(dtype)
+    return _build(name, in_dtype, dtype, int(ddof))
+
+
+@functools.lru_cache(maxsize=1024)
+def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
     if name not in OPS:
         raise ValueError(f"unknown reduction {name!r}; choose one of {', '.join(OPS)}")
     _check_dtype_kw(name, dtype)

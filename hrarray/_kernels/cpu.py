@@ -349,8 +349,8 @@ class CpuKernel:
         m = values.shape[1] if two_d else 1
         nvals = int(offsets[-1]) - int(offsets[0])
         work = nvals * m + nseg
-        nthreads = numba.get_num_threads()
-        parallel = nthreads > 1 and work >= PARALLEL_MIN_WORK
+        nthreads = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+        parallel = nthreads > 1
         nchunks = nthreads if parallel else 1
         if nchunks == 1:
             bi = np.array([0, nseg], np.int64)

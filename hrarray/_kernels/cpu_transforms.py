@@ -1,0 +1,511 @@
+"""CPU kernels of the segment-wise transforms: ``segment_map``, ``segment_scan``,
+``reduce_aux``.
+
+These are the three kernel kinds that ``hrarray.transforms`` needs beyond a
+plain reduction; each backend implements them from the same declarations
+(:mod:`hrarray._transforms_ops`):
+
+``segment_map(mdecl, values, offsets, per_segment)``
+    ``out[j] = fn(values[j], per_segment[i])`` for every element ``j`` of
+    segment ``i`` (``fn(per_segment[i])`` when the map does not read the
+    values): the second pass of softmax, and broadcast.
+``segment_scan(spec, values, offsets, exclusive)``
+    a scan of a reduction declaration restarting at every segment:
+    ``out[j] = finalize(combine(map(v_s), ..., map(v_j)), j - s + 1)``
+    (exclusive: the state before ``v_j``); cumsum with the ``sum``
+    declaration.
+``reduce_aux(spec, values, offsets, aux, fill, use_fill)``
+    a reduction whose ``map(v, w, j)`` reads a per-element auxiliary value
+    ``w = aux[j]`` (attention scores); ``aux`` of shape ``(n, h)`` runs the
+    reduction once per column of ``aux`` (head) and gives ``(nseg, h, ...)``.
+
+Schedule
+--------
+Like the reductions (``hrarray._kernels.cpu``), the work is cut into one
+chunk per thread along the *merge path* of elements and segment ends, so a
+chunk costs the same whether it holds a piece of one huge segment or
+thousands of empty ones. A map needs no fix-up: each chunk writes the
+elements it owns. A scan is *reduce-then-scan*::
+
+    phase 1 (parallel)  each chunk reduces its open tail piece: the elements
+                        of the segment still running at its right edge
+    phase 2 (serial)    carry[c] = state of the segment running at the left
+                        edge of chunk c, from the tails of chunks < c: O(T)
+    phase 3 (parallel)  each chunk scans its elements, starting its first
+                        piece from carry[c]
+
+so a scan reads the values at most twice (only the tail pieces in phase 1:
+once for many short segments) and writes them once. The map and scan
+kernels are generated per declaration, like the reduction kernels, with the
+few state load/store lines written from the state's arity.
+
+float16 cannot be stored by Numba on the CPU: float16 results are computed
+into float64 and rounded once (``astype``), which rounds each result
+correctly.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from hrarray._kernels import _codegen as cg
+from hrarray._kernels.cpu import (
+    FASTMATH,
+    JIT_OPTS,
+    PARALLEL_MIN_WORK,
+    _parallel_lock,
+    get_kernel,
+    merge_path,
+)
+from hrarray.reducer import Decl
+
+__all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
+
+_compiled: dict = {}
+_compiled_lock = threading.RLock()
+
+
+def _header(cache: bool) -> list[str]:
+    return [
+        "import numba\n",
+        "import numpy as np\n",
+        "from numba import prange\n\n",
+        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath={FASTMATH!r}, cache={cache})\n\n",
+    ]
+
+
+def _chunking(offsets, m: int):
+    """``(parallel, bi, bj)``: merge-path chunks, one per thread for large work."""
+    nseg = offsets.shape[0] - 1
+    nvals = int(offsets[-1]) - int(offsets[0])
+    work = nvals * m + nseg
+    nthreads = numba.get_num_threads()
+    parallel = nthreads > 1 and work >= PARALLEL_MIN_WORK
+    if not parallel:
+        return False, np.array([0, nseg], np.int64), np.array([0, nvals], np.int64)
+    bi, bj = merge_path(offsets, nthreads)
+    return True, bi, bj
+
+
+def _kernel_out_dtype(dt: np.dtype) -> np.dtype:
+    """The dtype a kernel writes: float64 for float16 (rounded once afterwards)."""
+    return np.dtype(np.float64) if dt == np.float16 else dt
+
+
+def _finish(out, dt: np.dtype):
+    if out.dtype == dt:
+        return out
+    with np.errstate(over="ignore"):
+        return out.astype(dt)
+
+
+# ====================================================================== map
+
+
+def _map_source(reads_values: bool, cache: bool) -> str:
+    """``map_1d`` / ``map_2d`` (serial and parallel): chunk ``c`` writes the
+    elements ``bj[c]:bj[c+1]`` it owns, segment piece by segment piece."""
+    src = _header(cache)
+    v = "values, " if reads_values else ""
+    if reads_values:
+        row1, elem1 = "p = per[k]", "fn(values[j], p)"
+        elem2 = "fn(values[j, col], per[k, col])"
+    else:
+        # the values are not read: fn(p) once per piece
+        row1, elem1 = "p = fn(per[k])", "p"
+        elem2 = "fn(per[k, col])"
+    for par in (False, True):
+        sfx = "_par" if par else ""
+        src.append(f"""
+@numba.njit(parallel={par}, **_OPTS)
+def map_1d{sfx}({v}offsets, per, bi, bj, out):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    for c in prange(bi.shape[0] - 1):
+        i0 = bi[c]
+        i1 = bi[c + 1]
+        if i1 > nseg - 1:
+            i1 = nseg - 1
+        j0 = bj[c] + base
+        j1 = bj[c + 1] + base
+        for k in range(i0, i1 + 1):
+            s = offsets[k]
+            e = offsets[k + 1]
+            a = s if s > j0 else j0
+            b = e if e < j1 else j1
+            {row1}
+            for j in range(a, b):
+                out[j - base] = {elem1}
+
+
+@numba.njit(parallel={par}, **_OPTS)
+def map_2d{sfx}({v}offsets, per, bi, bj, out):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    m = out.shape[1]
+    for c in prange(bi.shape[0] - 1):
+        i0 = bi[c]
+        i1 = bi[c + 1]
+        if i1 > nseg - 1:
+            i1 = nseg - 1
+        j0 = bj[c] + base
+        j1 = bj[c + 1] + base
+        for k in range(i0, i1 + 1):
+            s = offsets[k]
+            e = offsets[k + 1]
+            a = s if s > j0 else j0
+            b = e if e < j1 else j1
+            for j in range(a, b):
+                jj = j - base
+                for col in range(m):
+                    out[jj, col] = {elem2}
+""")
+    return "".join(src)
+
+
+class CpuMapKernel:
+    """The compiled map functions of one :class:`~hrarray._transforms_ops.MapDecl`."""
+
+    def __init__(self, mdecl):
+        self.mdecl = mdecl
+        _, disk = cg.generated_dir()
+        src = _map_source(mdecl.reads_values, disk)
+        jit = numba.njit(**JIT_OPTS)
+        ns = {"fn": cg.jitify(mdecl.fn, jit, {})}
+        self.mod = cg.load_module(src, repr(("map",) + mdecl.key), ns)
+
+    def functions(self):
+        m = self.mod
+        return [m.map_1d, m.map_1d_par, m.map_2d, m.map_2d_par]
+
+    def run(self, values, offsets, per, out):
+        """``out`` (``(nvalues,)`` or ``(nvalues, m)``) from validated offsets."""
+        if out.shape[0] == 0 or offsets.shape[0] < 2:
+            return out
+        two_d = out.ndim == 2
+        m = out.shape[1] if two_d else 1
+        parallel, bi, bj = _chunking(offsets, m)
+        mod = self.mod
+        if two_d:
+            fn = mod.map_2d_par if parallel else mod.map_2d
+        else:
+            fn = mod.map_1d_par if parallel else mod.map_1d
+        args = ((values,) if self.mdecl.reads_values else ()) + (offsets, per, bi, bj, out)
+        if parallel:
+            with _parallel_lock:
+                fn(*args)
+        else:
+            fn(*args)
+        return out
+
+
+def get_map_kernel(mdecl) -> CpuMapKernel:
+    key = ("map",) + mdecl.key
+    k = _compiled.get(key)
+    if k is None:
+        with _compiled_lock:
+            k = _compiled.get(key)
+            if k is None:
+                k = CpuMapKernel(mdecl)
+                _compiled[key] = k
+    return k
+
+
+def _rows(a, ncols_shape):
+    """A view of ``a`` as ``(n,)`` when there are no inner dims, else ``(n, m)``."""
+    if not ncols_shape:
+        return a
+    return a.reshape(a.shape[0], -1)
+
+
+def segment_map(mdecl, values, offsets, per_segment):
+    """Elementwise map over segments (see the module docstring).
+
+    ``values`` is ``(n, *inner)`` (or None when the map does not read it),
+    ``per_segment`` is ``(nseg, *inner)``; returns ``(nvalues, *inner)`` of
+    ``mdecl.out_dtype``, compact (row 0 is element ``offsets[0]``).
+    """
+    from hrarray._backends.cpu import _kernel_view
+
+    nvals = int(offsets[-1]) - int(offsets[0])
+    inner = tuple(per_segment.shape[1:])
+    out_dt = mdecl.out_dtype
+    per = per_segment
+    if not mdecl.reads_values and out_dt == np.float16:
+        # a pure copy: move float16 as its bits (Numba has no float16)
+        per = per.view(np.uint16)
+        kdt = np.dtype(np.uint16)
+    else:
+        kdt = _kernel_out_dtype(out_dt)
+    if not per.dtype.isnative:
+        per = per.astype(per.dtype.newbyteorder("="))
+    per = _rows(per, inner)
+    out = np.empty((nvals, *per.shape[1:]), kdt)
+    if mdecl.reads_values:
+        values, _ = _kernel_view(values, mdecl.value_dtype)
+        values = _rows(values, inner)
+    else:
+        values = None
+    get_map_kernel(mdecl).run(values, offsets, per, out)
+    if kdt == np.uint16 and out_dt == np.float16:
+        out = out.view(np.float16)
+    return _finish(out, out_dt).reshape((nvals, *inner))
+
+
+# ====================================================================== scan
+
+
+def _scan_source(decl: Decl, cache: bool) -> str:
+    K = decl.arity
+    T = cg.args("t", K)
+    C = cg.args("r", K)
+    src = _header(cache)
+    for par in (False, True):
+        sfx = "_par" if par else ""
+        # ---- 1-D phase 1: the open tail piece of each chunk
+        src.append(f"""
+@numba.njit(parallel={par}, **_OPTS)
+def tails_1d{sfx}(values, offsets, bi, bj, {T}):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    for c in prange(bi.shape[0] - 1):
+        i1 = bi[c + 1]
+        st = IDENT
+        if i1 < nseg:
+            s = offsets[i1]
+            j0 = bj[c] + base
+            j1 = bj[c + 1] + base
+            a = s if s > j0 else j0
+            for j in range(a, j1):
+                st = combine(st, map_(values[j], j - s))
+{cg.store("t", K, "c", "st", "        ")}
+
+@numba.njit(parallel={par}, **_OPTS)
+def scan_1d{sfx}(values, offsets, bi, bj, exclusive, out, {C}):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    for c in prange(bi.shape[0] - 1):
+        i0 = bi[c]
+        i1 = bi[c + 1]
+        if i1 > nseg - 1:
+            i1 = nseg - 1
+        j0 = bj[c] + base
+        j1 = bj[c + 1] + base
+        for k in range(i0, i1 + 1):
+            s = offsets[k]
+            e = offsets[k + 1]
+            a = s if s > j0 else j0
+            b = e if e < j1 else j1
+            st = {cg.load("r", K, "c")} if s < j0 else IDENT
+            if exclusive:
+                for j in range(a, b):
+                    out[j - base] = finalize(st, j - s)
+                    st = combine(st, map_(values[j], j - s))
+            else:
+                for j in range(a, b):
+                    st = combine(st, map_(values[j], j - s))
+                    out[j - base] = finalize(st, j - s + 1)
+""")
+        # ---- 2-D: rows (n, m), one state per column
+        alloc = "".join(f"        a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
+        init_from_carry = cg.store("a", K, "col", cg.load("r", K, "c, col"), "                    ")
+        init_ident = cg.store("a", K, "col", "IDENT", "                    ")
+        store_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "            ")
+        src.append(f"""
+@numba.njit(parallel={par}, **_OPTS)
+def tails_2d{sfx}(values, offsets, bi, bj, {T}):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    m = values.shape[1]
+    for c in prange(bi.shape[0] - 1):
+{alloc}        for col in range(m):
+{cg.store("a", K, "col", "IDENT", "            ")}        i1 = bi[c + 1]
+        if i1 < nseg:
+            s = offsets[i1]
+            j0 = bj[c] + base
+            j1 = bj[c + 1] + base
+            a = s if s > j0 else j0
+            for j in range(a, j1):
+                jj = j - s
+                for col in range(m):
+                    st = combine({cg.load("a", K, "col")}, map_(values[j, col], jj))
+{cg.store("a", K, "col", "st", "                    ")}
+        for col in range(m):
+{store_t}
+
+@numba.njit(parallel={par}, **_OPTS)
+def scan_2d{sfx}(values, offsets, bi, bj, exclusive, out, {C}):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    m = values.shape[1]
+    for c in prange(bi.shape[0] - 1):
+{alloc}        i0 = bi[c]
+        i1 = bi[c + 1]
+        if i1 > nseg - 1:
+            i1 = nseg - 1
+        j0 = bj[c] + base
+        j1 = bj[c + 1] + base
+        for k in range(i0, i1 + 1):
+            s = offsets[k]
+            e = offsets[k + 1]
+            a = s if s > j0 else j0
+            b = e if e < j1 else j1
+            if s < j0:
+                for col in range(m):
+{init_from_carry}            else:
+                for col in range(m):
+{init_ident}            for j in range(a, b):
+                jj = j - s
+                for col in range(m):
+                    st = {cg.load("a", K, "col")}
+                    if exclusive:
+                        out[j - base, col] = finalize(st, jj)
+                        st = combine(st, map_(values[j, col], jj))
+                    else:
+                        st = combine(st, map_(values[j, col], jj))
+                        out[j - base, col] = finalize(st, jj + 1)
+{cg.store("a", K, "col", "st", "                    ")}
+""")
+    # ---- phase 2: carries, serial O(chunks)
+    src.append(f"""
+@numba.njit(**_OPTS)
+def carry_1d(bi, {T}, {C}):
+    st = IDENT
+    for c in range(bi.shape[0] - 1):
+{cg.store("r", K, "c", "st", "        ")}        if bi[c + 1] != bi[c]:
+            st = IDENT
+        st = combine(st, {cg.load("t", K, "c")})
+
+
+@numba.njit(**_OPTS)
+def carry_2d(bi, {T}, {C}):
+    m = t0.shape[1]
+    for col in range(m):
+        st = IDENT
+        for c in range(bi.shape[0] - 1):
+{cg.store("r", K, "c, col", "st", "            ")}            if bi[c + 1] != bi[c]:
+                st = IDENT
+            st = combine(st, {cg.load("t", K, "c, col")})
+""")
+    return "".join(src)
+
+
+class CpuScanKernel:
+    """The compiled scan functions of one reduction declaration."""
+
+    def __init__(self, decl: Decl):
+        self.decl = decl
+        self.dtypes = cg.component_dtypes(decl.identity)
+        persistent = decl.key[0] != "user"
+        _, disk = cg.generated_dir()
+        src = _scan_source(decl, disk and persistent)
+        jit = numba.njit(**JIT_OPTS)
+        memo: dict = {}
+        ns = {
+            "IDENT": decl.identity,
+            "map_": cg.jitify(decl.map, jit, memo),
+            "combine": cg.jitify(decl.combine, jit, memo),
+            "finalize": cg.jitify(decl.finalize, jit, memo),
+        }
+        for i, dt in enumerate(self.dtypes):
+            ns[f"DT{i}"] = dt.type
+        self.mod = cg.load_module(src, repr(("scan",) + decl.key), ns, persistent=persistent)
+
+    def functions(self):
+        m = self.mod
+        return [m.tails_1d, m.tails_1d_par, m.scan_1d, m.scan_1d_par, m.carry_1d,
+                m.tails_2d, m.tails_2d_par, m.scan_2d, m.scan_2d_par, m.carry_2d]
+
+    def run(self, values, offsets, out, exclusive: bool):
+        """Scan ``values`` (1-D, or 2-D rows) into compact ``out``."""
+        nseg = offsets.shape[0] - 1
+        if nseg == 0 or out.shape[0] == 0:
+            return out
+        two_d = values.ndim == 2
+        m = values.shape[1] if two_d else 1
+        parallel, bi, bj = _chunking(offsets, m)
+        nchunks = bi.shape[0] - 1
+        shape = (nchunks, m) if two_d else (nchunks,)
+        carries = [np.empty(shape, dt) for dt in self.dtypes]
+        mod = self.mod
+        if two_d:
+            tails_fn, scan_fn, carry_fn = mod.tails_2d, mod.scan_2d, mod.carry_2d
+            tails_par, scan_par = mod.tails_2d_par, mod.scan_2d_par
+        else:
+            tails_fn, scan_fn, carry_fn = mod.tails_1d, mod.scan_1d, mod.carry_1d
+            tails_par, scan_par = mod.tails_1d_par, mod.scan_1d_par
+        if not parallel:
+            # one chunk: nothing is carried in
+            ident = self.decl.identity
+            for i, arr in enumerate(carries):
+                arr[...] = ident[i] if isinstance(ident, tuple) else ident
+            scan_fn(values, offsets, bi, bj, bool(exclusive), out, *carries)
+            return out
+        tails = [np.empty(shape, dt) for dt in self.dtypes]
+        with _parallel_lock:
+            tails_par(values, offsets, bi, bj, *tails)
+        carry_fn(bi, *tails, *carries)
+        with _parallel_lock:
+            scan_par(values, offsets, bi, bj, bool(exclusive), out, *carries)
+        return out
+
+
+def get_scan_kernel(decl: Decl) -> CpuScanKernel:
+    key = ("scan",) + decl.key
+    k = _compiled.get(key)
+    if k is None:
+        with _compiled_lock:
+            k = _compiled.get(key)
+            if k is None:
+                k = CpuScanKernel(decl)
+                _compiled[key] = k
+    return k
+
+
+def segment_scan(spec, values, offsets, exclusive: bool):
+    """Scan of ``spec.decl`` restarting at each segment: ``(nvalues, *inner)``
+    of ``spec.out_dtype``, compact."""
+    from hrarray._backends.cpu import _kernel_view
+
+    nvals = int(offsets[-1]) - int(offsets[0])
+    values, inner = _kernel_view(values, spec.value_dtype)
+    out_dt = spec.out_dtype
+    out = np.empty((nvals, *values.shape[1:]), _kernel_out_dtype(out_dt))
+    get_scan_kernel(spec.decl).run(values, offsets, out, exclusive)
+    return _finish(out, out_dt).reshape((nvals, *inner))
+
+
+# ====================================================================== reduce_aux
+
+
+def reduce_aux(spec, values, offsets, aux, fill, use_fill):
+    """Reduction whose map reads ``aux[j]`` next to ``values[j]``.
+
+    ``aux`` is ``(n,)`` -- result ``(nseg, *inner)`` -- or ``(n, h)`` --
+    result ``(nseg, h, *inner)``, one pass per head over a strided column of
+    ``aux``. ``aux`` rows are aligned with ``values`` rows (same indexing).
+    """
+    from hrarray._backends.cpu import _kernel_view
+
+    nseg = offsets.shape[0] - 1
+    values, inner = _kernel_view(values, spec.value_dtype)
+    if aux.dtype == np.float16 or not aux.dtype.isnative:
+        aux = aux.astype(np.float32 if aux.dtype == np.float16 else aux.dtype.newbyteorder("="))
+    out_dt = spec.out_dtype
+    kdt = _kernel_out_dtype(out_dt)
+    m = values.shape[1] if values.ndim == 2 else None
+    heads = None if aux.ndim == 1 else aux.shape[1]
+    cols = () if m is None else (m,)
+    out = np.empty((nseg, *((heads,) if heads is not None else ()), *cols), kdt)
+    fill_v = kdt.type(fill) if use_fill else kdt.type(0)
+    kernel = get_kernel(spec.decl)
+    if heads is None:
+        kernel.run(values, offsets, out, fill_v, bool(use_fill), aux=aux)
+    else:
+        for h in range(heads):
+            kernel.run(values, offsets, out[:, h], fill_v, bool(use_fill), aux=aux[:, h])
+    shape = (nseg, *((heads,) if heads is not None else ()), *inner)
+    return _finish(out, out_dt).reshape(shape)
