@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _usage() -> int:
-    print("usage: python -m hrarray {demo,bench} [options]   (--help after a command for its options)")
+    print("usage: python -m hrarray {demo,bench} [options]  (--help after a command lists them)")
     return 2
 
 

@@ -129,7 +129,7 @@ def _make(name: str):
         return reduce(x, name, levels=levels, fill_value=fill_value, **kw)
 
     op.__name__ = op.__qualname__ = name
-    op.__doc__ = _DOCS.get(name.removeprefix("nan"), "") .format(
+    op.__doc__ = _DOCS.get(name.removeprefix("nan"), "").format(
         name=name,
         nan=(
             "NaN elements are skipped; an all-NaN segment counts as empty."
@@ -178,17 +178,23 @@ Empty segment: -inf for floats, the dtype minimum for ints, False for bool.
 Empty segment: +inf for floats, the dtype maximum for ints, True for bool.
 {nan} Result dtype: the input dtype. Complex is a TypeError.
 """,
-    "argmax": """Index of each segment's maximum, local to the segment: ``{name}(x, *, {extra})``.
+    "argmax": """Index of each segment's maximum, local to the segment.
+
+``{name}(x, *, {extra})``.
 
 Empty segment: -1. First occurrence wins. {nan} (``argmax`` returns the
 first NaN's index.) With ``levels=k`` the index is the position in the
 flattened leaf range of the level-k segment. Result dtype: int64.
 """,
-    "argmin": """Index of each segment's minimum, local to the segment: ``{name}(x, *, {extra})``.
+    "argmin": """Index of each segment's minimum, local to the segment.
+
+``{name}(x, *, {extra})``.
 
 Empty segment: -1. First occurrence wins. {nan} Result dtype: int64.
 """,
-    "count": """Elements per segment, as rows ``(nsegments, *inner)``: ``{name}(x, *, {extra})``.
+    "count": """Elements per segment, as rows ``(nsegments, *inner)``.
+
+``{name}(x, *, {extra})``.
 
 Empty segment: 0. Result dtype: int64 (``x.lengths`` is the 1-D form).
 """,
@@ -196,15 +202,21 @@ Empty segment: 0. Result dtype: int64 (``x.lengths`` is the 1-D form).
 
 Empty segment: 0. NaN counts as non-zero (NumPy). Result dtype: int64.
 """,
-    "any": """Whether any element of a segment is non-zero: ``{name}(x, *, {extra})``.
+    "any": """Whether any element of a segment is non-zero.
+
+``{name}(x, *, {extra})``.
 
 Empty segment: False. NaN is non-zero. Result dtype: bool.
 """,
-    "all": """Whether every element of a segment is non-zero: ``{name}(x, *, {extra})``.
+    "all": """Whether every element of a segment is non-zero.
+
+``{name}(x, *, {extra})``.
 
 Empty segment: True. NaN is non-zero. Result dtype: bool.
 """,
-    "logsumexp": """``log(sum(exp(x)))`` per segment, computed online (running max): ``{name}(x, *, {extra})``.
+    "logsumexp": """``log(sum(exp(x)))`` per segment: ``{name}(x, *, {extra})``.
+
+Computed online in one pass (a running max and a rescaled sum).
 
 Empty segment: -inf. {nan} Result dtype: float (int/bool -> float64;
 float32 accumulated in float64).
