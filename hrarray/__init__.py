@@ -43,6 +43,7 @@ from hrarray.reduce import (
     var,
 )
 from hrarray.reducer import Reducer
+from hrarray.transforms import attention_pool, broadcast, cumsum, log_softmax, softmax
 
 __version__ = "0.1.0"
 
@@ -53,15 +54,19 @@ __all__ = [
     "any",
     "argmax",
     "argmin",
+    "attention_pool",
+    "broadcast",
     "concatenate",
     "count",
     "count_nonzero",
+    "cumsum",
     "first",
     "from_lengths",
     "from_list",
     "from_padded",
     "from_segment_ids",
     "last",
+    "log_softmax",
     "logsumexp",
     "max",
     "mean",
@@ -77,6 +82,7 @@ __all__ = [
     "nest",
     "prod",
     "reduce",
+    "softmax",
     "std",
     "sum",
     "var",

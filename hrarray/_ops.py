@@ -113,6 +113,18 @@ def _empty_value(dt: np.dtype):
 
 # ---------------------------------------------------------------- the ops
 
+# Kernel hints (never semantics): "simd" blocks are plain loops that LLVM
+# vectorises; "extreme" blocks take a vectorised fast path when a block is
+# all finite (see hrarray/_kernels/cpu.py); the default is ILP lanes.
+_SIMD = {"style": "simd"}
+
+
+def _extreme_meta(name: str, dt: np.dtype) -> dict:
+    if name.startswith("nan") or _value_dtype(dt).kind != "f":
+        return {"style": "simd"} if dt.kind in "biu" else {}
+    return {"style": "extreme", "kind": name}
+
+
 
 def _sum(name, dt, dtype, ddof):
     out = _sum_out(dt, dtype)
@@ -128,7 +140,7 @@ def _sum(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize), out
+    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=_SIMD), out
 
 
 def _prod(name, dt, dtype, ddof):
@@ -145,7 +157,7 @@ def _prod(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl(("prod", dt.str, out.str), one, map_, combine, finalize), out
+    return Decl(("prod", dt.str, out.str), one, map_, combine, finalize, meta=_SIMD), out
 
 
 def _mean(name, dt, dtype, ddof):
@@ -164,7 +176,7 @@ def _mean(name, dt, dtype, ddof):
         # explicit: 0/0 would raise ZeroDivisionError under Python semantics
         return s / n if n > 0 else nan
 
-    return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize), out
+    return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_SIMD), out
 
 
 def _var_common(name, dt, dtype, ddof, take_sqrt):
@@ -264,7 +276,8 @@ def _extreme(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl((name.removeprefix("nan"), dt.str), ident, map_, combine, finalize), dt
+    key = (name.removeprefix("nan"), dt.str)
+    return Decl(key, ident, map_, combine, finalize, meta=_extreme_meta(name, dt)), dt
 
 
 def _argextreme(name, dt, dtype, ddof):
@@ -311,7 +324,8 @@ def _argextreme(name, dt, dtype, ddof):
         return s[1]
 
     key = (name.removeprefix("nan"), dt.str)
-    return Decl(key, ident, map_, combine, finalize), np.dtype(np.int64)
+    meta = _extreme_meta(name, dt)
+    return Decl(key, ident, map_, combine, finalize, meta=meta), np.dtype(np.int64)
 
 
 def _count(name, dt, dtype, ddof):
@@ -326,7 +340,7 @@ def _count(name, dt, dtype, ddof):
     def finalize(s, n):
         return n
 
-    return Decl(("count", dt.str), zero, map_, combine, finalize), np.dtype(np.int64)
+    return Decl(("count", dt.str), zero, map_, combine, finalize, meta=_SIMD), np.dtype(np.int64)
 
 
 def _count_nonzero(name, dt, dtype, ddof):
@@ -345,7 +359,7 @@ def _count_nonzero(name, dt, dtype, ddof):
         return s
 
     key = ("count_nonzero", dt.str)
-    return Decl(key, zero, map_, combine, finalize), np.dtype(np.int64)
+    return Decl(key, zero, map_, combine, finalize, meta=_SIMD), np.dtype(np.int64)
 
 
 def _any_all(name, dt, dtype, ddof):
@@ -368,7 +382,7 @@ def _any_all(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl((name, dt.str), ident, map_, combine, finalize), np.dtype(np.bool_)
+    return Decl((name, dt.str), ident, map_, combine, finalize, meta=_SIMD), np.dtype(np.bool_)
 
 
 def _logsumexp(name, dt, dtype, ddof):

@@ -61,8 +61,19 @@ _LF = ord("\n")
 # Modules never read for the default corpus: they start GUIs, open a browser,
 # print on import, change the terminal, or are test suites.
 _SKIP_MODULES = frozenset(
-    {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "readline",
-     "test", "lib2to3", "pydoc_data", "ensurepip"}
+    {
+        "antigravity",
+        "this",
+        "idlelib",
+        "tkinter",
+        "turtle",
+        "turtledemo",
+        "readline",
+        "test",
+        "lib2to3",
+        "pydoc_data",
+        "ensurepip",
+    }
 )
 # Packages whose submodules are not read (near-identical generated docstrings).
 _NO_SUBMODULES = frozenset({"encodings"})
@@ -102,8 +113,12 @@ class TextHierarchy:
     @property
     def offsets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The four offset arrays, innermost first (the order ``hr.nest`` takes)."""
-        return (self.word_offsets, self.sentence_offsets, self.paragraph_offsets,
-                self.document_offsets)
+        return (
+            self.word_offsets,
+            self.sentence_offsets,
+            self.paragraph_offsets,
+            self.document_offsets,
+        )
 
     def counts(self) -> dict[str, int]:
         """Number of elements at each level.
@@ -241,8 +256,9 @@ def text_hierarchy(texts: Iterable[str], names: Sequence[str] | None = None) -> 
     paragraph_offsets = np.concatenate(([0], np.flatnonzero(para_flags) + 1)).astype(np.int64)
     doc_flags = doc_end[np.flatnonzero(para_end)]
     document_offsets = np.concatenate(([0], np.flatnonzero(doc_flags) + 1)).astype(np.int64)
-    return TextHierarchy(kept_names, chars, word_offsets, sentence_offsets, paragraph_offsets,
-                         document_offsets)
+    return TextHierarchy(
+        kept_names, chars, word_offsets, sentence_offsets, paragraph_offsets, document_offsets
+    )
 
 
 def text_counts(texts: Iterable[str]) -> dict[str, int]:
@@ -264,9 +280,11 @@ def text_counts(texts: Iterable[str]) -> dict[str, int]:
 # --------------------------------------------------------------------------- corpora
 
 
-def read_documents(path: str | os.PathLike, limit: int | None = None,
-                   progress: Callable[[Iterable], Iterable] | None = None,
-                   ) -> list[tuple[str, str]]:
+def read_documents(
+    path: str | os.PathLike,
+    limit: int | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[tuple[str, str]]:
     """Read a text file (one document) or a folder of text files (one each).
 
     Parameters
@@ -291,7 +309,8 @@ def read_documents(path: str | os.PathLike, limit: int | None = None,
         files = [root]
     elif root.is_dir():
         files = sorted(
-            p for p in root.rglob("*")
+            p
+            for p in root.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
     else:
@@ -311,8 +330,7 @@ def _source_docstring(path: str) -> str | None:
     try:
         with tokenize.open(path) as f:
             for tok in tokenize.generate_tokens(f.readline):
-                if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
-                                tokenize.ENCODING):
+                if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENCODING):
                     continue
                 if tok.type != tokenize.STRING:
                     return None
@@ -327,8 +345,11 @@ def _imported_docstring(name: str) -> str | None:
     """The docstring of a (compiled or frozen) module, imported quietly."""
     sink = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
             warnings.simplefilter("ignore")
             module = importlib.import_module(name)
     except Exception:  # any failure: the module is simply not in the corpus
@@ -361,9 +382,11 @@ def _module_docstrings(name: str, spec, submodules: bool) -> Iterator[tuple[str,
             yield from _module_docstrings(full, sub, submodules)
 
 
-def stdlib_docstrings(limit: int | None = None, submodules: bool = True,
-                      progress: Callable[[Iterable], Iterable] | None = None,
-                      ) -> list[tuple[str, str]]:
+def stdlib_docstrings(
+    limit: int | None = None,
+    submodules: bool = True,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[tuple[str, str]]:
     """The docstrings of the Python standard library's modules.
 
     Modules are visited in sorted order of ``sys.stdlib_module_names`` (private
@@ -391,7 +414,8 @@ def stdlib_docstrings(limit: int | None = None, submodules: bool = True,
         ``(module name, docstring)`` pairs.
     """
     names = sorted(
-        n for n in sys.stdlib_module_names
+        n
+        for n in sys.stdlib_module_names
         if not n.startswith("_") and n not in _SKIP_MODULES and not n.startswith("turtle")
     )
     docs: list[tuple[str, str]] = []

@@ -11,7 +11,8 @@ kernel factories of every backend:
   ``v`` and the row ``p`` of a per-segment array (``fn(p)`` when the values
   are not read), run through ``backend.segment_map``.
 
-The transforms are then:
+Builders are memoised (the same request returns the same declaration), so
+the per-call cost is a dictionary lookup. The transforms are then:
 
 ==================  ==================================================
 ``softmax``         ``reduce(stats)`` then ``segment_map(exp(v - m) / s)``
@@ -32,6 +33,7 @@ scalar result on every backend.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +89,7 @@ def _float_kind(name: str, dt: np.dtype) -> None:
 # ---------------------------------------------------------------- softmax
 
 
+@functools.lru_cache(maxsize=256)
 def softmax_stats(name: str, in_dtype: np.dtype) -> Spec:
     """The per-segment statistics of ``softmax`` / ``log_softmax``.
 
@@ -97,7 +100,7 @@ def softmax_stats(name: str, in_dtype: np.dtype) -> Spec:
     """
     in_dtype = np.dtype(in_dtype)
     _float_kind(name, in_dtype)
-    base = _ops.build("logsumexp", in_dtype, dtype=np.float64)
+    base = _ops.build("logsumexp", in_dtype)  # its state (m, s) is float64 for every dtype
     log = name == "log_softmax"
     lse = base.decl
     if log:
@@ -126,6 +129,7 @@ def softmax_out_dtype(in_dtype: np.dtype) -> np.dtype:
     return in_dtype if in_dtype.kind == "f" else np.dtype(np.float64)
 
 
+@functools.lru_cache(maxsize=256)
 def softmax_map(name: str, in_dtype: np.dtype) -> MapDecl:
     """``exp(v - m) / s`` (softmax) or ``(v - m) - log s`` (log_softmax).
 
@@ -172,6 +176,7 @@ def cumsum_spec(in_dtype: np.dtype, dtype=None) -> Spec:
 # ---------------------------------------------------------------- broadcast
 
 
+@functools.lru_cache(maxsize=256)
 def broadcast_map(dt: np.dtype) -> MapDecl:
     """``out[j] = per_segment[i]``: the values are not read."""
 
@@ -190,6 +195,7 @@ def attention_out_dtype(x_dtype: np.dtype, score_dtype: np.dtype) -> np.dtype:
     return out if out.kind == "f" else np.dtype(np.float64)
 
 
+@functools.lru_cache(maxsize=256)
 def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
     """The online softmax-weighted sum, one pass: state ``(m, s, acc)`` in float64.
 

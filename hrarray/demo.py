@@ -165,8 +165,14 @@ def _char_rows(chars: np.ndarray) -> np.ndarray:
     return np.where(codes < _DIRECT_ROWS, codes, hashed)
 
 
-def _encode(h: TextHierarchy, params: _Params, xp, sync: Callable[[], None],
-            progress: Callable[..., Iterable] | None = None) -> tuple[Any, list[LevelStats]]:
+def _encode(
+    h: TextHierarchy,
+    params: _Params,
+    xp,
+    sync: Callable[[], None],
+    progress: Callable[..., Iterable] | None = None,
+    desc: str = "reducing",
+) -> tuple[Any, list[LevelStats]]:
     """Embed the characters and reduce the 4 levels; returns document vectors and stats."""
     dim = params.table.shape[1]
     itemsize = np.dtype(np.float32).itemsize
@@ -180,8 +186,11 @@ def _encode(h: TextHierarchy, params: _Params, xp, sync: Callable[[], None],
     x = hr.nest(emb, *offsets)
     sync()
     nchars = int(emb.shape[0])
-    stats.append(LevelStats("characters", nchars, None, time.perf_counter() - t0, nchars,
-                            nchars * dim * itemsize))
+    stats.append(
+        LevelStats(
+            "characters", nchars, None, time.perf_counter() - t0, nchars, nchars * dim * itemsize
+        )
+    )
 
     def encoder(r, k):
         # The per-level encoder: a plain dense matmul + tanh on the leaf rows,
@@ -203,7 +212,7 @@ def _encode(h: TextHierarchy, params: _Params, xp, sync: Callable[[], None],
 
     steps = list(zip(LEVELS[1:], (words, sentences, paragraphs, documents), strict=True))
     if progress is not None:
-        steps = progress(steps, desc="reducing", total=len(steps))
+        steps = progress(steps, desc=desc, total=len(steps))
     for level, step in steps:
         nin = stats[-1].count
         t0 = time.perf_counter()
@@ -211,13 +220,23 @@ def _encode(h: TextHierarchy, params: _Params, xp, sync: Callable[[], None],
         sync()
         seconds = time.perf_counter() - t0
         out = x if level == "documents" else x.leaf_values
-        stats.append(LevelStats(level, int(out.shape[0]), h.lengths(level), seconds, nin,
-                                nin * dim * itemsize))
+        stats.append(
+            LevelStats(
+                level, int(out.shape[0]), h.lengths(level), seconds, nin, nin * dim * itemsize
+            )
+        )
     return x, stats
 
 
-def run(documents: list[tuple[str, str]], *, dim: int = 64, seed: int = 0,
-        device: str = "cpu", progress: bool = False, warmup: bool = True) -> DemoResult:
+def run(
+    documents: list[tuple[str, str]],
+    *,
+    dim: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    warmup: bool = True,
+) -> DemoResult:
     """Encode `documents` hierarchically; the demo without the printing.
 
     Parameters
@@ -273,13 +292,21 @@ def run(documents: list[tuple[str, str]], *, dim: int = 64, seed: int = 0,
         # so a tiny warm-up input could compile other ones). It also loads the
         # on-disk kernel cache on later runs.
         t0 = time.perf_counter()
-        _encode(h, params, xp, sync)
+        _encode(h, params, xp, sync, progress=wrap, desc="first pass (compiling kernels)")
         warmup_seconds = time.perf_counter() - t0
 
-    vectors, stats = _encode(h, params, xp, sync, progress=wrap)
+    vectors, stats = _encode(h, params, xp, sync, progress=wrap, desc="timed pass")
     vectors = vectors.get() if xp is not np else np.asarray(vectors)
-    return DemoResult(h.names, vectors, h, stats, parse_seconds, warmup_seconds,
-                      time.perf_counter() - start, device)
+    return DemoResult(
+        h.names,
+        vectors,
+        h,
+        stats,
+        parse_seconds,
+        warmup_seconds,
+        time.perf_counter() - start,
+        device,
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -302,8 +329,10 @@ def _duration(seconds: float) -> str:
 
 def format_table(result: DemoResult) -> str:
     """The per-level table as text (one header line, one row per level)."""
-    header = (f"{'level':<11} {'count':>9} {'len min':>8} {'median':>8} {'max':>7} "
-              f"{'time':>10} {'in elements/s':>14} {'in MB/s':>10}")
+    header = (
+        f"{'level':<11} {'count':>9} {'len min':>8} {'median':>8} {'max':>7} "
+        f"{'time':>10} {'in elements/s':>14} {'in MB/s':>10}"
+    )
     lines = [header, "-" * len(header)]
     for s in result.levels:
         if s.lengths is None:
@@ -312,14 +341,17 @@ def format_table(result: DemoResult) -> str:
             lmin, lmax = str(int(s.lengths.min())), str(int(s.lengths.max()))
             lmed = f"{float(np.median(s.lengths)):g}"
         secs = max(s.seconds, 1e-9)
-        lines.append(f"{s.level:<11} {s.count:>9} {lmin:>8} {lmed:>8} {lmax:>7} "
-                     f"{_duration(s.seconds):>10} {_si(s.inputs / secs, '/s'):>14} "
-                     f"{s.bytes_read / secs / 1e6:>10.1f}")
+        lines.append(
+            f"{s.level:<11} {s.count:>9} {lmin:>8} {lmed:>8} {lmax:>7} "
+            f"{_duration(s.seconds):>10} {_si(s.inputs / secs, '/s'):>14} "
+            f"{s.bytes_read / secs / 1e6:>10.1f}"
+        )
     return "\n".join(lines)
 
 
-def nearest(vectors: np.ndarray, names: list[str], queries: Iterable[str],
-            k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
+def nearest(
+    vectors: np.ndarray, names: list[str], queries: Iterable[str], k: int = 3
+) -> list[tuple[str, list[tuple[str, float]]]]:
     """The `k` nearest documents of each query by cosine similarity.
 
     The vectors are centred (the mean document vector subtracted) first: the
@@ -367,17 +399,29 @@ def build_parser() -> argparse.ArgumentParser:
             "the docstrings of the Python standard library's modules."
         ),
     )
-    p.add_argument("--input", metavar="PATH",
-                   help="a text file (one document) or a folder of text files (one each) "
-                        "instead of the standard library's docstrings")
+    p.add_argument(
+        "--input",
+        metavar="PATH",
+        help="a text file (one document) or a folder of text files (one each) "
+        "instead of the standard library's docstrings",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="use the first N documents only")
     p.add_argument("--dim", type=int, default=64, help="embedding width (default 64)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the character table and the encoders (default 0)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu: NumPy + Numba kernels; cuda: CuPy arrays (needs CuPy and a GPU)")
-    p.add_argument("--save", metavar="FILE.npz",
-                   help="write the document vectors and names to a .npz file")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the character table and the encoders (default 0)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: NumPy + Numba kernels; cuda: CuPy arrays (needs CuPy and a GPU)",
+    )
+    p.add_argument(
+        "--save", metavar="FILE.npz", help="write the document vectors and names to a .npz file"
+    )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return p
 
@@ -405,54 +449,68 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         cupy, why = _cuda_or_message()
         if cupy is None:
-            print(f"hrarray demo: --device cuda needs CuPy and a CUDA GPU ({why})",
-                  file=sys.stderr)
+            print(f"hrarray demo: --device cuda needs CuPy and a CUDA GPU ({why})", file=sys.stderr)
             return 2
     wrap = _progress_wrapper(not args.no_progress)
 
     t0 = time.perf_counter()
     if args.input:
         try:
-            documents = read_documents(args.input, limit=args.limit,
-                                       progress=lambda it: wrap(it, desc="reading"))
+            documents = read_documents(
+                args.input, limit=args.limit, progress=lambda it: wrap(it, desc="reading")
+            )
         except OSError as exc:
             print(f"hrarray demo: {exc}", file=sys.stderr)
             return 2
         source = args.input
     else:
-        documents = stdlib_docstrings(limit=args.limit,
-                                      progress=lambda it: wrap(it, desc="reading"))
+        documents = stdlib_docstrings(
+            limit=args.limit, progress=lambda it: wrap(it, desc="reading")
+        )
         source = f"docstrings of the Python {sys.version.split()[0]} standard library"
     read_seconds = time.perf_counter() - t0
     if not any(text.strip() for _, text in documents):
         print(f"hrarray demo: no text with any word in {source}", file=sys.stderr)
         return 2
 
-    result = run(documents, dim=args.dim, seed=args.seed, device=args.device,
-                 progress=not args.no_progress)
+    result = run(
+        documents, dim=args.dim, seed=args.seed, device=args.device, progress=not args.no_progress
+    )
     h = result.hierarchy
     dropped = len(documents) - len(h.names)
-    print(f"corpus: {source}: {len(h.names)} documents"
-          + (f" ({dropped} without words skipped)" if dropped else "")
-          + f", {len(h.chars):,} characters (whitespace excluded)")
+    print(
+        f"corpus: {source}: {len(h.names)} documents"
+        + (f" ({dropped} without words skipped)" if dropped else "")
+        + f", {len(h.chars):,} characters (whitespace excluded)"
+    )
     print(f"device: {result.device}, dim {args.dim}, seed {args.seed}")
-    print(f"read {_duration(read_seconds).strip()}, text -> offsets (NumPy) "
-          f"{_duration(result.parse_seconds).strip()}, first pass (JIT compile + run) "
-          f"{_duration(result.warmup_seconds).strip()}")
+    print(
+        f"read {_duration(read_seconds).strip()}, text -> offsets (NumPy) "
+        f"{_duration(result.parse_seconds).strip()}, first pass (JIT compile + run) "
+        f"{_duration(result.warmup_seconds).strip()}"
+    )
     print()
-    print("reducers: words = mean(chars), sentences = attention_pool(words), "
-          "paragraphs = max(sentences), documents = mean(paragraphs);")
+    print(
+        "reducers: words = mean(chars), sentences = attention_pool(words), "
+        "paragraphs = max(sentences), documents = mean(paragraphs);"
+    )
     print("time = reduction + encoder (projection + tanh); in = vectors read from the level below")
     print(format_table(result))
     print()
-    print(f"document vectors: {result.vectors.shape[0]} x {result.vectors.shape[1]} "
-          f"{result.vectors.dtype}, total {_duration(result.total_seconds + read_seconds).strip()}")
+    print(
+        f"document vectors: {result.vectors.shape[0]} x {result.vectors.shape[1]} "
+        f"{result.vectors.dtype}, total {_duration(result.total_seconds + read_seconds).strip()}"
+    )
 
     names = h.names
     if len(names) >= 2:
         queries = [n for n in WELL_KNOWN if n in set(names)] or names[:5]
         print()
-        print("nearest documents (cosine similarity of the centred document vectors):")
+        print(
+            "nearest documents (cosine similarity of the centred document vectors; the "
+            "encoders are random, not trained,"
+        )
+        print("so neighbours reflect spelling, punctuation and length rather than meaning):")
         width = max(len(q) for q in queries)
         for q, neighbours in nearest(result.vectors, names, queries, k=3):
             shown = "   ".join(f"{n} ({s:+.2f})" for n, s in neighbours)

@@ -63,7 +63,7 @@ class RaggedArray:
 
     def __init__(self, values, offsets, *, validate=True):
         if isinstance(values, RaggedArray):
-            be = backend_of(("values", values._values), ("offsets", offsets))
+            be = backend_of(("values", values.leaf_values), ("offsets", offsets))
             vals = values
             nvals = len(values)
             what = "the inner level (its nsegments)"

@@ -113,6 +113,26 @@ class CpuBackend:
         get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
         return out.reshape((nseg, *inner))
 
+    # Transform kernels (hrarray.transforms): see hrarray._kernels.cpu_transforms.
+    def reduce_aux(self, spec, values, offsets, aux, fill, use_fill):
+        """A reduction whose map reads ``aux[j]`` next to ``values[j]``; ``aux``
+        ``(n,)`` gives ``(nseg, *inner)``, ``(n, h)`` gives ``(nseg, h, *inner)``."""
+        from hrarray._kernels.cpu_transforms import reduce_aux
+
+        return reduce_aux(spec, values, offsets, aux, fill, use_fill)
+
+    def segment_map(self, mdecl, values, offsets, per_segment):
+        """``out[j] = fn(values[j], per_segment[i])`` over segment ``i``; compact."""
+        from hrarray._kernels.cpu_transforms import segment_map
+
+        return segment_map(mdecl, values, offsets, per_segment)
+
+    def segment_scan(self, spec, values, offsets, exclusive):
+        """Running state of ``spec.decl`` restarting at each segment; compact."""
+        from hrarray._kernels.cpu_transforms import segment_scan
+
+        return segment_scan(spec, values, offsets, exclusive)
+
     def to_host(self, a):
         return np.asarray(a)
 
@@ -132,7 +152,8 @@ def _kernel_view(values: np.ndarray, value_dtype: np.dtype):
         return values, inner
     if len(inner) == 1:
         return values, inner
-    return values.reshape(values.shape[0], -1), inner
+    # explicit width: reshape(n, -1) fails for n == 0
+    return values.reshape(values.shape[0], int(np.prod(inner))), inner
 
 
 CPU = CpuBackend()

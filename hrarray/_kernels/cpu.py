@@ -42,6 +42,7 @@ from hrarray.reducer import Decl
 
 BLOCK = 128
 LANES = 8
+SHORT = 16
 STACK = 64  # pairwise stack depth: 2**64 blocks
 FASTMATH = {"reassoc", "nsz", "contract"}
 JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
@@ -69,6 +70,117 @@ def compiled_count() -> int:
     return n
 
 
+def _lanes_code(aux: bool, ind: str) -> str:
+    """Block ``seg`` reduced as LANES contiguous lanes in lock step.
+
+    Independent dependency chains give instruction-level parallelism to
+    combines that LLVM cannot vectorise (branchy NaN-propagating max, tuple
+    states); lanes are combined pairwise in order, so a non-commutative
+    combine still sees adjacent ranges, earlier first.
+    """
+    wv = (lambda i, t: f"ws{i}[{t}], ") if aux else (lambda i, t: "")
+    lines = [f"{ind}w8 = seg.shape[0] >> {LANES.bit_length() - 1}\n"]
+    for i in range(LANES):
+        lines.append(f"{ind}s{i} = seg[{i} * w8:{i + 1} * w8]\n")
+        if aux:
+            lines.append(f"{ind}ws{i} = wseg[{i} * w8:{i + 1} * w8]\n")
+        lines.append(f"{ind}l{i} = IDENT\n")
+    lines.append(f"{ind}for t in range(w8):\n")
+    for i in range(LANES):
+        lines.append(
+            f"{ind}    l{i} = combine(l{i}, map_(s{i}[t], {wv(i, 't')}off + {i} * w8 + t))\n"
+        )
+    tree = [f"l{i}" for i in range(LANES)]
+    while len(tree) > 1:
+        tree = [f"combine({tree[i]}, {tree[i + 1]})" for i in range(0, len(tree), 2)]
+    lines.append(f"{ind}blk = {tree[0]}\n")
+    lines.append(f"{ind}for t in range({LANES} * w8, seg.shape[0]):\n")
+    ww = "wseg[t], " if aux else ""
+    lines.append(f"{ind}    blk = combine(blk, map_(seg[t], {ww}off + t))\n")
+    return "".join(lines)
+
+
+def _block_code(style: str, aux: bool, ind: str) -> str:
+    """Source that reduces block ``seg`` (local offset ``off``) into ``blk``."""
+    ww = "wseg[t], " if aux else ""
+    if style == "simd":
+        # A plain loop: with reassoc LLVM vectorises sums, products, counts.
+        return (
+            f"{ind}blk = IDENT\n"
+            f"{ind}for t in range(seg.shape[0]):\n"
+            f"{ind}    blk = combine(blk, map_(seg[t], {ww}off + t))\n"
+        )
+    if style == "extreme":
+        # Float max/min/argmax/argmin: when the block is all finite (checked
+        # with a vectorised NaN/inf probe compiled WITHOUT fast-math), its
+        # extreme comes from a vectorised fast-math loop; otherwise the exact
+        # declaration runs. Same result either way, by construction.
+        return (
+            f"{ind}if nonfinite(seg):\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
+            + f"{ind}    blk = fast_block(seg, off)\n"
+        )
+    return _lanes_code(aux, ind)
+
+
+_EXTREME_HELPERS = '''
+from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"])
+def nonfinite(seg):
+    # x * 0 is 0 for finite x and NaN for NaN or +-inf; no nnan/ninf flags,
+    # so LLVM may vectorise the sum but not fold the product away.
+    acc = seg.dtype.type(0)
+    for t in range(seg.shape[0]):
+        acc += seg[t] * 0
+    return acc != 0
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
+def block_extreme(seg):
+    # Only called on all-finite blocks. The max/min runs on integer order
+    # keys (float bits with the magnitude flipped for negatives), which LLVM
+    # vectorises; the float select reduction it does not.
+    m = _key(seg[0])
+    if IS_MAX:
+        for t in range(1, seg.shape[0]):
+            k = _key(seg[t])
+            m = k if k > m else m
+    else:
+        for t in range(1, seg.shape[0]):
+            k = _key(seg[t])
+            m = k if k < m else m
+    return bitcast_to_float(IT(m ^ ((m >> SHIFT) & MAG)))
+
+
+@numba.njit(nogil=True, cache=_OPTS["cache"])
+def first_index(seg, m):
+    # min over t of (t where seg[t] == m): a vectorisable integer reduction
+    # instead of an early-exit scan
+    n = seg.shape[0]
+    best = n - 1
+    for t in range(n):
+        c = t if seg[t] == m else n
+        best = c if c < best else best
+    return best
+
+
+@numba.njit(inline="always", cache=_OPTS["cache"])
+def _key(v):
+    k = bitcast_to_int(v)
+    # IT(...): Numba widens int32 arithmetic to int64; keep the key's width
+    return IT(k ^ ((k >> SHIFT) & MAG))
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
+def fast_block(seg, off):
+    m = block_extreme(seg)
+    if IS_ARG:
+        return (VT(m), np.int64(off + first_index(seg, m)))
+    return VT(m)
+'''
+
+
 def _signature_text(decl: Decl) -> str:
     return repr(decl.key)
 
@@ -94,22 +206,20 @@ def _source(decl: Decl, cache: bool) -> str:
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)
     KA = cg.args("k", K)
-    lanes_init = "".join(f"            l{i} = IDENT\n" for i in range(LANES))
-    lanes_ptr = "".join(f"            p{i} = pos + {i} * w\n" for i in range(LANES))
-    lanes_body = "".join(
-        f"                l{i} = combine(l{i}, map_(values[p{i} + t], {wpi(i)}p{i} + t - s))\n"
-        for i in range(LANES)
-    )
-    tree = [f"l{i}" for i in range(LANES)]
-    while len(tree) > 1:  # combine adjacent lanes pairwise, in order
-        tree = [f"combine({tree[i]}, {tree[i + 1]})" for i in range(0, len(tree), 2)]
+    style = decl.meta.get("style", "lanes")
+    block = _block_code(style, aux, "        ")
     src.append(f"""
 @numba.njit(inline="always", **_OPTS)
 def range_1d(values{w1}, a, e, s, {KA}):
-    # Blocks of {BLOCK}: each split into {LANES} contiguous lanes reduced in
-    # lock step (independent dependency chains: ILP for branchy combines such
-    # as NaN-propagating max), lanes combined pairwise in order, blocks merged
-    # through a binary-counter stack (pairwise summation order).
+    # Short ranges (tiny segments): one plain loop, no block machinery.
+    if e - a <= {SHORT}:
+        st = IDENT
+        for j in range(a, e):
+            st = combine(st, map_(values[j], {wj}j - s))
+        return st
+    # Blocks of {BLOCK} elements, reduced from a slice (slices have
+    # non-negative indices, so LLVM can vectorise without wrap-around
+    # checks), then merged through a binary-counter stack: pairwise order.
     nb = 0
     cnt = 0
     pos = a
@@ -117,17 +227,9 @@ def range_1d(values{w1}, a, e, s, {KA}):
         q = pos + {BLOCK}
         if q > e:
             q = e
-        w = (q - pos) >> {LANES.bit_length() - 1}
-        if w > 0:
-{lanes_init}{lanes_ptr}            for t in range(w):
-{lanes_body}            blk = {tree[0]}
-            for j in range(pos + {LANES} * w, q):
-                blk = combine(blk, map_(values[j], {wj}j - s))
-        else:
-            blk = IDENT
-            for j in range(pos, q):
-                blk = combine(blk, map_(values[j], {wj}j - s))
-        if cnt == 0 and q == e:
+        seg = values[pos:q]
+{"        wseg = w[pos:q]" + chr(10) if aux else ""}        off = pos - s
+{block}        if cnt == 0 and q == e:
             return blk
         cnt += 1
         m = cnt
@@ -146,6 +248,8 @@ def range_1d(values{w1}, a, e, s, {KA}):
         st = combine({cg.load("k", K, "nb")}, st)
     return st
 """)
+    if style == "extreme":
+        src.append(_EXTREME_HELPERS)
     stk_alloc = "".join(f"        k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
     for par in (False, True):
         name = "chunks_1d_par" if par else "chunks_1d"
@@ -334,6 +438,15 @@ class CpuKernel:
         }
         for i, dt in enumerate(self.dtypes):
             ns[f"DT{i}"] = dt.type
+        if decl.meta.get("style") == "extreme":
+            kind = decl.meta["kind"]
+            ns["IS_MAX"] = kind in ("max", "argmax")
+            ns["IS_ARG"] = kind in ("argmax", "argmin")
+            ns["VT"] = self.dtypes[0].type
+            bits = self.dtypes[0].itemsize * 8
+            ns["SHIFT"] = np.dtype(f"i{bits // 8}").type(bits - 1)
+            ns["MAG"] = np.dtype(f"i{bits // 8}").type((1 << (bits - 1)) - 1)
+            ns["IT"] = np.dtype(f"i{bits // 8}").type
         self.mod = cg.load_module(src, _signature_text(decl), ns, persistent=persistent)
 
     def functions(self):

@@ -52,14 +52,8 @@ import numba
 import numpy as np
 
 from hrarray._kernels import _codegen as cg
-from hrarray._kernels.cpu import (
-    FASTMATH,
-    JIT_OPTS,
-    PARALLEL_MIN_WORK,
-    _parallel_lock,
-    get_kernel,
-    merge_path,
-)
+from hrarray._kernels import cpu as _cpu
+from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, _parallel_lock, get_kernel, merge_path
 from hrarray.reducer import Decl
 
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
@@ -77,16 +71,24 @@ def _header(cache: bool) -> list[str]:
     ]
 
 
+# Tests set this to cut every map and scan into that many merge-path chunks,
+# which runs the parallel kernels (and the scan's carries) on small inputs.
+FORCE_CHUNKS: int | None = None
+
+
 def _chunking(offsets, m: int):
     """``(parallel, bi, bj)``: merge-path chunks, one per thread for large work."""
     nseg = offsets.shape[0] - 1
     nvals = int(offsets[-1]) - int(offsets[0])
-    work = nvals * m + nseg
-    nthreads = numba.get_num_threads()
-    parallel = nthreads > 1 and work >= PARALLEL_MIN_WORK
-    if not parallel:
+    if FORCE_CHUNKS:
+        nchunks = int(FORCE_CHUNKS)
+    elif nvals * m + nseg >= _cpu.PARALLEL_MIN_WORK:
+        nchunks = numba.get_num_threads()
+    else:
+        nchunks = 1
+    if nchunks == 1:
         return False, np.array([0, nseg], np.int64), np.array([0, nvals], np.int64)
-    bi, bj = merge_path(offsets, nthreads)
+    bi, bj = merge_path(offsets, nchunks)
     return True, bi, bj
 
 
@@ -214,11 +216,23 @@ def get_map_kernel(mdecl) -> CpuMapKernel:
     return k
 
 
-def _rows(a, ncols_shape):
+def _rows(a, inner: tuple):
     """A view of ``a`` as ``(n,)`` when there are no inner dims, else ``(n, m)``."""
-    if not ncols_shape:
+    if not inner:
         return a
-    return a.reshape(a.shape[0], -1)
+    m = 1
+    for d in inner:
+        m *= int(d)
+    return a.reshape(a.shape[0], m)
+
+
+def _kernel_view(values, value_dtype: np.dtype):
+    """``(array the kernel reads, inner shape)``: 1-D or 2-D rows, native byte order,
+    float16 read as float32 (the only copies); strided arrays are read in place."""
+    inner = tuple(values.shape[1:])
+    if values.dtype != value_dtype or not values.dtype.isnative:
+        values = values.astype(value_dtype.newbyteorder("="))
+    return _rows(values, inner), inner
 
 
 def segment_map(mdecl, values, offsets, per_segment):
@@ -228,8 +242,6 @@ def segment_map(mdecl, values, offsets, per_segment):
     ``per_segment`` is ``(nseg, *inner)``; returns ``(nvalues, *inner)`` of
     ``mdecl.out_dtype``, compact (row 0 is element ``offsets[0]``).
     """
-    from hrarray._backends.cpu import _kernel_view
-
     nvals = int(offsets[-1]) - int(offsets[0])
     inner = tuple(per_segment.shape[1:])
     out_dt = mdecl.out_dtype
@@ -246,7 +258,6 @@ def segment_map(mdecl, values, offsets, per_segment):
     out = np.empty((nvals, *per.shape[1:]), kdt)
     if mdecl.reads_values:
         values, _ = _kernel_view(values, mdecl.value_dtype)
-        values = _rows(values, inner)
     else:
         values = None
     get_map_kernel(mdecl).run(values, offsets, per, out)
@@ -416,8 +427,8 @@ class CpuScanKernel:
 
     def functions(self):
         m = self.mod
-        return [m.tails_1d, m.tails_1d_par, m.scan_1d, m.scan_1d_par, m.carry_1d,
-                m.tails_2d, m.tails_2d_par, m.scan_2d, m.scan_2d_par, m.carry_2d]
+        return [m.tails_1d_par, m.scan_1d, m.scan_1d_par, m.carry_1d,
+                m.tails_2d_par, m.scan_2d, m.scan_2d_par, m.carry_2d]
 
     def run(self, values, offsets, out, exclusive: bool):
         """Scan ``values`` (1-D, or 2-D rows) into compact ``out``."""
@@ -432,11 +443,11 @@ class CpuScanKernel:
         carries = [np.empty(shape, dt) for dt in self.dtypes]
         mod = self.mod
         if two_d:
-            tails_fn, scan_fn, carry_fn = mod.tails_2d, mod.scan_2d, mod.carry_2d
-            tails_par, scan_par = mod.tails_2d_par, mod.scan_2d_par
+            scan_fn, scan_par = mod.scan_2d, mod.scan_2d_par
+            tails_par, carry_fn = mod.tails_2d_par, mod.carry_2d
         else:
-            tails_fn, scan_fn, carry_fn = mod.tails_1d, mod.scan_1d, mod.carry_1d
-            tails_par, scan_par = mod.tails_1d_par, mod.scan_1d_par
+            scan_fn, scan_par = mod.scan_1d, mod.scan_1d_par
+            tails_par, carry_fn = mod.tails_1d_par, mod.carry_1d
         if not parallel:
             # one chunk: nothing is carried in
             ident = self.decl.identity
@@ -468,8 +479,6 @@ def get_scan_kernel(decl: Decl) -> CpuScanKernel:
 def segment_scan(spec, values, offsets, exclusive: bool):
     """Scan of ``spec.decl`` restarting at each segment: ``(nvalues, *inner)``
     of ``spec.out_dtype``, compact."""
-    from hrarray._backends.cpu import _kernel_view
-
     nvals = int(offsets[-1]) - int(offsets[0])
     values, inner = _kernel_view(values, spec.value_dtype)
     out_dt = spec.out_dtype
@@ -488,8 +497,6 @@ def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     result ``(nseg, h, *inner)``, one pass per head over a strided column of
     ``aux``. ``aux`` rows are aligned with ``values`` rows (same indexing).
     """
-    from hrarray._backends.cpu import _kernel_view
-
     nseg = offsets.shape[0] - 1
     values, inner = _kernel_view(values, spec.value_dtype)
     if aux.dtype == np.float16 or not aux.dtype.isnative:

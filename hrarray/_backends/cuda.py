@@ -1,0 +1,471 @@
+"""CUDA arrays, numba-cuda kernels.
+
+Accepted arrays: CuPy arrays, any object with ``__cuda_array_interface__``
+(PyTorch CUDA tensors, numba device arrays, JAX, ...), CUDA DLPack producers,
+and the numba simulator's device arrays. The backend keeps the caller's
+object (zero-copy) and wraps it with ``numba.cuda.as_cuda_array`` only to
+launch kernels. Results are allocated in the *input's* library: CuPy in,
+CuPy out; a numba device array in, a numba device array out; a PyTorch
+tensor in, a PyTorch tensor out (when torch is already imported), so no
+result is ever copied between libraries.
+
+Neither CuPy nor PyTorch is imported here: CuPy only when an operation needs
+``xp`` (or allocates a CuPy result for a CuPy input), PyTorch never (its
+module is used only if the caller already imported it).
+
+Streams: kernels run on the stream named by the values' CUDA array
+interface (CuPy's and PyTorch's current stream), so they are ordered after
+the producer's work without a host synchronisation. A reduction does not
+synchronise the host; validation synchronises once (it must raise).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import numba
+import numpy as np
+from numba import cuda
+
+from hrarray._backends.cpu import offsets_error
+from hrarray._kernels import _codegen as cg
+from hrarray._kernels.cuda import launch
+
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+_TPB = 128  # threads per block of the small structural kernels
+
+# ------------------------------------------------------------ small kernels
+
+
+@cuda.jit
+def _k_validate(offsets, limit, res):
+    """res = [negative first?, first decreasing position (n if none), past end?]"""
+    i = cuda.grid(1)
+    n = offsets.shape[0]
+    if i < n:
+        v = np.int64(offsets[i])
+        if i == 0 and v < 0:
+            res[0] = 1
+        if i > 0 and v < np.int64(offsets[i - 1]):
+            cuda.atomic.min(res, 1, np.int64(i))
+        if i == n - 1 and v > limit:
+            res[2] = 1
+
+
+@cuda.jit
+def _k_diff(offsets, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = np.int64(offsets[i + 1]) - np.int64(offsets[i])
+
+
+@cuda.jit
+def _k_take(a, idx, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        j = np.int64(idx[i])
+        if j < 0:
+            j += a.shape[0]
+        out[i] = a[j]
+
+
+@cuda.jit
+def _k_shift(a, lo, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = a[i] - lo
+
+
+@cuda.jit
+def _k_ends(offsets, res):
+    i = cuda.grid(1)
+    if i == 0:
+        res[0] = offsets[0]
+        res[1] = offsets[offsets.shape[0] - 1]
+
+
+_cast_kernels: dict = {}
+_cast_lock = threading.Lock()
+
+
+def _cast_kernel(nd: int):
+    """Element-wise cast/copy of an ``nd``-D (any strides) array into a
+    C-contiguous one of the same shape."""
+    with _cast_lock:
+        k = _cast_kernels.get(nd)
+        if k is not None:
+            return k
+        idx = ", ".join(f"i{d}" for d in range(nd))
+        body = ["    r = i\n"]
+        for d in range(nd - 1, 0, -1):
+            body.append(f"    i{d} = r % src.shape[{d}]\n    r //= src.shape[{d}]\n")
+        body.append("    i0 = r\n")
+        src = (
+            "from numba import cuda\n\n"
+            "@cuda.jit\n"
+            "def cast(src, dst, size):\n"
+            "    i = cuda.grid(1)\n"
+            "    if i >= size:\n"
+            "        return\n" + "".join(body) + f"    dst[{idx}] = src[{idx}]\n"
+        )
+        mod = cg.load_module(src, f"cuda-cast-{nd}", {}, persistent=False)
+        _cast_kernels[nd] = mod.cast
+        return mod.cast
+
+
+def _grid(n: int) -> int:
+    return max(1, -(-n // _TPB))
+
+
+# ------------------------------------------------------------ array plumbing
+
+
+def _lib(a) -> str:
+    """'cupy', 'torch', 'numba' (numba / simulator device arrays), or 'cai'."""
+    mod = type(a).__module__ or ""
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("torch"):
+        return "torch"
+    if mod.startswith(("numba", "numba_cuda")):
+        return "numba"
+    return "cai"
+
+
+def _is_numba(a) -> bool:
+    return _lib(a) == "numba" and hasattr(a, "copy_to_host")
+
+
+class _DLPackCAI:
+    """A ``__cuda_array_interface__`` view of a CUDA DLPack producer."""
+
+    def __init__(self, obj):
+        from cuda.core.utils import StridedMemoryView
+
+        smv = StridedMemoryView.from_dlpack(obj, stream_ptr=-1)
+        self._owner = obj
+        self._smv = smv
+        if smv.dtype is None:
+            raise TypeError("DLPack tensor with a dtype NumPy cannot represent")
+        dt = np.dtype(smv.dtype)
+        strides = smv.strides
+        self.__cuda_array_interface__ = {
+            "version": 3,
+            "shape": tuple(smv.shape),
+            "typestr": dt.str,
+            "data": (int(smv.ptr), bool(getattr(smv, "readonly", False))),
+            "strides": None if strides is None else tuple(int(s) * dt.itemsize for s in strides),
+            "stream": None,
+        }
+
+
+def _detach(a):
+    # A PyTorch tensor that requires grad refuses __cuda_array_interface__.
+    if getattr(a, "requires_grad", False) and hasattr(a, "detach"):
+        return a.detach()
+    return a
+
+
+def _cai(a):
+    try:
+        return _detach(a).__cuda_array_interface__
+    except AttributeError:
+        return None
+
+
+def _view(a):
+    """A numba device array over ``a``'s memory (zero-copy)."""
+    if _is_numba(a):
+        return a
+    a = _detach(a)
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a, sync=False)
+    raise TypeError(f"{type(a).__name__} is not a CUDA array")
+
+
+def _stream_of(a):
+    """The stream that orders work on ``a`` (from its CUDA array interface)."""
+    if SIMULATOR:
+        return 0
+    if _is_numba(a):
+        return getattr(a, "stream", 0) or 0
+    cai = _cai(a)
+    ptr = cai.get("stream") if cai else None
+    if ptr is None or ptr == 0:
+        return 0
+    if ptr == 1:
+        return cuda.legacy_default_stream()
+    if ptr == 2:
+        return cuda.per_thread_default_stream()
+    return cuda.external_stream(ptr)
+
+
+def _stream_key(stream):
+    if isinstance(stream, int):
+        return stream
+    h = getattr(stream, "handle", None)
+    v = getattr(h, "value", h)
+    try:
+        return int(v) if v is not None else 0
+    except TypeError:
+        return id(stream)
+
+
+def _device_ctx(a):
+    """A context manager selecting ``a``'s device for numba launches."""
+    import contextlib
+
+    if SIMULATOR:
+        return contextlib.nullcontext()
+    dev = None
+    lib = _lib(a)
+    if lib == "cupy":
+        dev = a.device.id
+    elif lib == "torch":
+        dev = a.device.index
+    if dev is None:
+        return contextlib.nullcontext()
+    cur = cuda.get_current_device().id
+    if dev == cur:
+        return contextlib.nullcontext()
+    return cuda.gpus[dev]
+
+
+def _empty(like, shape, dtype, stream):
+    """A new C-contiguous array in ``like``'s array library."""
+    dtype = np.dtype(dtype)
+    lib = _lib(like)
+    if lib == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(like.device.id):
+            return cupy.empty(shape, dtype)
+    if lib == "torch":
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            try:
+                tdt = getattr(torch, dtype.name) if dtype != np.bool_ else torch.bool
+            except AttributeError:
+                tdt = None
+            if tdt is not None:
+                return torch.empty(shape, dtype=tdt, device=like.device)
+    return cuda.device_array(shape, dtype, stream=stream)
+
+
+# ------------------------------------------------------------ the backend
+
+
+class CudaBackend:
+    name = "cuda"
+
+    @property
+    def xp(self):
+        """CuPy (imported on first use); a TypeError without it."""
+        try:
+            import cupy
+        except ImportError as exc:
+            raise TypeError(
+                "this operation on CUDA arrays needs CuPy (pip install cupy-cuda12x or "
+                "cupy-cuda13x); reductions work on any CUDA array without it"
+            ) from exc
+        return cupy
+
+    # ------------------------------------------------------------ inputs
+    def asarray(self, obj, argname: str):
+        """The caller's CUDA array as it is (zero-copy); DLPack-only
+        producers become numba device arrays (also zero-copy)."""
+        from hrarray._backends import device_of
+
+        if device_of(obj) != "cuda":
+            raise TypeError(
+                f"{argname} is a {type(obj).__name__} on the host but the array is on cuda; "
+                "hrarray never copies between devices (move it explicitly)"
+            )
+        if _is_numba(obj) or hasattr(obj, "__cuda_array_interface__"):
+            return obj
+        if hasattr(obj, "__dlpack__"):
+            try:
+                return cuda.as_cuda_array(_DLPackCAI(obj), sync=False)
+            except Exception as exc:
+                raise TypeError(f"{argname}: cannot view DLPack producer {type(obj).__name__} "
+                                f"as a CUDA array: {exc}") from exc
+        raise TypeError(f"{argname} must be a CUDA array, got {type(obj).__name__}")
+
+    def dtype(self, a) -> np.dtype:
+        dt = getattr(a, "dtype", None)
+        if isinstance(dt, np.dtype):
+            return dt
+        cai = _cai(a)
+        if cai is not None:
+            return np.dtype(cai["typestr"])
+        return np.dtype(dt)
+
+    def is_native(self, a) -> bool:
+        return self.dtype(a).isnative
+
+    def astype(self, a, dtype):
+        """A C-contiguous copy of ``a`` in native byte order ``dtype``, in
+        ``a``'s array library (a device kernel: no CuPy needed)."""
+        dtype = np.dtype(dtype).newbyteorder("=")
+        src = self._readable(a)
+        stream = _stream_of(a)
+        with _device_ctx(a):
+            out = _empty(a, tuple(src.shape), dtype, stream)
+            n = int(np.prod(src.shape)) if src.ndim else 1
+            if n:
+                k = _cast_kernel(max(src.ndim, 1))
+                launch(k, _grid(n), _TPB, stream, (src, _view(out), n))
+        return out
+
+    def _readable(self, a):
+        """A numba view a kernel can read: non-native byte order is swapped
+        (the one documented copy)."""
+        v = _view(a)
+        if not v.dtype.isnative:
+            raise TypeError("non-native byte order CUDA arrays are not supported")
+        return v
+
+    # ------------------------------------------------------------ offsets
+    def validate(self, offsets, limit: int, argname: str, what: str = "values"):
+        n = offsets.shape[0]
+        v = _view(offsets)
+        stream = _stream_of(offsets)
+        with _device_ctx(offsets):
+            res = cuda.to_device(np.array([0, n, 0], np.int64), stream=stream)
+            launch(_k_validate, _grid(n), _TPB, stream, (v, np.int64(limit), res))
+            host = _fetch(res, stream)
+        if host[0]:
+            code, pos = 1, 0
+        elif host[1] < n:
+            code, pos = 2, int(host[1])
+        elif host[2]:
+            code, pos = 3, n - 1
+        else:
+            return
+        raise offsets_error(code, pos, _HostReader(v), limit, argname, what)
+
+    def diff(self, offsets):
+        n = max(offsets.shape[0] - 1, 0)
+        stream = _stream_of(offsets)
+        with _device_ctx(offsets):
+            out = _empty(offsets, (n,), np.int64, stream)
+            if n:
+                launch(_k_diff, _grid(n), _TPB, stream, (_view(offsets), _view(out)))
+        return out
+
+    def take(self, a, idx):
+        """``a[idx]`` for a 1-D ``a`` and in-range integer ``idx`` (negative
+        counts from the end); the indices are trusted (validated offsets)."""
+        n = idx.shape[0]
+        stream = _stream_of(a)
+        with _device_ctx(a):
+            out = _empty(a, (n,), self.dtype(a), stream)
+            if n:
+                launch(_k_take, _grid(n), _TPB, stream, (_view(a), _view(idx), _view(out)))
+        return out
+
+    def shift(self, a, lo: int):
+        n = a.shape[0]
+        stream = _stream_of(a)
+        dt = self.dtype(a)
+        with _device_ctx(a):
+            out = _empty(a, (n,), dt, stream)
+            if n:
+                launch(_k_shift, _grid(n), _TPB, stream, (_view(a), dt.type(lo), _view(out)))
+        return out
+
+    def ends(self, offsets) -> tuple[int, int]:
+        stream = _stream_of(offsets)
+        with _device_ctx(offsets):
+            res = cuda.device_array(2, np.int64, stream=stream)
+            launch(_k_ends, 1, 32, stream, (_view(offsets), res))
+            host = _fetch(res, stream)
+        return int(host[0]), int(host[1])
+
+    # ------------------------------------------------------------ kernels
+    def reduce(self, spec, values, offsets, fill, use_fill, aux=None):
+        """Run the reduction of ``spec`` over validated offsets; dense result
+        in ``values``' array library, asynchronous on ``values``' stream.
+
+        ``aux`` is the per-element auxiliary 1-D array of a declaration with
+        ``decl.aux`` (``map(v, aux[j], j)``; any strides, same length as
+        ``values``)."""
+        from hrarray._kernels.cuda import get_kernel
+
+        nseg = offsets.shape[0] - 1
+        inner = tuple(values.shape[1:])
+        m = int(np.prod(inner)) if inner else 1
+        out_dt = np.dtype(spec.out_dtype)
+        stream = _stream_of(values)
+        with _device_ctx(values):
+            kv = self._kernel_view(values, spec.value_dtype)
+            out = _empty(values, (nseg, m) if kv.ndim == 2 else (nseg,), out_dt, stream)
+            fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
+            if nseg:
+                key = (cuda.get_current_device().id if not SIMULATOR else 0, _stream_key(stream))
+                if spec.decl.aux:
+                    if aux is None:
+                        raise TypeError("this reduction needs an auxiliary array (aux=)")
+                    aux = _view(aux)
+                get_kernel(spec.decl).run(
+                    kv, _view(offsets), _view(out), fill_v, bool(use_fill),
+                    aux=aux, stream=stream, scratch_key=key,
+                )
+        return out.reshape((nseg, *inner))
+
+    def _kernel_view(self, values, value_dtype):
+        """The numba array a kernel reads: 1-D, or 2-D rows ``(n, m)``.
+
+        Strided values are read in place. Copies happen only for float16
+        (read as float32), non-native byte order, and an inner shape of 2+
+        dimensions that is not C-contiguous (made contiguous, then viewed as
+        rows).
+        """
+        v = _view(values)
+        if v.dtype != value_dtype or not v.dtype.isnative:
+            v = _view(self.astype(v, value_dtype))
+        if v.ndim <= 2:
+            return v
+        if not _c_contiguous(v):
+            v = _view(self.astype(v, v.dtype))
+        return v.reshape(v.shape[0], int(np.prod(v.shape[1:])))
+
+    def to_host(self, a):
+        v = _view(a)
+        if not _c_contiguous(v):
+            v = _view(self.astype(v, v.dtype))
+        return _fetch(v, _stream_of(a))
+
+
+def _fetch(v, stream):
+    """Copy a (contiguous) numba device array to the host after the work
+    queued on ``stream``: the one host synchronisation."""
+    if SIMULATOR or isinstance(stream, int):
+        return v.copy_to_host()  # synchronous on the default stream
+    out = v.copy_to_host(stream=stream)
+    stream.synchronize()
+    return out
+
+
+def _c_contiguous(v) -> bool:
+    flags = getattr(v, "flags", None)
+    if flags is not None:
+        try:
+            return bool(flags["C_CONTIGUOUS"])
+        except (KeyError, TypeError):
+            pass
+    return bool(getattr(v, "is_c_contiguous", lambda: False)())
+
+
+class _HostReader:
+    """Reads single offsets from the device for error messages (error path only)."""
+
+    def __init__(self, v):
+        self._v = v
+
+    def __getitem__(self, i):
+        return self._v[i : i + 1].copy_to_host()[0]
+
+
+CUDA = CudaBackend()

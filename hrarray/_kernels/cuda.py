@@ -1,0 +1,704 @@
+"""CUDA kernel factory: the same declaration as the CPU, compiled with numba-cuda.
+
+Schedule (balanced by elements, not by segments)
+------------------------------------------------
+As on the CPU, the work is the *merged* sequence of elements (rows in 2-D)
+and segment ends (merge path, Merrill & Garland; ModernGPU / CUB spmv). Every
+block owns a fixed tile of ``TILE`` merged items, every thread group a run of
+``ITEMS`` of them::
+
+    merged items  e e e E e e E E e e e e e e e e e e e e e E e e E ...
+    blocks        |<------ block 0 ------->|<------ block 1 ------->| ...
+    groups        |<-g0->|<-g1->|<-g2->|...|<-g0->|<-g1->| ...
+                  (E = a segment end; an empty segment is an E alone)
+
+    1. partition   one thread per block boundary: binary search in offsets
+                   -> bi[b], the first segment whose end is at or after the
+                   block's first item (empty segments cost one offsets read)
+    2. reduce      per block: offsets[bi[b] .. bi[b+1]] -> shared memory;
+                   per group: merge-path search in that window, then a
+                   register loop over its items:
+                     segment inside the group   -> written directly
+                     piece ending in the group  -> "head" state
+                     piece open at the group end-> "tail" state
+                   block-wide *segmented* inclusive scan of the tails
+                   (keys = segment ids, in order; no atomics):
+                     head + tails before it (same block) -> written, or,
+                     if the segment began in an earlier block, the block's
+                     head carry H[b];  last group's scan -> tail carry T[b]
+    3. fix-up      per block with a head carry: the blocks b' < b whose tail
+                   is the same segment (found by binary search in bi) are
+                   combined in order (groups over block ranges, pairwise
+                   inside a group, then the same block scan) + H[b]
+                   -> finalize -> out
+
+A long segment is split across as many blocks as it needs; thousands of
+short segments share one block; the result is deterministic (the same
+combination order on every run; NO float atomics). Empty segments are items
+too, so they are written in step 2 with ``finalize(identity, 0)`` or the
+fill value.
+
+2-D rows ``(n, d)``: a block is ``G`` groups x ``CW`` lanes, ``CW = min(d,
+BLOCK)`` lanes across the row (coalesced loads), ``G = BLOCK // CW`` groups
+balanced over rows exactly as above; ``d > BLOCK`` adds column tiles on
+``gridDim.y``.
+
+The block scan has two phases: a Hillis-Steele scan inside each warp's groups
+(the ONE warp-level seam, :func:`_warp_scan_source`: ``shfl_up_sync`` on a
+GPU, a shared-memory emulation with the same combination order under the
+simulator, which has no warp intrinsics), then a shared-memory scan of the
+warps' aggregates. Results are therefore bit-identical in the simulator and
+on a GPU.
+
+Accuracy: float sums accumulate in the declaration's float64 state; a
+segment of ``n`` elements is combined as <= ``ITEMS`` sequential elements per
+thread, a scan of depth <= log2(BLOCK)+1 per block, and for ``R`` blocks a
+pairwise (binary counter) combination of ``R/G`` block partials per fix-up
+group followed by another scan: ``k(n) <= ITEMS + 2*log2(BLOCK) +
+2*ceil(log2(R/BLOCK + 1)) + 4``, about 30 at ``n = 1e6`` with the defaults
+(NumPy's pairwise bound there is about 141).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numba
+import numpy as np
+from numba import cuda
+
+from hrarray._kernels import _codegen as cg
+from hrarray.reducer import Decl
+
+__all__ = ["BLOCK", "ITEMS", "compiled_count", "get_kernel", "launch_count"]
+
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if not v:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name}={v!r} is not an integer") from None
+
+
+#: threads per block (a multiple of 32, at most 1024); tests use 32
+BLOCK = _env_int("HRARRAY_CUDA_BLOCK", 32 if SIMULATOR else 256)
+#: merged items (elements/rows + segment ends) per thread group
+ITEMS = _env_int("HRARRAY_CUDA_ITEMS", 4 if SIMULATOR else 8)
+#: fix-up ranges of at most this many block carries are combined by one group
+SMALL = 4
+#: pairwise stack depth of the fix-up (2**STACK block carries)
+STACK = 48
+
+_compiled: dict = {}
+_compiled_lock = threading.RLock()
+_launched: set = set()
+_launches = 0
+
+
+def _check_settings(block: int, items: int):
+    if block < 32 or block > 1024 or block % 32:
+        raise ValueError(f"hrarray CUDA block size must be a multiple of 32 in 32..1024, got {block}")
+    if items < 1:
+        raise ValueError(f"hrarray CUDA items per thread must be >= 1, got {items}")
+
+
+def compiled_count() -> int:
+    """Number of compiled CUDA kernel specialisations so far (0 right after import).
+
+    On a GPU this counts Numba's compiled overloads; under the simulator
+    (which compiles nothing) the distinct argument signatures launched.
+    """
+    with _compiled_lock:
+        if SIMULATOR:
+            return len(_launched)
+        n = 0
+        fns = [f for k in _compiled.values() for f in k.functions()]
+        if _partition_fn is not None:
+            fns.append(_partition_fn)
+        for fn in fns:
+            n += len(getattr(fn, "overloads", {}))
+        return n
+
+
+def launch_count() -> int:
+    """Number of reduction kernel launches so far (a test hook)."""
+    return _launches
+
+
+def _note_launch(name, args) -> None:
+    global _launches
+    sig = tuple(
+        (getattr(a, "dtype", type(a).__name__).__str__(), getattr(a, "ndim", 0)) for a in args
+    )
+    with _compiled_lock:
+        _launches += 1
+        if SIMULATOR:
+            _launched.add((name, sig))
+
+
+# ------------------------------------------------------------------ codegen
+
+
+def _shfl_expr(var: str, dt: np.dtype) -> str:
+    """``shfl_up_sync`` of one state component (shuffles move 32/64-bit words)."""
+    up = "cuda.shfl_up_sync(FULL, {x}, delta)"
+    if dt == np.bool_:
+        return f"({up.format(x=f'np.int32({var})')} != 0)"
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        return up.format(x=var)
+    if dt.kind in "iu":
+        if dt == np.int64 or dt == np.int32:
+            return up.format(x=var)
+        return f"np.{dt.name}({up.format(x=f'np.int64({var})')})"
+    if dt.kind == "c":
+        ft = "float32" if dt == np.complex64 else "float64"
+        re = up.format(x=f"np.{ft}({var}.real)")
+        im = up.format(x=f"np.{ft}({var}.imag)")
+        return f"np.{dt.name}(complex({re}, {im}))"
+    raise TypeError(f"no warp shuffle for state dtype {dt}")
+
+
+def _warp_scan_source(K: int, dtypes, warp: bool) -> str:
+    """THE warp seam: Hillis-Steele segmented scan of the groups of one warp.
+
+    Both versions combine in the same order (so the simulator checks the GPU's
+    arithmetic bit for bit); ``warp=False`` emulates the shuffles through
+    shared memory for the simulator, which has no warp intrinsics.
+    """
+    SH = cg.args("sh", K)
+    if warp:
+        comps = [_shfl_expr(f"st{i}" if K else "st", dt) for i, dt in enumerate(dtypes)]
+        unpack = f"        {', '.join(f'st{i}' for i in range(K))}, = st\n" if K else ""
+        shfl = "".join(f"        o{i} = {c}\n" for i, c in enumerate(comps))
+        other = "o0" if K == 0 else "(" + ", ".join(f"o{i}" for i in range(K)) + ",)"
+        return f"""
+@cuda.jit(device=True)
+def warp_scan(st, key, tid, CW, WG, {SH}, sk):
+    # every lane of the warp executes every shuffle: the loop bound is uniform
+    wl = tid & 31
+    off = 1
+    while off < WG:
+        delta = np.int32(off * CW)
+        okey = cuda.shfl_up_sync(FULL, key, delta)
+{unpack}{shfl}        if wl >= delta and okey == key:
+            st = combine({other}, st)
+        off *= 2
+    return st
+"""
+    return f"""
+@cuda.jit(device=True)
+def warp_scan(st, key, tid, CW, WG, {SH}, sk):
+    # shared-memory emulation of the shuffles (simulator): same order
+    g = tid // CW
+    off = 1
+    while off < WG:
+{cg.store("sh", K, "tid", "st", "        ")}        sk[tid] = key
+        cuda.syncthreads()
+        src = tid - off * CW
+        take = False
+        other = st
+        if (g % WG) >= off:
+            if sk[src] == key:
+                take = True
+                other = {cg.load("sh", K, "src")}
+        cuda.syncthreads()
+        if take:
+            st = combine(other, st)
+        off *= 2
+    return st
+"""
+
+
+def _block_scan_source(K: int) -> str:
+    SH = cg.args("sh", K)
+    return f"""
+@cuda.jit(device=True)
+def block_scan(st, key, tid, CW, G, WG, {SH}, sk):
+    # inclusive segmented scan over groups g (per lane l); keys non-decreasing
+    # in g. Must be called by every thread of the block. Leaves each thread's
+    # result in sh[tid].
+    st = warp_scan(st, key, tid, CW, WG, {SH}, sk)
+    g = tid // CW
+    l = tid - g * CW
+    NC = G // WG
+    c = g // WG
+    cuda.syncthreads()
+    if g < G and (g % WG) == WG - 1:
+        q = c * CW + l
+{cg.store("sh", K, "q", "st", "        ")}        sk[q] = key
+    cuda.syncthreads()
+    off = 1
+    while off < NC:
+        take = False
+        other = st
+        if g < NC and g >= off:
+            src = (g - off) * CW + l
+            if sk[src] == sk[tid]:
+                take = True
+                other = {cg.load("sh", K, "src")}
+        cuda.syncthreads()
+        if take:
+            v = combine(other, {cg.load("sh", K, "tid")})
+{cg.store("sh", K, "tid", "v", "            ")}        cuda.syncthreads()
+        off *= 2
+    if g < G and c > 0:
+        src = (c - 1) * CW + l
+        if sk[src] == key:
+            st = combine({cg.load("sh", K, "src")}, st)
+    cuda.syncthreads()
+{cg.store("sh", K, "tid", "st", "    ")}    cuda.syncthreads()
+    return st
+"""
+
+
+_PARTITION = """
+import numpy as np
+from numba import cuda
+
+
+@cuda.jit(cache=CACHE)
+def partition(offsets, tile, bi):
+    # bi[b] = first segment whose end lies at or after merged item b * tile
+    b = cuda.grid(1)
+    if b < bi.shape[0]:
+        nseg = offsets.shape[0] - 1
+        base = np.int64(offsets[0])
+        total = np.int64(offsets[nseg]) - base + nseg
+        d = b * tile
+        if d > total:
+            d = total
+        lo = 0
+        hi = nseg
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if np.int64(offsets[mid + 1]) - base + mid < d:
+                lo = mid + 1
+            else:
+                hi = mid
+        bi[b] = lo
+"""
+
+_MSEARCH = """
+@cuda.jit(device=True)
+def msearch(sOff, bi0, lo, hi, d):
+    # first segment s in [lo, hi] whose end (+ s) reaches merged item d
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sOff[mid + 1 - bi0] + mid < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+"""
+
+
+def _shared_decls(K: int, dtypes, indent: str) -> str:
+    s = f"{indent}sk = cuda.shared.array(BLOCK, np.int64)\n"
+    for i in range(max(K, 1)):
+        s += f"{indent}sh{i} = cuda.shared.array(BLOCK, DT{i})\n"
+    return s
+
+
+def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: bool) -> str:
+    K = decl.arity
+    SH = cg.args("sh", K)
+    H = cg.args("h", K)
+    T = cg.args("t", K)
+    w1 = ", w" if decl.aux else ""
+    src = [
+        "import numpy as np\n",
+        "from numba import cuda\n\n",
+        f"BLOCK = {block}\n",
+        f"ITEMS = {items}\n",
+        f"WIN = {block * items + 1}\n",
+        f"STACK = {STACK}\n",
+        f"SMALL = {SMALL}\n",
+        f"CACHE = {cache}\n",
+        "FULL = 0xFFFFFFFF\n",
+        _warp_scan_source(K, dtypes, warp),
+        _block_scan_source(K),
+        _MSEARCH,
+    ]
+    for two_d in (False, True):
+        nd = "2d" if two_d else "1d"
+        cix = ", col" if two_d else ""
+        wj = "w[base + j], " if decl.aux else ""
+
+        def val(row, _two_d=two_d):
+            return f"values[{row}, col]" if _two_d else f"values[{row}]"
+
+        m_expr = "values.shape[1]" if two_d else "1"
+        src.append(f"""
+@cuda.jit(cache=CACHE)
+def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {H}, {T}):
+    sOff = cuda.shared.array(WIN, np.int64)
+{_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
+    b = cuda.blockIdx.x
+    nseg = offsets.shape[0] - 1
+    base = np.int64(offsets[0])
+    total = np.int64(offsets[nseg]) - base + nseg
+    D0 = b * tile
+    if D0 >= total:
+        return  # whole block past the end (the grid is sized from an upper bound)
+    D1 = D0 + tile
+    if D1 > total:
+        D1 = total
+    bi0 = bi[b]
+    bi1 = bi[b + 1]
+    cnt = bi1 - bi0 + 1
+    q = tid
+    while q < cnt:
+        sOff[q] = np.int64(offsets[bi0 + q]) - base
+        q += BLOCK
+    cuda.syncthreads()
+    g = tid // CW
+    l = tid - g * CW
+    col = cuda.blockIdx.y * CW + l
+    m = {m_expr}
+    st = IDENT
+    hst = IDENT
+    has_head = False
+    i0 = bi1
+    s0 = np.int64(0)
+    key = nseg + 1 + g
+    if g < G:
+        d0 = D0 + g * ITEMS
+        if d0 > D1:
+            d0 = D1
+        d1 = d0 + ITEMS
+        if d1 > D1:
+            d1 = D1
+        i0 = msearch(sOff, bi0, bi0, bi1, d0)
+        i1 = msearch(sOff, bi0, i0, bi1, d1)
+        key = i1
+        if col < m:
+            j0 = d0 - i0
+            j1 = d1 - i1
+            for kk in range(i0, i1):
+                s = sOff[kk - bi0]
+                e = sOff[kk + 1 - bi0]
+                a = s if s > j0 else j0
+                acc = IDENT
+                for j in range(a, e):
+                    acc = combine(acc, map_({val("base + j")}, {wj}j - s))
+                if s < j0:
+                    hst = acc
+                    has_head = True
+                    s0 = s
+                else:
+                    n = e - s
+                    if use_fill and is_empty(acc, n):
+                        out[kk{cix}] = fill
+                    else:
+                        out[kk{cix}] = finalize(acc, n)
+            if i1 < nseg:
+                s = sOff[i1 - bi0]
+                a = s if s > j0 else j0
+                for j in range(a, j1):
+                    st = combine(st, map_({val("base + j")}, {wj}j - s))
+    block_scan(st, key, tid, CW, G, WG, {SH}, sk)
+    if has_head:
+        if g > 0:
+            p = tid - CW
+            hst = combine({cg.load("sh", K, "p")}, hst)
+        if s0 >= D0 - bi0:
+            n = sOff[i0 + 1 - bi0] - s0
+            if use_fill and is_empty(hst, n):
+                out[i0{cix}] = fill
+            else:
+                out[i0{cix}] = finalize(hst, n)
+        else:
+{cg.store("h", K, "b" + cix, "hst", "            ")}    if g == G - 1 and bi1 < nseg and col < m:
+        r = {cg.load("sh", K, "tid")}
+{cg.store("t", K, "b" + cix, "r", "        ")}
+""")
+        src.append(f"""
+@cuda.jit(device=True)
+def tails_{nd}({T}, q0, q1, col):
+    # in-order pairwise (binary counter) combination of carries q0..q1-1
+{"".join(f"    k{i} = cuda.local.array(STACK, DT{i})" + chr(10) for i in range(max(K, 1)))}    nb = 0
+    cnt = 0
+    for q in range(q0, q1):
+        blk = {cg.load("t", K, "q" + cix)}
+        cnt += 1
+        mm = cnt
+        while (mm & 1) == 0:
+            nb -= 1
+            blk = combine({cg.load("k", K, "nb")}, blk)
+            mm >>= 1
+{cg.store("k", K, "nb", "blk", "        ")}        nb += 1
+    st = IDENT
+    if nb > 0:
+        nb -= 1
+        st = {cg.load("k", K, "nb")}
+        while nb > 0:
+            nb -= 1
+            st = combine({cg.load("k", K, "nb")}, st)
+    return st
+
+
+@cuda.jit(cache=CACHE)
+def fixup_{nd}(offsets, bi, G, CW, WG, tile, m, out, fill, use_fill, {H}, {T}):
+{_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
+    b = cuda.blockIdx.x
+    nseg = offsets.shape[0] - 1
+    base = np.int64(offsets[0])
+    total = np.int64(offsets[nseg]) - base + nseg
+    D0 = b * tile
+    if D0 >= total:
+        return
+    k = bi[b]
+    if k >= bi[b + 1]:
+        return  # no segment ends in block b
+    s = np.int64(offsets[k]) - base
+    if s >= D0 - k:
+        return  # the first segment ending in block b also starts there
+    lo = 0
+    hi = b - 1
+    while lo < hi:  # first block whose tail carry is segment k
+        mid = (lo + hi) // 2
+        if bi[mid + 1] < k:
+            lo = mid + 1
+        else:
+            hi = mid
+    R = b - lo
+    n = np.int64(offsets[k + 1]) - np.int64(offsets[k])
+    g = tid // CW
+    l = tid - g * CW
+    col = cuda.blockIdx.y * CW + l
+    if R <= SMALL:  # block-uniform branch: no barrier below
+        if g == 0 and col < m:
+            acc = IDENT
+            for q in range(lo, b):
+                acc = combine(acc, {cg.load("t", K, "q" + cix)})
+            acc = combine(acc, {cg.load("h", K, "b" + cix)})
+            if use_fill and is_empty(acc, n):
+                out[k{cix}] = fill
+            else:
+                out[k{cix}] = finalize(acc, n)
+        return
+    per = (R + G - 1) // G
+    acc = IDENT
+    if g < G and col < m:
+        q0 = lo + g * per
+        q1 = q0 + per
+        if q1 > b:
+            q1 = b
+        acc = tails_{nd}({T}, q0, q1, col)
+    block_scan(acc, 0, tid, CW, G, WG, {SH}, sk)
+    if g == G - 1 and col < m:
+        acc = combine({cg.load("sh", K, "tid")}, {cg.load("h", K, "b" + cix)})
+        if use_fill and is_empty(acc, n):
+            out[k{cix}] = fill
+        else:
+            out[k{cix}] = finalize(acc, n)
+""")
+    return "".join(src)
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def _disk_cache(persistent: bool) -> bool:
+    """Whether Numba may cache compiled kernels on disk (``HRARRAY_CACHE``,
+    ``HRARRAY_CUDA_CACHE=0`` turns it off; never under the simulator)."""
+    if not persistent or SIMULATOR:
+        return False
+    if os.environ.get("HRARRAY_CUDA_CACHE", "1").lower() in {"0", "false", "no", "off"}:
+        return False
+    return cg.generated_dir()[1]
+
+
+def launch(fn, grid, block, stream, args):
+    """Launch a kernel, silencing the warnings that are noise here: Numba's
+    low-occupancy hint (small inputs give small grids) and, under the
+    simulator, NumPy's scalar warnings (the simulator runs the declaration as
+    Python on NumPy scalars, which warn where a GPU quietly gives inf/NaN)."""
+    with warnings.catch_warnings():
+        if SIMULATOR:
+            warnings.simplefilter("ignore", RuntimeWarning)
+        else:
+            warnings.simplefilter("ignore", numba.core.errors.NumbaPerformanceWarning)
+        fn[grid, block, stream](*args)
+
+
+_partition_fn = None
+
+
+def _partition():
+    """The block-boundary search kernel (shared by every declaration)."""
+    global _partition_fn
+    if _partition_fn is None:
+        with _compiled_lock:
+            if _partition_fn is None:
+                mod = cg.load_module(_PARTITION, "cuda-partition", {"CACHE": _disk_cache(True)})
+                _partition_fn = mod.partition
+    return _partition_fn
+
+
+def _warp_ok(dtypes) -> bool:
+    for dt in dtypes:
+        try:
+            _shfl_expr("x", dt)
+        except TypeError:
+            return False
+    return True
+
+
+class _Scratch:
+    """Per (device, stream) scratch buffer for block carries, reused across
+    calls: kernels on one stream run in order, and the lock keeps the
+    launches of two host threads sharing a stream from interleaving."""
+
+    def __init__(self):
+        self.buf = None
+        self.lock = threading.Lock()
+
+    def get(self, nbytes: int, stream):
+        if self.buf is None or self.buf.shape[0] < nbytes:
+            size = max(nbytes, 1 << 16)
+            if self.buf is not None:
+                size = max(size, 2 * self.buf.shape[0])
+            self.buf = cuda.device_array(size, np.uint8, stream=stream)
+        return self.buf
+
+
+_scratch: dict = {}
+_scratch_lock = threading.Lock()
+
+
+def _scratch_for(key) -> _Scratch:
+    with _scratch_lock:
+        s = _scratch.get(key)
+        if s is None:
+            s = _scratch[key] = _Scratch()
+        return s
+
+
+def _carve(buf, offset: int, shape, dt: np.dtype):
+    nbytes = int(np.prod(shape)) * dt.itemsize
+    a = buf[offset : offset + nbytes].view(dt)
+    if len(shape) > 1:
+        a = a.reshape(shape)
+    return a, offset + ((nbytes + 15) // 16) * 16
+
+
+def _layout(two_d: bool, m: int, block: int):
+    """(CW lanes per group, G groups, WG groups per warp chunk) of a block."""
+    cw = min(m, block) if two_d else 1
+    g = block // cw
+    wg = 32 // cw if (cw <= 32 and 32 % cw == 0) else 1
+    return cw, g, wg
+
+
+class CudaReduceKernel:
+    """The compiled CUDA functions of one reduction declaration."""
+
+    kind = "reduce"
+
+    def __init__(self, decl: Decl, block: int, items: int):
+        _check_settings(block, items)
+        self.decl = decl
+        self.block = block
+        self.items = items
+        self.dtypes = cg.component_dtypes(decl.identity)
+        self.warp = (not SIMULATOR) and _warp_ok(self.dtypes)
+        persistent = decl.key[0] != "user"
+        src = _reduce_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent))
+        dev = cuda.jit(device=True)
+        memo: dict = {}
+        ns = {
+            "IDENT": decl.identity,
+            "map_": cg.jitify(decl.map, dev, memo),
+            "combine": cg.jitify(decl.combine, dev, memo),
+            "finalize": cg.jitify(decl.finalize, dev, memo),
+            "is_empty": cg.jitify(decl.is_empty, dev, memo),
+        }
+        for i, dt in enumerate(self.dtypes):
+            ns[f"DT{i}"] = dt.type
+        tag = repr(("cuda", decl.key, block, items, self.warp))
+        self.mod = cg.load_module(src, tag, ns, persistent=persistent)
+
+    def functions(self):
+        m = self.mod
+        return [m.reduce_1d, m.fixup_1d, m.reduce_2d, m.fixup_2d]
+
+    def _launch(self, fn, name, grid, args, stream):
+        _note_launch((self.decl.key, self.block, self.items, name), args)
+        launch(fn, grid, self.block, stream, args)
+
+    def run(self, values, offsets, out, fill, use_fill, aux=None, stream=0, scratch_key=None):
+        """Reduce numba device ``values`` (1-D, or 2-D rows) by validated
+        ``offsets`` into ``out`` (``(nseg,)`` or ``(nseg, m)``); asynchronous
+        on ``stream``."""
+        nseg = offsets.shape[0] - 1
+        if nseg <= 0:
+            return out
+        two_d = values.ndim == 2
+        m = values.shape[1] if two_d else 1
+        if m == 0:
+            return out
+        block, items = self.block, self.items
+        cw, g, wg = _layout(two_d, m, block)
+        tile = g * items
+        # Upper bound of the merged length: no host read of offsets (no sync);
+        # blocks past the true end return at once.
+        total_ub = values.shape[0] + nseg
+        nb = max(1, -(-total_ub // tile))
+        ny = -(-m // cw)
+        cshape = (nb, m) if two_d else (nb,)
+        need = ((nb + 1) * 8 + 15) // 16 * 16
+        for dt in self.dtypes:
+            need += 2 * (((int(np.prod(cshape)) * dt.itemsize) + 15) // 16 * 16)
+        mod = self.mod
+        vals = (values, aux) if self.decl.aux else (values,)
+        sc = _scratch_for(scratch_key)
+        with sc.lock:
+            buf = sc.get(need, stream)
+            bi, off = _carve(buf, 0, (nb + 1,), np.dtype(np.int64))
+            heads, tails = [], []
+            for dt in self.dtypes:
+                a, off = _carve(buf, off, cshape, dt)
+                heads.append(a)
+            for dt in self.dtypes:
+                a, off = _carve(buf, off, cshape, dt)
+                tails.append(a)
+            launch(_partition(), -(-(nb + 1) // block), block, stream, (offsets, tile, bi))
+            if two_d:
+                args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.reduce_2d, "reduce_2d", (nb, ny), args, stream)
+                args = (offsets, bi, g, cw, wg, tile, m, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.fixup_2d, "fixup_2d", (nb, ny), args, stream)
+            else:
+                args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.reduce_1d, "reduce_1d", nb, args, stream)
+                args = (offsets, bi, g, cw, wg, tile, 1, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.fixup_1d, "fixup_1d", nb, args, stream)
+        return out
+
+
+#: kernel kinds a declaration can be compiled into (a segment-wise map kind
+#: for the transforms can be added here, reusing the schedule's sources)
+_KINDS = {"reduce": CudaReduceKernel}
+
+
+def get_kernel(decl: Decl, kind: str = "reduce"):
+    """The compiled kernel of a declaration (generated once per declaration
+    key, kind, block size and items per thread)."""
+    block, items = BLOCK, ITEMS
+    key = (kind, decl.key, block, items)
+    k = _compiled.get(key)
+    if k is None:
+        with _compiled_lock:
+            k = _compiled.get(key)
+            if k is None:
+                k = _KINDS[kind](decl, block, items)
+                _compiled[key] = k
+    return k
