@@ -11,6 +11,8 @@ __all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segm
 
 
 def _check_int_array(be, a, argname):
+    if isinstance(a, (list, tuple)) and len(a) == 0:
+        a = np.zeros(0, np.int64)  # NumPy would make an empty list float64
     a = be.asarray(a, argname)
     if a.dtype == np.bool_ or a.dtype.kind not in "iu":
         raise TypeError(f"{argname} must have an integer dtype, got {a.dtype}")
@@ -149,6 +151,8 @@ def from_list(nested, dtype=None) -> RaggedArray:
         return d
 
     depth = depth_of(nested)
+    if depth == 1 and len(nested) == 0:
+        return RaggedArray(np.empty(0, dtype=dtype or np.float64), np.zeros(1, np.int64))
     if depth < 2:
         raise ValueError("from_list needs a list of segments (a list of lists)")
     offs: list[list[int]] = [[0] for _ in range(depth)]
@@ -193,7 +197,12 @@ def concatenate(arrays) -> RaggedArray:
             raise TypeError(f"arrays[{k}] is a {type(a).__name__}, not a RaggedArray")
     a0 = arrays[0]
     for k, a in enumerate(arrays[1:], start=1):
-        for attr in ("depth", "dtype", "inner_shape", "device"):
+        if a.device != a0.device:
+            raise TypeError(
+                f"arrays[{k}] is on {a.device} but arrays[0] is on {a0.device}; "
+                "move them explicitly"
+            )
+        for attr in ("depth", "dtype", "inner_shape"):
             if getattr(a, attr) != getattr(a0, attr):
                 raise ValueError(
                     f"arrays[{k}].{attr}={getattr(a, attr)!r} differs from "

@@ -33,6 +33,25 @@ def _normalize_offsets(be, offsets, argname: str):
     return offsets
 
 
+def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
+    """``ValueError`` unless ``fill_value`` is a scalar that ``dtype`` can hold."""
+    f = np.asarray(fill_value)
+    if f.ndim != 0 or f.dtype.kind not in "biufc":
+        raise ValueError(f"{argname} must be a numeric scalar, got {fill_value!r}")
+    bad = False
+    if dtype.kind in "biu":
+        v = complex(f)
+        if v.imag != 0 or not np.isfinite(v.real) or v.real != int(v.real):
+            bad = True
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            bad = not info.min <= int(v.real) <= info.max
+    elif dtype.kind == "f" and f.dtype.kind == "c":
+        bad = complex(f).imag != 0
+    if bad:
+        raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
+
+
 class RaggedArray:
     """A ragged array: segment ``i`` is ``values[offsets[i]:offsets[i+1]]``.
 
@@ -286,8 +305,8 @@ class RaggedArray:
         c = self._compact()
         levels = c._levels()
         leaf = levels[-1]
-        new = leaf._backend.asarray(new_values, "new_values")
-        be = backend_of(("x", leaf._values), ("new_values", new))
+        be = backend_of(("x", leaf._values), ("new_values", new_values))
+        new = be.asarray(new_values, "new_values")
         n_need = leaf.nvalues
         if new.ndim == 0 or new.shape[0] != n_need:
             got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"
@@ -344,6 +363,7 @@ class RaggedArray:
         L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
         if L < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
+        check_fill(fill_value, np.dtype(self._backend.dtype(self._values)))
         n = self.nsegments
         padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
         mask = xp.arange(L)[None, :] < lens[:, None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hrarray import _ops
-from hrarray.ragged import RaggedArray
+from hrarray.ragged import RaggedArray, check_fill
 from hrarray.reducer import Reducer
 
 __all__ = ["reduce", *_ops.OPS]
@@ -23,20 +23,6 @@ def _check_levels(x: RaggedArray, levels) -> int:
     if not 1 <= levels <= d:
         raise ValueError(f"levels={levels} is outside 1..depth={d}")
     return levels
-
-
-def _fill_ok(fill_value, out_dtype: np.dtype):
-    """fill_value must be representable in the result dtype."""
-    f = np.asarray(fill_value)
-    if f.ndim != 0:
-        raise ValueError("fill_value must be a scalar")
-    if out_dtype.kind in "biu" and f.dtype.kind in "fc":
-        fv = complex(f)
-        if fv.imag != 0 or not np.isfinite(fv.real) or fv.real != int(fv.real):
-            raise ValueError(f"fill_value={fill_value!r} cannot be represented as {out_dtype}")
-    if out_dtype.kind == "f" and f.dtype.kind == "c" and complex(f).imag != 0:
-        raise ValueError(f"fill_value={fill_value!r} cannot be represented as {out_dtype}")
-    return fill_value
 
 
 def _split(x: RaggedArray, levels: int):
@@ -105,7 +91,7 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     spec = _spec_for(op, in_dtype, dtype, int(ddof))
     use_fill = fill_value is not None
     if use_fill:
-        _fill_ok(fill_value, spec.out_dtype)
+        check_fill(fill_value, spec.out_dtype)
     above, offsets, leaf = _split(x, levels)
     out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
     for lvl in reversed(above):
