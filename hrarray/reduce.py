@@ -230,3 +230,7 @@ def _method_reduce(self, op, **kw):
 
 
 RaggedArray.reduce = _method_reduce
+
+
+# kept for hrarray.transforms, which validates fill values the same way
+_fill_ok = check_fill
