@@ -224,11 +224,17 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
 
         def finalize(s, n):
             c = s[0]
+            d = s[1] - s[1]  # NaN when the mean is NaN or +-inf (NumPy gives NaN)
+            if d != d:
+                return nan
             return math.sqrt(s[2] / f64(c - ddof_)) if c > ddof_ else nan
     else:
 
         def finalize(s, n):
             c = s[0]
+            d = s[1] - s[1]  # NaN when the mean is NaN or +-inf (NumPy gives NaN)
+            if d != d:
+                return nan
             return s[2] / f64(c - ddof_) if c > ddof_ else nan
 
     def is_empty(s, n):

@@ -211,7 +211,20 @@ def _source(decl: Decl, cache: bool) -> str:
     src.append(f"""
 @numba.njit(inline="always", **_OPTS)
 def range_1d(values{w1}, a, e, s, {KA}):
-    # Short ranges (tiny segments): one plain loop, no block machinery.
+    # Tiny ranges: a fixed-trip, branch-free loop over 8 elements whose
+    # extra iterations are masked out by a select (random lengths 0..8 would
+    # otherwise cost a mispredicted loop exit per segment). The overread
+    # stays inside `values` (checked) and its results are discarded.
+    if e - a <= 8 and a + 8 <= values.shape[0]:
+        st = IDENT
+        seg = values[a:a + 8]
+{"        wseg = w[a:a + 8]" + chr(10) if aux else ""}        L = e - a
+        off = a - s
+        for t in range(8):
+            c = combine(st, map_(seg[t], {"wseg[t], " if aux else ""}off + t))
+            st = c if t < L else st
+        return st
+    # Short ranges: one plain loop, no block machinery.
     if e - a <= {SHORT}:
         st = IDENT
         for j in range(a, e):
