@@ -201,7 +201,7 @@ def _source(decl: Decl, cache: bool) -> str:
         "import numba\n",
         "import numpy as np\n",
         "from numba import prange\n\n",
-        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath={FASTMATH!r}, cache={cache})\n\n",
+        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(FASTMATH)!r}), cache={cache})\n\n",
     ]
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)

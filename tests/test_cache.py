@@ -1,0 +1,61 @@
+"""Compilation: lazy, cached on disk where writable, silently off where not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _run(code: str, env: dict) -> str:
+    full = dict(os.environ)
+    full.update(env)
+    full.pop("NUMBA_ENABLE_CUDASIM", None)
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=full, timeout=600, check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+PROBE = """
+import numpy as np, hrarray as hr
+from hrarray._kernels import _codegen as cg
+x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
+folder, disk = cg.generated_dir()
+import pathlib
+cached = sorted(p.name for p in pathlib.Path(folder).rglob("*.nbi"))
+print(disk, len(cached))
+"""
+
+
+def test_cache_dir_is_used_and_reused(tmp_path):
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c")}
+    disk, n = _run(PROBE, env).split()
+    assert disk == "True" and int(n) > 0
+    # a second process finds the index files and adds none for the same kernels
+    disk2, n2 = _run(PROBE, env).split()
+    assert disk2 == "True" and n2 == n
+
+
+def test_cache_off_switch(tmp_path):
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": "0"}
+    disk, n = _run(PROBE, env).split()
+    assert disk == "False" and int(n) == 0
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.nbi"))
+
+
+def test_unwritable_locations_fall_back_silently(tmp_path):
+    code = (
+        "from hrarray._kernels import _codegen as cg\n"
+        "cg._writable = lambda path: False  # a read-only install and HOME\n" + PROBE
+    )
+    disk, n = _run(code, {}).split()
+    assert disk == "False" and int(n) == 0
