@@ -32,6 +32,7 @@ lets LLVM vectorise the block loops, and keeps NaN and inf semantics (no
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numba
@@ -53,6 +54,37 @@ JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
 # is cheap (each already uses every core) and makes concurrent callers, such
 # as Dask's threaded scheduler, safe on every layer.
 _parallel_lock = threading.Lock()
+
+
+def _choose_threading_layer() -> None:
+    """Prefer Numba's own ``workqueue`` layer unless the user chose one.
+
+    The OpenMP layer loads a second OpenMP runtime beside PyTorch's own in
+    processes that use both, which is undefined behaviour (wrong results and
+    crashes were seen with torch CPU ops in the same process). The workqueue
+    layer needs no OpenMP; it is not safe for concurrent parallel launches,
+    but hrarray serialises its parallel launches anyway (``_parallel_lock``).
+    ``NUMBA_THREADING_LAYER`` (or setting ``numba.config.THREADING_LAYER``
+    before the first hrarray call) keeps the user's choice.
+    """
+    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
+        return
+    try:
+        numba.threading_layer()  # raises until some parallel code has run
+    except ValueError:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_layer_checked = False
+
+
+def _num_threads() -> int:
+    # get_num_threads() starts Numba's threading layer: choose it first.
+    global _layer_checked
+    if not _layer_checked:
+        _choose_threading_layer()
+        _layer_checked = True
+    return numba.get_num_threads()
 
 PARALLEL_MIN_WORK = 1 << 16
 
@@ -475,7 +507,7 @@ class CpuKernel:
         m = values.shape[1] if two_d else 1
         nvals = int(offsets[-1]) - int(offsets[0])
         work = nvals * m + nseg
-        nthreads = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+        nthreads = _num_threads() if work >= PARALLEL_MIN_WORK else 1
         parallel = nthreads > 1
         nchunks = nthreads if parallel else 1
         if nchunks == 1:
