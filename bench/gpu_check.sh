@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# GPU check for hrarray on a machine with an NVIDIA GPU and NO network.
+#
+# Needs (already installed there): python3 (3.12) with numpy, numba, numba-cuda,
+# cupy-cuda13x, pytest, hypothesis; torch, matplotlib, tqdm optional. Installs
+# nothing from the network: hrarray is used from this checkout via PYTHONPATH;
+# wheels found in ./.whl (e.g. cuda-cccl for the cuda.compute anchor) are
+# installed offline into a temporary folder if present.
+#
+# Steps, each under `timeout`, each continuing on failure:
+#   1. versions (python, numpy, numba, numba-cuda, cupy, torch, nvidia-smi -L)
+#   2. python3 -m pytest -m cuda -x -q                          -> $OUT/pytest.log
+#   3. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
+#      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
+#   4. python3 -m hrarray bench --device all: sum/mean/max/argmax, float32,
+#      all workloads, 1-D and 2-D, 1e8 scalars                  -> $OUT/bench.log, $OUT/bench/*
+#   5. a short summary table: the LAST lines of stdout.
+# At most 8 files under $OUT: gpu_check.log pytest.log sweep.log bench.log
+# bench/results.md bench/results.json bench/plot_float32_1d.png bench/plot_float32_2d.png
+#
+# Usage (from anywhere):  OUT=/some/dir bash bench/gpu_check.sh
+# Time limits (seconds, env): PYTEST_TIMEOUT=120 SWEEP_BUDGET=150 BENCH_BUDGET=100
+# (each step's `timeout` adds 30 s to its budget for writing results): < 8 min in all.
+# The sweep checks float32 first; cases past its deadline are listed as skipped (at 1e8
+# scalars, with first-call compilation, not all 24 cases fit in 150 s): give it
+# SWEEP_BUDGET=600 for the full sweep when the 8-minute limit does not apply.
+
+set -u
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/bench/out/gpu}
+mkdir -p "$OUT/bench"
+LOG=$OUT/gpu_check.log
+: >"$LOG"
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-120}
+SWEEP_BUDGET=${SWEEP_BUDGET:-150}
+BENCH_BUDGET=${BENCH_BUDGET:-100}
+T_START=$(date +%s)
+
+say() { echo "$*" | tee -a "$LOG"; }
+elapsed() { echo $(($(date +%s) - T_START)); }
+
+export PYTHONUNBUFFERED=1
+export PYTHONDONTWRITEBYTECODE=1
+export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# numba-cuda finds NVVM through CUDA_HOME when it is not in a wheel
+if [ -z "${CUDA_HOME:-}" ] && [ -z "${CUDA_PATH:-}" ] && command -v nvcc >/dev/null 2>&1; then
+  CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  export CUDA_HOME
+  say "CUDA_HOME set from nvcc: $CUDA_HOME"
+fi
+# optional offline wheels (no index, no network)
+if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+  if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hrbench-site \
+      "$ROOT"/.whl/*.whl >>"$LOG" 2>&1; then
+    export PYTHONPATH="$PYTHONPATH:/tmp/hrbench-site"
+    say "offline wheels installed from .whl/: $(cd "$ROOT/.whl" && ls ./*.whl | tr '\n' ' ')"
+  else
+    say "offline wheels from .whl/ failed to install (see log); continuing without them"
+  fi
+fi
+
+# steps 2-4 run through bench/_py_compat.py: it aliases np.row_stack (removed in NumPy 2.5,
+# still referenced by numba-cuda 0.30) and says so on stderr; nothing else changes
+PY="python3 bench/_py_compat.py"
+
+say "== 1. versions ($(date -u +%FT%TZ))"
+timeout 60 python3 - 2>&1 <<'EOF' | tee -a "$LOG"
+import importlib, platform, sys
+print("python", platform.python_version(), sys.executable)
+for name in ("numpy", "numba", "numba_cuda", "cupy", "torch", "hypothesis", "pytest", "matplotlib",
+             "tqdm", "awkward", "cuda.compute", "hrarray"):
+    try:
+        m = importlib.import_module(name)
+        print(f"{name:14s}", getattr(m, "__version__", "(no __version__)"), getattr(m, "__file__", ""))
+    except Exception as e:
+        print(f"{name:14s} NOT IMPORTABLE: {type(e).__name__}: {str(e)[:120]}")
+try:
+    import cupy as cp
+    p = cp.cuda.runtime.getDeviceProperties(0)
+    print("cupy device:", p["name"].decode(), "driver", cp.cuda.runtime.driverGetVersion(),
+          "runtime", cp.cuda.runtime.runtimeGetVersion())
+except Exception as e:
+    print("cupy device: NONE", type(e).__name__, e)
+try:
+    from numba import cuda
+    print("numba.cuda.is_available():", cuda.is_available())
+except Exception as e:
+    print("numba.cuda: ERROR", type(e).__name__, e)
+EOF
+if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>&1 | tee -a "$LOG"; else say "nvidia-smi not found"; fi
+
+say "== 2. pytest -m cuda (timeout ${PYTEST_TIMEOUT}s) at $(elapsed)s"
+# NumPy >= 2.5 warns (DeprecationWarning) when numba-cuda imports its datetime helpers; the
+# suite's `filterwarnings = error` would turn that into a collection error, so it is ignored here
+timeout "$PYTEST_TIMEOUT" $PY -m pytest -m cuda -x -q -p no:cacheprovider \
+  -W "ignore:The 'generic' unit for NumPy timedelta:DeprecationWarning" >"$OUT/pytest.log" 2>&1
+RC_PYTEST=$?
+tail -n 5 "$OUT/pytest.log" | tee -a "$LOG"
+say "pytest rc=$RC_PYTEST"
+
+say "== 3. correctness sweep at 1e8 (budget ${SWEEP_BUDGET}s) at $(elapsed)s"
+timeout $((SWEEP_BUDGET + 30)) $PY bench/gpu_sweep.py --budget-s "$SWEEP_BUDGET" >"$OUT/sweep.log" 2>&1
+RC_SWEEP=$?
+grep -E "WRONG|ERROR|DIFFER" "$OUT/sweep.log" | head -n 20 | tee -a "$LOG"
+tail -n 1 "$OUT/sweep.log" | tee -a "$LOG"
+say "sweep rc=$RC_SWEEP"
+
+say "== 4. benchmark, --device all, float32, sum/mean/max/argmax, 1e8 (budget ${BENCH_BUDGET}s) at $(elapsed)s"
+timeout $((BENCH_BUDGET + 30)) $PY -m hrarray bench --device all --dtypes float32 --ndims 1,2 \
+  --ops sum,mean,max,argmax --repeats 3 --cap-s 1 --budget-s "$BENCH_BUDGET" --no-overheads \
+  --out "$OUT/bench" >"$OUT/bench.log" 2>&1
+RC_BENCH=$?
+say "bench rc=$RC_BENCH"
+
+say "== 5. summary at $(elapsed)s"
+python3 - "$OUT" "$RC_PYTEST" "$RC_SWEEP" "$RC_BENCH" 2>&1 <<'EOF' | tee -a "$LOG"
+import json, os, re, sys
+out, rc_pytest, rc_sweep, rc_bench = sys.argv[1], *sys.argv[2:5]
+def last(path, pat=None):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return "(no log)"
+    if pat:
+        lines = [l for l in lines if re.search(pat, l)]
+    return lines[-1].strip() if lines else "(empty)"
+print(f"pytest -m cuda: rc={rc_pytest}: {last(os.path.join(out, 'pytest.log'), r'passed|failed|error|skipped|deselected|no tests')}")
+print(f"gpu_sweep:      rc={rc_sweep}: {last(os.path.join(out, 'sweep.log'), r'^gpu_sweep:')}")
+print(f"bench:          rc={rc_bench}")
+try:
+    doc = json.load(open(os.path.join(out, "bench", "results.json")))
+except (OSError, ValueError) as e:
+    print("no bench results:", e)
+    sys.exit(0)
+roof = {(r["device"], r["ndim"]): r for r in doc.get("rooflines", [])}
+for (dev, nd), r in sorted(roof.items()):
+    extra = f", read {float(r['read']):.0f}" if "read" in r else ""
+    print(f"roofline {dev} float32 {nd}-D: {float(r['roofline']):.0f} GB/s{extra}")
+res = [r for r in doc["results"] if "gbps" in r]
+ops = ("sum", "mean", "max", "argmax")
+def cell(dev, impl, op, w, nd, variant=None):
+    for r in res:
+        if (r["device"], r["op"], r["workload"], r["ndim"]) == (dev, op, w, nd) and \
+           (r["impl"] == impl if impl else not r["impl"].startswith("hrarray")) and \
+           (variant is None or r.get("variant") == variant):
+            return r
+    return None
+print("GB/s (ratio to copy for cuda, to roofline for cpu); * = wrong; best = best correct GPU anchor")
+print(f"{'workload':22s} " + " ".join(f"{op + ' cuda':>15s} {op + ' cpu':>9s}" for op in ops) + f" {'best GPU anchor (sum)':>28s}")
+wls = []
+for r in res:
+    if (r["workload"], r["ndim"]) not in wls:
+        wls.append((r["workload"], r["ndim"]))
+for w, nd in wls:
+    cells = []
+    for op in ops:
+        variant = "levels=3" if w == "hierarchy" else ""
+        g = cell("cuda", "hrarray cuda", op, w, nd, variant)
+        c = cell("cpu", "hrarray cpu", op, w, nd, variant)
+        fmt = lambda r: "-" if r is None else f"{r['gbps']:.0f}" + (f"({float(r['ratio']):.2f})" if "ratio" in r else "") + ("" if r.get("ok") else "*")
+        cells.append(f"{fmt(g):>15s} {('-' if c is None else format(c['gbps'], '.1f') + ('' if c.get('ok') else '*')):>9s}")
+    anchors = [r for r in res if r["device"] == "cuda" and not r["impl"].startswith("hrarray") and r["op"] == "sum"
+               and r["workload"] == w and r["ndim"] == nd and r.get("ok")]
+    best = max(anchors, key=lambda r: r["gbps"]) if anchors else None
+    b = "-" if best is None else f"{best['gbps']:.0f} {best['impl']}"
+    print(f"{w + ' ' + str(nd) + '-D':22s} " + " ".join(cells) + f" {b:>28s}")
+fails = doc.get("failures") or []
+print(f"hrarray failures in bench: {len(fails)}" + ("" if not fails else ": " + fails[0][:150]))
+EOF
+say "gpu_check done in $(elapsed)s"
