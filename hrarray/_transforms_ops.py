@@ -246,6 +246,14 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
 
     vdt = _ops._value_dtype(x_dtype)
     decl = Decl(
-        ("attention_pool", vdt.str, out.str), ident, map_, combine, finalize, aux=True
+        ("attention_pool", vdt.str, out.str),
+        ident,
+        map_,
+        combine,
+        finalize,
+        aux=True,
+        # a backend may run 2-D values with one state (m, s) per row: the row
+        # step must equal combine(state, map_(v, w, j)) column by column
+        meta={"rows": "online_softmax"},
     )
     return Spec(decl, out, vdt)

@@ -33,7 +33,8 @@ from hrarray._kernels import _codegen as cg
 from hrarray._kernels.cuda import launch
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
-_TPB = 128  # threads per block of the small structural kernels
+# threads per block of the small structural kernels (the simulator pays per thread)
+_TPB = 32 if SIMULATOR else 128
 
 # ------------------------------------------------------------ small kernels
 
@@ -403,16 +404,105 @@ class CudaBackend:
             out = _empty(values, (nseg, m) if kv.ndim == 2 else (nseg,), out_dt, stream)
             fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
             if nseg:
-                key = (cuda.get_current_device().id if not SIMULATOR else 0, _stream_key(stream))
+                key = self._scratch_key(stream)
                 if spec.decl.aux:
                     if aux is None:
                         raise TypeError("this reduction needs an auxiliary array (aux=)")
                     aux = _view(aux)
-                get_kernel(spec.decl).run(
+                get_kernel(spec.decl, value_dtype=kv.dtype).run(
                     kv, _view(offsets), _view(out), fill_v, bool(use_fill),
                     aux=aux, stream=stream, scratch_key=key,
                 )
         return out.reshape((nseg, *inner))
+
+    # ------------------------------------------------------------ transforms
+    # The kernel kinds of hrarray.transforms (see hrarray._kernels.cpu_transforms
+    # for their meaning); same schedule as the reductions.
+    def reduce_aux(self, spec, values, offsets, aux, fill, use_fill):
+        """A reduction whose map reads ``aux[j]`` next to ``values[j]``; ``aux``
+        ``(n,)`` gives ``(nseg, *inner)``, ``(n, h)`` gives ``(nseg, h, *inner)``
+        (one pass per head over a strided column of ``aux``)."""
+        from hrarray._kernels.cuda import get_kernel
+
+        nseg = offsets.shape[0] - 1
+        inner = tuple(values.shape[1:])
+        out_dt = np.dtype(spec.out_dtype)
+        stream = _stream_of(values)
+        with _device_ctx(values):
+            kv = self._kernel_view(values, spec.value_dtype)
+            w = _view(aux)
+            if w.dtype == np.float16 or not w.dtype.isnative:
+                w = _view(self.astype(w, np.float32 if w.dtype == np.float16 else w.dtype))
+            heads = None if w.ndim == 1 else w.shape[1]
+            cols = (kv.shape[1],) if kv.ndim == 2 else ()
+            hshape = (heads,) if heads is not None else ()
+            out = _empty(values, (nseg, *hshape, *cols), out_dt, stream)
+            fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
+            if nseg and (heads is None or heads > 0):
+                kern = get_kernel(spec.decl, value_dtype=kv.dtype)
+                ov = _view(out)
+                key = self._scratch_key(stream)
+                if heads is None:
+                    kern.run(kv, _view(offsets), ov, fill_v, bool(use_fill), aux=w,
+                             stream=stream, scratch_key=key)
+                else:
+                    o = _view(offsets)
+                    for h in range(heads):
+                        kern.run(kv, o, ov[:, h], fill_v, bool(use_fill), aux=w[:, h],
+                                 stream=stream, scratch_key=key)
+        return out.reshape((nseg, *hshape, *inner))
+
+    def segment_map(self, mdecl, values, offsets, per_segment):
+        """``out[j] = fn(values[j], per_segment[i])`` over segment ``i``
+        (``fn(per_segment[i])`` when the map does not read the values);
+        compact ``(nvalues, *inner)`` in the library of ``per_segment``."""
+        from hrarray._kernels.cuda import get_kernel
+
+        lo, hi = self.ends(offsets)
+        nvals = hi - lo
+        inner = tuple(per_segment.shape[1:])
+        m = int(np.prod(inner)) if inner else 1
+        like = values if values is not None else per_segment
+        stream = _stream_of(like)
+        with _device_ctx(like):
+            per = _view(per_segment)
+            out_dt = np.dtype(mdecl.out_dtype)
+            if not per.dtype.isnative:
+                per = _view(self.astype(per, per.dtype))
+            if per.ndim > 2:
+                if not _c_contiguous(per):
+                    per = _view(self.astype(per, per.dtype))
+                per = per.reshape(per.shape[0], m)
+            out = _empty(like, (nvals, m) if per.ndim == 2 else (nvals,), out_dt, stream)
+            kv = None
+            if mdecl.reads_values:
+                kv = self._kernel_view(values, mdecl.value_dtype)
+            if nvals and m:
+                get_kernel(mdecl, "map").run(kv, _view(offsets), per, _view(out), stream=stream,
+                                             scratch_key=self._scratch_key(stream))
+        return out.reshape((nvals, *inner))
+
+    def segment_scan(self, spec, values, offsets, exclusive):
+        """Running state of ``spec.decl`` restarting at each segment: compact
+        ``(nvalues, *inner)`` of ``spec.out_dtype``."""
+        from hrarray._kernels.cuda import get_kernel
+
+        lo, hi = self.ends(offsets)
+        nvals = hi - lo
+        inner = tuple(values.shape[1:])
+        stream = _stream_of(values)
+        with _device_ctx(values):
+            kv = self._kernel_view(values, spec.value_dtype)
+            out = _empty(values, (nvals, *kv.shape[1:]), spec.out_dtype, stream)
+            if nvals:
+                get_kernel(spec.decl, "scan").run(
+                    kv, _view(offsets), _view(out), bool(exclusive), stream=stream,
+                    scratch_key=self._scratch_key(stream))
+        return out.reshape((nvals, *inner))
+
+    def _scratch_key(self, stream):
+        dev = 0 if SIMULATOR else cuda.get_current_device().id
+        return (dev, _stream_key(stream))
 
     def _kernel_view(self, values, value_dtype):
         """The numba array a kernel reads: 1-D, or 2-D rows ``(n, m)``.

@@ -67,7 +67,9 @@ def _header(cache: bool) -> list[str]:
         "import numba\n",
         "import numpy as np\n",
         "from numba import prange\n\n",
-        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath={FASTMATH!r}, cache={cache})\n\n",
+        # sorted: the same source text in every process, so the disk cache is hit
+        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(FASTMATH)!r}), "
+        f"cache={cache})\n\n",
     ]
 
 
@@ -83,7 +85,7 @@ def _chunking(offsets, m: int):
     if FORCE_CHUNKS:
         nchunks = int(FORCE_CHUNKS)
     elif nvals * m + nseg >= _cpu.PARALLEL_MIN_WORK:
-        nchunks = numba.get_num_threads()
+        nchunks = _cpu._num_threads()
     else:
         nchunks = 1
     if nchunks == 1:
@@ -489,6 +491,141 @@ def segment_scan(spec, values, offsets, exclusive: bool):
 
 # ====================================================================== reduce_aux
 
+# 2-D values with one score per row (attention_pool with an inner shape): every
+# column sees the same scores, so the running max and sum are shared by the
+# columns. This hand-tuned row kernel updates them once per row (one exp per
+# row, not one per scalar) and the weighted sums with a vectorisable loop over
+# the columns. Each row step is the declaration's ``combine(state, (w, 1, v))``
+# written out, so the results equal the generic kernel's; the per-column
+# states it leaves at chunk edges go through the generic kernel's fix-up.
+_ROWS_SRC = """
+import math
+import numba
+import numpy as np
+from numba import prange
+
+_OPTS = dict(nogil=True, error_model='numpy', fastmath=FASTMATH, cache=CACHE)
+
+
+@numba.njit(inline="always", **_OPTS)
+def rows_piece(values, w, a, e, acc):
+    ncol = values.shape[1]
+    m = -np.inf
+    s = 0.0
+    for col in range(ncol):
+        acc[col] = 0.0
+    for j in range(a, e):
+        wj = np.float64(w[j])
+        if m != m or wj != wj:
+            m = m + wj
+            s = s + 1.0
+            for col in range(ncol):
+                acc[col] = acc[col] + np.float64(values[j, col])
+        elif m == wj:
+            s = s + 1.0
+            for col in range(ncol):
+                acc[col] = acc[col] + np.float64(values[j, col])
+        elif m > wj:
+            f = math.exp(wj - m)
+            s = s + f
+            for col in range(ncol):
+                acc[col] = acc[col] + np.float64(values[j, col]) * f
+        else:
+            f = math.exp(m - wj)
+            s = 1.0 + s * f
+            for col in range(ncol):
+                acc[col] = np.float64(values[j, col]) + acc[col] * f
+            m = wj
+    return m, s
+
+
+@numba.njit(inline="always", **_OPTS)
+def store(hm, hs, ha, c, m, s, acc):
+    for col in range(acc.shape[0]):
+        hm[c, col] = m
+        hs[c, col] = s
+        ha[c, col] = acc[col]
+
+
+"""
+
+_ROWS_CHUNKS = """
+@numba.njit(parallel=PAR, **_OPTS)
+def NAME(values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2):
+    nseg = offsets.shape[0] - 1
+    base = offsets[0]
+    ncol = values.shape[1]
+    for c in prange(bi.shape[0] - 1):
+        acc = np.empty(ncol, np.float64)
+        i0 = bi[c]
+        i1 = bi[c + 1]
+        j0 = bj[c] + base
+        j1 = bj[c + 1] + base
+        for k in range(i0, i1):
+            s0 = offsets[k]
+            e = offsets[k + 1]
+            a = s0 if s0 > j0 else j0
+            m, s = rows_piece(values, w, a, e, acc)
+            if s0 < j0:
+                store(h0, h1, h2, c, m, s, acc)
+            else:
+                n = e - s0
+                for col in range(ncol):
+                    st = (m, s, acc[col])
+                    if use_fill and is_empty(st, n):
+                        out[k, col] = fill
+                    else:
+                        out[k, col] = finalize(st, n)
+        if i1 < nseg:
+            s0 = offsets[i1]
+            a = s0 if s0 > j0 else j0
+            m, s = rows_piece(values, w, a, j1, acc)
+            store(t0, t1, t2, c, m, s, acc)
+"""
+
+
+def _rows_module(decl: Decl):
+    key = ("pool_rows",) + decl.key
+    mod = _compiled.get(key)
+    if mod is None:
+        with _compiled_lock:
+            mod = _compiled.get(key)
+            if mod is None:
+                _, disk = cg.generated_dir()
+                jit = numba.njit(**JIT_OPTS)
+                memo: dict = {}
+                ns = {
+                    "finalize": cg.jitify(decl.finalize, jit, memo),
+                    "is_empty": cg.jitify(decl.is_empty, jit, memo),
+                }
+                src = _ROWS_SRC.replace("FASTMATH", f"set({sorted(FASTMATH)!r})")
+                src = src.replace("CACHE", repr(bool(disk)))
+                for par, name in ((False, "pool_rows"), (True, "pool_rows_par")):
+                    src += _ROWS_CHUNKS.replace("PAR", repr(par)).replace("NAME", name)
+                mod = cg.load_module(src, repr(key), ns)
+                _compiled[key] = mod
+    return mod
+
+
+def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
+    """The row kernel (see ``_ROWS_SRC``); the fix-up is the generic kernel's."""
+    nseg = offsets.shape[0] - 1
+    if nseg == 0:
+        return out
+    ncol = values.shape[1]
+    parallel, bi, bj = _chunking(offsets, ncol)
+    mod = _rows_module(decl)
+    nchunks = bi.shape[0] - 1
+    heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
+    tails = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
+    if not parallel:
+        mod.pool_rows(values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
+        return out
+    with _parallel_lock:
+        mod.pool_rows_par(values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
+    get_kernel(decl).mod.fixup_2d(offsets, bi, bj, out, fill, use_fill, *heads, *tails)
+    return out
+
 
 def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     """Reduction whose map reads ``aux[j]`` next to ``values[j]``.
@@ -496,6 +633,8 @@ def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     ``aux`` is ``(n,)`` -- result ``(nseg, *inner)`` -- or ``(n, h)`` --
     result ``(nseg, h, *inner)``, one pass per head over a strided column of
     ``aux``. ``aux`` rows are aligned with ``values`` rows (same indexing).
+    Declarations marked ``meta["rows"] == "online_softmax"`` (attention_pool)
+    run 2-D values through the row kernel above.
     """
     nseg = offsets.shape[0] - 1
     values, inner = _kernel_view(values, spec.value_dtype)
@@ -508,11 +647,19 @@ def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     cols = () if m is None else (m,)
     out = np.empty((nseg, *((heads,) if heads is not None else ()), *cols), kdt)
     fill_v = kdt.type(fill) if use_fill else kdt.type(0)
-    kernel = get_kernel(spec.decl)
+    decl = spec.decl
+    if m is not None and decl.meta.get("rows") == "online_softmax":
+        def one(o, w):
+            _pool_rows(decl, values, offsets, w, o, fill_v, bool(use_fill))
+    else:
+        kernel = get_kernel(decl)
+
+        def one(o, w):
+            kernel.run(values, offsets, o, fill_v, bool(use_fill), aux=w)
     if heads is None:
-        kernel.run(values, offsets, out, fill_v, bool(use_fill), aux=aux)
+        one(out, aux)
     else:
         for h in range(heads):
-            kernel.run(values, offsets, out[:, h], fill_v, bool(use_fill), aux=aux[:, h])
+            one(out[:, h], aux[:, h])
     shape = (nseg, *((heads,) if heads is not None else ()), *inner)
     return _finish(out, out_dt).reshape(shape)

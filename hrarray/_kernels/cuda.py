@@ -91,6 +91,10 @@ def _env_int(name: str, default: int) -> int:
 BLOCK = _env_int("HRARRAY_CUDA_BLOCK", 32 if SIMULATOR else 256)
 #: merged items (elements/rows + segment ends) per thread group
 ITEMS = _env_int("HRARRAY_CUDA_ITEMS", 4 if SIMULATOR else 8)
+#: None: warp shuffles in the block scan on a GPU (when every state component
+#: can be shuffled); False: the shared-memory emulation everywhere (a test
+#: hook: both give bit-identical results)
+WARP = None
 #: fix-up ranges of at most this many block carries are combined by one group
 SMALL = 4
 #: pairwise stack depth of the fix-up (2**STACK block carries)
@@ -306,7 +310,35 @@ def _shared_decls(K: int, dtypes, indent: str) -> str:
     return s
 
 
-def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: bool) -> str:
+def _shared_bytes(dtypes, block: int, items: int, vdt) -> int:
+    """Static shared memory of a reduce block (window, group starts, scan
+    state and keys, and the staged tile of values when ``vdt`` is given)."""
+    n = (block * items + 1) * 8 + (block + 1) * 8 + block * 8
+    n += block * sum(np.dtype(d).itemsize for d in dtypes)
+    if vdt is not None:
+        n += block * (items + 1) * np.dtype(vdt).itemsize
+    return n
+
+
+#: static shared memory a block may use (the limit is 48 KiB; some slack)
+SHARED_LIMIT = 47 * 1024
+
+
+def _stage_dtype(dtypes, block: int, items: int, value_dtype):
+    """The dtype to stage each tile's values in shared memory (coalesced
+    loads), or None to read them from global memory in place."""
+    if value_dtype is None:
+        return None
+    vdt = np.dtype(value_dtype)
+    if vdt.kind not in "biuf" or vdt.itemsize > 8 or not vdt.isnative:
+        return None
+    if _shared_bytes(dtypes, block, items, vdt) > SHARED_LIMIT:
+        return None
+    return vdt
+
+
+def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: bool,
+                   stage=None) -> str:
     K = decl.arity
     SH = cg.args("sh", K)
     H = cg.args("h", K)
@@ -321,6 +353,8 @@ def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache
         f"STACK = {STACK}\n",
         f"SMALL = {SMALL}\n",
         f"CACHE = {cache}\n",
+        f"SV = {block * (items + 1)}\n",
+        f"BP1 = {block + 1}\n",
         "FULL = 0xFFFFFFFF\n",
         _warp_scan_source(K, dtypes, warp),
         _block_scan_source(K),
@@ -331,15 +365,47 @@ def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache
         cix = ", col" if two_d else ""
         wj = "w[base + j], " if decl.aux else ""
 
-        def val(row, _two_d=two_d):
-            return f"values[{row}, col]" if _two_d else f"values[{row}]"
+        if stage is not None:
+            # the tile's rows live in sV, row r of the tile (lane l) at
+            # r * CW + l + r // ITEMS (one pad slot per group: no bank conflicts)
+            def val(j, _two_d=two_d):
+                r = f"(j - J0)"
+                return f"sV[{r} * CW + l + {r} // ITEMS]" if _two_d else f"sV[{r} + {r} // ITEMS]"
+
+            if two_d:
+                stage_src = """    J1 = D1 - bi1
+    nrows = J1 - J0
+    c0 = cuda.blockIdx.y * CW
+    for r in range(ITEMS):  # constant trip count: the loads are all in flight
+        e = tid + r * BLOCK
+        rr = e // CW
+        c = e - rr * CW
+        if rr < nrows and c0 + c < m:
+            sV[e + rr // ITEMS] = values[base + J0 + rr, c0 + c]
+"""
+            else:
+                stage_src = """    J1 = D1 - bi1
+    nrows = J1 - J0
+    for r in range(ITEMS):  # constant trip count: the loads are all in flight
+        e = tid + r * BLOCK
+        if e < nrows:
+            sV[e + e // ITEMS] = values[base + J0 + e]
+"""
+            stage_decl = "    sV = cuda.shared.array(SV, VDT)\n"
+        else:
+            def val(j, _two_d=two_d):
+                return f"values[base + j, col]" if _two_d else f"values[base + j]"
+
+            stage_src = ""
+            stage_decl = ""
 
         m_expr = "values.shape[1]" if two_d else "1"
         src.append(f"""
 @cuda.jit(cache=CACHE)
 def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {H}, {T}):
     sOff = cuda.shared.array(WIN, np.int64)
-{_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
+    sI = cuda.shared.array(BP1, np.int64)
+{stage_decl}{_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
     b = cuda.blockIdx.x
     nseg = offsets.shape[0] - 1
     base = np.int64(offsets[0])
@@ -357,11 +423,22 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
     while q < cnt:
         sOff[q] = np.int64(offsets[bi0 + q]) - base
         q += BLOCK
-    cuda.syncthreads()
     g = tid // CW
     l = tid - g * CW
     col = cuda.blockIdx.y * CW + l
     m = {m_expr}
+    J0 = D0 - bi0
+{stage_src}    cuda.syncthreads()
+    # one merge-path search per group (lane 0); group g owns items
+    # [d0(g), d0(g + 1)) and segment ends sI[g] .. sI[g + 1] - 1
+    if l == 0 and g < G:
+        d0 = D0 + g * ITEMS
+        if d0 > D1:
+            d0 = D1
+        sI[g] = msearch(sOff, bi0, bi0, bi1, d0)
+    if tid == 0:
+        sI[G] = bi1
+    cuda.syncthreads()
     st = IDENT
     hst = IDENT
     has_head = False
@@ -375,8 +452,8 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
         d1 = d0 + ITEMS
         if d1 > D1:
             d1 = D1
-        i0 = msearch(sOff, bi0, bi0, bi1, d0)
-        i1 = msearch(sOff, bi0, i0, bi1, d1)
+        i0 = sI[g]
+        i1 = sI[g + 1]
         key = i1
         if col < m:
             j0 = d0 - i0
@@ -387,7 +464,7 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
                 a = s if s > j0 else j0
                 acc = IDENT
                 for j in range(a, e):
-                    acc = combine(acc, map_({val("base + j")}, {wj}j - s))
+                    acc = combine(acc, map_({val("j")}, {wj}j - s))
                 if s < j0:
                     hst = acc
                     has_head = True
@@ -402,13 +479,13 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
                 s = sOff[i1 - bi0]
                 a = s if s > j0 else j0
                 for j in range(a, j1):
-                    st = combine(st, map_({val("base + j")}, {wj}j - s))
+                    st = combine(st, map_({val("j")}, {wj}j - s))
     block_scan(st, key, tid, CW, G, WG, {SH}, sk)
     if has_head:
         if g > 0:
             p = tid - CW
             hst = combine({cg.load("sh", K, "p")}, hst)
-        if s0 >= D0 - bi0:
+        if s0 >= J0:
             n = sOff[i0 + 1 - bi0] - s0
             if use_fill and is_empty(hst, n):
                 out[i0{cix}] = fill
@@ -445,60 +522,65 @@ def tails_{nd}({T}, q0, q1, col):
 
 
 @cuda.jit(cache=CACHE)
-def fixup_{nd}(offsets, bi, G, CW, WG, tile, m, out, fill, use_fill, {H}, {T}):
+def fixup_{nd}(offsets, bi, nb, G, CW, WG, tile, m, out, fill, use_fill, {H}, {T}):
+    # block-stride loop over the reduce blocks b (every branch below depends
+    # on b only, so the block's threads take it together: barriers match)
 {_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
-    b = cuda.blockIdx.x
     nseg = offsets.shape[0] - 1
     base = np.int64(offsets[0])
     total = np.int64(offsets[nseg]) - base + nseg
-    D0 = b * tile
-    if D0 >= total:
-        return
-    k = bi[b]
-    if k >= bi[b + 1]:
-        return  # no segment ends in block b
-    s = np.int64(offsets[k]) - base
-    if s >= D0 - k:
-        return  # the first segment ending in block b also starts there
-    lo = 0
-    hi = b - 1
-    while lo < hi:  # first block whose tail carry is segment k
-        mid = (lo + hi) // 2
-        if bi[mid + 1] < k:
-            lo = mid + 1
-        else:
-            hi = mid
-    R = b - lo
-    n = np.int64(offsets[k + 1]) - np.int64(offsets[k])
     g = tid // CW
     l = tid - g * CW
     col = cuda.blockIdx.y * CW + l
-    if R <= SMALL:  # block-uniform branch: no barrier below
-        if g == 0 and col < m:
-            acc = IDENT
-            for q in range(lo, b):
-                acc = combine(acc, {cg.load("t", K, "q" + cix)})
-            acc = combine(acc, {cg.load("h", K, "b" + cix)})
-            if use_fill and is_empty(acc, n):
-                out[k{cix}] = fill
+    b = np.int64(cuda.blockIdx.x)
+    while b < nb:
+        D0 = b * tile
+        k = nseg
+        ok = D0 < total
+        if ok:
+            k = bi[b]
+            ok = k < bi[b + 1]  # a segment ends in block b
+        if ok:
+            # ... and it started before block b
+            ok = np.int64(offsets[k]) - base < D0 - k
+        if ok:
+            lo = np.int64(0)
+            hi = b - 1
+            while lo < hi:  # first block whose tail carry is segment k
+                mid = (lo + hi) // 2
+                if bi[mid + 1] < k:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            R = b - lo
+            n = np.int64(offsets[k + 1]) - np.int64(offsets[k])
+            if R <= SMALL:  # no barrier in this branch
+                if g == 0 and col < m:
+                    acc = IDENT
+                    for q in range(lo, b):
+                        acc = combine(acc, {cg.load("t", K, "q" + cix)})
+                    acc = combine(acc, {cg.load("h", K, "b" + cix)})
+                    if use_fill and is_empty(acc, n):
+                        out[k{cix}] = fill
+                    else:
+                        out[k{cix}] = finalize(acc, n)
             else:
-                out[k{cix}] = finalize(acc, n)
-        return
-    per = (R + G - 1) // G
-    acc = IDENT
-    if g < G and col < m:
-        q0 = lo + g * per
-        q1 = q0 + per
-        if q1 > b:
-            q1 = b
-        acc = tails_{nd}({T}, q0, q1, col)
-    block_scan(acc, 0, tid, CW, G, WG, {SH}, sk)
-    if g == G - 1 and col < m:
-        acc = combine({cg.load("sh", K, "tid")}, {cg.load("h", K, "b" + cix)})
-        if use_fill and is_empty(acc, n):
-            out[k{cix}] = fill
-        else:
-            out[k{cix}] = finalize(acc, n)
+                per = (R + G - 1) // G
+                acc = IDENT
+                if g < G and col < m:
+                    q0 = lo + g * per
+                    q1 = q0 + per
+                    if q1 > b:
+                        q1 = b
+                    acc = tails_{nd}({T}, q0, q1, col)
+                block_scan(acc, 0, tid, CW, G, WG, {SH}, sk)
+                if g == G - 1 and col < m:
+                    acc = combine({cg.load("sh", K, "tid")}, {cg.load("h", K, "b" + cix)})
+                    if use_fill and is_empty(acc, n):
+                        out[k{cix}] = fill
+                    else:
+                        out[k{cix}] = finalize(acc, n)
+        b += cuda.gridDim.x
 """)
     return "".join(src)
 
@@ -525,7 +607,8 @@ def launch(fn, grid, block, stream, args):
         if SIMULATOR:
             warnings.simplefilter("ignore", RuntimeWarning)
         else:
-            warnings.simplefilter("ignore", numba.core.errors.NumbaPerformanceWarning)
+            # numba-cuda has its own NumbaPerformanceWarning class: match the text
+            warnings.filterwarnings("ignore", message=".*under-utilization")
         fn[grid, block, stream](*args)
 
 
@@ -590,6 +673,13 @@ def _carve(buf, offset: int, shape, dt: np.dtype):
     return a, offset + ((nbytes + 15) // 16) * 16
 
 
+def _fix_grid(nb: int) -> int:
+    """Blocks of the fix-up launch: one per reduce block on a GPU (most exit
+    at once); two under the simulator, whose cost is per launched thread (its
+    block-stride loop then covers every reduce block)."""
+    return min(nb, 2) if SIMULATOR else nb
+
+
 def _layout(two_d: bool, m: int, block: int):
     """(CW lanes per group, G groups, WG groups per warp chunk) of a block."""
     cw = min(m, block) if two_d else 1
@@ -603,15 +693,17 @@ class CudaReduceKernel:
 
     kind = "reduce"
 
-    def __init__(self, decl: Decl, block: int, items: int):
+    def __init__(self, decl: Decl, block: int, items: int, warp=None, value_dtype=None):
         _check_settings(block, items)
         self.decl = decl
         self.block = block
         self.items = items
         self.dtypes = cg.component_dtypes(decl.identity)
-        self.warp = (not SIMULATOR) and _warp_ok(self.dtypes)
+        self.warp = (not SIMULATOR) and warp is not False and _warp_ok(self.dtypes)
+        self.stage = _stage_dtype(self.dtypes, block, items, value_dtype)
         persistent = decl.key[0] != "user"
-        src = _reduce_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent))
+        src = _reduce_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent),
+                             self.stage)
         dev = cuda.jit(device=True)
         memo: dict = {}
         ns = {
@@ -623,7 +715,10 @@ class CudaReduceKernel:
         }
         for i, dt in enumerate(self.dtypes):
             ns[f"DT{i}"] = dt.type
-        tag = repr(("cuda", decl.key, block, items, self.warp))
+        if self.stage is not None:
+            ns["VDT"] = self.stage.type
+        stag = None if self.stage is None else self.stage.str
+        tag = repr(("cuda", decl.key, block, items, self.warp, stag))
         self.mod = cg.load_module(src, tag, ns, persistent=persistent)
 
     def functions(self):
@@ -641,6 +736,8 @@ class CudaReduceKernel:
         nseg = offsets.shape[0] - 1
         if nseg <= 0:
             return out
+        if self.stage is not None and values.dtype != self.stage:
+            raise TypeError(f"this kernel stages {self.stage} values, got {values.dtype}")
         two_d = values.ndim == 2
         m = values.shape[1] if two_d else 1
         if m == 0:
@@ -674,31 +771,358 @@ class CudaReduceKernel:
             if two_d:
                 args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
                 self._launch(mod.reduce_2d, "reduce_2d", (nb, ny), args, stream)
-                args = (offsets, bi, g, cw, wg, tile, m, out, fill, use_fill, *heads, *tails)
-                self._launch(mod.fixup_2d, "fixup_2d", (nb, ny), args, stream)
+                args = (offsets, bi, nb, g, cw, wg, tile, m, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.fixup_2d, "fixup_2d", (_fix_grid(nb), ny), args, stream)
             else:
                 args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
                 self._launch(mod.reduce_1d, "reduce_1d", nb, args, stream)
-                args = (offsets, bi, g, cw, wg, tile, 1, out, fill, use_fill, *heads, *tails)
-                self._launch(mod.fixup_1d, "fixup_1d", nb, args, stream)
+                args = (offsets, bi, nb, g, cw, wg, tile, 1, out, fill, use_fill, *heads, *tails)
+                self._launch(mod.fixup_1d, "fixup_1d", _fix_grid(nb), args, stream)
         return out
 
 
-#: kernel kinds a declaration can be compiled into (a segment-wise map kind
-#: for the transforms can be added here, reusing the schedule's sources)
-_KINDS = {"reduce": CudaReduceKernel}
+# ------------------------------------------------------------------ map / scan
+
+_BLOCK_HEAD = """    tid = cuda.threadIdx.x
+    b = cuda.blockIdx.x
+    nseg = offsets.shape[0] - 1
+    base = np.int64(offsets[0])
+    total = np.int64(offsets[nseg]) - base + nseg
+    D0 = b * tile
+    if D0 >= total:
+        return
+    D1 = D0 + tile
+    if D1 > total:
+        D1 = total
+    bi0 = bi[b]
+    bi1 = bi[b + 1]
+    cnt = bi1 - bi0 + 1
+    q = tid
+    while q < cnt:
+        sOff[q] = np.int64(offsets[bi0 + q]) - base
+        q += BLOCK
+    cuda.syncthreads()
+    g = tid // CW
+    l = tid - g * CW
+    col = cuda.blockIdx.y * CW + l
+"""
+
+_GROUP_RANGE = """        d0 = D0 + g * ITEMS
+        if d0 > D1:
+            d0 = D1
+        d1 = d0 + ITEMS
+        if d1 > D1:
+            d1 = D1
+        i0 = msearch(sOff, bi0, bi0, bi1, d0)
+        i1 = msearch(sOff, bi0, i0, bi1, d1)
+        j0 = d0 - i0
+        j1 = d1 - i1
+"""
 
 
-def get_kernel(decl: Decl, kind: str = "reduce"):
-    """The compiled kernel of a declaration (generated once per declaration
-    key, kind, block size and items per thread)."""
-    block, items = BLOCK, ITEMS
-    key = (kind, decl.key, block, items)
+def _header_source(block: int, items: int, cache: bool) -> str:
+    return (
+        "import numpy as np\nfrom numba import cuda\n\n"
+        f"BLOCK = {block}\nITEMS = {items}\nWIN = {block * items + 1}\n"
+        f"STACK = {STACK}\nSMALL = {SMALL}\nCACHE = {cache}\nFULL = 0xFFFFFFFF\n"
+    )
+
+
+def _map_source(reads_values: bool, block: int, items: int, cache: bool) -> str:
+    src = [_header_source(block, items, cache), _MSEARCH]
+    v = "values, " if reads_values else ""
+    for two_d in (False, True):
+        nd = "2d" if two_d else "1d"
+        cix = ", col" if two_d else ""
+        if reads_values:
+            row = f"p = per[k{cix}]"
+            elem = f"fn(values[base + j{cix}], p)"
+        else:
+            row = f"p = fn(per[k{cix}])"
+            elem = "p"
+        src.append(f"""
+@cuda.jit(cache=CACHE)
+def map_{nd}({v}offsets, per, bi, G, CW, tile, out):
+    # out[j] = fn(values[j], per[k]) for the elements j of segment k that
+    # this group owns (merge-path items of the block tile); out is compact
+    sOff = cuda.shared.array(WIN, np.int64)
+{_BLOCK_HEAD}    m = {"out.shape[1]" if two_d else "1"}
+    if g < G and col < m:
+{_GROUP_RANGE}        klast = i1 if i1 < nseg else nseg - 1
+        for k in range(i0, klast + 1):
+            s = sOff[k - bi0]
+            a = s if s > j0 else j0
+            e = sOff[k + 1 - bi0] if k < i1 else j1
+            {row}
+            for j in range(a, e):
+                out[j{cix}] = {elem}
+""")
+    return "".join(src)
+
+
+class CudaMapKernel:
+    """``segment_map`` of one :class:`~hrarray._transforms_ops.MapDecl`:
+    the reductions' block schedule, each group writing the elements it owns
+    (no carries)."""
+
+    kind = "map"
+
+    def __init__(self, mdecl, block: int, items: int, warp=None):
+        _check_settings(block, items)
+        self.mdecl = mdecl
+        self.block = block
+        self.items = items
+        src = _map_source(mdecl.reads_values, block, items, _disk_cache(True))
+        ns = {"fn": cg.jitify(mdecl.fn, cuda.jit(device=True), {})}
+        self.mod = cg.load_module(src, repr(("cuda-map", mdecl.key, block, items)), ns)
+
+    def functions(self):
+        return [self.mod.map_1d, self.mod.map_2d]
+
+    def run(self, values, offsets, per, out, stream=0, scratch_key=None):
+        """``out`` (compact ``(nvalues,)`` or ``(nvalues, m)``) from validated offsets."""
+        nseg = offsets.shape[0] - 1
+        if nseg <= 0 or out.shape[0] == 0:
+            return out
+        two_d = out.ndim == 2
+        m = out.shape[1] if two_d else 1
+        if m == 0:
+            return out
+        cw, g, _ = _layout(two_d, m, self.block)
+        tile = g * self.items
+        nb = max(1, -(-(out.shape[0] + nseg) // tile))
+        ny = -(-m // cw)
+        nd = "2d" if two_d else "1d"
+        sc = _scratch_for(scratch_key)
+        with sc.lock:
+            bi, _ = _carve(sc.get((nb + 1) * 8, stream), 0, (nb + 1,), np.dtype(np.int64))
+            launch(_partition(), -(-(nb + 1) // self.block), self.block, stream,
+                   (offsets, tile, bi))
+            vals = (values,) if self.mdecl.reads_values else ()
+            args = vals + (offsets, per, bi, g, cw, tile, out)
+            _note_launch((self.mdecl.key, self.block, self.items, "map_" + nd), args)
+            launch(getattr(self.mod, "map_" + nd), (nb, ny), self.block, stream, args)
+        return out
+
+
+def _scan_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: bool) -> str:
+    K = decl.arity
+    SH = cg.args("sh", K)
+    T = cg.args("t", K)
+    C = cg.args("c", K)
+    src = [
+        _header_source(block, items, cache),
+        _warp_scan_source(K, dtypes, warp),
+        _block_scan_source(K),
+        _MSEARCH,
+    ]
+    for two_d in (False, True):
+        nd = "2d" if two_d else "1d"
+        cix = ", col" if two_d else ""
+
+        def val(row, _two_d=two_d):
+            return f"values[{row}, col]" if _two_d else f"values[{row}]"
+
+        m_expr = "values.shape[1]" if two_d else "1"
+        tail = f"""    st = IDENT
+    key = nseg + 1 + g
+    i0 = bi1
+    i1 = bi1
+    j0 = np.int64(0)
+    j1 = np.int64(0)
+    if g < G:
+{_GROUP_RANGE}        key = i1
+        if col < m and i1 < nseg:
+            s = sOff[i1 - bi0]
+            a = s if s > j0 else j0
+            for j in range(a, j1):
+                st = combine(st, map_({val("base + j")}, j - s))
+    block_scan(st, key, tid, CW, G, WG, {SH}, sk)
+"""
+        src.append(f"""
+@cuda.jit(cache=CACHE)
+def tails_{nd}(values, offsets, bi, G, CW, WG, tile, {T}):
+    # phase 1: t[b] = this block's piece of the segment open at its end
+    sOff = cuda.shared.array(WIN, np.int64)
+{_shared_decls(K, dtypes, "    ")}{_BLOCK_HEAD}    m = {m_expr}
+{tail}    if g == G - 1 and col < m and bi1 < nseg:
+        r = {cg.load("sh", K, "tid")}
+{cg.store("t", K, "b" + cix, "r", "        ")}
+
+@cuda.jit(cache=CACHE)
+def carry_{nd}(bi, nb, G, CW, WG, m, {T}, {C}):
+    # phase 2 (one block per column tile): c[b] = state of segment bi[b]
+    # over the blocks before b (exclusive segmented scan of the tails;
+    # the tail of block q belongs to segment bi[q + 1])
+{_shared_decls(K, dtypes, "    ")}    tid = cuda.threadIdx.x
+    g = tid // CW
+    l = tid - g * CW
+    col = cuda.blockIdx.y * CW + l
+    per = (nb + G - 1) // G
+    q0 = g * per
+    q1 = q0 + per
+    if q1 > nb:
+        q1 = nb
+    st = IDENT
+    key = bi[nb] + 1 + g
+    if g < G and q0 < nb:
+        key = bi[q0 + 1]
+        if col < m:
+            for q in range(q0, q1):
+                k = bi[q + 1]
+                if k != key:
+                    st = IDENT
+                    key = k
+                st = combine(st, {cg.load("t", K, "q" + cix)})
+        else:
+            key = bi[q1]
+    block_scan(st, key, tid, CW, G, WG, {SH}, sk)
+    if g < G and q0 < nb and col < m:
+        st = IDENT
+        if g > 0:
+            p = tid - CW
+            st = {cg.load("sh", K, "p")}
+        key = bi[q0]
+        for q in range(q0, q1):
+{cg.store("c", K, "q" + cix, "st", "            ")}            k = bi[q + 1]
+            if k != key:
+                st = IDENT
+                key = k
+            st = combine(st, {cg.load("t", K, "q" + cix)})
+
+
+@cuda.jit(cache=CACHE)
+def scan_{nd}(values, offsets, bi, G, CW, WG, tile, exclusive, out, {C}):
+    # phase 3: every group scans the elements it owns, its first piece
+    # starting from the carry of the earlier groups and blocks
+    sOff = cuda.shared.array(WIN, np.int64)
+{_shared_decls(K, dtypes, "    ")}{_BLOCK_HEAD}    m = {m_expr}
+{tail}    if g < G and col < m:
+        pre = IDENT
+        if g > 0:
+            p = tid - CW
+            pre = {cg.load("sh", K, "p")}
+        if i0 == bi0 and sOff[0] < D0 - bi0:
+            pre = combine({cg.load("c", K, "b" + cix)}, pre)
+        klast = i1 if i1 < nseg else nseg - 1
+        for k in range(i0, klast + 1):
+            s = sOff[k - bi0]
+            a = s if s > j0 else j0
+            e = sOff[k + 1 - bi0] if k < i1 else j1
+            acc = pre if s < j0 else IDENT
+            if exclusive:
+                for j in range(a, e):
+                    out[j{cix}] = finalize(acc, j - s)
+                    acc = combine(acc, map_({val("base + j")}, j - s))
+            else:
+                for j in range(a, e):
+                    acc = combine(acc, map_({val("base + j")}, j - s))
+                    out[j{cix}] = finalize(acc, j - s + 1)
+""")
+    return "".join(src)
+
+
+class CudaScanKernel:
+    """``segment_scan`` of one reduction declaration: reduce-then-scan on the
+    reductions' block schedule (tails per block, one-block carry scan, then
+    every group scans its elements from its carry)."""
+
+    kind = "scan"
+
+    def __init__(self, decl: Decl, block: int, items: int, warp=None):
+        _check_settings(block, items)
+        self.decl = decl
+        self.block = block
+        self.items = items
+        self.dtypes = cg.component_dtypes(decl.identity)
+        self.warp = (not SIMULATOR) and warp is not False and _warp_ok(self.dtypes)
+        persistent = decl.key[0] != "user"
+        src = _scan_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent))
+        dev = cuda.jit(device=True)
+        memo: dict = {}
+        ns = {
+            "IDENT": decl.identity,
+            "map_": cg.jitify(decl.map, dev, memo),
+            "combine": cg.jitify(decl.combine, dev, memo),
+            "finalize": cg.jitify(decl.finalize, dev, memo),
+        }
+        for i, dt in enumerate(self.dtypes):
+            ns[f"DT{i}"] = dt.type
+        tag = repr(("cuda-scan", decl.key, block, items, self.warp))
+        self.mod = cg.load_module(src, tag, ns, persistent=persistent)
+
+    def functions(self):
+        m = self.mod
+        return [m.tails_1d, m.carry_1d, m.scan_1d, m.tails_2d, m.carry_2d, m.scan_2d]
+
+    def run(self, values, offsets, out, exclusive, stream=0, scratch_key=None):
+        nseg = offsets.shape[0] - 1
+        if nseg <= 0 or out.shape[0] == 0:
+            return out
+        two_d = values.ndim == 2
+        m = values.shape[1] if two_d else 1
+        if m == 0:
+            return out
+        block = self.block
+        cw, g, wg = _layout(two_d, m, block)
+        tile = g * self.items
+        nb = max(1, -(-(values.shape[0] + nseg) // tile))
+        ny = -(-m // cw)
+        cshape = (nb, m) if two_d else (nb,)
+        need = ((nb + 1) * 8 + 15) // 16 * 16
+        for dt in self.dtypes:
+            need += 2 * (((int(np.prod(cshape)) * dt.itemsize) + 15) // 16 * 16)
+        mod = self.mod
+        nd = "2d" if two_d else "1d"
+        sc = _scratch_for(scratch_key)
+        with sc.lock:
+            buf = sc.get(need, stream)
+            bi, off = _carve(buf, 0, (nb + 1,), np.dtype(np.int64))
+            tails, carries = [], []
+            for dt in self.dtypes:
+                a, off = _carve(buf, off, cshape, dt)
+                tails.append(a)
+            for dt in self.dtypes:
+                a, off = _carve(buf, off, cshape, dt)
+                carries.append(a)
+            launch(_partition(), -(-(nb + 1) // block), block, stream, (offsets, tile, bi))
+            key = (self.decl.key, block, self.items)
+            if nb > 1:
+                args = (values, offsets, bi, g, cw, wg, tile, *tails)
+                _note_launch(key + ("tails_" + nd,), args)
+                launch(getattr(mod, "tails_" + nd), (nb, ny), block, stream, args)
+                args = (bi, nb, g, cw, wg, m, *tails, *carries)
+                _note_launch(key + ("carry_" + nd,), args)
+                launch(getattr(mod, "carry_" + nd), (1, ny), block, stream, args)
+            args = (values, offsets, bi, g, cw, wg, tile, bool(exclusive), out, *carries)
+            _note_launch(key + ("scan_" + nd,), args)
+            launch(getattr(mod, "scan_" + nd), (nb, ny), block, stream, args)
+        return out
+
+
+#: kernel kinds a declaration can be compiled into: a reduction (also with an
+#: auxiliary per-element array), a segment-wise map, a segment-wise scan
+_KINDS = {"reduce": CudaReduceKernel, "map": CudaMapKernel, "scan": CudaScanKernel}
+
+
+
+def get_kernel(decl, kind: str = "reduce", value_dtype=None):
+    """The compiled kernel of a declaration (a reduction ``Decl``, or a
+    ``MapDecl`` for ``kind="map"``), generated once per declaration key, kind,
+    block size, items per thread, warp setting and, for a reduction, the
+    dtype of the values it will read (``value_dtype``: its tiles are staged
+    through shared memory; without it values are read in place)."""
+    block, items, warp = BLOCK, ITEMS, WARP
+    vkey = None if value_dtype is None or kind != "reduce" else np.dtype(value_dtype).str
+    key = (kind, decl.key, block, items, warp, vkey)
     k = _compiled.get(key)
     if k is None:
         with _compiled_lock:
             k = _compiled.get(key)
             if k is None:
-                k = _KINDS[kind](decl, block, items)
+                if vkey is None:
+                    k = _KINDS[kind](decl, block, items, warp)
+                else:
+                    k = _KINDS[kind](decl, block, items, warp, value_dtype=np.dtype(vkey))
                 _compiled[key] = k
     return k

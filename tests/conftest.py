@@ -1,0 +1,121 @@
+"""Test configuration: CUDA simulator without a GPU, the ``backend`` fixture, helpers.
+
+Without ``nvidia-smi`` the numba CUDA simulator is switched on *before* anything
+imports numba, so the ``cuda`` backend runs everywhere (slowly: each simulated
+GPU thread is a Python thread, so keep cuda examples tiny and few). Tests marked
+``@pytest.mark.cuda`` need a real GPU and are skipped otherwise.
+"""
+
+import os
+import shutil
+
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from reference import to_host
+
+__all__ = ["CUDA_MODE", "REAL_GPU", "examples", "make_ragged", "to_backend", "to_host"]
+
+settings.register_profile(
+    "hrarray",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+# HRARRAY_HYPOTHESIS=quick: a smoke run (few examples, no shrinking)
+settings.register_profile(
+    "quick", parent=settings.get_profile("hrarray"), phases=[Phase.explicit, Phase.generate]
+)
+QUICK = os.environ.get("HRARRAY_HYPOTHESIS") == "quick"
+settings.load_profile("quick" if QUICK else "hrarray")
+
+
+def _cuda_mode():
+    """``"gpu"`` (a real device), ``"sim"`` (the numba simulator) or None (no numba-cuda)."""
+    try:
+        import numba
+        from numba import cuda
+    except ImportError:
+        return None
+    if numba.config.ENABLE_CUDASIM:
+        return "sim"
+    try:
+        return "gpu" if cuda.is_available() else None
+    except Exception:
+        return None
+
+
+CUDA_MODE = _cuda_mode()
+REAL_GPU = CUDA_MODE == "gpu"
+
+
+def pytest_collection_modifyitems(config, items):
+    if REAL_GPU:
+        return
+    skip = pytest.mark.skip(
+        reason="needs a real NVIDIA GPU (numba.cuda not available or simulated)"
+    )
+    for item in items:
+        # get_closest_marker, not `"cuda" in item.keywords`: the backend param id is "cuda" too
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many kernel specialisations the run compiled (compile time dominates the suite)."""
+    import sys
+
+    kernels = sys.modules.get("hrarray._kernels")
+    if kernels is not None and hasattr(kernels, "compiled_count"):
+        terminalreporter.write_line(f"hrarray kernels compiled: {kernels.compiled_count()}")
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def backend(request):
+    """Runs a test on NumPy input (Numba CPU kernels) and on numba device arrays (numba-cuda
+    kernels; the simulator without a GPU)."""
+    if request.param == "cuda" and CUDA_MODE is None:
+        pytest.skip("numba-cuda is not usable here")
+    return request.param
+
+
+def examples(backend: str, cpu: int = 40, cuda: int = 10) -> int:
+    """max_examples per backend: the simulator runs each GPU thread as a Python thread."""
+    if QUICK:
+        return 3
+    if backend == "cuda" and not REAL_GPU:
+        return cuda
+    return cpu
+
+
+def to_backend(a, backend: str):
+    """``a`` as an array of ``backend``: as is for cpu, a numba device array for cuda."""
+    if backend == "cpu":
+        return a
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def make_ragged(values, offsets_list, backend: str = "cpu", *, validate=True):
+    """A ``RaggedArray`` from leaf values and per-level offsets (innermost first), by nesting
+    ``hr.RaggedArray`` (API section 1), on ``backend``."""
+    import hrarray as hr
+
+    node = hr.RaggedArray(
+        to_backend(values, backend), to_backend(offsets_list[0], backend), validate=validate
+    )
+    for offsets in offsets_list[1:]:
+        node = hr.RaggedArray(node, to_backend(offsets, backend), validate=validate)
+    return node
+
+
+def is_backend_array(a, backend: str) -> bool:
+    """Whether a result array lives in the input's array library: NumPy for cpu, a numba
+    device array for cuda."""
+    if backend == "cpu":
+        return isinstance(a, np.ndarray)
+    return not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host")

@@ -1,0 +1,563 @@
+"""The CUDA backend against the CPU backend.
+
+Without a GPU these run in the numba CUDA simulator (``conftest.py`` turns it
+on), which runs every simulated thread as a Python thread: inputs are tiny and
+the blocks have 32 threads (``hrarray._kernels.cuda.BLOCK``), but they are
+shaped so that every path of the schedule runs: segments inside one thread,
+across threads, across blocks (the fix-up, also its pairwise branch), empty
+segments, NaN, +-inf, 2-D rows with fewer and more columns than a block,
+nested arrays, fill values, strided and offset (non-compact) input.
+
+Tests marked ``cuda`` need a real GPU: CuPy / PyTorch / DLPack interop and a
+full-size cross-check of every op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import hrarray as hr
+from hrarray._ops import OPS
+
+numba = pytest.importorskip("numba")
+cuda = pytest.importorskip("numba.cuda")
+
+SIM = bool(numba.config.ENABLE_CUDASIM)
+if not SIM:
+    try:
+        _GPU = cuda.is_available()
+    except Exception:  # pragma: no cover
+        _GPU = False
+    if not _GPU:
+        pytest.skip("numba-cuda has neither a GPU nor the simulator", allow_module_level=True)
+
+from hrarray._backends.cuda import CUDA  # noqa: E402
+from hrarray._kernels import cuda as kc  # noqa: E402
+
+gpu_only = pytest.mark.skipif(SIM, reason="needs a real NVIDIA GPU")
+
+# ops whose float results are compared with a tolerance (rounding may differ
+# from the CPU's pairwise order); everything else must be identical
+APPROX = {"sum", "prod", "mean", "var", "std", "logsumexp",
+          "nansum", "nanmean", "nanvar", "nanstd"}
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(a):
+    if isinstance(a, hr.RaggedArray):
+        a = a.values
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a.cpu())
+
+
+def is_device_array(a):
+    return not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host")
+
+
+def lengths_offsets(lengths, start=0, dtype=np.int64):
+    return np.concatenate([[start], start + np.cumsum(lengths)]).astype(dtype)
+
+
+def assert_same(op, got, want, rtol=1e-12):
+    got = host(got)
+    assert got.dtype == want.dtype, (op, got.dtype, want.dtype)
+    assert got.shape == want.shape, (op, got.shape, want.shape)
+    if want.dtype.kind in "fc" and op in APPROX:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol, equal_nan=True, err_msg=op)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=op)
+
+
+def both(values, offsets_list, op, **kw):
+    """(CUDA result, CPU result) of ``hr.op`` on the same data."""
+    xc = hr.RaggedArray(values, offsets_list[0])
+    xd = hr.RaggedArray(dev(values), dev(offsets_list[0]))
+    for offs in offsets_list[1:]:
+        xc = hr.RaggedArray(xc, offs)
+        xd = hr.RaggedArray(xd, dev(offs))
+    return getattr(hr, op)(xd, **kw), getattr(hr, op)(xc, **kw)
+
+
+@contextlib.contextmanager
+def settings(block=None, items=None, warp=None):
+    """Temporarily other block / items-per-thread / warp settings (new kernels)."""
+    old = kc.BLOCK, kc.ITEMS, kc.WARP
+    kc.BLOCK = block or old[0]
+    kc.ITEMS = items or old[1]
+    kc.WARP = warp
+    try:
+        yield
+    finally:
+        kc.BLOCK, kc.ITEMS, kc.WARP = old
+
+
+# ---------------------------------------------------------------- data
+
+RNG = np.random.default_rng(20240611)
+# empty segments first, middle and last; short ones inside one thread; one
+# (segment 11) across threads and across the two blocks of the simulator's
+# tile (32 threads x 4 items = 128 merged items)
+LENGTHS_1D = np.array([0, 3, 0, 5, 1, 0, 0, 20, 2, 0, 7, 100, 1, 1, 1, 0, 9, 0])
+VALUES_1D = RNG.standard_normal(int(LENGTHS_1D.sum()))
+VALUES_1D[[2, 60, 120]] = np.nan
+VALUES_1D[[4, 100]] = np.inf
+VALUES_1D[[9, 101]] = -np.inf  # segment 7 holds +inf and -inf: sum is NaN
+
+
+def _one_d():
+    offs = lengths_offsets(LENGTHS_1D)
+    v = VALUES_1D.copy()
+    v[offs[12]:offs[13]] = np.nan  # an all-NaN segment: empty for nan* ops
+    v[offs[4]:offs[5]] = -np.inf  # a -inf only segment
+    return v, offs
+
+
+# ---------------------------------------------------------------- every op
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_1d_matches_cpu(op):
+    v, offs = _one_d()
+    got, want = both(v, [offs], op)
+    assert is_device_array(got)
+    assert_same(op, got, want)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_2d_matches_cpu(op):
+    # 3 columns: groups of 3 lanes, no warp phase (32 % 3 != 0), so the
+    # block scan's shared-memory phase runs over 10 groups
+    lengths = np.array([2, 0, 30, 1, 0, 3, 0])
+    v = RNG.standard_normal((int(lengths.sum()), 3))
+    v[4, 1] = np.nan
+    v[6, 0] = np.inf
+    v[7, 2] = -np.inf
+    got, want = both(v, [lengths_offsets(lengths)], op)
+    assert is_device_array(got)
+    assert_same(op, got, want)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "argmin", "var", "nanmean", "last", "count"])
+def test_wide_rows_column_tiles(op):
+    # 40 columns > 32 threads: one group per block, two column tiles
+    lengths = np.array([1, 0, 9, 3])
+    v = RNG.standard_normal((int(lengths.sum()), 40))
+    v[3, 35] = np.nan
+    got, want = both(v, [lengths_offsets(lengths)], op)
+    assert_same(op, got, want)
+
+
+@pytest.mark.parametrize(
+    "dtype,ops",
+    [
+        ("float32", ["sum", "nansum", "max", "argmin", "var"]),
+        ("int32", ["sum", "max", "argmax", "count_nonzero", "last"]),
+        ("int8", ["sum", "argmin"]),
+        ("uint64", ["sum", "max"]),
+        ("bool", ["sum", "any", "all"]),
+        ("complex128", ["sum", "var", "first"]),
+    ],
+)
+def test_dtypes(dtype, ops):
+    lengths = np.array([0, 4, 1, 0, 70, 2, 0])
+    n = int(lengths.sum())
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        v = (RNG.standard_normal(n) * 3).astype(dt)
+    elif dt.kind == "c":
+        v = (RNG.standard_normal(n) + 1j * RNG.standard_normal(n)).astype(dt)
+    elif dt == np.bool_:
+        v = RNG.random(n) < 0.3
+    elif dt.kind == "u":
+        v = RNG.integers(0, 2**63, n, dtype=np.uint64)
+    else:
+        v = RNG.integers(-4, 5, n).astype(dt)
+    offs = lengths_offsets(lengths, dtype=np.int32)
+    for op in ops:
+        got, want = both(v, [offs], op)
+        # float32 inputs accumulate in float64 on both backends
+        assert_same(op, got, want, rtol=1e-6 if dt.itemsize <= 4 else 1e-12)
+
+
+def test_float16_read_as_float32():
+    lengths = np.array([0, 4, 1, 0, 70, 2, 0])
+    v = RNG.standard_normal(int(lengths.sum())).astype(np.float16)
+    offs = lengths_offsets(lengths)
+    for op in ("sum", "max", "argmin"):
+        got, want = both(v.astype(np.float32), [offs], op)
+        got = hr.reduce(hr.RaggedArray(dev(v), dev(offs)), op)
+        if want.dtype == np.float32:
+            want = want.astype(np.float16)
+        assert_same(op, got, want, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "op,fill", [("sum", -1.5), ("mean", 0.0), ("max", 7.0), ("argmax", -9),
+                ("nanmax", 3.0), ("var", -2.0), ("first", 4.5), ("count", 3)]
+)
+def test_fill_value(op, fill):
+    v, offs = _one_d()
+    got, want = both(v, [offs], op, fill_value=fill)
+    assert_same(op, got, want)
+    # var with ddof: short segments count as empty
+    if op == "var":
+        got, want = both(v, [offs], op, fill_value=fill, ddof=2)
+        assert_same(op, got, want)
+
+
+@pytest.mark.parametrize("op", ["sum", "argmax", "mean", "nanmin", "last"])
+def test_nested_levels(op):
+    lengths = np.array([3, 0, 2, 5, 0, 1, 4, 0, 2])
+    v = RNG.standard_normal(int(lengths.sum()))
+    v[3] = np.nan
+    inner = lengths_offsets(lengths)
+    outer = np.array([0, 2, 2, 6, 9])
+    for levels in (1, 2):
+        got, want = both(v, [inner, outer], op, levels=levels)
+        if levels == 1:
+            assert isinstance(got, hr.RaggedArray) and got.device == "cuda"
+            np.testing.assert_array_equal(host(got.offsets), want.offsets)
+            got, want = got.values, want.values
+        assert_same(op, got, want)
+
+
+def test_noncompact_offsets_int32_and_strided_values():
+    base = RNG.standard_normal((60, 3))
+    v = dev(base)[:, 1]  # strided device view, read in place
+    offs = np.array([5, 9, 9, 40, 41], np.int32)  # not starting at 0 nor ending at 60
+    x = hr.RaggedArray(v, dev(offs))
+    xc = hr.RaggedArray(base[:, 1], offs)
+    for op in ("sum", "argmax"):
+        assert_same(op, getattr(hr, op)(x), getattr(hr, op)(xc))
+    # a slice of a ragged array, and levels < depth (compaction on the device)
+    assert_same("sum", hr.sum(x[1:3]), hr.sum(xc[1:3]))
+
+
+def test_inner_shape_3d():
+    lengths = np.array([2, 0, 5])
+    v = RNG.standard_normal((7, 2, 3))
+    offs = lengths_offsets(lengths)
+    for values in (v, np.asfortranarray(v)):
+        x = hr.RaggedArray(dev(values) if values.flags.c_contiguous else
+                           cuda.to_device(values), dev(offs))
+        got = hr.max(x)
+        assert got.shape == (3, 2, 3)
+        assert_same("max", got, hr.max(hr.RaggedArray(v, offs)))
+
+
+def test_empty_inputs():
+    for lengths in ([], [0], [0, 0, 0]):
+        offs = lengths_offsets(np.array(lengths, np.int64))
+        got, want = both(np.zeros(0), [offs], "sum")
+        assert_same("sum", got, want)
+        got, want = both(np.zeros(0), [offs], "argmax")
+        assert_same("argmax", got, want)
+    got, want = both(np.zeros((0, 2)), [np.array([0, 0])], "mean")
+    assert_same("mean", got, want)
+
+
+def test_fixup_pairwise_and_block_scan_phases():
+    """One item per thread: the 100-element segment spans ~4 blocks, and a
+    300-element one ~10, so the fix-up combines more than SMALL carries (its
+    pairwise branch); and 64-thread blocks run the block scan's second
+    (cross-warp) phase in 1-D."""
+    v, offs = _one_d()
+    long_v = RNG.standard_normal(330)
+    long_offs = np.array([0, 10, 310, 310, 330])
+    for block, items in ((32, 1), (64, 2)):
+        with settings(block=block, items=items):
+            for op in ("sum", "argmax", "var", "first", "nanmax"):
+                got, want = both(v, [offs], op)
+                assert_same(op, got, want)
+            got, want = both(long_v, [long_offs], "sum")
+            assert_same("sum", got, want)
+            got, want = both(RNG.standard_normal((20, 4)), [np.array([0, 3, 3, 20])], "sum")
+            assert_same("sum", got, want)
+
+
+def test_deterministic_and_kernel_actually_ran():
+    v, offs = _one_d()
+    x = hr.RaggedArray(dev(v), dev(offs))
+    launches = kc.launch_count()
+    compiled = kc.compiled_count()
+    a = hr.reduce(x, hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda t: t * t))
+    assert kc.launch_count() > launches
+    assert kc.compiled_count() > compiled
+    assert hr._kernels.compiled_count() >= kc.compiled_count()
+    b = hr.sum(x)
+    c = hr.sum(x)
+    assert host(b).tobytes() == host(c).tobytes()
+    want = np.array([np.sum(v[offs[i]:offs[i + 1]] ** 2) for i in range(len(offs) - 1)])
+    np.testing.assert_allclose(host(a), want, rtol=1e-12)
+
+
+def test_aux_declaration():
+    """``decl.aux``: map(v, w[j], j) (the attention-pooling form)."""
+    from hrarray.reducer import Decl
+
+    def map_(v, w, j):
+        return v * w + np.float64(0) * j
+
+    def combine(a, b):
+        return a + b
+
+    def finalize(s, n):
+        return s
+
+    decl = Decl(("test-aux-wsum",), np.float64(0.0), map_, combine, finalize, aux=True)
+    for shape in ((25,), (25, 3)):
+        v = RNG.standard_normal(shape)
+        w2 = RNG.standard_normal(50)
+        w = w2[::2]
+        offs = np.array([0, 4, 4, 20, 25])
+        out = cuda.device_array((4,) + shape[1:], np.float64)
+        # a strided auxiliary array, read in place
+        kc.get_kernel(decl).run(dev(v), dev(offs), out, np.float64(0), False, aux=dev(w2)[::2])
+        wv = v * (w if v.ndim == 1 else w[:, None])
+        want = np.stack([wv[offs[i]:offs[i + 1]].sum(axis=0) for i in range(4)])
+        np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def _transform_pair(fn, vals, offs, *args, **kw):
+    xc = hr.RaggedArray(vals, offs)
+    xd = hr.RaggedArray(dev(vals), dev(offs))
+    dargs = [hr.RaggedArray(dev(a.values), dev(a.offsets)) if isinstance(a, hr.RaggedArray)
+             else dev(a) for a in args]
+    return fn(xd, *dargs, **kw), fn(xc, *args, **kw)
+
+
+@pytest.mark.parametrize("inner", [(), (3,)])
+def test_transforms_match_cpu(inner):
+    """softmax / log_softmax (reduce + segment_map), cumsum (segment_scan),
+    broadcast (segment_map without values), attention_pool (reduce_aux)."""
+    v, offs = _one_d()
+    if inner:
+        v = RNG.standard_normal((v.shape[0], *inner))
+        v[5, 1] = np.nan
+    nseg = len(offs) - 1
+    for name, fn in (("softmax", hr.softmax), ("log_softmax", hr.log_softmax),
+                     ("cumsum", hr.cumsum)):
+        got, want = _transform_pair(fn, v, offs)
+        assert isinstance(got, hr.RaggedArray) and got.device == "cuda"
+        assert_same("sum", got.values, want.values)
+        np.testing.assert_array_equal(host(got.offsets), want.offsets)
+    got, want = _transform_pair(lambda x: hr.cumsum(x, exclusive=True), v, offs)
+    assert_same("sum", got.values, want.values)
+    per = RNG.standard_normal((nseg, *inner))
+    got = hr.broadcast(dev(per), hr.RaggedArray(dev(v), dev(offs)))
+    want = hr.broadcast(per, hr.RaggedArray(v, offs))
+    assert_same("broadcast", got.values, want.values)
+    for heads in ((), (2,)):
+        scores = hr.RaggedArray(RNG.standard_normal((v.shape[0], *heads)), offs)
+        got, want = _transform_pair(hr.attention_pool, v, offs, scores)
+        assert_same("sum", got, want)
+
+
+def test_cumsum_many_blocks():
+    """One item per thread: the scan's carries cross ~10 blocks and the carry
+    kernel's groups each take a range of blocks."""
+    v, offs = _one_d()
+    v = np.nan_to_num(v, nan=1.0, posinf=2.0, neginf=-2.0)
+    with settings(items=1):
+        for vals in (v, (v * 10).astype(np.int32)):
+            got, want = _transform_pair(hr.cumsum, vals, offs)
+            assert_same("sum", got.values, want.values)
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_backend_helpers():
+    offs = dev(np.array([2, 5, 5, 9], np.int32))
+    assert CUDA.ends(offs) == (2, 9)
+    np.testing.assert_array_equal(host(CUDA.diff(offs)), [3, 0, 4])
+    np.testing.assert_array_equal(host(CUDA.shift(offs, 2)), [0, 3, 3, 7])
+    np.testing.assert_array_equal(
+        host(CUDA.take(dev(np.arange(10) * 10), dev(np.array([3, 0, -1])))), [30, 0, 90])
+    a = CUDA.astype(offs, np.int64)
+    assert is_device_array(a) and CUDA.dtype(a) == np.int64
+    np.testing.assert_array_equal(host(a), [2, 5, 5, 9])
+    assert CUDA.dtype(offs) == np.int32
+    x = hr.RaggedArray(dev(np.arange(9.0)), offs)
+    assert x.device == "cuda" and x.nvalues == 7
+    np.testing.assert_array_equal(host(x.lengths), [3, 0, 4])
+    # uint8 offsets are converted to int64 on the device
+    y = hr.RaggedArray(dev(np.arange(4.0)), dev(np.array([0, 1, 4], np.uint8)))
+    assert CUDA.dtype(y.offsets) == np.int64
+    np.testing.assert_array_equal(host(hr.sum(y)), [0.0, 6.0])
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [0, 3, 2, 5],   # decreasing
+        [0, 1, 1, 0],   # decreasing at the end
+        [-1, 2, 5],     # negative first
+        [0, 2, 6],      # past the end (5 values)
+        [0, 6, 5],      # the first problem wins, as on the CPU
+    ],
+)
+def test_offsets_validated_on_device(offsets):
+    values = np.arange(5.0)
+    offs = np.array(offsets, np.int64)
+    with pytest.raises(ValueError) as cpu_err:
+        hr.RaggedArray(values, offs)
+    with pytest.raises(ValueError) as dev_err:
+        hr.RaggedArray(dev(values), dev(offs))
+    assert str(dev_err.value) == str(cpu_err.value)
+
+
+def test_nested_offsets_validated_on_device():
+    inner = hr.RaggedArray(dev(np.arange(5.0)), dev(np.array([0, 2, 5])))
+    with pytest.raises(ValueError) as dev_err:
+        hr.RaggedArray(inner, dev(np.array([0, 3])))
+    with pytest.raises(ValueError) as cpu_err:
+        hr.RaggedArray(hr.RaggedArray(np.arange(5.0), np.array([0, 2, 5])), np.array([0, 3]))
+    assert str(dev_err.value) == str(cpu_err.value)
+
+
+def test_mixing_host_and_device_is_type_error():
+    with pytest.raises(TypeError):
+        hr.RaggedArray(np.arange(3.0), dev(np.array([0, 3])))
+    with pytest.raises(TypeError):
+        hr.RaggedArray(dev(np.arange(3.0)), np.array([0, 3]))
+    inner = hr.RaggedArray(dev(np.arange(3.0)), dev(np.array([0, 1, 3])))
+    with pytest.raises(TypeError):
+        hr.RaggedArray(inner, np.array([0, 2]))
+    with pytest.raises(TypeError):
+        CUDA.asarray(np.arange(3), "values")
+
+
+def test_to_numpy_roundtrip():
+    v, offs = _one_d()
+    x = hr.RaggedArray(dev(v), dev(offs))
+    h = x.to_numpy()
+    np.testing.assert_array_equal(h.values, v)
+    np.testing.assert_array_equal(h.offsets, offs)
+
+
+# ---------------------------------------------------------------- real GPU
+
+def _cross_check_data(n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    lens = np.minimum(rng.pareto(1.2, n // 4).astype(np.int64), n // 3)
+    lens[rng.random(lens.size) < 0.2] = 0
+    lens = lens[np.cumsum(lens) <= n - n // 4]
+    lens = np.concatenate([lens, [n - n // 4 - lens.sum()], [0] * 5, [n // 4]])  # one huge
+    v = rng.standard_normal(n).astype(dtype)
+    v[rng.random(n) < 1e-4] = np.nan
+    return v, lengths_offsets(lens)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int32"])
+def test_gpu_full_size_every_op(dtype):
+    n = 1_000_000
+    v, offs = _cross_check_data(n, np.float64, 5)
+    if dtype == "int32":
+        v = np.nan_to_num(v * 100).astype(np.int32)
+    else:
+        v = v.astype(dtype)
+    xc = hr.RaggedArray(v, offs)
+    xd = hr.RaggedArray(dev(v), dev(offs))
+    for op in OPS:
+        try:
+            want = getattr(hr, op)(xc)
+        except TypeError:
+            continue
+        got = getattr(hr, op)(xd)
+        # float64 sums: both are pairwise-accurate, to ~1e-13 of sum|x| here
+        assert_same(op, got, want, rtol=1e-9 if dtype == "float64" else 1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [1, 5, 64, 300])
+def test_gpu_full_size_rows(d):
+    n = 1_000_000 // d
+    v, offs = _cross_check_data(n, np.float32, d)
+    v2 = np.random.default_rng(d).standard_normal((n, d)).astype(np.float32)
+    xc = hr.RaggedArray(v2, offs)
+    xd = hr.RaggedArray(dev(v2), dev(offs))
+    for op in ("sum", "max", "argmax", "var", "logsumexp", "nanmean", "first"):
+        assert_same(op, getattr(hr, op)(xd), getattr(hr, op)(xc), rtol=1e-5)
+
+
+@pytest.mark.cuda
+def test_gpu_warp_seam_bit_identical_to_shared_memory_emulation():
+    """The warp shuffles and their shared-memory emulation (what the simulator
+    runs) combine in the same order: bit-identical results."""
+    v, offs = _cross_check_data(300_000, np.float64, 7)
+    _, offs2 = _cross_check_data(100_000, np.float64, 8)
+    v2 = np.random.default_rng(3).standard_normal((100_000, 4))
+    for values, o in ((v, offs), (v2, offs2)):
+        x = hr.RaggedArray(dev(values), dev(o))
+        for op in ("sum", "var", "argmax", "logsumexp", "nanmean", "last", "any"):
+            a = host(getattr(hr, op)(x))
+            with settings(warp=False):
+                b = host(getattr(hr, op)(x))
+            assert a.tobytes() == b.tobytes(), op
+
+
+@pytest.mark.cuda
+def test_gpu_cupy_in_cupy_out_zero_copy():
+    cupy = pytest.importorskip("cupy")
+    v, offs = _cross_check_data(100_000, np.float32, 1)
+    cv, co = cupy.asarray(v), cupy.asarray(offs)
+    x = hr.RaggedArray(cv, co)
+    assert x.values is cv and x.offsets is co
+    assert int(cuda.as_cuda_array(x.values).device_ctypes_pointer.value) == cv.data.ptr
+    for op in ("sum", "argmax", "mean"):
+        r = getattr(hr, op)(x)
+        assert isinstance(r, cupy.ndarray)
+        assert r.device.id == cv.device.id
+        assert_same(op, r, getattr(hr, op)(hr.RaggedArray(v, offs)), rtol=1e-6)
+    # a strided CuPy view is read in place; a non-default stream is honoured
+    cv2 = cupy.asarray(np.stack([v, v], axis=1))[:, 1]
+    with cupy.cuda.Stream(non_blocking=True):
+        r = hr.sum(hr.RaggedArray(cv2, co))
+        assert_same("sum", r, hr.sum(hr.RaggedArray(v, offs)), rtol=1e-6)
+
+
+@pytest.mark.cuda
+def test_gpu_other_cai_producers():
+    v, offs = _cross_check_data(50_000, np.float64, 2)
+    want = hr.mean(hr.RaggedArray(v, offs))
+    # numba device arrays in, numba device arrays out
+    r = hr.mean(hr.RaggedArray(dev(v), dev(offs)))
+    assert is_device_array(r)
+    assert_same("mean", r, want)
+    torch = pytest.importorskip("torch")
+    tv = torch.as_tensor(v, device="cuda").requires_grad_(False)
+    to = torch.as_tensor(offs, device="cuda")
+    x = hr.RaggedArray(tv, to)
+    assert CUDA.dtype(tv) == np.float64
+    r = hr.mean(x)
+    assert isinstance(r, torch.Tensor) and r.is_cuda
+    assert_same("mean", r, want)
+
+    class DLPackOnly:  # a CUDA DLPack producer without __cuda_array_interface__
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, **kw):
+            return self.t.__dlpack__(**kw)
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    x = hr.RaggedArray(DLPackOnly(tv), DLPackOnly(to))
+    assert_same("mean", hr.mean(x), want)

@@ -1,0 +1,265 @@
+"""Bad input (API.md section 6, research/reliability.md (b)).
+
+Each case asserts the exception type and that the message names the argument
+and, where there is one, the first bad position. Per API.md, offsets that do
+not start at 0 or do not end at ``len(values)`` are legal (unlike the strict
+recommendation of reliability.md): they are checked in test_ragged /
+test_reductions, not here.
+"""
+
+import re
+
+import numpy as np
+import pytest
+from conftest import CUDA_MODE, make_ragged, to_backend, to_host
+
+import hrarray as hr
+
+needs_cuda = pytest.mark.skipif(CUDA_MODE is None, reason="numba-cuda is not usable here")
+
+
+def raises(exc_type, *patterns):
+    """``pytest.raises`` that also checks every regex in ``patterns`` against the message."""
+
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc_type)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            out = self.ctx.__exit__(*exc)
+            msg = str(self.info.value)
+            for p in patterns:
+                assert re.search(p, msg), f"message {msg!r} does not match {p!r}"
+            return out
+
+    return _Check()
+
+
+# --------------------------------------------------------------------------
+# offsets values (ValueError naming the first bad position), on both backends
+# --------------------------------------------------------------------------
+
+BAD_OFFSETS = [
+    # (id, offsets, len(values), pattern naming the first bad position)
+    ("non-monotonic", [0, 3, 2, 5], 5, r"offsets\[2\]"),
+    ("non-monotonic-late", [0, 1, 2, 3, 3, 1], 5, r"offsets\[5\]"),
+    ("negative-first", [-1, 2, 5], 5, r"offsets\[0\]"),
+    ("negative-middle", [0, -2, 5], 5, r"offsets\[1\]"),
+    ("past-the-end", [0, 2, 9], 5, r"offsets\[(2|-1)\]"),
+    ("past-the-end-huge", [0, 2, 2**40], 5, r"offsets\[(2|-1)\]"),
+    ("past-empty-values", [0, 1], 0, r"offsets\[(1|-1)\]"),
+    # int32 cumsum of [2**31 - 1, 1] wrapped negative: caught as non-monotonic
+    ("int32-wrapped-cumsum", np.array([0, 2**31 - 1, -(2**31)], np.int32), 5, r"offsets\[2\]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "n", "pattern"), [c[1:] for c in BAD_OFFSETS], ids=[c[0] for c in BAD_OFFSETS]
+)
+def test_bad_offsets_values(offsets, n, pattern, backend):
+    offsets = np.asarray(offsets)
+    values = np.arange(float(n))
+    before = (values.copy(), offsets.copy())
+    with raises(ValueError, r"\boffsets\b", pattern):
+        hr.RaggedArray(to_backend(values, backend), to_backend(offsets, backend))
+    np.testing.assert_array_equal(values, before[0])
+    np.testing.assert_array_equal(offsets, before[1])
+
+
+def test_uint64_offsets_beyond_int64():
+    """uint64 offsets are converted to int64: a value past 2**63 must still be rejected."""
+    with raises(ValueError, r"offsets\[1\]"):
+        hr.RaggedArray(np.arange(5.0), np.array([0, 2**64 - 1], np.uint64))
+
+
+def test_validate_false_skips_the_check():
+    x = hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=False)
+    assert len(x) == 3
+
+
+# --------------------------------------------------------------------------
+# offsets kind and shape
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        np.array([0.0, 2.0, 5.0]),
+        np.array([0.0, 2.0, 5.0], np.float32),
+        np.array([False, True, True]),
+        np.array([0, 2, 5], dtype=object),
+        np.array([0, 2, 5], dtype=np.complex128),
+    ],
+    ids=["float64", "float32", "bool", "object", "complex"],
+)
+def test_offsets_wrong_dtype(offsets, backend):
+    if backend == "cuda" and offsets.dtype == object:
+        pytest.skip("object arrays cannot be moved to a device")
+    with raises(TypeError, r"\boffsets\b"):
+        hr.RaggedArray(to_backend(np.arange(5.0), backend), to_backend(offsets, backend))
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [np.array([], np.int64), np.array([[0, 2], [2, 5]]), np.array(3)],
+    ids=["empty", "2-D", "0-d"],
+)
+def test_offsets_wrong_shape(offsets):
+    with raises(ValueError, r"\boffsets\b"):
+        hr.RaggedArray(np.arange(5.0), offsets)
+
+
+# --------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------
+
+
+def test_values_0d():
+    with raises(ValueError, r"\bvalues\b"):
+        hr.RaggedArray(np.array(1.0), np.array([0, 1]))
+
+
+def test_values_object_dtype():
+    values = np.array([1, "a", None], dtype=object)
+    with raises(TypeError, r"\bvalues\b", "object"):
+        hr.sum(hr.RaggedArray(values, np.array([0, 3])))
+
+
+@pytest.mark.parametrize("op", ["max", "min", "argmax", "argmin", "nanmax", "nanargmin"])
+def test_complex_ordering_ops(op, backend):
+    x = make_ragged(np.array([1 + 2j, 3 - 1j, 0j]), [np.array([0, 2, 3])], backend)
+    with raises(TypeError, "complex", op.removeprefix("nan")):
+        getattr(hr, op)(x)
+
+
+# --------------------------------------------------------------------------
+# nested levels
+# --------------------------------------------------------------------------
+
+
+def test_mismatched_nested_levels(backend):
+    """Level-2 offsets past the level-1 segment count."""
+    inner = make_ragged(np.arange(5.0), [np.array([0, 2, 5])], backend)  # 2 segments
+    with raises(ValueError, r"\boffsets\b", r"offsets\[(2|-1)\]"):
+        hr.RaggedArray(inner, to_backend(np.array([0, 1, 3]), backend))
+
+
+def test_mismatched_nested_levels_nest():
+    with raises(ValueError, r"\[2\]"):
+        hr.nest(np.arange(5.0), np.array([0, 2, 5]), np.array([0, 1, 3]))
+    with raises(ValueError, r"offsets\[1\]"):
+        hr.nest(np.arange(5.0), np.array([0, 3, 2]))
+
+
+# --------------------------------------------------------------------------
+# devices
+# --------------------------------------------------------------------------
+
+
+@needs_cuda
+def test_mixed_host_and_device_arrays():
+    host_values, host_offsets = np.arange(5.0), np.array([0, 2, 5])
+    dev_values, dev_offsets = to_backend(host_values, "cuda"), to_backend(host_offsets, "cuda")
+    with raises(TypeError, r"\bvalues\b", r"\boffsets\b"):
+        hr.RaggedArray(host_values, dev_offsets)
+    with raises(TypeError, r"\bvalues\b", r"\boffsets\b"):
+        hr.RaggedArray(dev_values, host_offsets)
+    inner = hr.RaggedArray(dev_values, dev_offsets)
+    with raises(TypeError, r"\boffsets\b"):
+        hr.RaggedArray(inner, np.array([0, 2]))
+    # nothing was copied implicitly: the inputs are unchanged
+    np.testing.assert_array_equal(to_host(dev_values), host_values)
+
+
+@needs_cuda
+def test_operation_arrays_on_another_device():
+    x = make_ragged(np.arange(5.0), [np.array([0, 2, 5])], "cuda")
+    y = hr.from_lengths(np.arange(3.0), [3])
+    with pytest.raises(TypeError):
+        x[np.array([0, 1])]
+    with pytest.raises(TypeError):
+        x.with_values(np.arange(5.0))
+    with pytest.raises(TypeError):
+        hr.concatenate([x, y])
+
+
+# --------------------------------------------------------------------------
+# constructors
+# --------------------------------------------------------------------------
+
+
+def test_from_segment_ids_unsorted():
+    with raises(ValueError, r"\bids\b", r"ids\[2\]"):
+        hr.from_segment_ids(np.arange(4.0), np.array([0, 1, 0, 2]))
+
+
+def test_from_segment_ids_bad_content():
+    with raises(ValueError, r"\bids\b"):
+        hr.from_segment_ids(np.arange(3.0), np.array([-1, 0, 0]))
+    with raises(ValueError, r"\bnsegments\b"):
+        hr.from_segment_ids(np.arange(3.0), np.array([0, 1, 4]), nsegments=3)
+    with raises(ValueError, r"\bids\b"):
+        hr.from_segment_ids(np.arange(3.0), np.array([0, 1]))
+    with raises(TypeError, r"\bids\b"):
+        hr.from_segment_ids(np.arange(3.0), np.array([0.0, 1.0, 1.0]))
+
+
+def test_from_lengths_bad():
+    with raises(ValueError, r"lengths\[1\]"):
+        hr.from_lengths(np.arange(5.0), np.array([2, -1, 4]))
+    with raises(ValueError, r"\boffsets\b|\blengths\b"):
+        hr.from_lengths(np.arange(5.0), np.array([2, 4]))  # sums past len(values)
+    with raises(TypeError, r"\blengths\b"):
+        hr.from_lengths(np.arange(5.0), np.array([2.0, 3.0]))
+
+
+def test_from_list_unequal_inner_shapes():
+    with pytest.raises(ValueError):
+        hr.from_list([[np.ones(3), np.ones(2)]])
+
+
+def test_with_values_wrong_length():
+    x = hr.from_lengths(np.arange(5.0), [2, 3])
+    with raises(ValueError, r"new_values|values"):
+        x.with_values(np.arange(4.0))
+
+
+def test_concatenate_mismatch():
+    a = hr.from_lengths(np.arange(3.0), [1, 2])
+    with pytest.raises((TypeError, ValueError)):
+        hr.concatenate([a, hr.from_lengths(np.arange(3, dtype=np.int32), [3])])
+    with pytest.raises((TypeError, ValueError)):
+        hr.concatenate([a, hr.from_lengths(np.ones((3, 2)), [3])])
+    with pytest.raises((TypeError, ValueError)):
+        hr.concatenate([a, hr.RaggedArray(a, np.array([0, 2]))])
+    with pytest.raises((TypeError, ValueError)):
+        hr.concatenate([])
+
+
+# --------------------------------------------------------------------------
+# operation arguments
+# --------------------------------------------------------------------------
+
+
+def test_bad_levels():
+    x = hr.nest(np.arange(5.0), np.array([0, 2, 5]), np.array([0, 2]))
+    with raises(ValueError, r"\blevels\b"):
+        hr.sum(x, levels=0)
+    with raises(ValueError, r"\blevels\b"):
+        hr.sum(x, levels=3)
+    with raises(TypeError, r"\blevels\b"):
+        hr.sum(x, levels=1.5)
+
+
+def test_unknown_op_name():
+    x = hr.from_lengths(np.arange(5.0), [2, 3])
+    with raises(ValueError, "median"):
+        hr.reduce(x, "median")
+
+
+def test_reduction_of_a_plain_array():
+    with raises(TypeError, r"RaggedArray"):
+        hr.sum(np.arange(5.0))

@@ -1,0 +1,894 @@
+"""Reductions (API.md section 2) against the pure-Python oracle in ``reference.py``.
+
+Float sums are never compared bitwise: each result must be within the bound of
+``research/reliability.md`` (c) of the exactly rounded value (``math.fsum``);
+max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import reference as R
+import strategies as hst
+from conftest import REAL_GPU, examples, is_backend_array, make_ragged, to_host
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hrarray as hr
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def op_dtypes(op):
+    """The dtypes API.md promises for ``op``."""
+    if op in R.ORDERING_OPS or op.startswith("nan"):
+        return hst.REAL_DTYPES
+    if op == "logsumexp":
+        return hst.INT_DTYPES + hst.FLOAT_DTYPES
+    return hst.REAL_DTYPES + hst.COMPLEX_DTYPES
+
+
+def call(op, x, style="function", **kw):
+    """``hr.op(x, **kw)``, ``x.op(**kw)`` or ``hr.reduce(x, "op", **kw)``."""
+    if style == "method":
+        return getattr(x, op)(**kw)
+    if style == "reduce":
+        return hr.reduce(x, op, **kw)
+    return getattr(hr, op)(x, **kw)
+
+
+def ref_kwargs(op, kw):
+    return {k: v for k, v in kw.items() if k in ("fill_value", "dtype", "ddof")}
+
+
+def ragged_1d(values, lengths, backend="cpu", start=0):
+    values = np.asarray(values)
+    return make_ragged(values, [hst.offsets_from_lengths(lengths, start)], backend)
+
+
+def host(a):
+    return R.parts(a)[0] if R.is_ragged(a) else to_host(a)
+
+
+@st.composite
+def reduction_cases(draw, op, small):
+    kinds = ("prod_safe",) if R.base_op(op) == "prod" else None
+    # int64 offsets only: every offsets dtype is another kernel specialisation (compile time);
+    # int32 offsets have their own test below
+    spec = draw(
+        hst.ragged(
+            dtypes=op_dtypes(op),
+            small=small,
+            nan=True,
+            inf=True,
+            kinds=kinds,
+            offset_dtypes=(np.int64,),
+        )
+    )
+    levels = draw(st.integers(1, spec.depth))
+    res_kind = R.result_dtype(op, spec.dtype).kind
+    fill = draw(st.none() | hst.fill_values(res_kind))
+    kw = {}
+    if levels != 1 or draw(st.booleans()):
+        kw["levels"] = levels
+    if fill is not None:
+        kw["fill_value"] = fill
+    if R.base_op(op) in ("var", "std"):
+        ddof = draw(st.integers(0, 2))
+        if ddof or draw(st.booleans()):
+            kw["ddof"] = ddof
+    style = draw(st.sampled_from(["function", "method", "reduce"]))
+    return spec, kw, style
+
+
+# --------------------------------------------------------------------------
+# every op against the oracle
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", R.ALL_REDUCTIONS)
+def test_matches_reference(op, backend):
+    """Every op × dtype family × inner shape × depth × levels × fill_value, with empty
+    segments, non-compact offsets, NaN and ±inf, against the oracle; result dtype, shape,
+    array library and device as API.md says."""
+
+    @settings(max_examples=examples(backend, cpu=40, cuda=8))
+    @given(case=reduction_cases(op, small=backend == "cuda"))
+    def check(case):
+        spec, kw, style = case
+        x = make_ragged(spec.values, spec.offsets, backend)
+        got = call(op, x, style, **kw)
+        levels = kw.get("levels", 1)
+        ref = R.reduce(op, spec.values, spec.offsets, levels, **ref_kwargs(op, kw))
+        R.assert_result(got, ref, err_msg=f"{op}({spec!r}, {kw}) via {style}")
+        if levels == spec.depth:
+            assert is_backend_array(got, backend), type(got)
+        else:
+            assert got.device == backend
+
+    check()
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "var", "max", "argmax", "first", "nanargmin"])
+def test_int32_offsets(op, backend):
+    """int32 offsets are used as they are (no copy): same results as the oracle."""
+
+    @settings(max_examples=examples(backend, cpu=15, cuda=3))
+    @given(
+        spec=hst.ragged(
+            dtypes=("float64", "int32"),
+            inner_shapes=((), (3,)),
+            small=backend == "cuda",
+            nan=True,
+            offset_dtypes=(np.int32,),
+        ),
+        data=st.data(),
+    )
+    def check(spec, data):
+        levels = data.draw(st.integers(1, spec.depth))
+        x = make_ragged(spec.values, spec.offsets, backend)
+        got = call(op, x, levels=levels)
+        R.assert_result(got, R.reduce(op, spec.values, spec.offsets, levels), err_msg=repr(spec))
+
+    check()
+
+
+# --------------------------------------------------------------------------
+# dtype table, empty segments, fill_value, dtype=
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", hst.REAL_DTYPES + hst.COMPLEX_DTYPES)
+@pytest.mark.parametrize("op", R.ALL_REDUCTIONS)
+def test_result_dtype_and_empty_segment(op, dtype):
+    """The API.md table: result dtype and the value of an empty segment, for every dtype
+    API.md promises for the op (complex ordering ops: TypeError)."""
+    if dtype not in op_dtypes(op) and op not in R.ORDERING_OPS:
+        pytest.skip(f"API.md promises nothing for {op} on {dtype}")
+    values = hst.make_values(3, dtype, (6,), hst.value_kinds(dtype)[0])
+    x = ragged_1d(values, [2, 0, 3, 1])
+    if dtype.startswith("complex") and op in R.ORDERING_OPS:
+        with pytest.raises(TypeError):
+            call(op, x)
+        return
+    got = call(op, x)
+    assert got.dtype == R.result_dtype(op, dtype)
+    assert got.shape == (4,)
+    empty = R.cast(R.empty_value(op, dtype), got.dtype)
+    np.testing.assert_array_equal(got[1], empty)
+    R.assert_result(got, R.reduce(op, values, [hst.offsets_from_lengths([2, 0, 3, 1])]))
+
+
+# Literal spot checks of the table (also pin the oracle's own table).
+DTYPE_SPOT_CHECKS = [
+    ("sum", "bool", "int64"),
+    ("sum", "int8", "int64"),
+    ("sum", "int32", "int64"),
+    ("sum", "uint16", "uint64"),
+    ("sum", "float16", "float16"),
+    ("sum", "float32", "float32"),
+    ("sum", "complex64", "complex64"),
+    ("prod", "int8", "int64"),
+    ("prod", "uint16", "uint64"),
+    ("max", "int8", "int8"),
+    ("min", "bool", "bool"),
+    ("max", "float16", "float16"),
+    ("mean", "int32", "float64"),
+    ("mean", "bool", "float64"),
+    ("mean", "float32", "float32"),
+    ("var", "float16", "float16"),
+    ("var", "complex64", "float32"),
+    ("std", "complex128", "float64"),
+    ("argmax", "float32", "int64"),
+    ("nanargmin", "int8", "int64"),
+    ("count", "float32", "int64"),
+    ("count_nonzero", "bool", "int64"),
+    ("any", "float64", "bool"),
+    ("all", "int8", "bool"),
+    ("logsumexp", "int32", "float64"),
+    ("logsumexp", "float32", "float32"),
+    ("first", "uint16", "uint16"),
+    ("last", "float16", "float16"),
+    ("nansum", "int32", "int64"),
+    ("nanmean", "float32", "float32"),
+]
+
+
+@pytest.mark.parametrize(("op", "dtype", "expected"), DTYPE_SPOT_CHECKS)
+def test_result_dtype_spot_checks(op, dtype, expected):
+    assert R.result_dtype(op, dtype) == np.dtype(expected)
+    x = ragged_1d(np.ones(3, dtype=dtype), [1, 2])
+    assert call(op, x).dtype == np.dtype(expected)
+
+
+def test_empty_segment_values_literal():
+    """Empty segments, hand-written from the table (no warnings: filterwarnings=error)."""
+    xf = ragged_1d(np.array([], dtype=np.float32), [0, 0])
+    xi = ragged_1d(np.array([], dtype=np.int8), [0, 0])
+    xb = ragged_1d(np.array([], dtype=np.bool_), [0, 0])
+    np.testing.assert_array_equal(hr.sum(xf), [0, 0])
+    np.testing.assert_array_equal(hr.prod(xf), [1, 1])
+    np.testing.assert_array_equal(hr.max(xf), [-np.inf, -np.inf])
+    np.testing.assert_array_equal(hr.min(xf), [np.inf, np.inf])
+    np.testing.assert_array_equal(hr.max(xi), [-128, -128])
+    np.testing.assert_array_equal(hr.min(xi), [127, 127])
+    np.testing.assert_array_equal(hr.max(xb), [False, False])
+    np.testing.assert_array_equal(hr.min(xb), [True, True])
+    assert np.isnan(hr.mean(xf)).all()
+    assert np.isnan(hr.var(xf)).all()
+    assert np.isnan(hr.std(xi)).all()
+    np.testing.assert_array_equal(hr.argmax(xf), [-1, -1])
+    np.testing.assert_array_equal(hr.argmin(xi), [-1, -1])
+    np.testing.assert_array_equal(hr.count(xf), [0, 0])
+    np.testing.assert_array_equal(hr.count_nonzero(xf), [0, 0])
+    np.testing.assert_array_equal(hr.any(xf), [False, False])
+    np.testing.assert_array_equal(hr.all(xf), [True, True])
+    np.testing.assert_array_equal(hr.logsumexp(xf), [-np.inf, -np.inf])
+    assert np.isnan(hr.first(xf)).all()
+    np.testing.assert_array_equal(hr.last(xi), [0, 0])
+    assert hr.last(xi).dtype == np.int8
+
+
+def test_no_segments():
+    """offsets ``[0]`` over empty values: zero rows, dtype per the table."""
+    for dtype in ("float32", "int8", "bool"):
+        x = hr.RaggedArray(np.empty((0, 3), dtype=dtype), np.array([0]))
+        for op in ("sum", "max", "mean", "argmax", "count", "any", "first"):
+            got = call(op, x)
+            assert got.shape == (0, 3)
+            assert got.dtype == R.result_dtype(op, dtype)
+
+
+def test_zero_width_inner():
+    """``values`` of shape ``(n, 0)``: results ``(nsegments, 0)``."""
+    x = hr.RaggedArray(np.empty((5, 0)), np.array([0, 2, 2, 5]))
+    for op in ("sum", "max", "mean", "argmax", "count", "logsumexp"):
+        got = call(op, x)
+        assert got.shape == (3, 0)
+        assert got.dtype == R.result_dtype(op, np.float64)
+
+
+def test_fill_value_examples(backend):
+    """fill_value replaces empty results; all-NaN counts as empty for nan*; length <= ddof
+    counts as empty for var/std."""
+    x = ragged_1d(np.array([1.0, 2.0, 3.0]), [2, 0, 1], backend)
+    np.testing.assert_array_equal(host(hr.sum(x, fill_value=-1.0)), [3.0, -1.0, 3.0])
+    np.testing.assert_array_equal(host(hr.mean(x, fill_value=0.0)), [1.5, 0.0, 3.0])
+    np.testing.assert_array_equal(host(hr.max(x, fill_value=0.0)), [2.0, 0.0, 3.0])
+    np.testing.assert_array_equal(host(hr.argmax(x, fill_value=-5)), [1, -5, 0])
+    np.testing.assert_array_equal(host(hr.var(x, ddof=1, fill_value=-1.0)), [0.5, -1.0, -1.0])
+    np.testing.assert_array_equal(host(hr.std(x, ddof=0, fill_value=-1.0)), [0.5, -1.0, 0.0])
+    y = ragged_1d(np.array([np.nan, np.nan, 4.0]), [2, 1], backend)
+    np.testing.assert_array_equal(host(hr.nanmax(y)), [-np.inf, 4.0])
+    np.testing.assert_array_equal(host(hr.nanmax(y, fill_value=9.0)), [9.0, 4.0])
+    np.testing.assert_array_equal(host(hr.nanargmin(y, fill_value=-2)), [-2, 0])
+    np.testing.assert_array_equal(host(hr.nansum(y, fill_value=-3.0)), [-3.0, 4.0])
+    np.testing.assert_array_equal(host(hr.nanmean(y, fill_value=0.0)), [0.0, 4.0])
+    np.testing.assert_array_equal(host(hr.nanvar(y, fill_value=-1.0)), [-1.0, 0.0])
+    # a NaN segment is not empty for the plain op
+    assert np.isnan(host(hr.max(y, fill_value=9.0))[0])
+
+
+DTYPE_ARG_CASES = [
+    ("sum", np.array([100, 100, 27, 5], np.int8), "int8"),  # wraps like NumPy
+    ("sum", np.array([2**31 - 1, 2**31 - 1, 7, 1], np.int32), "float64"),
+    ("sum", np.array([True, True, False, True]), "int32"),
+    ("sum", np.array([0.1, 0.2, 1e10, 3.0]), "float32"),
+    ("prod", np.array([300, 300, 7, 2], np.uint16), "uint16"),
+    ("mean", np.array([0.1, 0.2, 0.3, 0.7], np.float32), "float64"),
+    ("mean", np.array([1, 2, 3, 4], np.int64), "float32"),
+    ("nansum", np.array([np.nan, 0.25, 3.0, 0.5], np.float32), "float64"),
+]
+
+
+@pytest.mark.parametrize(("op", "values", "dtype"), DTYPE_ARG_CASES)
+def test_dtype_argument(op, values, dtype, backend):
+    """``dtype=`` overrides the accumulator / result dtype as in NumPy."""
+    x = ragged_1d(values, [3, 0, 1], backend)
+    got = call(op, x, dtype=dtype)
+    ref = R.reduce(op, values, [hst.offsets_from_lengths([3, 0, 1])], dtype=dtype)
+    R.assert_result(got, ref)
+    assert host(got).dtype == np.dtype(dtype)
+
+
+def test_dtype_argument_matches_numpy():
+    values = np.array([100, 100, 27, 5], np.int8)
+    got = hr.sum(ragged_1d(values, [3, 1]), dtype="int8")
+    np.testing.assert_array_equal(got, [values[:3].sum(dtype=np.int8), np.int8(5)])
+
+
+# --------------------------------------------------------------------------
+# integers: promotion and modular wraparound
+# --------------------------------------------------------------------------
+
+
+def test_integer_sums_promote_and_wrap(backend):
+    x = ragged_1d(np.array([2**31 - 1, 1], np.int32), [2], backend)
+    assert host(hr.sum(x)).tolist() == [2**31]
+    x = ragged_1d(np.array([2**62, 2**62], np.int64), [2], backend)
+    assert host(hr.sum(x)).tolist() == [-(2**63)]  # modular, as NumPy
+    x = ragged_1d(np.array([65535, 1], np.uint16), [2], backend)
+    got = host(hr.sum(x))
+    assert got.dtype == np.uint64
+    assert got.tolist() == [65536]
+    x = ragged_1d(np.array([True, True, True]), [3], backend)
+    assert host(hr.sum(x)).tolist() == [3]
+    x = ragged_1d(np.array([127, 127], np.int8), [2], backend)
+    assert host(hr.mean(x)).tolist() == [127.0]
+    assert host(hr.prod(x)).tolist() == [127 * 127]
+
+
+def test_integer_mean_does_not_wrap():
+    """A NumPy user expects ``mean`` of int64 not to wrap (NumPy accumulates it in float64)."""
+    values = np.array([2**62, 2**62, 2**62, -(2**62)], np.int64)
+    got = hr.mean(ragged_1d(values, [3, 1]))
+    np.testing.assert_allclose(got, [2.0**62, -(2.0**62)], rtol=1e-15)
+
+
+# --------------------------------------------------------------------------
+# NaN and ±inf
+# --------------------------------------------------------------------------
+
+NAN = math.nan
+INF = math.inf
+SPECIAL_VALUES = [1, NAN, 3, NAN, 5, 4, 2, 7, -INF, -INF, INF, -INF, INF, 1, NAN, NAN]
+SPECIAL_LENGTHS = [3, 3, 2, 2, 2, 2, 0, 2]
+# segments: [1 nan 3] [nan 5 4] [2 7] [-inf -inf] [inf -inf] [inf 1] [] [nan nan]
+LSE_27 = 7 + math.log1p(math.exp(-5))
+SPECIAL_EXPECTED = {
+    "sum": [NAN, NAN, 9, -INF, NAN, INF, 0, NAN],
+    "max": [NAN, NAN, 7, -INF, INF, INF, -INF, NAN],
+    "min": [NAN, NAN, 2, -INF, -INF, 1, INF, NAN],
+    "argmax": [1, 0, 1, 0, 0, 0, -1, 0],
+    "argmin": [1, 0, 0, 0, 1, 1, -1, 0],
+    "mean": [NAN, NAN, 4.5, -INF, NAN, INF, NAN, NAN],
+    "logsumexp": [NAN, NAN, LSE_27, -INF, INF, INF, -INF, NAN],
+    "count": [3, 3, 2, 2, 2, 2, 0, 2],
+    "count_nonzero": [3, 3, 2, 2, 2, 2, 0, 2],
+    "any": [True] * 6 + [False, True],
+    "all": [True] * 8,
+    "first": [1, NAN, 2, -INF, INF, INF, NAN, NAN],
+    "last": [3, 4, 7, -INF, -INF, 1, NAN, NAN],
+    "nansum": [4, 9, 9, -INF, NAN, INF, 0, 0],
+    "nanmax": [3, 5, 7, -INF, INF, INF, -INF, -INF],
+    "nanmin": [1, 4, 2, -INF, -INF, 1, INF, INF],
+    "nanargmax": [2, 1, 1, 0, 0, 0, -1, -1],
+    "nanargmin": [0, 2, 0, 0, 1, 1, -1, -1],
+    "nanmean": [2, 4.5, 4.5, -INF, NAN, INF, NAN, NAN],
+    "var": [NAN, NAN, 6.25, NAN, NAN, NAN, NAN, NAN],
+    "nanvar": [1, 0.25, 6.25, NAN, NAN, NAN, NAN, NAN],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", sorted(SPECIAL_EXPECTED))
+def test_nan_inf_hand_examples(op, dtype, backend):
+    """NaN propagates as in NumPy, argmax/argmin return the first NaN's index, nan* skip
+    NaN and treat an all-NaN segment as empty; ±inf follow IEEE (logsumexp of a segment
+    holding +inf is +inf, as scipy.special.logsumexp)."""
+    x = ragged_1d(np.array(SPECIAL_VALUES, dtype=dtype), SPECIAL_LENGTHS, backend)
+    got = host(call(op, x))
+    expected = np.array(SPECIAL_EXPECTED[op])
+    if got.dtype.kind == "f":
+        np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True)
+    else:
+        np.testing.assert_array_equal(got, expected.astype(got.dtype))
+    offsets = hst.offsets_from_lengths(SPECIAL_LENGTHS)
+    R.assert_result(got, R.reduce(op, np.array(SPECIAL_VALUES, dtype=dtype), [offsets]))
+
+
+def test_nan_order_independent(backend):
+    """NaN anywhere (first, middle, last) propagates: no ``if v > acc`` that drops it."""
+    for pos in range(4):
+        values = np.arange(4, dtype=np.float64)
+        values[pos] = np.nan
+        x = ragged_1d(values, [4], backend)
+        for op in ("max", "min", "sum", "mean", "logsumexp", "var"):
+            assert np.isnan(host(call(op, x))[0]), (op, pos)
+        assert host(hr.argmax(x)).tolist() == [pos]
+        assert host(hr.argmin(x)).tolist() == [pos]
+
+
+def test_argmax_levels_nan_index(backend):
+    """With levels=2 the argmax index is the position in the flattened leaf range."""
+    values = np.array([9.0, 1.0, 2.0, 3.0, np.nan, 8.0, 5.0, 5.0])
+    # level 1: [9] | [1 2] | [3 nan] | [8] | [5 5] ; level 2: [s0] | [s1 s2] | [s3 s4]
+    x = make_ragged(values, [np.array([0, 1, 3, 5, 6, 8]), np.array([0, 1, 3, 5])], backend)
+    assert host(hr.argmax(x, levels=2)).tolist() == [0, 3, 0]
+    assert host(hr.nanargmax(x, levels=2)).tolist() == [0, 2, 0]
+    assert host(hr.argmin(x, levels=2)).tolist() == [0, 3, 1]
+    assert host(hr.nanargmin(x, levels=2)).tolist() == [0, 0, 1]
+
+
+# --------------------------------------------------------------------------
+# algebraic properties
+# --------------------------------------------------------------------------
+
+PROPERTY_OPS = (
+    "sum",
+    "max",
+    "min",
+    "argmax",
+    "nanargmin",
+    "mean",
+    "var",
+    "first",
+    "last",
+    "count",
+    "any",
+    "logsumexp",
+)
+
+
+def assert_same_reduction(op, a, b, ref, err_msg=""):
+    """``a`` and ``b``: two host results of the same reduction; exact ops bitwise, float ops
+    within twice the oracle's bound of each other."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype
+    if ref.tol is None:
+        np.testing.assert_array_equal(a, b, err_msg=err_msg)
+        return
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=err_msg)
+    fin = np.isfinite(a)
+    np.testing.assert_array_equal(a[~fin & ~np.isnan(a)], b[~fin & ~np.isnan(a)])
+    err = np.abs(a[fin].astype(np.float64) - b[fin].astype(np.float64))
+    assert (err <= 2 * ref.tol[fin]).all(), err_msg
+
+
+@pytest.mark.parametrize("op", PROPERTY_OPS)
+def test_levels_equal_composed_offsets(op, backend):
+    """``op(x, levels=k)`` equals ``op`` over the composed offsets ``o1[o2[...]]``."""
+
+    @settings(max_examples=examples(backend, cpu=30, cuda=5))
+    @given(
+        spec=hst.ragged(
+            dtypes=("int32", "float32", "float64"), depths=(2, 3), small=backend == "cuda", nan=True
+        ),
+        data=st.data(),
+    )
+    def check(spec, data):
+        levels = data.draw(st.integers(2, spec.depth))
+        x = make_ragged(spec.values, spec.offsets, backend)
+        values, offs = R.compact(spec.values, spec.offsets)
+        composed = R.compose(offs, levels)
+        flat = make_ragged(values, [composed, *offs[levels:]], backend)
+        got = call(op, x, levels=levels)
+        via = call(op, flat)
+        ref = R.reduce(op, spec.values, spec.offsets, levels)
+        assert_same_reduction(op, host(got), host(via), ref, err_msg=repr(spec))
+        if levels < spec.depth:
+            for o1, o2 in zip(R.parts(got)[1], R.parts(via)[1], strict=True):
+                np.testing.assert_array_equal(o1, o2)
+
+    check()
+
+
+@pytest.mark.parametrize("op", PROPERTY_OPS)
+def test_concatenation(op, backend):
+    """A reduction of a concatenation equals the concatenated reductions."""
+
+    @settings(max_examples=examples(backend, cpu=25, cuda=4))
+    @given(data=st.data())
+    def check(data):
+        small = backend == "cuda"
+        a = data.draw(hst.ragged(dtypes=("int8", "float32", "float64"), small=small, nan=True))
+        b = data.draw(
+            hst.ragged(
+                dtypes=(a.dtype.name,),
+                inner_shapes=(a.inner_shape,),
+                depths=(a.depth,),
+                offset_dtypes=(a.offsets[0].dtype,),
+                small=small,
+                nan=True,
+            )
+        )
+        xa = make_ragged(a.values, a.offsets, backend)
+        xb = make_ragged(b.values, b.offsets, backend)
+        xc = hr.concatenate([xa, xb])
+        assert len(xc) == len(xa) + len(xb)
+        levels = a.depth
+        got = host(call(op, xc, levels=levels))
+        parts_ = [host(call(op, xa, levels=levels)), host(call(op, xb, levels=levels))]
+        ref_a = R.reduce(op, a.values, a.offsets, levels)
+        ref_b = R.reduce(op, b.values, b.offsets, levels)
+        tol = None if ref_a.tol is None else np.concatenate([ref_a.tol, ref_b.tol])
+        ref = ref_a._replace(tol=tol)
+        assert_same_reduction(op, got, np.concatenate(parts_), ref, err_msg=f"{a!r} {b!r}")
+
+    check()
+
+
+def test_mean_of_means_is_not_the_flat_mean(backend):
+    """Documented property: ``mean(mean(x))`` weights inner segments equally, ``mean(x,
+    levels=2)`` weights elements equally."""
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    # sentence 0 = words [1 2] [3]; sentence 1 = words [4 5 6]
+    x = make_ragged(values, [np.array([0, 2, 3, 6]), np.array([0, 2, 3])], backend)
+    flat = host(hr.mean(x, levels=2))
+    nested = host(hr.mean(hr.mean(x)))
+    np.testing.assert_array_equal(flat, [2.0, 5.0])
+    np.testing.assert_array_equal(nested, [2.25, 5.0])
+    assert flat[0] != nested[0]
+
+
+def test_levels_result_is_ragged_and_compact(backend):
+    """``levels < depth`` gives a compact ``RaggedArray`` of depth ``depth - levels``."""
+    values = np.arange(12.0)
+    o1 = np.array([1, 3, 3, 6, 10])  # 4 words over values 1..9
+    o2 = np.array([1, 3, 4])  # 2 sentences over words 1..3 (word 0 unreachable)
+    o3 = np.array([0, 1, 2])
+    x = make_ragged(values, [o1, o2, o3], backend)
+    got = hr.sum(x)
+    assert got.depth == 2
+    leaf, offs = R.parts(got)
+    np.testing.assert_array_equal(leaf, [0.0, 3 + 4 + 5, 6 + 7 + 8 + 9])
+    np.testing.assert_array_equal(offs[0], [0, 2, 3])
+    np.testing.assert_array_equal(offs[1], [0, 1, 2])
+    got2 = hr.sum(x, levels=2)
+    assert got2.depth == 1
+    np.testing.assert_array_equal(R.parts(got2)[0], [12.0, 30.0])
+    np.testing.assert_array_equal(host(hr.sum(x, levels=3)), [12.0, 30.0])
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "argmax", "max"])
+def test_nested_slack_offsets(op, backend):
+    """API.md: offsets not starting at 0 / not ending at ``len(values)`` are legal at every
+    level (``values`` may be a ``RaggedArray``)."""
+
+    @settings(max_examples=examples(backend, cpu=20, cuda=4))
+    @given(
+        spec=hst.ragged(
+            dtypes=("float64", "int32"), depths=(2, 3), small=backend == "cuda", nested_slack=True
+        ),
+        data=st.data(),
+    )
+    def check(spec, data):
+        levels = data.draw(st.integers(1, spec.depth))
+        x = make_ragged(spec.values, spec.offsets, backend)
+        got = call(op, x, levels=levels)
+        R.assert_result(got, R.reduce(op, spec.values, spec.offsets, levels), err_msg=repr(spec))
+
+    check()
+
+
+# --------------------------------------------------------------------------
+# determinism, inputs untouched
+# --------------------------------------------------------------------------
+
+
+def heavy_tail_lengths(rng, total):
+    lens = rng.zipf(1.6, size=total // 4).clip(0, total // 3)
+    lens[rng.random(lens.size) < 0.3] = 0
+    lens = lens[np.cumsum(lens) <= total]
+    return np.concatenate([lens, [total - lens.sum()]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_repeated_runs_bitwise_identical_cpu(dtype):
+    rng = np.random.default_rng(1)
+    total = 1_500_000
+    values = rng.normal(size=(total,)).astype(dtype)
+    x = ragged_1d(values, heavy_tail_lengths(rng, total))
+    for op in ("sum", "var", "logsumexp"):
+        runs = [call(op, x).tobytes() for _ in range(3)]
+        assert runs[0] == runs[1] == runs[2], op
+
+
+def test_repeated_runs_bitwise_identical_cuda_small(backend):
+    if backend != "cuda":
+        pytest.skip("cuda only")
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(40, 2)).astype(np.float32)
+    x = ragged_1d(values, [0, 13, 1, 0, 26], backend)
+    for op in ("sum", "var"):
+        runs = [host(call(op, x)).tobytes() for _ in range(2)]
+        assert runs[0] == runs[1], op
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_repeated_runs_bitwise_identical_gpu(dtype):
+    rng = np.random.default_rng(1)
+    total = 3_000_000
+    values = rng.normal(size=(total,)).astype(dtype)
+    x = ragged_1d(values, heavy_tail_lengths(rng, total), "cuda")
+    for op in ("sum", "mean", "var", "logsumexp"):
+        runs = [host(call(op, x)).tobytes() for _ in range(3)]
+        assert runs[0] == runs[1] == runs[2], op
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "var", "argmax", "nanmax", "logsumexp", "first"])
+def test_inputs_not_modified(op, backend):
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(30, 3))
+    values[rng.random((30, 3)) < 0.2] = np.nan
+    offsets = np.array([2, 5, 5, 17, 28], dtype=np.int32)
+    values_before, offsets_before = values.copy(), offsets.copy()
+    x = make_ragged(values, [offsets], backend)
+    dev_values = x.values
+    call(op, x)
+    call(op, x, fill_value=1.0 if op != "argmax" else 5)
+    if backend == "cpu":
+        assert values.flags.writeable
+        assert offsets.flags.writeable
+        assert values.tobytes() == values_before.tobytes()
+        assert offsets.tobytes() == offsets_before.tobytes()
+    else:
+        assert to_host(dev_values).tobytes() == values_before.tobytes()
+        assert to_host(x.offsets).tobytes() == offsets_before.tobytes()
+
+
+# --------------------------------------------------------------------------
+# accuracy canaries (reliability.md (c))
+# --------------------------------------------------------------------------
+
+
+def _canary_backends():
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("where", _canary_backends())
+def test_float32_constant_canary(where):
+    """``full(10**6, 0.1, float32)``: a naive float32 accumulator is off by ~1e-2."""
+    values = np.full(10**6, 0.1, np.float32)
+    x = ragged_1d(values[3:], [5, 10**6 - 3 - 5 - 2], where, start=0)
+    exact = math.fsum(values[8 : 10**6 - 2].astype(np.float64))
+    got = host(hr.sum(x))
+    assert got.dtype == np.float32
+    assert abs(float(got[1]) - exact) <= 1e-6 * exact
+    mean = host(hr.mean(x))
+    assert abs(float(mean[1]) - 0.1) <= 1e-6 * 0.1 + 2**-24 * 0.1
+
+
+@pytest.mark.parametrize("where", _canary_backends())
+def test_float32_ones_canary(where):
+    """``ones(2**24 + 10, float32)`` sums exactly (a float32 counter stops at 2**24)."""
+    n = 2**24 + 10
+    values = np.ones(n + 3, np.float32)
+    x = ragged_1d(values, [3, n], where)
+    got = host(hr.sum(x))
+    assert got.tolist() == [3.0, float(n)]
+    assert host(hr.mean(x)).tolist() == [1.0, 1.0]
+    assert host(hr.count(x)).tolist() == [3, n]
+
+
+@pytest.mark.parametrize("where", _canary_backends())
+@pytest.mark.parametrize("data", ["uniform", "normal", "constant", "offset"])
+def test_float64_million_no_worse_than_numpy(data, where):
+    """A float64 million-element segment loses no more than NumPy's pairwise ``np.sum`` (×2
+    slack, floor of 2 ulp of the sum) against ``math.fsum``."""
+    rng = np.random.default_rng(7)
+    n = 10**6
+    seg = {
+        "uniform": lambda: rng.uniform(0, 1, n),
+        "normal": lambda: rng.normal(0, 1, n),
+        "constant": lambda: np.full(n, 0.1),
+        "offset": lambda: 1e4 + rng.uniform(0, 1e-3, n),
+    }[data]()
+    values = np.concatenate([rng.normal(size=17), seg, rng.normal(size=5)])
+    x = ragged_1d(values, [17, n, 5], where)
+    exact = math.fsum(seg)
+    err_np = abs(float(np.sum(seg)) - exact)
+    err_hr = abs(float(host(hr.sum(x))[1]) - exact)
+    assert err_hr <= max(2 * err_np, 2 * 2**-52 * abs(exact)), (err_hr, err_np)
+    err_mean = abs(float(host(hr.mean(x))[1]) - exact / n)
+    assert err_mean <= max(2 * err_np / n, 2 * 2**-52 * abs(exact / n)) + 2**-53 * abs(exact / n)
+
+
+def test_block_boundary_lengths(backend):
+    """NumPy's ``test_sum`` pattern: ``arange(1, v + 1)`` for lengths around the unroll and
+    pairwise block sizes, forward, reversed and strided."""
+    sizes = [0, 1, 2, 7, 8, 9, 15, 16, 19, 127, 128, 129, 1024, 1235]
+    if backend == "cuda" and not REAL_GPU:
+        sizes = [0, 1, 2, 7, 8, 9, 15, 16, 19]
+    values = np.concatenate([np.arange(1, v + 1) for v in sizes])
+    lengths = np.array(sizes)
+    for dtype in ("int32", "float16", "float32", "float64"):
+        vals = values.astype(dtype)
+        cases = {
+            "forward": (vals, lengths),
+            "reversed": (vals[::-1], lengths[::-1]),
+            "strided": (np.repeat(vals, 2)[::2], lengths),
+        }
+        for name, (v, lens) in cases.items():
+            if backend == "cuda":
+                v = np.ascontiguousarray(v)
+            offsets = hst.offsets_from_lengths(lens)
+            x = make_ragged(v, [offsets], backend)
+            for op in ("sum", "mean", "max", "argmax", "prod" if dtype == "int32" else "min"):
+                R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{dtype} {name}")
+            if dtype in ("int32", "float64"):
+                expect = [v_ * (v_ + 1) // 2 for v_ in lens]
+                np.testing.assert_array_equal(host(hr.sum(x)), expect)
+
+
+# --------------------------------------------------------------------------
+# layouts: strided, reversed, read-only, big-endian, Fortran, unaligned
+# --------------------------------------------------------------------------
+
+
+def _layouts():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 3))
+    ints = rng.integers(-50, 50, size=(40, 3)).astype(np.int32)
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    buf = np.zeros(40 * 8 + 1, np.uint8)
+    unaligned = buf[1:].view(np.float64)  # starts one byte into the buffer
+    unaligned[...] = base[:, 0]
+    assert not unaligned.flags.aligned
+    return {
+        "strided": np.repeat(base, 2, axis=0)[::2],
+        "reversed": base[::-1],
+        "column": base[:, 1],
+        "readonly": readonly,
+        "bigendian_f8": base.astype(">f8"),
+        "bigendian_i4": ints.astype(">i4"),
+        "fortran": np.asfortranarray(base),
+        "transposed": np.ascontiguousarray(base.T).T,
+        "unaligned": unaligned,
+    }
+
+
+LAYOUTS = _layouts()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layouts(layout):
+    """Any strides, read-only, big-endian and unaligned values give the oracle's result (big-
+    endian converted once: native result), and the input is left untouched."""
+    values = LAYOUTS[layout]
+    before = values.copy()
+    offsets = np.array([1, 4, 4, 20, 37])
+    x = hr.RaggedArray(values, offsets)
+    for op in ("sum", "var", "max", "argmin"):
+        got = call(op, x)
+        assert got.dtype.isnative
+        R.assert_result(got, R.reduce(op, values, [offsets]), err_msg=f"{op} {layout}")
+    np.testing.assert_array_equal(values, before)
+
+
+def test_strided_and_readonly_offsets():
+    values = np.arange(20.0)
+    long_offsets = np.array([0, 99, 3, 99, 3, 99, 10, 99, 18])
+    offsets = long_offsets[::2]
+    offsets.flags.writeable = False
+    x = hr.RaggedArray(values, offsets)
+    np.testing.assert_array_equal(hr.sum(x), [3.0, 0.0, 42.0, 108.0])
+
+
+# --------------------------------------------------------------------------
+# complex
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_hand_example(dtype, backend):
+    values = np.array([1 + 1j, -1 - 1j, 2j], dtype=dtype)
+    x = ragged_1d(values, [2, 0, 1], backend)
+    real = np.float32 if dtype == "complex64" else np.float64
+    s = host(hr.sum(x))
+    assert s.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(s, [0, 0, 2j])
+    np.testing.assert_array_equal(host(hr.prod(x)), [-2j, 1, 2j])
+    m = host(hr.mean(x))
+    assert m.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(m[[0, 2]], [0, 2j])
+    v = host(hr.var(x))
+    assert v.dtype == real
+    np.testing.assert_allclose(v[[0, 2]], [2.0, 0.0], rtol=1e-6)
+    assert np.isnan(v[1])
+    sd = host(hr.std(x))
+    assert sd.dtype == real
+    np.testing.assert_allclose(sd[0], math.sqrt(2), rtol=1e-6)
+    np.testing.assert_array_equal(host(hr.count_nonzero(x)), [2, 0, 1])
+    np.testing.assert_array_equal(host(hr.first(x))[[0, 2]], [1 + 1j, 2j])
+
+
+@pytest.mark.parametrize("op", sorted(R.ORDERING_OPS))
+def test_complex_ordering_ops_raise(op, backend):
+    x = ragged_1d(np.array([1 + 1j, 2 - 1j]), [2], backend)
+    with pytest.raises(TypeError):
+        call(op, x)
+
+
+# --------------------------------------------------------------------------
+# user reducers
+# --------------------------------------------------------------------------
+
+
+def test_user_reducer_sum_of_squares(backend):
+    reducer = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v)
+
+    @settings(max_examples=examples(backend, cpu=30, cuda=5))
+    @given(
+        spec=hst.ragged(
+            dtypes=("float64",), inner_shapes=((), (3,)), small=backend == "cuda", depths=(1, 2)
+        ),
+        data=st.data(),
+    )
+    def check(spec, data):
+        levels = data.draw(st.integers(1, spec.depth))
+        x = make_ragged(spec.values, spec.offsets, backend)
+        got = hr.reduce(x, reducer, levels=levels)
+        ref = R.reduce("sum", spec.values.astype(np.float64) ** 2, spec.offsets, levels)
+        R.assert_result(got, ref, err_msg=repr(spec))
+
+    check()
+
+
+def test_user_reducer_finalize_runs_for_empty_segments(backend):
+    reducer = hr.Reducer(
+        identity=0.0,
+        combine=lambda a, b: a + b,
+        finalize=lambda acc, n: acc + 10.0 * n + 0.5,
+    )
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    x = ragged_1d(values, [2, 0, 2], backend)
+    got = host(hr.reduce(x, reducer))
+    expect, _ = R.reduce_user(
+        values,
+        [hst.offsets_from_lengths([2, 0, 2])],
+        identity=0.0,
+        combine=lambda a, b: a + b,
+        finalize=lambda acc, n: acc + 10.0 * n + 0.5,
+    )
+    np.testing.assert_array_equal(got, expect.astype(np.float64))
+    np.testing.assert_array_equal(got, [23.5, 0.5, 27.5])
+    # fill_value replaces the finalized empty result
+    np.testing.assert_array_equal(host(hr.reduce(x, reducer, fill_value=-1.0)), [23.5, -1.0, 27.5])
+
+
+def test_user_reducer_without_finalize_gives_identity(backend):
+    reducer = hr.Reducer(identity=-np.inf, combine=lambda a, b: a if a > b else b)
+    x = ragged_1d(np.array([3.0, 1.0, 2.0]), [2, 0, 1], backend)
+    np.testing.assert_array_equal(host(hr.reduce(x, reducer)), [3.0, -np.inf, 2.0])
+    np.testing.assert_array_equal(host(hr.reduce(x, reducer, fill_value=5.0)), [3.0, 5.0, 2.0])
+
+
+def test_user_reducer_tuple_state(backend):
+    """A tuple state ``(sum, count)`` with a finalize that divides: the mean."""
+    mean = hr.Reducer(
+        identity=(0.0, 0),
+        combine=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+        map=lambda v: (v, 1),
+        finalize=lambda acc, n: acc[0] / acc[1] if acc[1] > 0 else -1.0,
+    )
+    sumsq = hr.Reducer(
+        identity=(0.0, 0.0),
+        combine=lambda a, b: (a[0] + b[0], a[1] + b[1]),
+        map=lambda v: (v, v * v),
+        finalize=lambda acc, n: acc[1] / n - (acc[0] / n) ** 2 if n > 0 else np.nan,
+    )
+    values = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0], [7.0, 0.0]])
+    x = ragged_1d(values, [3, 0, 1], backend)
+    got = host(hr.reduce(x, mean))
+    np.testing.assert_allclose(got, [[3.0, 6.0], [-1.0, -1.0], [7.0, 0.0]], rtol=1e-15)
+    var = host(hr.reduce(x, sumsq))
+    np.testing.assert_allclose(var[[0, 2]], [[8 / 3, 32 / 3], [0.0, 0.0]], rtol=1e-12)
+    assert np.isnan(var[1]).all()
+
+
+def test_user_reducer_integer(backend):
+    """An integer reducer (count of odd values) is exact; same declaration on every backend."""
+    odd = hr.Reducer(identity=0, combine=lambda a, b: a + b, map=lambda v: v % 2)
+    values = np.array([1, 2, 3, 5, 8, 13, 21, 34], np.int64)
+    x = ragged_1d(values, [3, 0, 5], backend)
+    got = host(hr.reduce(x, odd))
+    assert got.dtype.kind == "i"
+    np.testing.assert_array_equal(got, [2, 0, 3])
+
+
+@pytest.mark.parametrize("op", R.ALL_REDUCTIONS)
+def test_reduce_by_name_equals_function(op):
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(50, 2))
+    x = ragged_1d(values, [5, 0, 20, 25])
+    kw = {"ddof": 1} if R.base_op(op) in ("var", "std") else {}
+    a = call(op, x, **kw)
+    b = hr.reduce(x, op, **kw)
+    c = call(op, x, "method", **kw)
+    assert a.tobytes() == b.tobytes() == c.tobytes()

@@ -1,0 +1,83 @@
+"""Reductions from 8 Python threads at once (reliability.md (d)).
+
+Inputs are large enough (>= 2e6 elements) to take the parallel CPU path. The
+body runs in a subprocess so that an abort (Numba's workqueue layer terminates
+the process on concurrent parallel calls) fails the test instead of killing
+pytest.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    import hrarray as hr
+
+    rng = np.random.default_rng(0)
+
+    def heavy_tail(total):
+        lens = rng.zipf(1.5, size=total // 8).clip(0, total // 4)
+        lens[rng.random(lens.size) < 0.3] = 0
+        lens = lens[np.cumsum(lens) <= total]
+        return np.concatenate([lens, [total - lens.sum()]]).astype(np.int64)
+
+    n = 2_500_000
+    lens1 = heavy_tail(n)
+    v1 = rng.normal(size=n).astype(np.float32)
+    x1 = hr.from_lengths(v1, lens1)
+    lens2 = heavy_tail(n // 4)
+    v2 = rng.normal(size=(n // 4, 4))
+    x2 = hr.from_lengths(v2, lens2)
+    inputs = {"x1": x1, "x2": x2}
+    OPS = ["sum", "max", "mean", "argmin", "var"]
+
+    def work(k):
+        out = []
+        for r in range(4):
+            op = OPS[(k + r) % len(OPS)]
+            name = "x1" if (k + r) % 2 else "x2"
+            out.append((op, name, getattr(hr, op)(inputs[name])))
+        return out
+
+    # first calls compile concurrently (no warm-up), then a serial run for comparison
+    with ThreadPoolExecutor(8) as ex:
+        batches = list(ex.map(work, range(8)))
+    serial = {(op, name): getattr(hr, op)(x) for op in OPS for name, x in inputs.items()}
+    for batch in batches:
+        for op, name, got in batch:
+            assert got.tobytes() == serial[op, name].tobytes(), (op, name)
+
+    # correctness against NumPy (bincount accumulates in float64)
+    for x, v, lens in ((x1, v1, lens1), (x2, v2, lens2)):
+        ids = np.repeat(np.arange(len(lens)), lens)
+        v64 = v.astype(np.float64).reshape(len(v), -1)
+        for c in range(v64.shape[1]):
+            ref = np.bincount(ids, weights=v64[:, c], minlength=len(lens))
+            scale = np.bincount(ids, weights=np.abs(v64[:, c]), minlength=len(lens))
+            got = hr.sum(x).reshape(len(lens), -1)[:, c].astype(np.float64)
+            assert np.all(np.abs(got - ref) <= 1e-6 * np.abs(ref) + 1e-9 * scale + 1e-300)
+            mx = np.full(len(lens), -np.inf)
+            np.maximum.at(mx, ids, v64[:, c])
+            np.testing.assert_array_equal(hr.max(x).reshape(len(lens), -1)[:, c], mx)
+    print("OK")
+    """
+)
+
+
+def test_concurrent_reductions_from_threads():
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert proc.stdout.strip().endswith("OK")

@@ -1,0 +1,775 @@
+"""Segment-wise transforms (API.md section 3) against the pure-Python oracle in ``reference.py``.
+
+``softmax``, ``log_softmax``, ``cumsum``, ``broadcast`` and ``attention_pool`` on every dtype
+family, inner shape, depth and ``levels=``, with empty segments, non-compact offsets, NaN and
+±inf; then identities (softmax sums to 1, equal scores give the mean, a one-row segment gives
+its row, shift invariance, ``levels=k`` equals the flattened transform, heads equal separate
+runs), the parallel schedule forced onto small inputs, and errors.
+
+A CUDA backend that lacks one of the transform kernels raises ``NotImplementedError``; only
+that skips a ``cuda`` case (see :func:`run`).
+"""
+
+import numpy as np
+import pytest
+import reference as R
+import strategies as hst
+from conftest import examples, is_backend_array, make_ragged, to_backend, to_host
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hrarray as hr
+from hrarray._kernels import cpu as cpu_kernels
+from hrarray._kernels import cpu_transforms
+
+SOFTMAX_DTYPES = hst.REAL_DTYPES  # bool, ints, floats (complex: TypeError)
+SCORE_DTYPES = ("int8", "float16", "float32", "float64")
+BROADCAST_DTYPES = hst.REAL_DTYPES + hst.COMPLEX_DTYPES
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def run(backend, fn, *args, **kw):
+    """``fn(*args, **kw)``; on ``cuda`` a missing transform kernel (NotImplementedError) skips."""
+    try:
+        return fn(*args, **kw)
+    except NotImplementedError as exc:
+        if backend == "cuda":
+            pytest.skip(f"the CUDA backend does not implement this transform yet: {exc}")
+        raise
+
+
+def transform(op, x, style, **kw):
+    """``hr.op(x, **kw)`` or the method ``x.op(**kw)``."""
+    if style == "method":
+        return getattr(x, op)(**kw)
+    return getattr(hr, op)(x, **kw)
+
+
+def ragged_1d(values, lengths, backend="cpu", start=0):
+    values = np.asarray(values)
+    return make_ragged(values, [hst.offsets_from_lengths(lengths, start)], backend)
+
+
+def leaf(a):
+    """Host leaf values of a RaggedArray, or a host array."""
+    return R.parts(a)[0] if R.is_ragged(a) else to_host(a)
+
+
+class Unchanged:
+    """Snapshot of the caller's arrays; ``check()`` asserts nothing was written."""
+
+    def __init__(self, *arrays):
+        self.arrays = [(a, np.array(a, copy=True)) for a in arrays]
+
+    def check(self):
+        for a, before in self.arrays:
+            np.testing.assert_array_equal(a, before, err_msg="an input was modified", strict=True)
+
+
+def admit_rounding(ref):
+    """The softmax bound of ``reference.py``, widened where it excludes the correctly rounded
+    result itself: it is relative only (a float16 result in the subnormal range is off by up to
+    half a subnormal spacing), and a ``-inf`` element's exact 0 gets the bound 0 * inf = NaN."""
+    with np.errstate(invalid="ignore"):
+        own = np.abs(ref.value.astype(np.float64) - ref.exact)
+    tol = np.where(np.isnan(ref.tol), 0.0, ref.tol)
+    return np.fmax(tol, own)
+
+
+def flattened(values, offsets_list, levels):
+    """Leaf values and offsets of the compact level-``levels`` segments as one level."""
+    values, offsets_list = R.compact(values, offsets_list)
+    return values, [R.compose(offsets_list, levels)]
+
+
+def n_top(offsets_list, levels):
+    """Number of (reachable) level-``levels`` segments."""
+    _, offs = R.compact(np.zeros(int(np.max(offsets_list[0], initial=0)) + 1), offsets_list)
+    return len(R.compose(offs, levels)) - 1
+
+
+# --------------------------------------------------------------------------
+# every transform against the oracle
+# --------------------------------------------------------------------------
+
+
+@st.composite
+def softmax_cases(draw, small):
+    spec = draw(hst.ragged(dtypes=SOFTMAX_DTYPES, small=small, nan=True, inf=True, neg_inf=True))
+    levels = draw(st.integers(1, spec.depth))
+    style = draw(st.sampled_from(["function", "method"]))
+    return spec, levels, style
+
+
+def check_softmax(op, case, backend):
+    spec, levels, style = case
+    keep = Unchanged(spec.values, *spec.offsets)
+    x = make_ragged(spec.values, spec.offsets, backend)
+    got = run(backend, transform, op, x, style, levels=levels)
+    ref = R.softmax(spec.values, spec.offsets, levels, log=op == "log_softmax")
+    if ref.tol is not None:
+        ref = ref._replace(tol=admit_rounding(ref))
+    R.assert_transform(got, ref, err_msg=f"{op}({spec!r}, levels={levels}) via {style}")
+    assert got.device == backend
+    assert is_backend_array(got.leaf_values, backend)
+    keep.check()
+    np.testing.assert_array_equal(to_host(x.leaf_values), spec.values)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_matches_reference(op, backend):
+    """Every real dtype family × inner shape × depth × levels, empty segments, NaN and ±inf,
+    non-compact offsets; dtype, compact structure, device; inputs untouched."""
+
+    @settings(max_examples=examples(backend, cpu=60, cuda=8))
+    @given(case=softmax_cases(small=backend == "cuda"))
+    def check(case):
+        check_softmax(op, case, backend)
+
+    check()
+
+
+@st.composite
+def cumsum_cases(draw, small):
+    # complex: no inf, since reference.py compares a non-finite complex bitwise, finite part
+    # too, and that part of a prefix sum is only bounded
+    spec = draw(hst.ragged(dtypes=hst.REAL_DTYPES, small=small, nan=True, inf=True)
+                | hst.ragged(dtypes=hst.COMPLEX_DTYPES, small=small, nan=True))
+    levels = draw(st.integers(1, spec.depth))
+    exclusive = draw(st.booleans())
+    style = draw(st.sampled_from(["function", "method"]))
+    return spec, levels, exclusive, style
+
+
+def check_cumsum(case, backend):
+    spec, levels, exclusive, style = case
+    keep = Unchanged(spec.values, *spec.offsets)
+    x = make_ragged(spec.values, spec.offsets, backend)
+    kw = {"levels": levels}
+    if exclusive or levels == 1:
+        kw["exclusive"] = exclusive
+    got = run(backend, transform, "cumsum", x, style, **kw)
+    ref = R.cumsum(spec.values, spec.offsets, levels, exclusive=exclusive)
+    R.assert_transform(got, ref, err_msg=f"cumsum({spec!r}, {kw}) via {style}")
+    assert got.device == backend
+    keep.check()
+
+
+def test_cumsum_matches_reference(backend):
+    """Inclusive and exclusive, restarting per segment, every dtype family (complex too):
+    ints exact with wraparound, floats within the summation bound (float32 in float64)."""
+
+    @settings(max_examples=examples(backend, cpu=80, cuda=8))
+    @given(case=cumsum_cases(small=backend == "cuda"))
+    def check(case):
+        check_cumsum(case, backend)
+
+    check()
+
+
+@st.composite
+def broadcast_cases(draw, small):
+    spec = draw(hst.ragged(dtypes=("int8",), small=small))
+    levels = draw(st.integers(1, spec.depth))
+    dtype = draw(st.sampled_from(BROADCAST_DTYPES))
+    row = draw(st.sampled_from(hst.INNER_SHAPES))
+    nseg = n_top(spec.offsets, levels)
+    kind = draw(st.sampled_from(hst.value_kinds(dtype)))
+    per = hst.make_values(draw(st.integers(0, 2**32 - 1)), dtype, (nseg, *row), kind)
+    per = hst.sprinkle(per, 5, nan=True, inf=True)
+    return spec, levels, per
+
+
+def check_broadcast(case, backend):
+    spec, levels, per = case
+    keep = Unchanged(spec.values, per, *spec.offsets)
+    x = make_ragged(spec.values, spec.offsets, backend)
+    got = run(backend, hr.broadcast, to_backend(per, backend), x, levels=levels)
+    want, offsets = R.broadcast(per, spec.values, spec.offsets, levels)
+    R.assert_transform(
+        got, R.TransformRef(want, None, None, offsets), err_msg=f"{spec!r}, levels={levels}"
+    )
+    assert got.dtype == per.dtype
+    assert got.device == backend
+    keep.check()
+
+
+def test_broadcast_matches_reference(backend):
+    """Row i over segment i (of the level-``levels`` segments), every dtype (float16 and
+    complex too), row shapes (), (3,), (2, 3): bitwise copies, x's compact structure."""
+
+    @settings(max_examples=examples(backend, cpu=60, cuda=8))
+    @given(case=broadcast_cases(small=backend == "cuda"))
+    def check(case):
+        check_broadcast(case, backend)
+
+    check()
+
+
+@st.composite
+def attention_cases(draw, small):
+    spec = draw(hst.ragged(dtypes=hst.REAL_DTYPES, small=small, nan=True))
+    levels = draw(st.integers(1, spec.depth))
+    sdt = draw(st.sampled_from(SCORE_DTYPES))
+    heads = draw(st.sampled_from([None, 1, 3]))
+    n = spec.values.shape[0]
+    shape = (n,) if heads is None else (n, heads)
+    kind = draw(st.sampled_from(("normal", "uniform", "ties", "constant") if sdt != "int8"
+                                else ("ties", "full")))
+    seed = draw(st.integers(0, 2**32 - 1))
+    scores = hst.make_values(seed, sdt, shape, kind, magnitude=draw(st.sampled_from([4.0, 50.0])))
+    if draw(st.booleans()):
+        scores = hst.sprinkle(scores, seed + 3, nan=True)
+    fill = draw(st.none() | hst.fill_values("f"))
+    style = draw(st.sampled_from(["function", "method"]))
+    return spec, scores, levels, fill, style
+
+
+def empty_attention(spec, scores, levels, fill):
+    """The reference of attention_pool when no element is reachable: every segment empty."""
+    values, offsets_list = R.compact(spec.values, spec.offsets)
+    nseg = len(R.compose(offsets_list, levels)) - 1
+    heads = () if scores.ndim == 1 else (scores.shape[1],)
+    dt = np.result_type(spec.values.dtype, scores.dtype)
+    dt = dt if dt.kind == "f" else np.dtype(np.float64)
+    value = np.full((nseg, *heads, *values.shape[1:]), 0.0 if fill is None else fill, dt)
+    return R.Ref(value, None, None, offsets_list[levels:])
+
+
+def check_attention(case, backend):
+    spec, scores, levels, fill, style = case
+    keep = Unchanged(spec.values, scores, *spec.offsets)
+    x = make_ragged(spec.values, spec.offsets, backend)
+    s = make_ragged(scores, spec.offsets, backend)
+    kw = {"levels": levels}
+    if fill is not None:
+        kw["fill_value"] = fill
+    if style == "method":
+        got = run(backend, x.attention_pool, s, **kw)
+    else:
+        got = run(backend, hr.attention_pool, x, s, **kw)
+    compact_scores = R.compact(scores, spec.offsets)[0]
+    if compact_scores.shape[0] == 0:
+        ref = empty_attention(spec, scores, levels, fill)  # reference.py cannot reshape 0 rows
+    else:
+        ref = R.attention_pool(spec.values, spec.offsets, compact_scores, levels, fill_value=fill)
+    R.assert_result(got, ref, err_msg=f"attention_pool({spec!r}, scores={scores!r}, {kw})")
+    if levels == spec.depth:
+        assert is_backend_array(got, backend), type(got)
+    else:
+        assert got.device == backend
+    keep.check()
+
+
+def test_attention_pool_matches_reference(backend):
+    """One pass online softmax pooling: every value dtype × score dtype, heads, inner shapes,
+    levels, fill_value, NaN in values and scores, against fsum-exact weights."""
+
+    @settings(max_examples=examples(backend, cpu=80, cuda=8))
+    @given(case=attention_cases(small=backend == "cuda"))
+    def check(case):
+        check_attention(case, backend)
+
+    check()
+
+
+# --------------------------------------------------------------------------
+# the parallel schedule, forced onto small inputs (cpu)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[2, 3, 7, 16])
+def forced_chunks(request, monkeypatch):
+    """Cut every CPU map/scan into ``k`` merge-path chunks and run reductions in parallel
+    whatever the size: chunk edges then cut segments (scan carries, head/tail partials)."""
+    monkeypatch.setattr(cpu_transforms, "FORCE_CHUNKS", request.param)
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_WORK", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "cumsum", "broadcast", "attention_pool"])
+def test_parallel_schedule_small(op, forced_chunks):
+    strategy = {
+        "softmax": softmax_cases(small=False),
+        "log_softmax": softmax_cases(small=False),
+        "cumsum": cumsum_cases(small=False),
+        "broadcast": broadcast_cases(small=False),
+        "attention_pool": attention_cases(small=False),
+    }[op]
+
+    @settings(max_examples=15)
+    @given(case=strategy)
+    def check(case):
+        if op in ("softmax", "log_softmax"):
+            check_softmax(op, case, "cpu")
+        elif op == "cumsum":
+            check_cumsum(case, "cpu")
+        elif op == "broadcast":
+            check_broadcast(case, "cpu")
+        else:
+            check_attention(case, "cpu")
+
+    check()
+
+
+def _segments(lengths):
+    offs = hst.offsets_from_lengths(lengths)
+    return offs, [slice(int(offs[i]), int(offs[i + 1])) for i in range(len(lengths))]
+
+
+@pytest.mark.parametrize("inner", [(), (3,)])
+def test_parallel_large(inner):
+    """The production schedule on a large input: one huge segment spanning every chunk among
+    many short and empty ones; NumPy per-segment loops as the reference."""
+    rng = np.random.default_rng(7)
+    lens = rng.integers(0, 6, 40_000)
+    lens[rng.random(lens.shape) < 0.3] = 0
+    lens[20_000] = 150_001
+    offs, segs = _segments(lens)
+    n = int(offs[-1])
+    v = rng.standard_normal((n, *inner))
+    w = rng.standard_normal(n) * 3
+    x = hr.from_lengths(v, lens)
+    s = x.with_values(w)
+    sm = hr.softmax(x).values
+    lsm = hr.log_softmax(x).values
+    cs = hr.cumsum(x).values
+    ex = hr.cumsum(x, exclusive=True).values
+    att = hr.attention_pool(x, s)
+    per = rng.standard_normal((len(lens), *inner))
+    bc = hr.broadcast(per, x).values
+    for i, sl in enumerate(segs):
+        seg = v[sl]
+        if seg.shape[0] == 0:
+            np.testing.assert_array_equal(att[i], 0.0)
+            continue
+        e = np.exp(seg - seg.max(axis=0))
+        np.testing.assert_allclose(sm[sl], e / e.sum(axis=0), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(lsm[sl], np.log(e / e.sum(axis=0)), rtol=1e-9, atol=1e-9)
+        c = np.cumsum(seg, axis=0)
+        np.testing.assert_allclose(cs[sl], c, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(ex[sl], c - seg, rtol=1e-9, atol=1e-9)
+        ww = np.exp(w[sl] - w[sl].max())
+        ww /= ww.sum()
+        want = np.tensordot(ww, seg, axes=(0, 0))
+        np.testing.assert_allclose(att[i], want, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(bc[sl], np.broadcast_to(per[i], seg.shape))
+
+
+def test_parallel_large_integer_cumsum_exact():
+    rng = np.random.default_rng(3)
+    lens = rng.integers(0, 50, 10_000)
+    lens[123] = 200_000
+    offs, segs = _segments(lens)
+    v = rng.integers(-(2**62), 2**62, int(offs[-1]), dtype=np.int64)
+    got = hr.cumsum(hr.from_lengths(v, lens)).values
+    want = np.concatenate([np.cumsum(v[sl]) for sl in segs])
+    np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------
+# identities
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_sums_to_one(dtype, backend):
+    rng = np.random.default_rng(1)
+    lens = [0, 1, 5, 0, 33, 200, 2]
+    v = (rng.standard_normal((sum(lens), 2)) * 30).astype(dtype)
+    x = ragged_1d(v, lens, backend)
+    sm = run(backend, hr.softmax, x)
+    totals = to_host(hr.sum(sm.to_numpy()))
+    want = np.array([[0, 0] if n == 0 else [1, 1] for n in lens], dtype=dtype)
+    np.testing.assert_allclose(totals, want, rtol=0, atol=1e-6 if dtype == "float32" else 1e-13)
+    got = leaf(sm)
+    assert got.dtype == np.dtype(dtype)
+    assert ((got >= 0) & (got <= 1)).all()
+
+
+@pytest.mark.parametrize("inner", [(), (3,), (2, 3)])
+def test_attention_equal_scores_is_mean(inner, backend):
+    rng = np.random.default_rng(2)
+    lens = [3, 0, 1, 17, 130]
+    v = rng.standard_normal((sum(lens), *inner))
+    x = ragged_1d(v, lens, backend)
+    for c in (0.0, -5.5, 700.0):
+        s = ragged_1d(np.full(sum(lens), c), lens, backend)
+        got = to_host(run(backend, hr.attention_pool, x, s))
+        mean = to_host(hr.mean(x.to_numpy()))
+        nonempty = np.asarray(lens) > 0
+        np.testing.assert_allclose(got[nonempty], mean[nonempty], rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(got[~nonempty], 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_one_row_segment_is_that_row(dtype, backend):
+    """A one-element segment pools to exactly its row (whatever its score), and softmax of a
+    one-element segment is exactly 1 (log_softmax 0)."""
+    rng = np.random.default_rng(4)
+    v = (rng.standard_normal((4, 3)) * 100).astype(dtype)
+    x = ragged_1d(v, [1, 1, 1, 1], backend)
+    s = ragged_1d(np.array([-300.0, 0.0, 5.0, 1e3]), [1, 1, 1, 1], backend)
+    got = to_host(run(backend, hr.attention_pool, x, s))
+    np.testing.assert_array_equal(got, v.astype(got.dtype))
+    np.testing.assert_array_equal(leaf(run(backend, hr.softmax, x)), 1.0)
+    np.testing.assert_array_equal(leaf(run(backend, hr.log_softmax, x)), 0.0)
+
+
+def test_shift_invariance(backend):
+    """softmax(x + c) == softmax(x) and attention_pool(x, scores + c) == attention_pool(x,
+    scores), within rounding (the max shift makes both exact in exact arithmetic)."""
+    rng = np.random.default_rng(5)
+    lens = [4, 0, 1, 50, 9]
+    n = sum(lens)
+    v = rng.standard_normal((n, 2))
+    w = rng.standard_normal(n) * 4
+    x = ragged_1d(v, lens, backend)
+    base_sm = leaf(run(backend, hr.softmax, x))
+    base_att = to_host(run(backend, hr.attention_pool, x, ragged_1d(w, lens, backend)))
+    for c in (-1e3, 3.25, 650.0):
+        sm = leaf(run(backend, hr.softmax, ragged_1d(v + c, lens, backend)))
+        np.testing.assert_allclose(sm, base_sm, rtol=1e-10, atol=1e-15)
+        att = to_host(run(backend, hr.attention_pool, x, ragged_1d(w + c, lens, backend)))
+        np.testing.assert_allclose(att, base_att, rtol=1e-10, atol=1e-12)
+
+
+@st.composite
+def nested_cases(draw, small):
+    spec = draw(hst.ragged(dtypes=("float32", "float64", "int32"), depths=(2, 3), small=small,
+                           nan=True, inf=True))
+    levels = draw(st.integers(2, spec.depth))
+    return spec, levels
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "cumsum", "broadcast", "attention_pool"])
+def test_levels_equal_flattened(op, backend):
+    """``levels=k`` is the transform of the level-k segments flattened to one level: the same
+    leaf values bitwise, x's structure kept (attention_pool: reduces k levels)."""
+
+    @settings(max_examples=examples(backend, cpu=25, cuda=5))
+    @given(case=nested_cases(small=backend == "cuda"))
+    def check(case):
+        spec, levels = case
+        x = make_ragged(spec.values, spec.offsets, backend)
+        fv, fo = flattened(spec.values, spec.offsets, levels)
+        flat = make_ragged(fv, fo, backend)
+        if op == "broadcast":
+            per = np.arange(n_top(spec.offsets, levels), dtype=np.float64) * 1.5
+            got = run(backend, hr.broadcast, to_backend(per, backend), x, levels=levels)
+            want = run(backend, hr.broadcast, to_backend(per, backend), flat)
+        elif op == "attention_pool":
+            w = hst.make_values(1, np.float64, (spec.values.shape[0],), "normal", magnitude=4.0)
+            s = make_ragged(w, spec.offsets, backend)
+            got = run(backend, hr.attention_pool, x, s, levels=levels)
+            fw = R.compact(w, spec.offsets)[0]
+            want = run(backend, hr.attention_pool, flat, make_ragged(fw, fo, backend))
+            if levels == spec.depth:
+                np.testing.assert_array_equal(to_host(got), to_host(want))
+            else:
+                assert got.depth == spec.depth - levels
+                np.testing.assert_array_equal(leaf(got), to_host(want))
+            return
+        else:
+            got = run(backend, getattr(hr, op), x, levels=levels)
+            want = run(backend, getattr(hr, op), flat)
+        assert got.depth == spec.depth
+        _, offs = R.compact(spec.values, spec.offsets)
+        for o, r in zip(R.parts(got)[1], offs, strict=True):
+            np.testing.assert_array_equal(o, r)
+        np.testing.assert_array_equal(leaf(got), leaf(want))
+
+    check()
+
+
+@pytest.mark.parametrize("inner", [(), (2, 3)])
+def test_heads_equal_single_head_runs(inner, backend):
+    """Scores ``(n, h)`` give ``(nsegments, h, *inner)``: head ``k`` equals a run with the
+    1-D scores ``scores[:, k]`` (bitwise)."""
+    rng = np.random.default_rng(6)
+    lens = [2, 0, 7, 1, 40]
+    n = sum(lens)
+    v = rng.standard_normal((n, *inner)).astype(np.float32)
+    w = rng.standard_normal((n, 4)).astype(np.float32) * 3
+    x = ragged_1d(v, lens, backend)
+    got = to_host(run(backend, hr.attention_pool, x, ragged_1d(w, lens, backend)))
+    assert got.shape == (len(lens), 4, *inner)
+    assert got.dtype == np.float32
+    for k in range(4):
+        one = to_host(run(backend, hr.attention_pool, x,
+                          ragged_1d(np.ascontiguousarray(w[:, k]), lens, backend)))
+        np.testing.assert_array_equal(got[:, k], one)
+
+
+# --------------------------------------------------------------------------
+# hand examples: values, NaN, ±inf, empty segments, dtypes
+# --------------------------------------------------------------------------
+
+
+def test_hand_examples(backend):
+    x = ragged_1d(np.log(np.array([1.0, 3.0, 2.0, 2.0])), [2, 0, 2], backend)
+    np.testing.assert_allclose(leaf(run(backend, hr.softmax, x)), [0.25, 0.75, 0.5, 0.5])
+    np.testing.assert_allclose(leaf(run(backend, hr.log_softmax, x)),
+                               np.log([0.25, 0.75, 0.5, 0.5]))
+    xi = ragged_1d(np.array([1, 2, 3, 4]), [3, 0, 1], backend)
+    assert run(backend, hr.cumsum, xi).to_list() == [[1, 3, 6], [], [4]]
+    assert run(backend, hr.cumsum, xi, exclusive=True).to_list() == [[0, 1, 3], [], [0]]
+    bc = run(backend, hr.broadcast, to_backend(np.array([10, 20, 30]), backend), xi)
+    assert bc.to_list() == [[10, 10, 10], [], [30]]
+    x2 = ragged_1d(np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]]), [2, 0, 1], backend)
+    s2 = ragged_1d(np.array([0.0, 0.0, 7.0]), [2, 0, 1], backend)
+    np.testing.assert_array_equal(to_host(run(backend, hr.attention_pool, x2, s2)),
+                                  [[2.0, 1.0], [0.0, 0.0], [5.0, 5.0]])
+    got = to_host(run(backend, hr.attention_pool, x2, s2, fill_value=-1.0))
+    np.testing.assert_array_equal(got[1], [-1.0, -1.0])
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_nan_inf(op, backend):
+    nan, inf = np.nan, np.inf
+    v = np.array([1.0, nan, 2.0,  # NaN: the whole segment
+                  -inf, -inf,  # all -inf: NaN (0/0)
+                  0.0, inf,  # +inf: NaN (inf - inf)
+                  -inf, 0.0, 0.0])  # -inf among finite: 0 (log: -inf)
+    lens = [3, 2, 0, 2, 3]
+    got = leaf(run(backend, getattr(hr, op), ragged_1d(v, lens, backend)))
+    assert np.isnan(got[:7]).all()
+    if op == "softmax":
+        np.testing.assert_array_equal(got[7:], [0.0, 0.5, 0.5])
+    else:
+        np.testing.assert_array_equal(got[7:], [-inf, -np.log(2.0), -np.log(2.0)])
+
+
+def test_cumsum_nan_inf(backend):
+    nan, inf = np.nan, np.inf
+    v = np.array([1.0, nan, 2.0, inf, 1.0, -inf, 5.0], dtype=np.float32)
+    got = leaf(run(backend, hr.cumsum, ragged_1d(v, [3, 3, 1], backend)))
+    np.testing.assert_array_equal(got, np.array([1.0, nan, nan, inf, inf, nan, 5.0], np.float32))
+
+
+def test_attention_nan_inf(backend):
+    nan, inf = np.nan, np.inf
+    v = np.arange(12.0)
+    w = np.array([0.0, nan,  # NaN score: NaN
+                  -inf, -inf,  # all -inf: NaN
+                  1.0, inf,  # +inf: NaN
+                  -inf, 0.0,  # -inf among finite: weight 0
+                  3.0, 3.0,
+                  2.0, 2.0])
+    lens = [2, 2, 2, 2, 0, 2, 2]
+    x = ragged_1d(v, lens, backend)
+    got = to_host(run(backend, hr.attention_pool, x, ragged_1d(w, lens, backend)))
+    assert np.isnan(got[:3]).all()
+    np.testing.assert_array_equal(got[3:], [7.0, 0.0, 8.5, 10.5])
+    v2 = v.copy()
+    v2[9] = nan  # NaN value: NaN
+    got = to_host(run(backend, hr.attention_pool, ragged_1d(v2, lens, backend),
+                      ragged_1d(w, lens, backend)))
+    assert np.isnan(got[5])
+    assert not np.isnan(got[6])
+
+
+def test_empty_segments_and_no_segments(backend):
+    for lens in ([0, 0, 0], []):
+        n_seg = len(lens)
+        x = ragged_1d(np.zeros((0, 2), np.float32), lens, backend)
+        for op in ("softmax", "log_softmax", "cumsum"):
+            got = run(backend, getattr(hr, op), x)
+            assert got.to_list() == [[]] * n_seg
+            assert leaf(got).shape == (0, 2)
+        got = run(backend, hr.broadcast, to_backend(np.ones((n_seg, 5)), backend), x)
+        assert leaf(got).shape == (0, 5)
+        s = ragged_1d(np.zeros(0, np.float32), lens, backend)
+        att = to_host(run(backend, hr.attention_pool, x, s))
+        assert att.shape == (n_seg, 2)
+        assert att.dtype == np.float32
+        np.testing.assert_array_equal(att, 0.0)
+
+
+# (op, value dtype, expected result dtype); attention_pool: scores of the same dtype
+DTYPE_SPOT_CHECKS = [
+    ("softmax", "bool", "float64"),
+    ("softmax", "int8", "float64"),
+    ("softmax", "uint16", "float64"),
+    ("softmax", "float16", "float16"),
+    ("softmax", "float32", "float32"),
+    ("log_softmax", "int64", "float64"),
+    ("log_softmax", "float32", "float32"),
+    ("cumsum", "bool", "int64"),
+    ("cumsum", "int8", "int64"),
+    ("cumsum", "uint16", "uint64"),
+    ("cumsum", "float16", "float16"),
+    ("cumsum", "float32", "float32"),
+    ("cumsum", "complex64", "complex64"),
+    ("attention_pool", "int32", "float64"),
+    ("attention_pool", "bool", "float64"),
+    ("attention_pool", "float16", "float16"),
+    ("attention_pool", "float32", "float32"),
+]
+
+
+@pytest.mark.parametrize(("op", "dtype", "expected"), DTYPE_SPOT_CHECKS)
+def test_result_dtype_spot_checks(op, dtype, expected):
+    x = ragged_1d(np.ones(3, dtype=dtype), [1, 2])
+    if op == "attention_pool":
+        got = hr.attention_pool(x, x)
+    else:
+        got = getattr(hr, op)(x)
+        assert R.result_dtype(op, dtype) == np.dtype(expected)
+    assert got.dtype == np.dtype(expected)
+    assert np.asarray(x.values).dtype == np.dtype(dtype)  # untouched
+
+
+def test_cumsum_float32_accumulates_in_float64():
+    """Each prefix is rounded once from a float64 running sum (a float32 running sum drifts)."""
+    v = np.full(100_000, 0.1, np.float32)
+    got = hr.cumsum(hr.from_lengths(v, [100_000])).values
+    want = np.cumsum(v.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_cumsum_dtype_argument():
+    x = ragged_1d(np.array([250, 10, 3], np.uint8), [2, 1])
+    got = hr.cumsum(x, dtype=np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.values, [250.0, 260.0, 3.0])
+    got = x.cumsum(dtype="int16", exclusive=True)
+    np.testing.assert_array_equal(got.values, np.array([0, 250, 0], np.int16))
+
+
+def test_broadcast_ragged_per_segment():
+    """A RaggedArray per_segment (e.g. a reduction of a deeper x) uses its leaf rows."""
+    x = hr.nest(np.arange(7.0), [0, 2, 3, 3, 7], [0, 3, 4])
+    m = hr.max(x)  # depth 1: one row per level-1 segment
+    got = hr.broadcast(m, x)
+    assert got.depth == 2
+    assert got.to_list() == [[[1.0, 1.0], [2.0], []], [[6.0, 6.0, 6.0, 6.0]]]
+    np.testing.assert_array_equal(hr.broadcast(m.values, x).leaf_values, got.leaf_values)
+    with pytest.raises(ValueError, match="depth"):
+        hr.broadcast(hr.max(x, levels=1)[0:1], x, levels=2)
+
+
+def test_non_compact_strided_and_byteswapped_inputs():
+    base = np.arange(40.0).reshape(20, 2)
+    v = base[::2]  # strided view, 10 rows
+    offs = np.array([2, 4, 4, 9])  # not starting at 0, not ending at len(values)
+    x = hr.RaggedArray(v, offs)
+    xs = hr.RaggedArray(v.astype(">f8"), offs)
+    sc = hr.RaggedArray(np.linspace(-1, 1, 10).astype(">f4"), offs)
+    for op in ("softmax", "log_softmax", "cumsum"):
+        a, b = getattr(hr, op)(x), getattr(hr, op)(xs)
+        np.testing.assert_array_equal(a.offsets, [0, 2, 2, 7])
+        np.testing.assert_array_equal(a.values, b.values)
+        assert b.dtype.isnative
+    a = hr.attention_pool(x, sc)
+    b = hr.attention_pool(xs, sc)
+    np.testing.assert_array_equal(a, b)
+    # scores built compact (x.with_values) have x's structure too
+    c = hr.attention_pool(x, x.with_values(np.linspace(-1, 1, 10)[2:9]))
+    np.testing.assert_allclose(c, a, rtol=1e-6)
+
+
+def test_float16_results_rounded_once():
+    v = np.array([0.1, 0.2, 0.3, 1000.0, 7.0], np.float16)
+    x = hr.from_lengths(v, [3, 2])
+    want = np.concatenate([np.cumsum(v[:3].astype(np.float64)),
+                           np.cumsum(v[3:].astype(np.float64))]).astype(np.float16)
+    np.testing.assert_array_equal(hr.cumsum(x).values, want)
+    v64 = v.astype(np.float64)
+    e = np.exp(v64[:3] - v64[:3].max())
+    np.testing.assert_array_equal(hr.softmax(x).values[:3], (e / e.sum()).astype(np.float16))
+    bc = hr.broadcast(np.array([1.5, -2.25], np.float16), x)
+    assert bc.dtype == np.float16
+    np.testing.assert_array_equal(bc.values, np.array([1.5] * 3 + [-2.25] * 2, np.float16))
+
+
+# --------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------
+
+
+def test_errors():
+    x = ragged_1d(np.arange(5.0), [2, 3])
+    s = ragged_1d(np.zeros(5), [2, 3])
+    for op in ("softmax", "log_softmax", "cumsum"):
+        with pytest.raises(TypeError, match="RaggedArray"):
+            getattr(hr, op)(np.arange(3.0))
+        with pytest.raises(ValueError, match="levels"):
+            getattr(hr, op)(x, levels=2)
+    with pytest.raises(TypeError, match="complex"):
+        hr.softmax(ragged_1d(np.ones(3, np.complex64), [3]))
+    with pytest.raises(TypeError, match="exclusive"):
+        hr.cumsum(x, exclusive=1)
+    # attention_pool
+    with pytest.raises(TypeError, match="scores"):
+        hr.attention_pool(x, np.zeros(5))
+    with pytest.raises(ValueError, match="structure"):
+        hr.attention_pool(x, ragged_1d(np.zeros(5), [3, 2]))
+    with pytest.raises(ValueError, match="structure"):
+        hr.attention_pool(x, ragged_1d(np.zeros(6), [3, 3]))
+    with pytest.raises(ValueError, match="depth"):
+        hr.attention_pool(x, hr.nest(np.zeros(5), [0, 2, 5], [0, 2]))
+    with pytest.raises(ValueError, match=r"\(n, heads\)"):
+        hr.attention_pool(x, ragged_1d(np.zeros((5, 2, 2)), [2, 3]))
+    with pytest.raises(TypeError, match="scores"):
+        hr.attention_pool(x, ragged_1d(np.zeros(5, np.complex128), [2, 3]))
+    with pytest.raises(TypeError, match="complex"):
+        hr.attention_pool(ragged_1d(np.zeros(5, np.complex128), [2, 3]), s)
+    with pytest.raises(ValueError, match="levels"):
+        hr.attention_pool(x, s, levels=0)
+    with pytest.raises(ValueError, match="fill_value"):
+        hr.attention_pool(x, s, fill_value=np.ones(2))
+    # broadcast
+    with pytest.raises(ValueError, match="rows"):
+        hr.broadcast(np.zeros(3), x)
+    with pytest.raises(ValueError, match="scalar"):
+        hr.broadcast(np.float64(1.0), x)
+    with pytest.raises(TypeError, match="RaggedArray"):
+        hr.broadcast(np.zeros(2), np.zeros(5))
+    with pytest.raises(TypeError):
+        hr.broadcast(np.array([object(), object()]), x)
+
+
+def test_device_mismatch_is_type_error():
+    """per_segment / scores on another device than x: TypeError, never a silent copy."""
+    pytest.importorskip("numba.cuda")
+    from conftest import CUDA_MODE
+
+    if CUDA_MODE is None:
+        pytest.skip("numba-cuda is not usable here")
+    x = ragged_1d(np.arange(5.0), [2, 3])
+    with pytest.raises(TypeError, match="per_segment"):
+        hr.broadcast(to_backend(np.zeros(2), "cuda"), x)
+
+
+def test_missing_backend_kernel_is_not_implemented(monkeypatch):
+    """A backend without a transform kernel raises NotImplementedError naming op and device."""
+    from hrarray._backends.cpu import CpuBackend
+
+    x = ragged_1d(np.arange(5.0), [2, 3])
+    for method, call in (
+        ("segment_map", lambda: hr.softmax(x)),
+        ("segment_scan", lambda: hr.cumsum(x)),
+        ("reduce_aux", lambda: hr.attention_pool(x, x)),
+    ):
+        with monkeypatch.context() as m:
+            m.delattr(CpuBackend, method)
+            with pytest.raises(NotImplementedError, match=rf"'cpu'.*{method}"):
+                call()
+
+
+def test_exports_and_methods():
+    for name in ("softmax", "log_softmax", "cumsum", "broadcast", "attention_pool"):
+        assert name in hr.__all__
+        assert callable(getattr(hr, name))
+    x = ragged_1d(np.arange(5.0), [2, 3])
+    np.testing.assert_array_equal(x.softmax().values, hr.softmax(x).values)
+    np.testing.assert_array_equal(x.log_softmax(levels=1).values, hr.log_softmax(x).values)
+    np.testing.assert_array_equal(x.cumsum(exclusive=True).values,
+                                  hr.cumsum(x, exclusive=True).values)
+    np.testing.assert_array_equal(x.attention_pool(x, fill_value=3.0),
+                                  hr.attention_pool(x, x, fill_value=3.0))
