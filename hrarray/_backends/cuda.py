@@ -376,6 +376,33 @@ class CudaBackend:
                 launch(_k_shift, _grid(n), _TPB, stream, (_view(a), dt.type(lo), _view(out)))
         return out
 
+    def concatenate(self, arrays):
+        """The arrays joined along axis 0 (same trailing shape and dtype), in
+        the first array's library; a device copy kernel, so no CuPy needed."""
+        arrays = list(arrays)
+        first = arrays[0]
+        dt = self.dtype(first)
+        inner = tuple(first.shape[1:])
+        n = sum(int(a.shape[0]) for a in arrays)
+        stream = _stream_of(first)
+        with _device_ctx(first):
+            out = _empty(first, (n, *inner), dt, stream)
+            ov = _view(out)
+            pos = 0
+            for a in arrays:
+                v = _view(a)
+                if tuple(v.shape[1:]) != inner or v.dtype != dt:
+                    raise ValueError(
+                        f"cannot concatenate {v.dtype}{tuple(v.shape)} with {dt}{(n, *inner)}"
+                    )
+                k = int(v.shape[0])
+                size = k * (int(np.prod(inner)) if inner else 1)
+                if size:
+                    launch(_cast_kernel(max(v.ndim, 1)), _grid(size), _TPB, stream,
+                           (v, ov[pos : pos + k], size))
+                pos += k
+        return out
+
     def ends(self, offsets) -> tuple[int, int]:
         stream = _stream_of(offsets)
         with _device_ctx(offsets):

@@ -15,9 +15,12 @@ block owns a fixed tile of ``TILE`` merged items, every thread group a run of
     1. partition   one thread per block boundary: binary search in offsets
                    -> bi[b], the first segment whose end is at or after the
                    block's first item (empty segments cost one offsets read)
-    2. reduce      per block: offsets[bi[b] .. bi[b+1]] -> shared memory;
-                   per group: merge-path search in that window, then a
-                   register loop over its items:
+    2. reduce      per block: offsets[bi[b] .. bi[b+1]] -> shared memory, and
+                   the tile's values too (coalesced loads; strided values
+                   are gathered here, read in place); one merge-path search
+                   per group in that window, then a register loop over the
+                   group's items (float32 data accumulate in the
+                   declaration's float64 state):
                      segment inside the group   -> written directly
                      piece ending in the group  -> "head" state
                      piece open at the group end-> "tail" state
@@ -47,16 +50,24 @@ The block scan has two phases: a Hillis-Steele scan inside each warp's groups
 (the ONE warp-level seam, :func:`_warp_scan_source`: ``shfl_up_sync`` on a
 GPU, a shared-memory emulation with the same combination order under the
 simulator, which has no warp intrinsics), then a shared-memory scan of the
-warps' aggregates. Results are therefore bit-identical in the simulator and
-on a GPU.
+warps' aggregates. For the same ``BLOCK`` and ``ITEMS`` the simulator and a
+GPU therefore combine in the same order (bit-identical results).
+
+The same schedule serves the transforms' kernel kinds (:data:`_KINDS`):
+``map`` (each group writes the elements it owns: no carries) and ``scan``
+(reduce-then-scan: tail carries per block, a one-block segmented scan of
+the carries, then every group scans its elements from its carry).
 
 Accuracy: float sums accumulate in the declaration's float64 state; a
 segment of ``n`` elements is combined as <= ``ITEMS`` sequential elements per
-thread, a scan of depth <= log2(BLOCK)+1 per block, and for ``R`` blocks a
-pairwise (binary counter) combination of ``R/G`` block partials per fix-up
-group followed by another scan: ``k(n) <= ITEMS + 2*log2(BLOCK) +
-2*ceil(log2(R/BLOCK + 1)) + 4``, about 30 at ``n = 1e6`` with the defaults
-(NumPy's pairwise bound there is about 141).
+thread, a scan of depth <= log2(BLOCK) + 2 per block, and, over the ``R``
+blocks it spans, a pairwise (binary counter) combination of ``R/G`` block
+carries per fix-up group followed by another block scan. In the reference
+error bound ``|error| <= k(n) * eps * sum|x|``: 1-D,
+``k(n) <= ITEMS + 2*log2(n / TILE) + 2*log2(BLOCK) + 6`` -- about 48 at
+``n = 1e6`` with the defaults (ITEMS 8, BLOCK 256, TILE 2048), about 68 at
+``1e9``; NumPy's pairwise bound is ``128 + log2(n / 128)``, about 141 at
+``1e6``. Any layout: ``k(n) <= min(n, ITEMS + 2*log2(n) + 8)``.
 """
 
 from __future__ import annotations
@@ -73,6 +84,13 @@ from hrarray._kernels import _codegen as cg
 from hrarray.reducer import Decl
 
 __all__ = ["BLOCK", "ITEMS", "compiled_count", "get_kernel", "launch_count"]
+
+# numba-cuda 0.30 registers an overload of ``np.row_stack`` when it compiles
+# its first kernel; NumPy 2.5 removed that alias of ``np.vstack``, and every
+# kernel compile then fails with AttributeError (seen on the H100 image:
+# numpy 2.5.2 + numba-cuda 0.30.4). Restoring the alias is harmless.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack  # noqa: NPY201
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 
@@ -108,7 +126,9 @@ _launches = 0
 
 def _check_settings(block: int, items: int):
     if block < 32 or block > 1024 or block % 32:
-        raise ValueError(f"hrarray CUDA block size must be a multiple of 32 in 32..1024, got {block}")
+        raise ValueError(
+            f"hrarray CUDA block size must be a multiple of 32 in 32..1024, got {block}"
+        )
     if items < 1:
         raise ValueError(f"hrarray CUDA items per thread must be >= 1, got {items}")
 
@@ -369,7 +389,7 @@ def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache
             # the tile's rows live in sV, row r of the tile (lane l) at
             # r * CW + l + r // ITEMS (one pad slot per group: no bank conflicts)
             def val(j, _two_d=two_d):
-                r = f"(j - J0)"
+                r = "(j - J0)"
                 return f"sV[{r} * CW + l + {r} // ITEMS]" if _two_d else f"sV[{r} + {r} // ITEMS]"
 
             if two_d:
@@ -394,7 +414,7 @@ def _reduce_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache
             stage_decl = "    sV = cuda.shared.array(SV, VDT)\n"
         else:
             def val(j, _two_d=two_d):
-                return f"values[base + j, col]" if _two_d else f"values[base + j]"
+                return "values[base + j, col]" if _two_d else "values[base + j]"
 
             stage_src = ""
             stage_decl = ""
@@ -496,11 +516,14 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
         r = {cg.load("sh", K, "tid")}
 {cg.store("t", K, "b" + cix, "r", "        ")}
 """)
+        stack_alloc = "".join(
+            f"    k{i} = cuda.local.array(STACK, DT{i})\n" for i in range(max(K, 1))
+        )
         src.append(f"""
 @cuda.jit(device=True)
 def tails_{nd}({T}, q0, q1, col):
     # in-order pairwise (binary counter) combination of carries q0..q1-1
-{"".join(f"    k{i} = cuda.local.array(STACK, DT{i})" + chr(10) for i in range(max(K, 1)))}    nb = 0
+{stack_alloc}    nb = 0
     cnt = 0
     for q in range(q0, q1):
         blk = {cg.load("t", K, "q" + cix)}
