@@ -17,7 +17,15 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from reference import to_host
 
-__all__ = ["CUDA_MODE", "REAL_GPU", "examples", "make_ragged", "to_backend", "to_host"]
+__all__ = [
+    "CUDA_MODE",
+    "REAL_GPU",
+    "examples",
+    "make_ragged",
+    "needs_cupy_on_cuda",
+    "to_backend",
+    "to_host",
+]
 
 settings.register_profile(
     "hrarray",
@@ -80,6 +88,14 @@ def backend(request):
     if request.param == "cuda" and CUDA_MODE is None:
         pytest.skip("numba-cuda is not usable here")
     return request.param
+
+
+def needs_cupy_on_cuda(backend: str) -> None:
+    """Skip on the cuda backend without CuPy: hrarray runs reductions on any CUDA array, but
+    structural operations on CUDA arrays (gather, concatenate, from_lengths, segment_ids,
+    to_padded) use CuPy."""
+    if backend == "cuda":
+        pytest.importorskip("cupy", reason="this structural operation on CUDA needs CuPy")
 
 
 def examples(backend: str, cpu: int = 40, cuda: int = 10) -> int:

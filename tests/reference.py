@@ -641,8 +641,9 @@ class TransformRef(NamedTuple):
     offsets: list
 
 
-def _softmax_column(fs, log: bool, u_res: float, u_c: float):
-    """Softmax / log-softmax of one segment column of Python floats: values and bounds."""
+def _softmax_column(fs, log: bool, u_res: float, u_c: float, floor: float):
+    """Softmax / log-softmax of one segment column of Python floats: values and bounds
+    (``floor``: absolute slack for a result rounded into the subnormal range)."""
     n = len(fs)
     if n == 0:
         return [], []
@@ -658,12 +659,19 @@ def _softmax_column(fs, log: bool, u_res: float, u_c: float):
         ls = math.log(s)
         out = [x - m - ls for x in fs]
         tol = [
-            u_res * abs(o) + (n + 8) * u_c * (1 + abs(x) + abs(m))
+            u_res * abs(o) + (n + 8) * u_c * (1 + abs(x) + abs(m)) + floor
+            if math.isfinite(x)
+            else 0.0  # x = -inf: exactly -inf, compared as such
             for o, x in zip(out, fs, strict=True)
         ]
         return out, tol
     out = [e / s for e in ex]
-    tol = [u_res * o + (n + 8) * u_c * o * (2 + abs(x - m)) for o, x in zip(out, fs, strict=True)]
+    tol = [
+        u_res * o + (n + 8) * u_c * o * (2 + abs(x - m)) + floor
+        if math.isfinite(x)
+        else floor  # x = -inf: exactly 0 (not 0 * inf)
+        for o, x in zip(out, fs, strict=True)
+    ]
     return out, tol
 
 
@@ -703,8 +711,10 @@ def softmax(values, offsets_list, levels=1, *, log=False) -> TransformRef:
     u_res = unit_roundoff(res_dtype)
     u_c = unit_roundoff(values.dtype) if values.dtype.kind == "f" else 2.0**-53
 
+    floor = tiny(res_dtype)
+
     def column(xs):
-        return _softmax_column([float(x) for x in xs], log, u_res, u_c)
+        return _softmax_column([float(x) for x in xs], log, u_res, u_c, floor)
 
     return _transform_result(values, offsets_list, levels, res_dtype, column)
 
@@ -849,14 +859,26 @@ def assert_close(got, value, exact=None, tol=None, err_msg=""):
     if tol is None:
         np.testing.assert_array_equal(got, value, err_msg=err_msg, strict=True)
         return
+    if got.dtype.kind == "c":
+        # complex: each component within the bound (a bound on |got - exact|), so that an
+        # infinite component is compared exactly and a finite one within the bound
+        exact = np.asarray(exact)
+        for part in ("real", "imag"):
+            assert_close(
+                getattr(got, part),
+                getattr(value, part),
+                getattr(exact, part),
+                tol,
+                err_msg=f"{part} part. {err_msg}",
+            )
+        return
     ref_nan = np.isnan(value)
     np.testing.assert_array_equal(np.isnan(got), ref_nan, err_msg=f"NaN positions. {err_msg}")
     special = ~ref_nan & ~np.isfinite(value)
     np.testing.assert_array_equal(got[special], value[special], err_msg=f"inf. {err_msg}")
     finite = np.isfinite(value)
-    wide = np.complex128 if got.dtype.kind == "c" else np.float64
     with np.errstate(all="ignore"):
-        err = np.abs(got[finite].astype(wide) - np.asarray(exact)[finite].astype(wide))
+        err = np.abs(got[finite].astype(np.float64) - np.asarray(exact)[finite].astype(np.float64))
     bound = np.asarray(tol)[finite]
     bad = ~(err <= bound)
     if bad.any():

@@ -107,10 +107,14 @@ class CpuBackend:
         nseg = offsets.shape[0] - 1
         values, inner = _kernel_view(values, spec.value_dtype)
         out_dt = spec.out_dtype
+        # Numba has no float16 arrays on the CPU: write float32, cast once.
+        k_dt = np.dtype(np.float32) if out_dt == np.float16 else out_dt
         m = int(np.prod(inner)) if inner else 1
-        out = np.empty((nseg, m) if values.ndim == 2 else (nseg,), out_dt)
-        fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
+        out = np.empty((nseg, m) if values.ndim == 2 else (nseg,), k_dt)
+        fill_v = k_dt.type(fill) if use_fill else k_dt.type(0)
         get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
+        if k_dt != out_dt:
+            out = out.astype(out_dt)
         return out.reshape((nseg, *inner))
 
     # Transform kernels (hrarray.transforms): see hrarray._kernels.cpu_transforms.

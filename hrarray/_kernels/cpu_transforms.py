@@ -18,6 +18,9 @@ plain reduction; each backend implements them from the same declarations
     a reduction whose ``map(v, w, j)`` reads a per-element auxiliary value
     ``w = aux[j]`` (attention scores); ``aux`` of shape ``(n, h)`` runs the
     reduction once per column of ``aux`` (head) and gives ``(nseg, h, ...)``.
+    Attention pooling of 2-D values runs a hand-tuned row kernel (one running
+    max and sum per row instead of per scalar); 1-D values, and every other
+    declaration, run the generic reduction kernel of ``hrarray._kernels.cpu``.
 
 Schedule
 --------
