@@ -60,7 +60,25 @@ CUDA_MODE = _cuda_mode()
 REAL_GPU = CUDA_MODE == "gpu"
 
 
+def _known_failures() -> dict:
+    """Node id -> reason, from tests/known_failures.txt (work items, not passes)."""
+    path = os.path.join(os.path.dirname(__file__), "known_failures.txt")
+    out = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    node, _, reason = line.partition(" -- ")
+                    out[node.strip()] = reason.strip()
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
+    known = _known_failures()
+    for item in items:
+        if item.nodeid in known:
+            item.add_marker(pytest.mark.xfail(reason=known[item.nodeid], strict=False))
     if REAL_GPU:
         return
     skip = pytest.mark.skip(
