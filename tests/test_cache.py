@@ -39,16 +39,19 @@ print(disk, len(cached))
 def test_cache_dir_is_used_and_reused(tmp_path):
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c")}
     disk, n = _run(PROBE, env).split()
-    assert disk == "True" and int(n) > 0
+    assert disk == "True"
+    assert int(n) > 0
     # a second process finds the index files and adds none for the same kernels
     disk2, n2 = _run(PROBE, env).split()
-    assert disk2 == "True" and n2 == n
+    assert disk2 == "True"
+    assert n2 == n
 
 
 def test_cache_off_switch(tmp_path):
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": "0"}
     disk, n = _run(PROBE, env).split()
-    assert disk == "False" and int(n) == 0
+    assert disk == "False"
+    assert int(n) == 0
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.nbi"))
 
 
@@ -58,4 +61,5 @@ def test_unwritable_locations_fall_back_silently(tmp_path):
         "cg._writable = lambda path: False  # a read-only install and HOME\n" + PROBE
     )
     disk, n = _run(code, {}).split()
-    assert disk == "False" and int(n) == 0
+    assert disk == "False"
+    assert int(n) == 0

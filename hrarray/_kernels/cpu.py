@@ -233,7 +233,10 @@ def _source(decl: Decl, cache: bool) -> str:
         "import numba\n",
         "import numpy as np\n",
         "from numba import prange\n\n",
-        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(FASTMATH)!r}), cache={cache})\n\n",
+        # sorted: a set's repr depends on the hash seed, and the source text
+        # names the cache file (it must be the same in every process)
+        f"_OPTS = dict(nogil=True, error_model='numpy', "
+        f"fastmath=set({sorted(FASTMATH)!r}), cache={cache})\n\n",
     ]
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)
