@@ -212,16 +212,16 @@ def concatenate(arrays) -> RaggedArray:
 
 
 def _concat(compact: list[RaggedArray]) -> RaggedArray:
-    xp = compact[0]._backend.xp
+    be = compact[0]._backend
     parts = []
     shift = 0
     for k, a in enumerate(compact):
-        o = a._offsets.astype(np.int64)
-        parts.append(o[(0 if k == 0 else 1) :] + shift)
-        shift += int(o[-1])
-    offs = xp.concatenate(parts)
+        o = be.astype(a._offsets, np.int64)[(0 if k == 0 else 1) :]
+        parts.append(be.shift(o, -shift) if shift else o)
+        shift += be.ends(a._offsets)[1]
+    offs = be.concatenate(parts)
     if isinstance(compact[0]._values, RaggedArray):
         inner = _concat([a._values for a in compact])
     else:
-        inner = xp.concatenate([a._values for a in compact])
+        inner = be.concatenate([a._values for a in compact])
     return RaggedArray._trusted(inner, offs)

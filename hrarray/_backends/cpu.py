@@ -96,6 +96,9 @@ class CpuBackend:
     def shift(self, a, lo: int):
         return a - lo
 
+    def concatenate(self, arrays):
+        return np.concatenate(list(arrays))
+
     def ends(self, offsets) -> tuple[int, int]:
         return int(offsets[0]), int(offsets[-1])
 
