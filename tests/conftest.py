@@ -110,8 +110,8 @@ def backend(request):
 
 def needs_cupy_on_cuda(backend: str) -> None:
     """Skip on the cuda backend without CuPy: hrarray runs reductions on any CUDA array, but
-    structural operations on CUDA arrays (gather, concatenate, from_lengths, segment_ids,
-    to_padded) use CuPy."""
+    some structural operations on CUDA arrays (gather, from_lengths, from_segment_ids,
+    segment_ids, local_index, to_padded) use CuPy."""
     if backend == "cuda":
         pytest.importorskip("cupy", reason="this structural operation on CUDA needs CuPy")
 

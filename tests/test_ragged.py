@@ -298,8 +298,6 @@ def test_nest():
 
 
 def test_concatenate(backend):
-    needs_cupy_on_cuda(backend)
-
     @settings(max_examples=examples(backend, cpu=30, cuda=4))
     @given(data=st.data())
     def check(data):

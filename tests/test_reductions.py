@@ -16,7 +16,6 @@ from conftest import (
     examples,
     is_backend_array,
     make_ragged,
-    needs_cupy_on_cuda,
     to_host,
 )
 from hypothesis import given, settings
@@ -476,7 +475,6 @@ def test_levels_equal_composed_offsets(op, backend):
 @pytest.mark.parametrize("op", PROPERTY_OPS)
 def test_concatenation(op, backend):
     """A reduction of a concatenation equals the concatenated reductions."""
-    needs_cupy_on_cuda(backend)
 
     @settings(max_examples=examples(backend, cpu=25, cuda=4))
     @given(data=st.data())
