@@ -117,7 +117,8 @@ class CpuBackend:
         fill_v = k_dt.type(fill) if use_fill else k_dt.type(0)
         get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
         if k_dt != out_dt:
-            out = out.astype(out_dt)
+            with np.errstate(over="ignore"):  # beyond float16's range is inf, as in NumPy
+                out = out.astype(out_dt)
         return out.reshape((nseg, *inner))
 
     # Transform kernels (hrarray.transforms): see hrarray._kernels.cpu_transforms.
