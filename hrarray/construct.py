@@ -138,17 +138,16 @@ def from_list(nested, dtype=None) -> RaggedArray:
         raise TypeError(f"from_list needs a list, got {type(nested).__name__}")
 
     def depth_of(obj):
-        d = 0
-        while isinstance(obj, (list, tuple)):
-            d += 1
-            first = next((o for o in obj if not _is_empty_list(o)), None)
-            if first is None:
-                # all children empty lists: one more level if any child is a list
-                if any(isinstance(o, (list, tuple)) for o in obj):
-                    d += 1
-                return d
-            obj = first
-        return d
+        # The deepest list nesting anywhere: a branch of empty lists such as
+        # [[]] says nothing about the depth of its siblings, so every branch
+        # counts (walk() then rejects items at an inconsistent level).
+        best = 0
+        stack = [(obj, 1)]
+        while stack:
+            o, d = stack.pop()
+            best = max(best, d)
+            stack.extend((c, d + 1) for c in o if isinstance(c, (list, tuple)))
+        return best
 
     depth = depth_of(nested)
     if depth == 1 and len(nested) == 0:
@@ -181,10 +180,6 @@ def from_list(nested, dtype=None) -> RaggedArray:
     for level in range(depth - 1, 0, -1):
         x = RaggedArray(x, np.asarray(offs[level], np.int64))
     return x
-
-
-def _is_empty_list(o) -> bool:
-    return isinstance(o, (list, tuple)) and len(o) == 0
 
 
 def concatenate(arrays) -> RaggedArray:

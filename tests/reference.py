@@ -356,6 +356,12 @@ class Cell(NamedTuple):
     empty: bool  # counts as empty (fill_value replaces it)
 
 
+def _finite_parts(z: complex) -> complex:
+    """``z`` with each non-finite part replaced by 0."""
+    re = z.real if math.isfinite(z.real) else 0.0
+    return complex(re, z.imag if math.isfinite(z.imag) else 0.0)
+
+
 def _sum_cell(xs, in_dtype, res_dtype) -> Cell:
     n = len(xs)
     if res_dtype.kind in "biu":
@@ -365,9 +371,12 @@ def _sum_cell(xs, in_dtype, res_dtype) -> Cell:
     if in_dtype.kind == "c" or res_dtype.kind == "c":
         xs = [complex(x) for x in xs]
         s = complex(exact_sum(x.real for x in xs), exact_sum(x.imag for x in xs))
-        a = math.fsum(abs(x) for x in xs if math.isfinite(abs(x)))
+        # The real and imaginary sums are independent: an inf or NaN in one part must not
+        # make the other part's bound NaN, so magnitudes count finite parts only.
+        a = math.fsum(abs(_finite_parts(x)) for x in xs)
         # complex accumulation: no float64 promise, naive bound
-        tol = 2 * u_res * abs(s) + 1.01 * 2 * max(n, 1) * u_acc * a + 2 * tiny(res_dtype)
+        tol = (2 * u_res * abs(_finite_parts(s)) + 1.01 * 2 * max(n, 1) * u_acc * a
+               + 2 * tiny(res_dtype))
         return Cell(s, s, tol, n == 0)
     xs = [float(x) for x in xs]
     s = exact_sum(xs)
@@ -435,8 +444,9 @@ def _mean_cell(xs, in_dtype, res_dtype) -> Cell:
         xs = [complex(x) for x in xs]
         s = complex(exact_sum(x.real for x in xs), exact_sum(x.imag for x in xs))
         m = s / n
-        a = math.fsum(abs(x) for x in xs if math.isfinite(abs(x)))
-        tol = 2 * u_res * abs(m) + 2.02 * max(n, 1) * u_acc * a / n + 2 * tiny(res_dtype)
+        a = math.fsum(abs(_finite_parts(x)) for x in xs)
+        tol = (2 * u_res * abs(_finite_parts(m)) + 2.02 * max(n, 1) * u_acc * a / n
+               + 2 * tiny(res_dtype))
         return Cell(m, m, tol, False)
     if in_dtype.kind in "biu":
         m = float(Fraction(sum(int(x) for x in xs), n))
