@@ -281,7 +281,7 @@ def render_md(doc) -> str:
         f"- CPU: {m.get('cpu_model')}, {m.get('usable_cpus', m.get('logical_cpus'))} usable of "
         f"{m.get('logical_cpus')} logical CPUs, {m.get('mem_total_GiB')} GiB, L3 "
         f"{m.get('L3', '?')}; "
-        f"Numba {m.get('numba_num_threads')} threads, layer `{m.get('numba_threading_layer')}`"
+        f"{m.get('numba_num_threads')} threads (Numba layer `{m.get('numba_threading_layer')}`)"
     )
     if m.get("gpu"):
         g = m["gpu"]

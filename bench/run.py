@@ -164,11 +164,14 @@ def machine_info(hr, cuda_info) -> dict:
     if "torch" in sys.modules:
         vers["torch"] = sys.modules["torch"].__version__
     info["versions"] = vers
-    info["numba_num_threads"] = numba.get_num_threads()
+    from hrarray._kernels.cpu import _num_threads
+
+    info["numba_num_threads"] = _num_threads()
     try:
         info["numba_threading_layer"] = numba.threading_layer()
     except ValueError:
-        info["numba_threading_layer"] = "(no parallel region ran)"
+        # hrarray runs its chunks on its own Python thread pool
+        info["numba_threading_layer"] = "(none: hrarray thread pool)"
     info["env"] = {
         k: os.environ[k]
         for k in (

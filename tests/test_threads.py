@@ -1,9 +1,9 @@
 """Reductions from 8 Python threads at once (reliability.md (d)).
 
 Inputs are large enough (>= 2e6 elements) to take the parallel CPU path. The
-body runs in a subprocess so that an abort (Numba's workqueue layer terminates
-the process on concurrent parallel calls) fails the test instead of killing
-pytest.
+body runs in a subprocess so that an abort (as Numba's workqueue layer does on
+concurrent parallel calls, which hrarray avoids by not using it) fails the test
+instead of killing pytest.
 """
 
 import os

@@ -98,8 +98,8 @@ def n_top(offsets_list, levels):
 
 
 @st.composite
-def softmax_cases(draw, small):
-    spec = draw(hst.ragged(dtypes=SOFTMAX_DTYPES, small=small, nan=True, inf=True, neg_inf=True))
+def softmax_cases(draw, small, dtypes=SOFTMAX_DTYPES):
+    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, inf=True, neg_inf=True))
     levels = draw(st.integers(1, spec.depth))
     style = draw(st.sampled_from(["function", "method"]))
     return spec, levels, style
@@ -134,11 +134,11 @@ def test_softmax_matches_reference(op, backend):
 
 
 @st.composite
-def cumsum_cases(draw, small):
+def cumsum_cases(draw, small, real=hst.REAL_DTYPES, complex_=hst.COMPLEX_DTYPES):
     # complex: no NaN or inf here, since reference.py bounds both parts of a prefix holding
     # one by NaN; test_cumsum_complex_nan_inf covers them
-    spec = draw(hst.ragged(dtypes=hst.REAL_DTYPES, small=small, nan=True, inf=True)
-                | hst.ragged(dtypes=hst.COMPLEX_DTYPES, small=small))
+    spec = draw(hst.ragged(dtypes=real, small=small, nan=True, inf=True)
+                | hst.ragged(dtypes=complex_, small=small))
     levels = draw(st.integers(1, spec.depth))
     exclusive = draw(st.booleans())
     style = draw(st.sampled_from(["function", "method"]))
@@ -211,8 +211,8 @@ def test_broadcast_matches_reference(backend):
 
 
 @st.composite
-def attention_cases(draw, small):
-    spec = draw(hst.ragged(dtypes=hst.REAL_DTYPES, small=small, nan=True))
+def attention_cases(draw, small, dtypes=hst.REAL_DTYPES):
+    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True))
     levels = draw(st.integers(1, spec.depth))
     sdt = draw(st.sampled_from(SCORE_DTYPES))
     heads = draw(st.sampled_from([None, 1, 3]))
@@ -293,12 +293,15 @@ def forced_chunks(request, monkeypatch):
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax", "cumsum", "broadcast", "attention_pool"])
 def test_parallel_schedule_small(op, forced_chunks):
+    # A few dtypes: the chunking is the same code for every dtype, and each dtype is one
+    # more kernel compile (the full dtype matrix runs in the *_matches_reference tests).
+    f = ("float64", "float32")
     strategy = {
-        "softmax": softmax_cases(small=False),
-        "log_softmax": softmax_cases(small=False),
-        "cumsum": cumsum_cases(small=False),
+        "softmax": softmax_cases(small=False, dtypes=f),
+        "log_softmax": softmax_cases(small=False, dtypes=f),
+        "cumsum": cumsum_cases(small=False, real=(*f, "int32"), complex_=("complex128",)),
         "broadcast": broadcast_cases(small=False),
-        "attention_pool": attention_cases(small=False),
+        "attention_pool": attention_cases(small=False, dtypes=f),
     }[op]
 
     @settings(max_examples=15)

@@ -1,4 +1,4 @@
-"""CPU kernel factory: one declaration in, parallel Numba kernels out.
+"""CPU kernel factory: one declaration in, Numba kernels run on all cores out.
 
 Schedule (balanced by elements, not by segments)
 ------------------------------------------------
@@ -48,45 +48,68 @@ STACK = 64  # pairwise stack depth: 2**64 blocks
 FASTMATH = {"reassoc", "nsz", "contract"}
 JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
 
-# Numba's workqueue threading layer aborts the process when parallel kernels
-# are entered from several Python threads at once (research/reliability.md
-# (d)); omp/tbb are fine but not always present. Serialising parallel launches
-# is cheap (each already uses every core) and makes concurrent callers, such
-# as Dask's threaded scheduler, safe on every layer.
-_parallel_lock = threading.Lock()
-
-
-def _choose_threading_layer() -> None:
-    """Prefer Numba's own ``workqueue`` layer unless the user chose one.
-
-    The OpenMP layer loads a second OpenMP runtime beside PyTorch's own in
-    processes that use both, which is undefined behaviour (wrong results and
-    crashes were seen with torch CPU ops in the same process). The workqueue
-    layer needs no OpenMP; it is not safe for concurrent parallel launches,
-    but hrarray serialises its parallel launches anyway (``_parallel_lock``).
-    ``NUMBA_THREADING_LAYER`` (or setting ``numba.config.THREADING_LAYER``
-    before the first hrarray call) keeps the user's choice.
-    """
-    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
-        return
-    try:
-        numba.threading_layer()  # raises until some parallel code has run
-    except ValueError:
-        numba.config.THREADING_LAYER = "workqueue"
-
-
-_layer_checked = False
+# Parallelism: the kernels are plain (non-parallel) nogil functions over a
+# range of merge-path chunks, and a large input's chunks are run on a pool of
+# Python threads (the calling thread takes chunk 0). Not Numba's
+# ``parallel=True``: its parfor machinery doubled the compile time of every
+# kernel signature; its default ``workqueue`` layer aborts the process when
+# parallel kernels are entered from several Python threads at once
+# (research/reliability.md (d)), and its ``omp`` layer loads a second OpenMP
+# runtime beside PyTorch's (wrong results and a crash seen with torch CPU ops
+# in the same process). Here concurrent callers (Dask's threaded scheduler)
+# just share the pool, and no threading layer is ever started.
+_pool = None
+_pool_pid = None
+_pool_lock = threading.Lock()
 
 
 def _num_threads() -> int:
-    # get_num_threads() starts Numba's threading layer: choose it first.
-    global _layer_checked
-    if not _layer_checked:
-        _choose_threading_layer()
-        _layer_checked = True
-    return numba.get_num_threads()
+    """Threads a large reduction uses: ``HRARRAY_NUM_THREADS`` if set, else
+    ``NUMBA_NUM_THREADS`` (Numba's default: the CPUs this process may use)."""
+    env = os.environ.get("HRARRAY_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"HRARRAY_NUM_THREADS must be an integer, got {env!r}") from None
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _get_pool(workers: int):
+    global _pool, _pool_pid
+    with _pool_lock:
+        # a pool inherited through fork() has no threads in the child
+        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hrarray")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def launch(fn, nchunks: int, *args) -> None:
+    """``fn(c, c + 1, *args)`` for every chunk ``c``: chunk 0 on the calling
+    thread, the others on the pool (``fn`` is compiled with ``nogil``)."""
+    if nchunks == 1:
+        fn(0, 1, *args)
+        return
+    workers = min(nchunks, _num_threads()) - 1
+    if workers < 1:
+        fn(0, nchunks, *args)
+        return
+    pool = _get_pool(workers)
+    futures = [pool.submit(fn, c, c + 1, *args) for c in range(1, nchunks)]
+    try:
+        fn(0, 1, *args)
+    finally:
+        for f in futures:
+            f.result()
+
 
 PARALLEL_MIN_WORK = 1 << 16
+# Tests set this to cut every reduction into that many merge-path chunks run by
+# the parallel kernel, so chunk edges cut segments even on tiny inputs.
+FORCE_CHUNKS: int | None = None
 
 _compiled: dict = {}
 _compiled_lock = threading.RLock()
@@ -232,7 +255,6 @@ def _source(decl: Decl, cache: bool) -> str:
     src = [
         "import numba\n",
         "import numpy as np\n",
-        "from numba import prange\n\n",
         # sorted: a set's repr depends on the hash seed, and the source text
         # names the cache file (it must be the same in every process)
         f"_OPTS = dict(nogil=True, error_model='numpy', "
@@ -298,16 +320,16 @@ def range_1d(values{w1}, a, e, s, {KA}):
 """)
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
-    stk_alloc = "".join(f"        k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
-    for par in (False, True):
-        name = "chunks_1d_par" if par else "chunks_1d"
-        src.append(f"""
-@numba.njit(parallel={par}, **_OPTS)
-def {name}(values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+    stk_alloc = "".join(f"    k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
+    # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
+    # launch (``launch``) one call per chunk on the thread pool.
+    src.append(f"""
+@numba.njit(**_OPTS)
+def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    for c in prange(bi.shape[0] - 1):
-{stk_alloc}        i0 = bi[c]
+{stk_alloc}    for c in range(c0, c1):
+        i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
@@ -354,7 +376,6 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             run = combine(run, {cg.load("t", K, "c")})
 """)
     # ---------------- 2-D: rows (n, m), threads of a chunk walk rows, SIMD across m
-    acc_alloc = "".join(f"        a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
     init_acc = "".join(
         f"        a{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n" for i in range(max(K, 1))
     )
@@ -372,16 +393,15 @@ def range_2d(values{w1}, a, e, s, {A}):
 """)
     copy_h = cg.store("h", K, "c, col", cg.load("a", K, "col"), "                    ")
     copy_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "                ")
-    for par in (False, True):
-        name = "chunks_2d_par" if par else "chunks_2d"
-        src.append(f"""
-@numba.njit(parallel={par}, **_OPTS)
-def {name}(values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+    acc_alloc1 = "".join(f"    a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
+    src.append(f"""
+@numba.njit(**_OPTS)
+def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
-    for c in prange(bi.shape[0] - 1):
-{acc_alloc}        i0 = bi[c]
+{acc_alloc1}    for c in range(c0, c1):
+        i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
@@ -499,7 +519,7 @@ class CpuKernel:
 
     def functions(self):
         m = self.mod
-        return [m.chunks_1d, m.chunks_1d_par, m.fixup_1d, m.chunks_2d, m.chunks_2d_par, m.fixup_2d]
+        return [m.chunks_1d, m.fixup_1d, m.chunks_2d, m.fixup_2d]
 
     def run(self, values, offsets, out, fill, use_fill, aux=None):
         """Reduce ``values`` (1-D, or 2-D rows) by validated int64/int32 ``offsets``."""
@@ -510,7 +530,10 @@ class CpuKernel:
         m = values.shape[1] if two_d else 1
         nvals = int(offsets[-1]) - int(offsets[0])
         work = nvals * m + nseg
-        nthreads = _num_threads() if work >= PARALLEL_MIN_WORK else 1
+        if FORCE_CHUNKS:
+            nthreads = int(FORCE_CHUNKS)
+        else:
+            nthreads = _num_threads() if work >= PARALLEL_MIN_WORK else 1
         parallel = nthreads > 1
         nchunks = nthreads if parallel else 1
         if nchunks == 1:
@@ -524,15 +547,12 @@ class CpuKernel:
         vals = (values, aux) if self.decl.aux else (values,)
         mod = self.mod
         if two_d:
-            chunk, fix = (mod.chunks_2d_par if parallel else mod.chunks_2d), mod.fixup_2d
+            chunk, fix = mod.chunks_2d, mod.fixup_2d
         else:
-            chunk, fix = (mod.chunks_1d_par if parallel else mod.chunks_1d), mod.fixup_1d
+            chunk, fix = mod.chunks_1d, mod.fixup_1d
+        launch(chunk, nchunks, *vals, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
         if parallel:
-            with _parallel_lock:
-                chunk(*vals, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
             fix(offsets, bi, bj, out, fill, use_fill, *heads, *tails)
-        else:
-            chunk(*vals, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
         return out
 
 

@@ -56,7 +56,7 @@ import numpy as np
 
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
-from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, _parallel_lock, get_kernel, merge_path
+from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, get_kernel, launch, merge_path
 from hrarray.reducer import Decl
 
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
@@ -69,7 +69,6 @@ def _header(cache: bool) -> list[str]:
     return [
         "import numba\n",
         "import numpy as np\n",
-        "from numba import prange\n\n",
         # sorted: the same source text in every process, so the disk cache is hit
         f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(FASTMATH)!r}), "
         f"cache={cache})\n\n",
@@ -124,14 +123,12 @@ def _map_source(reads_values: bool, cache: bool) -> str:
         # the values are not read: fn(p) once per piece
         row1, elem1 = "p = fn(per[k])", "p"
         elem2 = "fn(per[k, col])"
-    for par in (False, True):
-        sfx = "_par" if par else ""
-        src.append(f"""
-@numba.njit(parallel={par}, **_OPTS)
-def map_1d{sfx}({v}offsets, per, bi, bj, out):
+    src.append(f"""
+@numba.njit(**_OPTS)
+def map_1d(c0, c1, {v}offsets, per, bi, bj, out):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         if i1 > nseg - 1:
@@ -148,12 +145,12 @@ def map_1d{sfx}({v}offsets, per, bi, bj, out):
                 out[j - base] = {elem1}
 
 
-@numba.njit(parallel={par}, **_OPTS)
-def map_2d{sfx}({v}offsets, per, bi, bj, out):
+@numba.njit(**_OPTS)
+def map_2d(c0, c1, {v}offsets, per, bi, bj, out):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = out.shape[1]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         if i1 > nseg - 1:
@@ -186,7 +183,7 @@ class CpuMapKernel:
 
     def functions(self):
         m = self.mod
-        return [m.map_1d, m.map_1d_par, m.map_2d, m.map_2d_par]
+        return [m.map_1d, m.map_2d]
 
     def run(self, values, offsets, per, out):
         """``out`` (``(nvalues,)`` or ``(nvalues, m)``) from validated offsets."""
@@ -194,18 +191,11 @@ class CpuMapKernel:
             return out
         two_d = out.ndim == 2
         m = out.shape[1] if two_d else 1
-        parallel, bi, bj = _chunking(offsets, m)
+        _, bi, bj = _chunking(offsets, m)
         mod = self.mod
-        if two_d:
-            fn = mod.map_2d_par if parallel else mod.map_2d
-        else:
-            fn = mod.map_1d_par if parallel else mod.map_1d
+        fn = mod.map_2d if two_d else mod.map_1d
         args = ((values,) if self.mdecl.reads_values else ()) + (offsets, per, bi, bj, out)
-        if parallel:
-            with _parallel_lock:
-                fn(*args)
-        else:
-            fn(*args)
+        launch(fn, bi.shape[0] - 1, *args)
         return out
 
 
@@ -279,15 +269,13 @@ def _scan_source(decl: Decl, cache: bool) -> str:
     T = cg.args("t", K)
     C = cg.args("r", K)
     src = _header(cache)
-    for par in (False, True):
-        sfx = "_par" if par else ""
-        # ---- 1-D phase 1: the open tail piece of each chunk
-        src.append(f"""
-@numba.njit(parallel={par}, **_OPTS)
-def tails_1d{sfx}(values, offsets, bi, bj, {T}):
+    # ---- 1-D phase 1: the open tail piece of each chunk
+    src.append(f"""
+@numba.njit(**_OPTS)
+def tails_1d(c0, c1, values, offsets, bi, bj, {T}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
         i1 = bi[c + 1]
         st = IDENT
         if i1 < nseg:
@@ -299,11 +287,11 @@ def tails_1d{sfx}(values, offsets, bi, bj, {T}):
                 st = combine(st, map_(values[j], j - s))
 {cg.store("t", K, "c", "st", "        ")}
 
-@numba.njit(parallel={par}, **_OPTS)
-def scan_1d{sfx}(values, offsets, bi, bj, exclusive, out, {C}):
+@numba.njit(**_OPTS)
+def scan_1d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         if i1 > nseg - 1:
@@ -325,18 +313,18 @@ def scan_1d{sfx}(values, offsets, bi, bj, exclusive, out, {C}):
                     st = combine(st, map_(values[j], j - s))
                     out[j - base] = finalize(st, j - s + 1)
 """)
-        # ---- 2-D: rows (n, m), one state per column
-        alloc = "".join(f"        a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
-        init_from_carry = cg.store("a", K, "col", cg.load("r", K, "c, col"), "                    ")
-        init_ident = cg.store("a", K, "col", "IDENT", "                    ")
-        store_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "            ")
-        src.append(f"""
-@numba.njit(parallel={par}, **_OPTS)
-def tails_2d{sfx}(values, offsets, bi, bj, {T}):
+    # ---- 2-D: rows (n, m), one state per column
+    alloc = "".join(f"        a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
+    init_from_carry = cg.store("a", K, "col", cg.load("r", K, "c, col"), "                    ")
+    init_ident = cg.store("a", K, "col", "IDENT", "                    ")
+    store_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "            ")
+    src.append(f"""
+@numba.njit(**_OPTS)
+def tails_2d(c0, c1, values, offsets, bi, bj, {T}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
 {alloc}        for col in range(m):
 {cg.store("a", K, "col", "IDENT", "            ")}        i1 = bi[c + 1]
         if i1 < nseg:
@@ -352,12 +340,12 @@ def tails_2d{sfx}(values, offsets, bi, bj, {T}):
         for col in range(m):
 {store_t}
 
-@numba.njit(parallel={par}, **_OPTS)
-def scan_2d{sfx}(values, offsets, bi, bj, exclusive, out, {C}):
+@numba.njit(**_OPTS)
+def scan_2d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
 {alloc}        i0 = bi[c]
         i1 = bi[c + 1]
         if i1 > nseg - 1:
@@ -432,8 +420,7 @@ class CpuScanKernel:
 
     def functions(self):
         m = self.mod
-        return [m.tails_1d_par, m.scan_1d, m.scan_1d_par, m.carry_1d,
-                m.tails_2d_par, m.scan_2d, m.scan_2d_par, m.carry_2d]
+        return [m.tails_1d, m.scan_1d, m.carry_1d, m.tails_2d, m.scan_2d, m.carry_2d]
 
     def run(self, values, offsets, out, exclusive: bool):
         """Scan ``values`` (1-D, or 2-D rows) into compact ``out``."""
@@ -448,24 +435,20 @@ class CpuScanKernel:
         carries = [np.empty(shape, dt) for dt in self.dtypes]
         mod = self.mod
         if two_d:
-            scan_fn, scan_par = mod.scan_2d, mod.scan_2d_par
-            tails_par, carry_fn = mod.tails_2d_par, mod.carry_2d
+            scan_fn, tails_fn, carry_fn = mod.scan_2d, mod.tails_2d, mod.carry_2d
         else:
-            scan_fn, scan_par = mod.scan_1d, mod.scan_1d_par
-            tails_par, carry_fn = mod.tails_1d_par, mod.carry_1d
+            scan_fn, tails_fn, carry_fn = mod.scan_1d, mod.tails_1d, mod.carry_1d
         if not parallel:
             # one chunk: nothing is carried in
             ident = self.decl.identity
             for i, arr in enumerate(carries):
                 arr[...] = ident[i] if isinstance(ident, tuple) else ident
-            scan_fn(values, offsets, bi, bj, bool(exclusive), out, *carries)
+            scan_fn(0, 1, values, offsets, bi, bj, bool(exclusive), out, *carries)
             return out
         tails = [np.empty(shape, dt) for dt in self.dtypes]
-        with _parallel_lock:
-            tails_par(values, offsets, bi, bj, *tails)
+        launch(tails_fn, nchunks, values, offsets, bi, bj, *tails)
         carry_fn(bi, *tails, *carries)
-        with _parallel_lock:
-            scan_par(values, offsets, bi, bj, bool(exclusive), out, *carries)
+        launch(scan_fn, nchunks, values, offsets, bi, bj, bool(exclusive), out, *carries)
         return out
 
 
@@ -505,7 +488,6 @@ _ROWS_SRC = """
 import math
 import numba
 import numpy as np
-from numba import prange
 
 _OPTS = dict(nogil=True, error_model='numpy', fastmath=FASTMATH, cache=CACHE)
 
@@ -553,12 +535,12 @@ def store(hm, hs, ha, c, m, s, acc):
 """
 
 _ROWS_CHUNKS = """
-@numba.njit(parallel=PAR, **_OPTS)
-def NAME(values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2):
+@numba.njit(**_OPTS)
+def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     ncol = values.shape[1]
-    for c in prange(bi.shape[0] - 1):
+    for c in range(c0, c1):
         acc = np.empty(ncol, np.float64)
         i0 = bi[c]
         i1 = bi[c + 1]
@@ -603,8 +585,7 @@ def _rows_module(decl: Decl):
                 }
                 src = _ROWS_SRC.replace("FASTMATH", f"set({sorted(FASTMATH)!r})")
                 src = src.replace("CACHE", repr(bool(disk)))
-                for par, name in ((False, "pool_rows"), (True, "pool_rows_par")):
-                    src += _ROWS_CHUNKS.replace("PAR", repr(par)).replace("NAME", name)
+                src += _ROWS_CHUNKS
                 mod = cg.load_module(src, repr(key), ns)
                 _compiled[key] = mod
     return mod
@@ -621,11 +602,10 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
     nchunks = bi.shape[0] - 1
     heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     tails = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
+    launch(mod.pool_rows, nchunks, values, aux, offsets, bi, bj, out, fill, use_fill,
+           *heads, *tails)
     if not parallel:
-        mod.pool_rows(values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
         return out
-    with _parallel_lock:
-        mod.pool_rows_par(values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails)
     get_kernel(decl).mod.fixup_2d(offsets, bi, bj, out, fill, use_fill, *heads, *tails)
     return out
 
