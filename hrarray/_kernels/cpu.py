@@ -126,44 +126,52 @@ def compiled_count() -> int:
 
 
 def _lanes_code(aux: bool, ind: str) -> str:
-    """Block ``seg`` reduced as LANES contiguous lanes in lock step.
+    """Block ``values[ub:ub + nt]`` (local index ``off``) reduced into ``blk``
+    as LANES contiguous lanes in lock step.
 
     Independent dependency chains give instruction-level parallelism to
     combines that LLVM cannot vectorise (branchy NaN-propagating max, tuple
     states); lanes are combined pairwise in order, so a non-commutative
     combine still sees adjacent ranges, earlier first.
     """
-    wv = (lambda i, t: f"ws{i}[{t}], ") if aux else (lambda i, t: "")
-    lines = [f"{ind}w8 = seg.shape[0] >> {LANES.bit_length() - 1}\n"]
+    def w(idx):
+        return f"w[{idx}], " if aux else ""
+
+    lines = [f"{ind}w8 = nt >> U3\n"]
     for i in range(LANES):
-        lines.append(f"{ind}s{i} = seg[{i} * w8:{i + 1} * w8]\n")
-        if aux:
-            lines.append(f"{ind}ws{i} = wseg[{i} * w8:{i + 1} * w8]\n")
+        lines.append(f"{ind}b{i} = ub + w8 * U{i}\n")
         lines.append(f"{ind}l{i} = IDENT\n")
     lines.append(f"{ind}for t in range(w8):\n")
     for i in range(LANES):
         lines.append(
-            f"{ind}    l{i} = combine(l{i}, map_(s{i}[t], {wv(i, 't')}off + {i} * w8 + t))\n"
+            f"{ind}    l{i} = combine(l{i}, map_(values[b{i} + t], {w(f'b{i} + t')}"
+            f"off + np.int64(b{i} - ub + t)))\n"
         )
     tree = [f"l{i}" for i in range(LANES)]
     while len(tree) > 1:
         tree = [f"combine({tree[i]}, {tree[i + 1]})" for i in range(0, len(tree), 2)]
     lines.append(f"{ind}blk = {tree[0]}\n")
-    lines.append(f"{ind}for t in range({LANES} * w8, seg.shape[0]):\n")
-    ww = "wseg[t], " if aux else ""
-    lines.append(f"{ind}    blk = combine(blk, map_(seg[t], {ww}off + t))\n")
+    lines.append(f"{ind}for t in range(w8 * U8, nt):\n")
+    lines.append(
+        f"{ind}    blk = combine(blk, map_(values[ub + t], {w('ub + t')}off + np.int64(t)))\n"
+    )
     return "".join(lines)
 
 
 def _block_code(style: str, aux: bool, ind: str) -> str:
-    """Source that reduces block ``seg`` (local offset ``off``) into ``blk``."""
-    ww = "wseg[t], " if aux else ""
+    """Source that reduces block ``values[ub:ub + nt]`` into ``blk``.
+
+    Indices are unsigned (``ub``, ``nt``, ``t`` are uint64): LLVM then needs
+    no negative-index wrap-around check and vectorises the loop, as it does
+    for a slice, but no array object (and no atomic refcount) is created.
+    """
+    ww = "w[ub + t], " if aux else ""
     if style == "simd":
         # A plain loop: with reassoc LLVM vectorises sums, products, counts.
         return (
             f"{ind}blk = IDENT\n"
-            f"{ind}for t in range(seg.shape[0]):\n"
-            f"{ind}    blk = combine(blk, map_(seg[t], {ww}off + t))\n"
+            f"{ind}for t in range(nt):\n"
+            f"{ind}    blk = combine(blk, map_(values[ub + t], {ww}off + np.int64(t)))\n"
         )
     if style == "extreme":
         # Float max/min/argmax/argmin: when the block is all finite (checked
@@ -171,10 +179,10 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
         # extreme comes from a vectorised fast-math loop; otherwise the exact
         # declaration runs. Same result either way, by construction.
         return (
-            f"{ind}if nonfinite(seg):\n"
+            f"{ind}if nonfinite(values, ub, nt):\n"
             + _lanes_code(aux, ind + "    ")
             + f"{ind}else:\n"
-            + f"{ind}    blk = fast_block(seg, off)\n"
+            + f"{ind}    blk = fast_block(values, ub, nt, off)\n"
         )
     return _lanes_code(aux, ind)
 
@@ -182,42 +190,41 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
 _EXTREME_HELPERS = '''
 from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"])
-def nonfinite(seg):
+def nonfinite(values, ub, nt):
     # x * 0 is 0 for finite x and NaN for NaN or +-inf; no nnan/ninf flags,
     # so LLVM may vectorise the sum but not fold the product away.
-    acc = seg.dtype.type(0)
-    for t in range(seg.shape[0]):
-        acc += seg[t] * 0
+    acc = values.dtype.type(0)
+    for t in range(nt):
+        acc += values[ub + t] * 0
     return acc != 0
 
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
-def block_extreme(seg):
+def block_extreme(values, ub, nt):
     # Only called on all-finite blocks. The max/min runs on integer order
     # keys (float bits with the magnitude flipped for negatives), which LLVM
     # vectorises; the float select reduction it does not.
-    m = _key(seg[0])
+    m = _key(values[ub])
     if IS_MAX:
-        for t in range(1, seg.shape[0]):
-            k = _key(seg[t])
+        for t in range(U1, nt):
+            k = _key(values[ub + t])
             m = k if k > m else m
     else:
-        for t in range(1, seg.shape[0]):
-            k = _key(seg[t])
+        for t in range(U1, nt):
+            k = _key(values[ub + t])
             m = k if k < m else m
     return bitcast_to_float(IT(m ^ ((m >> SHIFT) & MAG)))
 
 
 @numba.njit(nogil=True, cache=_OPTS["cache"])
-def first_index(seg, m):
-    # min over t of (t where seg[t] == m): a vectorisable integer reduction
-    # instead of an early-exit scan
-    n = seg.shape[0]
-    best = n - 1
-    for t in range(n):
-        c = t if seg[t] == m else n
+def first_index(values, ub, nt, m):
+    # min over t of (t where values[ub + t] == m): a vectorisable integer
+    # reduction instead of an early-exit scan
+    best = nt - U1
+    for t in range(nt):
+        c = t if values[ub + t] == m else nt
         best = c if c < best else best
-    return best
+    return np.int64(best)
 
 
 @numba.njit(inline="always", cache=_OPTS["cache"])
@@ -228,12 +235,75 @@ def _key(v):
 
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
-def fast_block(seg, off):
-    m = block_extreme(seg)
+def fast_block(values, ub, nt, off):
+    m = block_extreme(values, ub, nt)
     if IS_ARG:
-        return (VT(m), np.int64(off + first_index(seg, m)))
+        return (VT(m), np.int64(off + first_index(values, ub, nt, m)))
     return VT(m)
 '''
+
+
+def _reduce_1d_code(style: str, aux: bool, K: int, ind: str) -> str:
+    """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
+
+    Written into the chunk loop itself, not called: a call or a slice per
+    segment costs an atomic refcount increment and decrement (NRT), which
+    made segments of 0-4 elements 3-4x slower than this.
+    """
+    w = "w[a + t], " if aux else ""
+    wj = "w[j], " if aux else ""
+    block = _block_code(style, aux, ind + "        ")
+    return (
+        # Tiny: a fixed-trip, branch-free loop over 8 elements whose extra
+        # iterations are masked by a select (random lengths would otherwise
+        # cost a mispredicted loop exit per segment). The overread stays
+        # inside the arrays (checked: a + 8 <= nv) and is discarded.
+        f"{ind}if b - a <= 8 and a + 8 <= nv:\n"
+        f"{ind}    st = IDENT\n"
+        f"{ind}    L = b - a\n"
+        f"{ind}    off = a - s\n"
+        f"{ind}    for t in range(8):\n"
+        f"{ind}        cst = combine(st, map_(values[a + t], {w}off + t))\n"
+        f"{ind}        st = cst if t < L else st\n"
+        # Short: one plain loop, no block machinery.
+        f"{ind}elif b - a <= {SHORT}:\n"
+        f"{ind}    st = IDENT\n"
+        f"{ind}    for j in range(a, b):\n"
+        f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
+        # Long: blocks of BLOCK elements merged through a binary-counter
+        # stack (k0, k1, ...), i.e. in pairwise order.
+        f"{ind}else:\n"
+        f"{ind}    nb = 0\n"
+        f"{ind}    cnt = 0\n"
+        f"{ind}    pos = a\n"
+        f"{ind}    while True:\n"
+        f"{ind}        q = pos + {BLOCK}\n"
+        f"{ind}        if q > b:\n"
+        f"{ind}            q = b\n"
+        f"{ind}        ub = np.uint64(pos)\n"
+        f"{ind}        nt = np.uint64(q - pos)\n"
+        f"{ind}        off = pos - s\n"
+        + block
+        + f"{ind}        if cnt == 0 and q == b:\n"
+        f"{ind}            st = blk\n"
+        f"{ind}            break\n"
+        f"{ind}        cnt += 1\n"
+        f"{ind}        m = cnt\n"
+        f"{ind}        while (m & 1) == 0:\n"
+        f"{ind}            nb -= 1\n"
+        f"{ind}            blk = combine({cg.load('k', K, 'nb')}, blk)\n"
+        f"{ind}            m >>= 1\n"
+        + cg.store("k", K, "nb", "blk", ind + "        ")
+        + f"{ind}        nb += 1\n"
+        f"{ind}        pos = q\n"
+        f"{ind}        if pos >= b:\n"
+        f"{ind}            nb -= 1\n"
+        f"{ind}            st = {cg.load('k', K, 'nb')}\n"
+        f"{ind}            while nb > 0:\n"
+        f"{ind}                nb -= 1\n"
+        f"{ind}                st = combine({cg.load('k', K, 'nb')}, st)\n"
+        f"{ind}            break\n"
+    )
 
 
 def _signature_text(decl: Decl) -> str:
@@ -244,7 +314,6 @@ def _source(decl: Decl, cache: bool) -> str:
     K = decl.arity
     aux = decl.aux
     w1 = ", w" if aux else ""
-    wj = "w[j], " if aux else ""
     wjc = "w[j], " if aux else ""
 
     def wpi(i):
@@ -262,94 +331,42 @@ def _source(decl: Decl, cache: bool) -> str:
     ]
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)
-    KA = cg.args("k", K)
     style = decl.meta.get("style", "lanes")
-    block = _block_code(style, aux, "        ")
-    src.append(f"""
-@numba.njit(inline="always", **_OPTS)
-def range_1d(values{w1}, a, e, s, {KA}):
-    # Tiny ranges: a fixed-trip, branch-free loop over 8 elements whose
-    # extra iterations are masked out by a select (random lengths 0..8 would
-    # otherwise cost a mispredicted loop exit per segment). The overread
-    # stays inside `values` (checked) and its results are discarded.
-    if e - a <= 8 and a + 8 <= values.shape[0]:
-        st = IDENT
-        seg = values[a:a + 8]
-{"        wseg = w[a:a + 8]" + chr(10) if aux else ""}        L = e - a
-        off = a - s
-        for t in range(8):
-            c = combine(st, map_(seg[t], {"wseg[t], " if aux else ""}off + t))
-            st = c if t < L else st
-        return st
-    # Short ranges: one plain loop, no block machinery.
-    if e - a <= {SHORT}:
-        st = IDENT
-        for j in range(a, e):
-            st = combine(st, map_(values[j], {wj}j - s))
-        return st
-    # Blocks of {BLOCK} elements, reduced from a slice (slices have
-    # non-negative indices, so LLVM can vectorise without wrap-around
-    # checks), then merged through a binary-counter stack: pairwise order.
-    nb = 0
-    cnt = 0
-    pos = a
-    while pos < e:
-        q = pos + {BLOCK}
-        if q > e:
-            q = e
-        seg = values[pos:q]
-{"        wseg = w[pos:q]" + chr(10) if aux else ""}        off = pos - s
-{block}        if cnt == 0 and q == e:
-            return blk
-        cnt += 1
-        m = cnt
-        while (m & 1) == 0:
-            nb -= 1
-            blk = combine({cg.load("k", K, "nb")}, blk)
-            m >>= 1
-{cg.store("k", K, "nb", "blk", "        ")}        nb += 1
-        pos = q
-    if cnt == 0:
-        return IDENT
-    nb -= 1
-    st = {cg.load("k", K, "nb")}
-    while nb > 0:
-        nb -= 1
-        st = combine({cg.load("k", K, "nb")}, st)
-    return st
-""")
+    src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
     stk_alloc = "".join(f"    k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
+    nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
     # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
-    # launch (``launch``) one call per chunk on the thread pool.
+    # launch (``launch``) one call per chunk on the thread pool. A chunk
+    # reduces the segments ending in it, then its open tail piece (k == i1).
+    # Segments ending in the chunk end at or before j1, so b = min(e, j1)
+    # only cuts the tail.
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-{stk_alloc}    for c in range(c0, c1):
+{stk_alloc}    nv = {nv}
+    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
-        for k in range(i0, i1):
+        kend = i1 + 1 if i1 < nseg else i1
+        for k in range(i0, kend):
             s = offsets[k]
             e = offsets[k + 1]
             a = s if s > j0 else j0
-            st = range_1d(values{w1}, a, e, s, {KA})
-            if s < j0:
+            b = e if e < j1 else j1
+{_reduce_1d_code(style, aux, K, "            ")}            if k == i1:
+{cg.store("t", K, "c", "st", "                ")}            elif s < j0:
 {cg.store("h", K, "c", "st", "                ")}            else:
                 n = e - s
                 if use_fill and is_empty(st, n):
                     out[k] = fill
                 else:
                     out[k] = finalize(st, n)
-        if i1 < nseg:
-            s = offsets[i1]
-            a = s if s > j0 else j0
-            st = range_1d(values{w1}, a, j1, s, {KA})
-{cg.store("t", K, "c", "st", "            ")}
 """)
     src.append(f"""
 @numba.njit(**_OPTS)
@@ -376,21 +393,21 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             run = combine(run, {cg.load("t", K, "c")})
 """)
     # ---------------- 2-D: rows (n, m), threads of a chunk walk rows, SIMD across m
-    init_acc = "".join(
-        f"        a{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n" for i in range(max(K, 1))
-    )
-    A = cg.args("a", K)
-    src.append(f"""
-@numba.njit(inline="always", **_OPTS)
-def range_2d(values{w1}, a, e, s, {A}):
-    m = values.shape[1]
-    for col in range(m):
-{init_acc}    for j in range(a, e):
-        jj = j - s
-        for col in range(m):
-            st = combine({cg.load("a", K, "col")}, map_(values[j, col], {wjc}jj))
-{cg.store("a", K, "col", "st", "            ")}
-""")
+    def range_2d(end: str, ind: str) -> str:
+        # Reduces rows a..end into the per-column states a0, a1, ... Written
+        # into the chunk loop, not called: no refcounting per segment.
+        init = "".join(
+            f"{ind}    a{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n" for i in range(K1)
+        )
+        return (
+            f"{ind}for col in range(m):\n{init}"
+            f"{ind}for j in range(a, {end}):\n"
+            f"{ind}    jj = j - s\n"
+            f"{ind}    for col in range(m):\n"
+            f"{ind}        st = combine({cg.load('a', K, 'col')}, map_(values[j, col], {wjc}jj))\n"
+            + cg.store("a", K, "col", "st", ind + "        ")
+        )
+
     copy_h = cg.store("h", K, "c, col", cg.load("a", K, "col"), "                    ")
     copy_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "                ")
     acc_alloc1 = "".join(f"    a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
@@ -409,8 +426,7 @@ def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
             s = offsets[k]
             e = offsets[k + 1]
             a = s if s > j0 else j0
-            range_2d(values{w1}, a, e, s, {A})
-            if s < j0:
+{range_2d("e", "            ")}            if s < j0:
                 for col in range(m):
 {copy_h}            else:
                 n = e - s
@@ -423,8 +439,7 @@ def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
         if i1 < nseg:
             s = offsets[i1]
             a = s if s > j0 else j0
-            range_2d(values{w1}, a, j1, s, {A})
-            for col in range(m):
+{range_2d("j1", "            ")}            for col in range(m):
 {copy_t}
 """)
     run_alloc = "".join(f"    r{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
