@@ -290,7 +290,7 @@ class RaggedArray:
         array([0, 1, 0, 1, 2])
         >>> W = np.array([1.0, 10.0, 100.0])        # one weight per position
         >>> hr.sum(x.with_values(x.values * W[x.local_index()]))
-        array(  10.,    0., 234.])
+        array([ 10.,   0., 432.])
         """
         xp = self._backend.xp
         lens = self.lengths
