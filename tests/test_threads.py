@@ -81,3 +81,50 @@ def test_concurrent_reductions_from_threads():
     )
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
     assert proc.stdout.strip().endswith("OK")
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import warnings
+
+    import numpy as np
+
+    import hrarray as hr
+    from hrarray._kernels import cpu
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+    os.environ["HRARRAY_NUM_THREADS"] = "2"
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=400_000)
+    x = hr.from_lengths(v, np.full(4_000, 100))
+    want = hr.sum(x)  # large enough for the pool: the parent's pool now has a thread
+    assert cpu._pool is not None
+    pid = os.fork()
+    if pid == 0:
+        # the child inherits the pool object but not its threads: hrarray must make a
+        # new pool, not wait forever on the parent's
+        ok = hr.sum(x).tobytes() == want.tobytes()
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_reductions_in_a_forked_child():
+    """A child forked after the parent used the thread pool runs large reductions (no hang)."""
+    if not hasattr(os, "fork"):
+        import pytest
+
+        pytest.skip("no fork() on this platform")
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
