@@ -70,16 +70,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_concurrent_reductions_from_threads():
+def run_script(script: str, timeout: int) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter (an abort or a hang fails the test, not pytest)."""
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         env=dict(os.environ),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def test_concurrent_reductions_from_threads():
+    proc = run_script(SCRIPT, timeout=600)
     assert proc.stdout.strip().endswith("OK")
 
 
@@ -119,12 +125,4 @@ def test_reductions_in_a_forked_child():
         import pytest
 
         pytest.skip("no fork() on this platform")
-    proc = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    run_script(FORK_SCRIPT, timeout=120)

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 import hrarray as hr
 from hrarray._kernels import cpu as cpu_kernels
-from hrarray._kernels import cpu_transforms
 
 SOFTMAX_DTYPES = hst.REAL_DTYPES  # bool, ints, floats (complex: TypeError)
 SCORE_DTYPES = ("int8", "float16", "float32", "float64")
@@ -286,8 +285,7 @@ def test_attention_pool_matches_reference(backend):
 def forced_chunks(request, monkeypatch):
     """Cut every CPU map/scan into ``k`` merge-path chunks and run reductions in parallel
     whatever the size: chunk edges then cut segments (scan carries, head/tail partials)."""
-    monkeypatch.setattr(cpu_transforms, "FORCE_CHUNKS", request.param)
-    monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", request.param)
     return request.param
 
 

@@ -107,9 +107,27 @@ def launch(fn, nchunks: int, *args) -> None:
 
 
 PARALLEL_MIN_WORK = 1 << 16
-# Tests set this to cut every reduction into that many merge-path chunks run by
-# the parallel kernel, so chunk edges cut segments even on tiny inputs.
+# Tests set this to cut every reduction, map and scan into that many merge-path
+# chunks, so chunk edges cut segments even on tiny inputs.
 FORCE_CHUNKS: int | None = None
+
+
+def chunking(offsets, m: int):
+    """``(parallel, bi, bj)``: the merge-path chunks of a reduction, map or
+    scan over validated ``offsets`` with ``m`` scalars per row; one chunk per
+    thread for large work, one chunk below ``PARALLEL_MIN_WORK``."""
+    nseg = offsets.shape[0] - 1
+    nvals = int(offsets[-1]) - int(offsets[0])
+    if FORCE_CHUNKS:
+        nchunks = int(FORCE_CHUNKS)
+    elif nvals * m + nseg >= PARALLEL_MIN_WORK:
+        nchunks = _num_threads()
+    else:
+        nchunks = 1
+    if nchunks == 1:
+        return False, np.array([0, nseg], np.int64), np.array([0, nvals], np.int64)
+    bi, bj = merge_path(offsets, nchunks)
+    return True, bi, bj
 
 _compiled: dict = {}
 _compiled_lock = threading.RLock()
@@ -316,9 +334,6 @@ def _source(decl: Decl, cache: bool) -> str:
     w1 = ", w" if aux else ""
     wjc = "w[j], " if aux else ""
 
-    def wpi(i):
-        return f"w[p{i} + t], " if aux else ""
-
     H = cg.args("h", K)
     Tl = cg.args("t", K)
     src = [
@@ -524,10 +539,10 @@ class CpuKernel:
         }
         for i, dt in enumerate(self.dtypes):
             ns[f"DT{i}"] = dt.type
-            # Widening is exact only because extreme ops merely compare and
-            # select values (never round them); other ops keep their type so
-            # 1-D and 2-D results agree bit for bit.
-            # Only for argmax/argmin: plain max/min on float32 ran 1.5x slower widened.
+            # argmax/argmin only compare and select values, so holding a
+            # float32/float16 value as float64 is exact; other ops keep their
+            # type (1-D and 2-D agree bit for bit), and plain max/min ran 1.5x
+            # slower widened.
             widen = (decl.meta.get("kind") in ("argmax", "argmin") and dt.kind == "f"
                      and dt.itemsize < 8)
             ns[f"AT{i}"] = np.float64 if widen else dt.type
@@ -553,19 +568,8 @@ class CpuKernel:
             return out
         two_d = values.ndim == 2
         m = values.shape[1] if two_d else 1
-        nvals = int(offsets[-1]) - int(offsets[0])
-        work = nvals * m + nseg
-        if FORCE_CHUNKS:
-            nthreads = int(FORCE_CHUNKS)
-        else:
-            nthreads = _num_threads() if work >= PARALLEL_MIN_WORK else 1
-        parallel = nthreads > 1
-        nchunks = nthreads if parallel else 1
-        if nchunks == 1:
-            bi = np.array([0, nseg], np.int64)
-            bj = np.array([0, nvals], np.int64)
-        else:
-            bi, bj = merge_path(offsets, nchunks)
+        parallel, bi, bj = chunking(offsets, m)
+        nchunks = bi.shape[0] - 1
         shape = (nchunks, m) if two_d else (nchunks,)
         heads = [np.empty(shape, dt) for dt in self.dtypes]
         tails = [np.empty(shape, dt) for dt in self.dtypes]

@@ -56,7 +56,7 @@ import numpy as np
 
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
-from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, get_kernel, launch, merge_path
+from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, get_kernel, launch
 from hrarray.reducer import Decl
 
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
@@ -75,25 +75,6 @@ def _header(cache: bool) -> list[str]:
     ]
 
 
-# Tests set this to cut every map and scan into that many merge-path chunks,
-# which runs the parallel kernels (and the scan's carries) on small inputs.
-FORCE_CHUNKS: int | None = None
-
-
-def _chunking(offsets, m: int):
-    """``(parallel, bi, bj)``: merge-path chunks, one per thread for large work."""
-    nseg = offsets.shape[0] - 1
-    nvals = int(offsets[-1]) - int(offsets[0])
-    if FORCE_CHUNKS:
-        nchunks = int(FORCE_CHUNKS)
-    elif nvals * m + nseg >= _cpu.PARALLEL_MIN_WORK:
-        nchunks = _cpu._num_threads()
-    else:
-        nchunks = 1
-    if nchunks == 1:
-        return False, np.array([0, nseg], np.int64), np.array([0, nvals], np.int64)
-    bi, bj = merge_path(offsets, nchunks)
-    return True, bi, bj
 
 
 def _kernel_out_dtype(dt: np.dtype) -> np.dtype:
@@ -191,7 +172,7 @@ class CpuMapKernel:
             return out
         two_d = out.ndim == 2
         m = out.shape[1] if two_d else 1
-        _, bi, bj = _chunking(offsets, m)
+        _, bi, bj = _cpu.chunking(offsets, m)
         mod = self.mod
         fn = mod.map_2d if two_d else mod.map_1d
         args = ((values,) if self.mdecl.reads_values else ()) + (offsets, per, bi, bj, out)
@@ -429,7 +410,7 @@ class CpuScanKernel:
             return out
         two_d = values.ndim == 2
         m = values.shape[1] if two_d else 1
-        parallel, bi, bj = _chunking(offsets, m)
+        parallel, bi, bj = _cpu.chunking(offsets, m)
         nchunks = bi.shape[0] - 1
         shape = (nchunks, m) if two_d else (nchunks,)
         carries = [np.empty(shape, dt) for dt in self.dtypes]
@@ -597,7 +578,7 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
     if nseg == 0:
         return out
     ncol = values.shape[1]
-    parallel, bi, bj = _chunking(offsets, ncol)
+    parallel, bi, bj = _cpu.chunking(offsets, ncol)
     mod = _rows_module(decl)
     nchunks = bi.shape[0] - 1
     heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
