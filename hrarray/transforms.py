@@ -198,6 +198,9 @@ def cumsum(x, *, exclusive=False, levels=1, dtype=None):
         :func:`hrarray.sum`): bool/int -> int64, uint -> uint64, floats and
         complex keep their type; float16/float32 are accumulated in float64
         (complex64 in complex128) and each prefix is rounded once.
+        Each prefix is a running sum, as in ``np.cumsum``: its rounding error
+        is at most about ``j * u * sum(|x|)`` after ``j`` elements (``u`` of
+        the accumulator), not the pairwise bound of :func:`hrarray.sum`.
 
     Notes
     -----

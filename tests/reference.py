@@ -736,7 +736,7 @@ def log_softmax(values, offsets_list, levels=1) -> TransformRef:
 def cumsum(values, offsets_list, levels=1, *, exclusive=False) -> TransformRef:
     """Reference for ``hr.cumsum``: an inclusive (or exclusive, starting at 0) prefix sum that
     restarts at each segment; dtype as ``sum``; exact for ints (wrapping), exactly rounded
-    prefix sums with the summation bound for floats."""
+    prefix sums with the running-sum bound (k = n) for floats."""
     values = np.asarray(values)
     in_dtype = values.dtype
     res_dtype = result_dtype("cumsum", in_dtype)
@@ -778,8 +778,11 @@ def _prefix_value(prefix, res_dtype):
 
 
 def _prefix_tol(prefix, s, u_res, u_acc, res_dtype):
+    # A scan is a running sum (as np.cumsum, and the only way to give every prefix in one
+    # pass): k(n) = n, the naive bound of research/reliability.md, not the blocked pairwise
+    # k_sum of the reductions. Float32 inputs accumulate in float64, so u_acc keeps it small.
     a = math.fsum(abs(x) for x in prefix if math.isfinite(abs(x)))
-    return u_res * abs(s) + 1.01 * k_sum(len(prefix)) * u_acc * a + tiny(res_dtype)
+    return u_res * abs(s) + 1.01 * max(len(prefix), 1) * u_acc * a + tiny(res_dtype)
 
 
 def broadcast(per_segment, values, offsets_list, levels=1):

@@ -170,6 +170,22 @@ def test_cumsum_matches_reference(backend):
     check()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_cumsum_running_sum_bound(dtype, backend):
+    """A long segment of a constant 0.1 (a running sum drifts by ~n*u*sum|x|: the first CI
+    failure of the scan bound, found by hypothesis) and a float32 canary: accumulating in
+    float64 keeps the last prefix of a million float32 0.1 within 1e-6 relative."""
+    n = 1558 if backend == "cpu" else 200
+    values = np.full(n, 0.1 + 0.1j if dtype == "complex128" else 0.1, dtype=dtype)
+    offsets = [np.array([0, n])]
+    got = run(backend, transform, "cumsum", make_ragged(values, offsets, backend), "function")
+    R.assert_transform(got, R.cumsum(values, offsets), err_msg="constant 0.1")
+    if backend == "cpu":
+        big = np.full(10**6, 0.1, dtype=np.float32)
+        last = np.asarray(hr.cumsum(hr.from_lengths(big, [big.size])).values)[-1]
+        assert abs(float(last) - 1e6 * float(np.float32(0.1))) <= 1e-6 * 1e5
+
+
 @st.composite
 def broadcast_cases(draw, small):
     spec = draw(hst.ragged(dtypes=("int8",), small=small))
