@@ -271,18 +271,27 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str) -> str:
     w = "w[a + t], " if aux else ""
     wj = "w[j], " if aux else ""
     block = _block_code(style, aux, ind + "        ")
+    def masked(width: int, kw: str) -> str:
+        return (
+            f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
+            f"{ind}    st = IDENT\n"
+            f"{ind}    L = b - a\n"
+            f"{ind}    off = a - s\n"
+            f"{ind}    for t in range({width}):\n"
+            f"{ind}        cst = combine(st, map_(values[a + t], {w}off + t))\n"
+            f"{ind}        st = cst if t < L else st\n"
+        )
+
     return (
-        # Tiny: a fixed-trip, branch-free loop over 8 elements whose extra
-        # iterations are masked by a select (random lengths would otherwise
-        # cost a mispredicted loop exit per segment). The overread stays
-        # inside the arrays (checked: a + 8 <= nv) and is discarded.
-        f"{ind}if b - a <= 8 and a + 8 <= nv:\n"
-        f"{ind}    st = IDENT\n"
-        f"{ind}    L = b - a\n"
-        f"{ind}    off = a - s\n"
-        f"{ind}    for t in range(8):\n"
-        f"{ind}        cst = combine(st, map_(values[a + t], {w}off + t))\n"
-        f"{ind}        st = cst if t < L else st\n"
+        # Tiny: a fixed-trip, branch-free loop over 4 (or 8) elements whose
+        # extra iterations are masked by a select (random lengths would
+        # otherwise cost a mispredicted loop exit per segment). The overread
+        # stays inside the arrays (checked: a + 4 <= nv) and is discarded.
+        # Two widths: segments of 0-4 elements ran 1.6x faster through the
+        # 4-wide loop than through the 8-wide one (sum, float32).
+        masked(4, "if")
+        + masked(8, "elif")
+        +
         # Short: one plain loop, no block machinery.
         f"{ind}elif b - a <= {SHORT}:\n"
         f"{ind}    st = IDENT\n"
@@ -354,9 +363,10 @@ def _source(decl: Decl, cache: bool) -> str:
     nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
     # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
     # launch (``launch``) one call per chunk on the thread pool. A chunk
-    # reduces the segments ending in it, then its open tail piece (k == i1).
+    # reduces the segments ending in it, then its head and open tail pieces.
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
+    red = _reduce_1d_code(style, aux, K, "            ")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
@@ -368,20 +378,40 @@ def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
-        kend = i1 + 1 if i1 < nseg else i1
-        for k in range(i0, kend):
+        # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
+        # head/tail branch, each start is the previous end (one offsets read
+        # per segment). 2.2x (sum) to 4.7x (argmax) on segments of 0-4.
+        lo = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0
+        s = offsets[lo]
+        for k in range(lo, i1):
+            e = offsets[k + 1]
+            a = s
+            b = e
+{red}            n = e - s
+            if use_fill and is_empty(st, n):
+                out[k] = fill
+            else:
+                out[k] = finalize(st, n)
+            s = e
+        # The edge pieces, reduced as partial states for the fix-up: the head
+        # (segment i0, begun in an earlier chunk) and the open tail (segment
+        # i1, still running at the chunk's end; may be the same segment).
+        for edge in range(2):  # (the reduction code uses q, m, n... itself)
+            if edge == 0:
+                if lo == i0:
+                    continue
+                k = i0
+            else:
+                if i1 >= nseg:
+                    continue
+                k = i1
             s = offsets[k]
             e = offsets[k + 1]
             a = s if s > j0 else j0
             b = e if e < j1 else j1
-{_reduce_1d_code(style, aux, K, "            ")}            if k == i1:
-{cg.store("t", K, "c", "st", "                ")}            elif s < j0:
-{cg.store("h", K, "c", "st", "                ")}            else:
-                n = e - s
-                if use_fill and is_empty(st, n):
-                    out[k] = fill
-                else:
-                    out[k] = finalize(st, n)
+{red}            if edge == 1:
+{cg.store("t", K, "c", "st", "                ")}            else:
+{cg.store("h", K, "c", "st", "                ")}
 """)
     src.append(f"""
 @numba.njit(**_OPTS)
