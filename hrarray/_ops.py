@@ -419,7 +419,10 @@ def _logsumexp(name, dt, dtype, ddof):
             return m
         return m + math.log(t)
 
-    return Decl(("logsumexp", dt.str, out.str), ident, map_, combine, finalize), out
+    # style "lse": the CPU kernel reduces all-finite blocks with a vectorised
+    # exp (hrarray._kernels.cpu); the declaration is what every other path runs
+    meta = {"style": "lse"}
+    return Decl(("logsumexp", dt.str, out.str), ident, map_, combine, finalize, meta=meta), out
 
 
 def _first_last(name, dt, dtype, ddof):

@@ -119,6 +119,7 @@ def softmax_stats(name: str, in_dtype: np.dtype) -> Spec:
         lse.map,
         lse.combine,
         finalize,
+        meta=lse.meta,
     )
     return Spec(decl, np.dtype(np.complex128), base.value_dtype)
 

@@ -202,10 +202,21 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
             + f"{ind}else:\n"
             + f"{ind}    blk = fast_block(values, ub, nt, off)\n"
         )
+    if style == "lse":
+        # logsumexp / softmax statistics: an all-finite block's state
+        # (max, sum of exp(x - max)) from two loops without a libm call per
+        # element (see _LSE_HELPERS); NaN/inf blocks run the declaration.
+        assert not aux
+        return (
+            f"{ind}if nonfinite(values, ub, nt):\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
+            + f"{ind}    blk = lse_block(values, ub, nt)\n"
+        )
     return _lanes_code(aux, ind)
 
 
-_EXTREME_HELPERS = '''
+_NONFINITE_HELPER = '''
 from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"])
 def nonfinite(values, ub, nt):
@@ -215,7 +226,74 @@ def nonfinite(values, ub, nt):
     for t in range(nt):
         acc += values[ub + t] * 0
     return acc != 0
+'''
 
+# exp(d) for d <= 0 as a polynomial: LLVM vectorises it (a math.exp call per
+# element it cannot), 2.8x faster than libm on blocks of 128 measured. Cody-
+# Waite reduction d = k ln2 + r (|r| <= ln2/2, ln2 split in two parts, so
+# k ln2 is exact), exp(r) by its degree-13 Taylor polynomial (truncation
+# < 2e-16 relative), times 2**k built from the exponent bits. Measured: at
+# most 2 ulp from NumPy's exp over [-708, 0]. Below -708 (exp < 3.3e-308)
+# it gives 0: the block sum holds exp(0) = 1 for its max, so such a term is
+# below its rounding by ~300 orders of magnitude.
+_LSE_HELPERS = '''
+LN2_INV = 1.4426950408889634
+LN2_HI = 0.693147180369123816490
+LN2_LO = 1.90821492927058770002e-10
+E2 = 1.0 / 2.0
+E3 = 1.0 / 6.0
+E4 = 1.0 / 24.0
+E5 = 1.0 / 120.0
+E6 = 1.0 / 720.0
+E7 = 1.0 / 5040.0
+E8 = 1.0 / 40320.0
+E9 = 1.0 / 362880.0
+E10 = 1.0 / 3628800.0
+E11 = 1.0 / 39916800.0
+E12 = 1.0 / 479001600.0
+E13 = 1.0 / 6227020800.0
+I1023 = np.int64(1023)
+I52 = np.int64(52)
+
+
+# Only called on all-finite blocks (nonfinite() said so): nnan is then true.
+# No ninf: x - m may overflow to -inf for float64 values near the range ends.
+@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"}, cache=_OPTS["cache"])
+def exp_le0(d):
+    dc = d if d > -708.0 else -708.0
+    k = np.floor(dc * LN2_INV + 0.5)
+    r = (dc - k * LN2_HI) - k * LN2_LO
+    p = E13 * r + E12
+    p = p * r + E11
+    p = p * r + E10
+    p = p * r + E9
+    p = p * r + E8
+    p = p * r + E7
+    p = p * r + E6
+    p = p * r + E5
+    p = p * r + E4
+    p = p * r + E3
+    p = p * r + E2
+    p = p * r + 1.0
+    p = p * r + 1.0
+    res = p * bitcast_to_float((np.int64(k) + I1023) << I52)
+    return res if d > -708.0 else 0.0
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"])
+def lse_block(values, ub, nt):
+    m = np.float64(values[ub])
+    for t in range(U1, nt):
+        v = np.float64(values[ub + t])
+        m = v if v > m else m
+    s = 0.0
+    for t in range(nt):
+        s += exp_le0(np.float64(values[ub + t]) - m)
+    return (m, s)
+'''
+
+_EXTREME_HELPERS = '''
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
 def block_extreme(values, ub, nt):
@@ -357,8 +435,12 @@ def _source(decl: Decl, cache: bool) -> str:
     K1 = max(K, 1)
     style = decl.meta.get("style", "lanes")
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
+    if style in ("extreme", "lse"):
+        src.append(_NONFINITE_HELPER)
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
+    if style == "lse":
+        src.append(_LSE_HELPERS)
     stk_alloc = "".join(f"    k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
     nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
     # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
