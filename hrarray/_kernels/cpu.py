@@ -339,16 +339,21 @@ def fast_block(values, ub, nt, off):
 '''
 
 
-def _reduce_1d_code(style: str, aux: bool, K: int, ind: str) -> str:
+def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
     segment costs an atomic refcount increment and decrement (NRT), which
-    made segments of 0-4 elements 3-4x slower than this.
+    made segments of 0-4 elements 3-4x slower than this. ``small=False``
+    writes only the empty case and the blocked path: the chunk's head and
+    tail pieces, at most two per chunk, need no fast path for short
+    segments, and every copy of the code costs compile time.
     """
     w = "w[a + t], " if aux else ""
     wj = "w[j], " if aux else ""
-    block = _block_code(style, aux, ind + "        ")
+    li = ind + "    "  # indentation of the blocked path
+    block = _block_code(style, aux, li + "    ")
+
     def masked(width: int, kw: str) -> str:
         return (
             f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
@@ -360,6 +365,44 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str) -> str:
             f"{ind}        st = cst if t < L else st\n"
         )
 
+    # Long: blocks of BLOCK elements merged through a binary-counter stack
+    # (k0, k1, ...), i.e. in pairwise order.
+    blocked = (
+        f"{li}nb = 0\n"
+        f"{li}cnt = 0\n"
+        f"{li}pos = a\n"
+        f"{li}while True:\n"
+        f"{li}    q = pos + {BLOCK}\n"
+        f"{li}    if q > b:\n"
+        f"{li}        q = b\n"
+        f"{li}    ub = np.uint64(pos)\n"
+        f"{li}    nt = np.uint64(q - pos)\n"
+        f"{li}    off = pos - s\n"
+        + block
+        + f"{li}    if cnt == 0 and q == b:\n"
+        f"{li}        st = blk\n"
+        f"{li}        break\n"
+        f"{li}    cnt += 1\n"
+        f"{li}    m = cnt\n"
+        f"{li}    while (m & 1) == 0:\n"
+        f"{li}        nb -= 1\n"
+        f"{li}        blk = combine({cg.load('k', K, 'nb')}, blk)\n"
+        f"{li}        m >>= 1\n"
+        + cg.store("k", K, "nb", "blk", li + "    ")
+        + f"{li}    nb += 1\n"
+        f"{li}    pos = q\n"
+        f"{li}    if pos >= b:\n"
+        f"{li}        nb -= 1\n"
+        f"{li}        st = {cg.load('k', K, 'nb')}\n"
+        f"{li}        while nb > 0:\n"
+        f"{li}            nb -= 1\n"
+        f"{li}            st = combine({cg.load('k', K, 'nb')}, st)\n"
+        f"{li}        break\n"
+    )
+    if not small:
+        # an empty piece must not reach the block code: the fast block
+        # helpers read their first element unconditionally
+        return f"{ind}if b <= a:\n{ind}    st = IDENT\n{ind}else:\n" + blocked
     return (
         # Tiny: a fixed-trip, branch-free loop over 4 (or 8) elements whose
         # extra iterations are masked by a select (random lengths would
@@ -369,45 +412,13 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str) -> str:
         # 4-wide loop than through the 8-wide one (sum, float32).
         masked(4, "if")
         + masked(8, "elif")
-        +
         # Short: one plain loop, no block machinery.
-        f"{ind}elif b - a <= {SHORT}:\n"
+        + f"{ind}elif b - a <= {SHORT}:\n"
         f"{ind}    st = IDENT\n"
         f"{ind}    for j in range(a, b):\n"
         f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
-        # Long: blocks of BLOCK elements merged through a binary-counter
-        # stack (k0, k1, ...), i.e. in pairwise order.
         f"{ind}else:\n"
-        f"{ind}    nb = 0\n"
-        f"{ind}    cnt = 0\n"
-        f"{ind}    pos = a\n"
-        f"{ind}    while True:\n"
-        f"{ind}        q = pos + {BLOCK}\n"
-        f"{ind}        if q > b:\n"
-        f"{ind}            q = b\n"
-        f"{ind}        ub = np.uint64(pos)\n"
-        f"{ind}        nt = np.uint64(q - pos)\n"
-        f"{ind}        off = pos - s\n"
-        + block
-        + f"{ind}        if cnt == 0 and q == b:\n"
-        f"{ind}            st = blk\n"
-        f"{ind}            break\n"
-        f"{ind}        cnt += 1\n"
-        f"{ind}        m = cnt\n"
-        f"{ind}        while (m & 1) == 0:\n"
-        f"{ind}            nb -= 1\n"
-        f"{ind}            blk = combine({cg.load('k', K, 'nb')}, blk)\n"
-        f"{ind}            m >>= 1\n"
-        + cg.store("k", K, "nb", "blk", ind + "        ")
-        + f"{ind}        nb += 1\n"
-        f"{ind}        pos = q\n"
-        f"{ind}        if pos >= b:\n"
-        f"{ind}            nb -= 1\n"
-        f"{ind}            st = {cg.load('k', K, 'nb')}\n"
-        f"{ind}            while nb > 0:\n"
-        f"{ind}                nb -= 1\n"
-        f"{ind}                st = combine({cg.load('k', K, 'nb')}, st)\n"
-        f"{ind}            break\n"
+        + blocked
     )
 
 
@@ -449,6 +460,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
     red = _reduce_1d_code(style, aux, K, "            ")
+    red_edge = _reduce_1d_code(style, aux, K, "            ", small=False)
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
@@ -491,7 +503,7 @@ def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
             e = offsets[k + 1]
             a = s if s > j0 else j0
             b = e if e < j1 else j1
-{red}            if edge == 1:
+{red_edge}            if edge == 1:
 {cg.store("t", K, "c", "st", "                ")}            else:
 {cg.store("h", K, "c", "st", "                ")}
 """)
