@@ -436,6 +436,59 @@ def test_nan_order_independent(backend):
         assert host(hr.argmin(x)).tolist() == [pos]
 
 
+def _extreme_specials(dtype, inner, seed):
+    """Segments around the CPU block size holding, block by block, only finite
+    values, +inf, -inf, both, NaN of either sign, ties and signed zeros."""
+    rng = np.random.default_rng(seed)
+    lengths = [1, 2, 127, 128, 129, 300, 0, 257, 5, 130, 128, 129, 3, 256]
+    n = sum(lengths)
+    v = rng.integers(-4, 5, size=(n, *inner)).astype(dtype)  # many ties
+    starts = np.cumsum([0] + lengths[:-1])
+    flat = v.reshape(n, -1)
+    kinds = ["inf", "-inf", "both", "nan", "-nan", "zeros", "first_nan", "last_nan"]
+    for k, (s, L) in enumerate(zip(starts, lengths, strict=True)):
+        if L == 0:
+            continue
+        kind = kinds[k % len(kinds)]
+        rows = rng.integers(s, s + L, size=3)
+        col = rng.integers(0, flat.shape[1], size=3)
+        if kind == "inf":
+            flat[rows, col] = np.inf
+        elif kind == "-inf":
+            flat[s:s + L] = -np.inf
+            flat[rows, col] = -1
+        elif kind == "both":
+            flat[rows[:2], col[:2]] = [np.inf, -np.inf]
+        elif kind == "nan":
+            flat[rows, col] = np.nan
+        elif kind == "-nan":
+            flat[rows, col] = -np.abs(np.array(np.nan, dtype))  # sign bit set
+        elif kind == "zeros":
+            flat[s:s + L] = 0.0
+            flat[rows, col] = -0.0
+        elif kind == "first_nan":
+            flat[s] = np.nan
+        else:
+            flat[s + L - 1] = np.nan
+    assert np.signbit(-np.abs(np.array(np.nan, dtype)))
+    return v, hst.offsets_from_lengths(lengths)
+
+
+@pytest.mark.parametrize("inner", [(), (3,), (2, 5)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extreme_fast_paths_specials(dtype, inner, backend):
+    """The CPU max/min/argmax/argmin take vectorised paths (order keys per block in
+    1-D, selects across columns in 2-D) and fall back to the declaration on NaN:
+    every mix of specials gives the reference result."""
+    for seed in range(3):
+        v, offsets = _extreme_specials(dtype, inner, seed)
+        if backend == "cuda" and not REAL_GPU:
+            v, offsets = v[:140], offsets[offsets <= 140]
+        x = make_ragged(v, [offsets], backend)
+        for op in ("max", "min", "argmax", "argmin", "nanmax", "nanargmin"):
+            R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
+
+
 def test_argmax_levels_nan_index(backend):
     """With levels=2 the argmax index is the position in the flattened leaf range."""
     values = np.array([9.0, 1.0, 2.0, 3.0, np.nan, 8.0, 5.0, 5.0])

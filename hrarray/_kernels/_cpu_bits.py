@@ -49,7 +49,8 @@ def _prefetch_codegen(context, builder, sig, args):
     aryty = sig.args[0]
     ary = context.make_array(aryty)(context, builder, args[0])
     idx = [
-        context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])
+        context.cast(builder, v, t, types.intp)
+        for v, t in zip(args[1:], sig.args[1:], strict=True)
     ]
     ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
     i8p = ir.IntType(8).as_pointer()

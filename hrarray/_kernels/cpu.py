@@ -195,15 +195,16 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
             f"{ind}    blk = combine(blk, map_(values[ub + t], {ww}off + np.int64(t)))\n"
         )
     if style == "extreme":
-        # Float max/min/argmax/argmin: when the block is all finite (checked
-        # with a vectorised NaN/inf probe compiled WITHOUT fast-math), its
-        # extreme comes from a vectorised fast-math loop; otherwise the exact
-        # declaration runs. Same result either way, by construction.
+        # Float max/min/argmax/argmin: one vectorised pass finds the block's
+        # largest and smallest order keys; without a NaN in the block the
+        # extreme is the key's float (infinities order correctly), else the
+        # exact declaration runs. Same result either way, by construction.
         return (
-            f"{ind}if nonfinite(values, ub, nt):\n"
+            f"{ind}khi, klo = block_keys(values, ub, nt)\n"
+            f"{ind}if khi > KPINF or klo < KNINF:\n"
             + _lanes_code(aux, ind + "    ")
             + f"{ind}else:\n"
-            + f"{ind}    blk = fast_block(values, ub, nt, off)\n"
+            + f"{ind}    blk = fast_block(values, ub, nt, off, khi if IS_MAX else klo)\n"
         )
     if style == "lse":
         # logsumexp / softmax statistics: an all-finite block's state
@@ -227,7 +228,7 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
 # ``pf`` is the first element not yet prefetched; one prefetch per cache
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
-from hrarray._kernels._cpu_bits import prefetch, prefetch2
+from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int, prefetch, prefetch2
 
 
 @numba.njit(cache=_OPTS["cache"])
@@ -249,7 +250,6 @@ def pf_step(stride):
 '''
 
 _NONFINITE_HELPER = '''
-from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"])
 def nonfinite(values, ub, nt):
     # x * 0 is 0 for finite x and NaN for NaN or +-inf; no nnan/ninf flags,
@@ -328,29 +328,32 @@ def lse_block(values, ub, nt):
 _EXTREME_HELPERS = '''
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
-def block_extreme(values, ub, nt):
-    # Only called on all-finite blocks. The max/min runs on integer order
-    # keys (float bits with the magnitude flipped for negatives), which LLVM
-    # vectorises; the float select reduction it does not.
-    m = _key(values[ub])
-    if IS_MAX:
-        for t in range(U1, nt):
-            k = _key(values[ub + t])
-            m = k if k > m else m
-    else:
-        for t in range(U1, nt):
-            k = _key(values[ub + t])
-            m = k if k < m else m
-    return bitcast_to_float(IT(m ^ ((m >> SHIFT) & MAG)))
+def block_keys(values, ub, nt):
+    # The largest and smallest order key of the block (float bits with the
+    # magnitude flipped for negatives: they order like the floats), in one
+    # pass LLVM vectorises (a float select reduction it does not). A NaN's
+    # key lies above +inf's (sign clear) or below -inf's (sign set), so the
+    # same pass tells whether the block holds a NaN.
+    k = _key(values[ub])
+    hi = k
+    lo = k
+    for t in range(U1, nt):
+        k = _key(values[ub + t])
+        hi = k if k > hi else hi
+        lo = k if k < lo else lo
+    return hi, lo
 
 
 @numba.njit(nogil=True, cache=_OPTS["cache"])
 def first_index(values, ub, nt, m):
     # min over t of (t where values[ub + t] == m): a vectorisable integer
     # reduction instead of an early-exit scan
-    best = nt - U1
+    # (in IT, the width of the values: a float32 block's compare and index
+    # then fill the same vector lanes; nt <= BLOCK fits)
+    last = IT(nt - U1)
+    best = last
     for t in range(nt):
-        c = t if values[ub + t] == m else nt
+        c = IT(t) if values[ub + t] == m else last
         best = c if c < best else best
     return np.int64(best)
 
@@ -363,8 +366,9 @@ def _key(v):
 
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
-def fast_block(values, ub, nt, off):
-    m = block_extreme(values, ub, nt)
+def fast_block(values, ub, nt, off, k):
+    # k: the block's extreme key (no NaN in the block; +-inf order as keys)
+    m = bitcast_to_float(IT(k ^ ((k >> SHIFT) & MAG)))
     if IS_ARG:
         return (VT(m), np.int64(off + first_index(values, ub, nt, m)))
     return VT(m)
@@ -482,7 +486,7 @@ def _source(decl: Decl, cache: bool) -> str:
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
     src.append(f"PF_BYTES = {PF_BYTES}\n")
     src.append(_PREFETCH_HELPER)
-    if style in ("extreme", "lse"):
+    if style == "lse":
         src.append(_NONFINITE_HELPER)
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
@@ -534,6 +538,7 @@ def _source(decl: Decl, cache: bool) -> str:
             e = offsets[k + 1]
             a = s if s > j0 else j0
             b = e if e < j1 else j1
+            pf = a  # the head piece lies behind the interior segments
 {red_edge}            if edge == 1:
 {cg.store("t", K, "c", "st", "                ")}            else:
 {cg.store("h", K, "c", "st", "                ")}"""
@@ -597,9 +602,46 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             run = combine(run, {cg.load("t", K, "c")})
 """)
     # ---------------- 2-D: rows (n, m), threads of a chunk walk rows, SIMD across m
+    def range_2d_extreme(end: str, ind: str) -> str:
+        # Float max/min/argmax/argmin over rows a..end: rows come in order, so
+        # a row replaces a column's state when it is strictly better or the
+        # first NaN (the declaration's combine, whose index tie-break cannot
+        # fire here), as selects LLVM vectorises across the columns (the
+        # generic combine's branches it did not: 2-D float32 argmax ran at a
+        # quarter of sum's speed).
+        cmp = ">" if decl.meta["kind"] in ("max", "argmax") else "<"
+        arg = K == 2
+        ident = (
+            f"{ind}        a0[col] = IDENT[0]\n{ind}        a1[col] = IDENT[1]\n"
+            if arg else f"{ind}        a0[col] = IDENT\n"
+        )
+        return (
+            f"{ind}if a < {end}:\n"
+            f"{ind}    for col in range(m):\n"
+            f"{ind}        a0[col] = values[a, col]\n"
+            + (f"{ind}        a1[col] = a - s\n" if arg else "")
+            + f"{ind}    for j in range(a + 1, {end}):\n"
+            f"{ind}        jp = j + pfr\n"
+            f"{ind}        if jp < nr:\n"
+            f"{ind}            for col in range(0, m, pfs):\n"
+            f"{ind}                prefetch2(values, jp, col)\n"
+            f"{ind}        jj = j - s\n"
+            f"{ind}        for col in range(m):\n"
+            f"{ind}            v = AT0(values[j, col])\n"
+            f"{ind}            av = a0[col]\n"
+            f"{ind}            tk = (v {cmp} av) | ((v != v) & (av == av))\n"
+            f"{ind}            a0[col] = v if tk else av\n"
+            + (f"{ind}            a1[col] = jj if tk else a1[col]\n" if arg else "")
+            + f"{ind}else:\n"
+            f"{ind}    for col in range(m):\n"
+            + ident
+        )
+
     def range_2d(end: str, ind: str) -> str:
         # Reduces rows a..end into the per-column states a0, a1, ... Written
         # into the chunk loop, not called: no refcounting per segment.
+        if style == "extreme" and not aux:
+            return range_2d_extreme(end, ind)
         init = "".join(
             f"{ind}    a{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n" for i in range(K1)
         )
@@ -752,6 +794,12 @@ class CpuKernel:
             ns["SHIFT"] = np.dtype(f"i{bits // 8}").type(bits - 1)
             ns["MAG"] = np.dtype(f"i{bits // 8}").type((1 << (bits - 1)) - 1)
             ns["IT"] = np.dtype(f"i{bits // 8}").type
+            # the order keys of +inf and -inf (see block_keys)
+            it = np.dtype(f"i{bits // 8}")
+            pinf = int(np.array(np.inf, self.dtypes[0]).view(it))
+            ninf = int(np.array(-np.inf, self.dtypes[0]).view(it))
+            ns["KPINF"] = it.type(pinf)
+            ns["KNINF"] = it.type(ninf ^ ((1 << (bits - 1)) - 1))
         self.mod = cg.load_module(src, _signature_text(decl), ns, persistent=persistent)
 
     def functions(self):
