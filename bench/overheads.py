@@ -214,9 +214,10 @@ def first_call(hr) -> dict:
     The target metric is ``to_first_result_s``, everything after ``import
     hrarray`` (building the first RaggedArray validates its offsets with a kernel
     too); ``own_first_result_s`` leaves out the time other installed packages'
-    ``numba_extensions`` hooks take (Numba runs them at its first dispatch).  For scale, the first call
-    of a trivial disk-cached ``@numba.njit`` function in a fresh process (Numba's
-    own dispatch start-up, which any Numba library pays once).
+    ``numba_extensions`` hooks take (Numba runs them at its first dispatch).
+    For scale, the first call of a trivial disk-cached ``@numba.njit`` function
+    in a fresh process (Numba's own dispatch start-up, which any Numba library
+    pays once).
     """
     first = _child(_FIRST_CALL, hr)
     second = _child(_FIRST_CALL, hr)

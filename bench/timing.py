@@ -48,6 +48,42 @@ def time_cpu(fn, repeats: int, cap_s: float, min_reps: int = 3) -> dict:
     return {"t_s": min(times), "t_median_s": statistics.median(times), "reps": len(times)}
 
 
+def time_cpu_paired(fn, ref, repeats: int, cap_s: float, min_reps: int = 3) -> dict:
+    """``time_cpu`` with a reference call (the roofline's flat read of the same
+    buffer) timed between the calls of ``fn``: both minima then come from the
+    same seconds of a machine whose memory bandwidth drifts (this VM's flat
+    read moved between 21 and 62 GB/s across runs), so their ratio does not
+    depend on when in the run the case came."""
+    times: list[float] = []
+    refs: list[float] = []
+    enabled = gc.isenabled()
+    gc.disable()
+    start = time.perf_counter()
+    try:
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            r = ref()
+            t1 = time.perf_counter()
+            del r
+            refs.append(t1 - t0)
+            t0 = time.perf_counter()
+            r = fn()
+            t1 = time.perf_counter()
+            del r
+            times.append(t1 - t0)
+            if len(times) >= min_reps and t1 - start > cap_s:
+                break
+    finally:
+        if enabled:
+            gc.enable()
+    return {
+        "t_s": min(times),
+        "t_median_s": statistics.median(times),
+        "reps": len(times),
+        "t_ref_s": min(refs),
+    }
+
+
 class CudaTimer:
     def __init__(self):
         import cupy as cp
@@ -122,6 +158,15 @@ def _flat_sum_kernel():
 
         _FLAT_SUM = flat_sum
     return _FLAT_SUM
+
+
+def cpu_flat_read(values: np.ndarray):
+    """The all-core Numba flat sum of ``values`` as a callable (compiled)."""
+    flat = values.reshape(-1)
+    kern = _flat_sum_kernel()
+    zero = values.dtype.type(0)
+    kern(flat, zero)
+    return lambda: kern(flat, zero)
 
 
 def cpu_roofline(values: np.ndarray, repeats: int, cap_s: float) -> dict:
