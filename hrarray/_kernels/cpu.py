@@ -187,8 +187,33 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
     for a slice, but no array object (and no atomic refcount) is created.
     """
     ww = "w[ub + t], " if aux else ""
+    if style == "simd" and not aux:
+        # A plain loop over the multiple of 8 (with reassoc LLVM vectorises
+        # sums, products, counts), the last 1-7 elements as one masked step
+        # of 8 when the array extends that far (the overread is discarded by
+        # the select; combine(s, IDENT) == s): LLVM's own remainder loops
+        # cost a mispredicted exit each. Segments of ~30 elements: 18.6 ->
+        # 13.7 ns each, ~100: 38 -> 34 (float32 sum, single thread).
+        return (
+            f"{ind}blk = IDENT\n"
+            f"{ind}n8 = nt & M8\n"
+            f"{ind}for t in range(n8):\n"
+            f"{ind}    blk = combine(blk, map_(values[ub + t], off + np.int64(t)))\n"
+            f"{ind}r8 = nt - n8\n"
+            f"{ind}if r8 != U0:\n"
+            f"{ind}    b8 = ub + n8\n"
+            f"{ind}    o8 = off + np.int64(n8)\n"
+            f"{ind}    if b8 + U8 <= nvu:\n"
+            f"{ind}        s8 = IDENT\n"
+            f"{ind}        for t in range(U8):\n"
+            f"{ind}            mv = map_(values[b8 + t], o8 + np.int64(t))\n"
+            f"{ind}            s8 = combine(s8, mv if t < r8 else IDENT)\n"
+            f"{ind}        blk = combine(blk, s8)\n"
+            f"{ind}    else:\n"
+            f"{ind}        for t in range(r8):\n"
+            f"{ind}            blk = combine(blk, map_(values[b8 + t], o8 + np.int64(t)))\n"
+        )
     if style == "simd":
-        # A plain loop: with reassoc LLVM vectorises sums, products, counts.
         return (
             f"{ind}blk = IDENT\n"
             f"{ind}for t in range(nt):\n"
@@ -484,7 +509,7 @@ def _source(decl: Decl, cache: bool) -> str:
     K1 = max(K, 1)
     style = decl.meta.get("style", "lanes")
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
-    src.append(f"PF_BYTES = {PF_BYTES}\n")
+    src.append(f"PF_BYTES = {PF_BYTES}\nM8 = ~np.uint64(7)\n")
     src.append(_PREFETCH_HELPER)
     if style == "lse":
         src.append(_NONFINITE_HELPER)
@@ -567,6 +592,7 @@ def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
     nseg = offsets.shape[0] - 1
     base = offsets[0]
 {stk_alloc}    nv = {nv}
+    nvu = np.uint64(nv)
     pfd = PF_BYTES // values.itemsize
     pfs = pf_step(values.strides[0])
     for c in range(c0, c1):
