@@ -25,6 +25,9 @@ loop LLVM vectorises), and the block states are combined pairwise through a
 binary-counter stack, so long float64 sums carry NumPy-like pairwise error.
 float16/float32 sums accumulate in float64 (the declaration's accumulator).
 
+Memory: the chunk loops run a software prefetch stream ``PF_BYTES`` ahead of
+the element they read (see ``_PREFETCH_HELPER``).
+
 Kernels are compiled with ``fastmath={"reassoc", "nsz", "contract"}``: this
 lets LLVM vectorise the block loops, and keeps NaN and inf semantics (no
 ``nnan``/``ninf``); the NaN tests pin that.
