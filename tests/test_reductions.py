@@ -480,12 +480,13 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
     """The CPU max/min/argmax/argmin take vectorised paths (order keys per block in
     1-D, selects across columns in 2-D) and fall back to the declaration on NaN:
     every mix of specials gives the reference result."""
-    for seed in range(3):
+    sim = backend == "cuda" and not REAL_GPU
+    for seed in range(1 if sim else 3):
         v, offsets = _extreme_specials(dtype, inner, seed)
-        if backend == "cuda" and not REAL_GPU:
+        if sim:
             v, offsets = v[:140], offsets[offsets <= 140]
         x = make_ragged(v, [offsets], backend)
-        for op in ("max", "min", "argmax", "argmin", "nanmax", "nanargmin"):
+        for op in ("max", "min", "argmax", "argmin"):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
 
 
@@ -773,6 +774,17 @@ def test_float64_million_no_worse_than_numpy(data, where):
     assert err_hr <= max(2 * err_np, 2 * 2**-52 * abs(exact)), (err_hr, err_np)
     err_mean = abs(float(host(hr.mean(x))[1]) - exact / n)
     assert err_mean <= max(2 * err_np / n, 2 * 2**-52 * abs(exact / n)) + 2**-53 * abs(exact / n)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "var"])
+def test_2d_long_segment_accuracy_cpu(op):
+    """2-D rows are reduced in blocks merged pairwise, as 1-D: a column summed row
+    after row would lose n*u (2e5 rows of 0.1: ~1e3 times over the bound)."""
+    v = np.full((200_000, 2), 0.1)
+    v[::7, 1] = 0.3
+    offsets = np.array([0, 1, 200_000 - 3, 200_000])
+    x = hr.RaggedArray(v, offsets)
+    R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
 
 
 def test_block_boundary_lengths(backend):
