@@ -419,6 +419,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     block = _block_code(style, aux, li + "    ")
 
     def masked(width: int, kw: str) -> str:
+        if style == "extreme" and not aux:
+            return masked_extreme(width, kw)
         return (
             f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
             f"{ind}    st = IDENT\n"
@@ -427,6 +429,28 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             f"{ind}    for t in range({width}):\n"
             f"{ind}        cst = combine(st, map_(values[a + t], {w}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
+        )
+
+    def masked_extreme(width: int, kw: str) -> str:
+        # Float max/min/argmax/argmin as selects (the declaration's combine
+        # on tuple states kept its branches: 0-4 element segments ran at
+        # 0.04 of the flat read): the first element, then each later one
+        # replaces it when strictly better or the first NaN, as the
+        # declaration orders them.
+        better = "(v > bv) if IS_MAX else (v < bv)"
+        res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
+        return (
+            f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
+            f"{ind}    L = b - a\n"
+            f"{ind}    off = a - s\n"
+            f"{ind}    bv = VT(values[a]) if L > 0 else IDENT{'[0]' if K == 2 else ''}\n"
+            f"{ind}    bx = 0\n"
+            f"{ind}    for t in range(1, {width}):\n"
+            f"{ind}        v = VT(values[a + t])\n"
+            f"{ind}        tk = (t < L) & (({better}) | ((v != v) & (bv == bv)))\n"
+            f"{ind}        bv = v if tk else bv\n"
+            f"{ind}        bx = t if tk else bx\n"
+            f"{ind}    st = {res}\n"
         )
 
     # Long: blocks of BLOCK elements merged through a binary-counter stack
@@ -639,31 +663,106 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # generic combine's branches it did not: 2-D float32 argmax ran at a
         # quarter of sum's speed).
         cmp = ">" if decl.meta["kind"] in ("max", "argmax") else "<"
-        arg = K == 2
-        ident = (
-            f"{ind}        a0[col] = IDENT[0]\n{ind}        a1[col] = IDENT[1]\n"
-            if arg else f"{ind}        a0[col] = IDENT\n"
-        )
+        if K == 2:
+            return range_2d_argextreme(end, ind, cmp)
         return (
             f"{ind}if a < {end}:\n"
             f"{ind}    for col in range(m):\n"
             f"{ind}        a0[col] = values[a, col]\n"
-            + (f"{ind}        a1[col] = a - s\n" if arg else "")
-            + f"{ind}    for j in range(a + 1, {end}):\n"
+            f"{ind}    for j in range(a + 1, {end}):\n"
             f"{ind}        jp = j + pfr\n"
             f"{ind}        if jp < nr:\n"
             f"{ind}            for col in range(0, m, pfs):\n"
             f"{ind}                prefetch2(values, jp, col)\n"
-            f"{ind}        jj = j - s\n"
             f"{ind}        for col in range(m):\n"
             f"{ind}            v = AT0(values[j, col])\n"
             f"{ind}            av = a0[col]\n"
             f"{ind}            tk = (v {cmp} av) | ((v != v) & (av == av))\n"
             f"{ind}            a0[col] = v if tk else av\n"
-            + (f"{ind}            a1[col] = jj if tk else a1[col]\n" if arg else "")
-            + f"{ind}else:\n"
+            f"{ind}else:\n"
             f"{ind}    for col in range(m):\n"
-            + ident
+            f"{ind}        a0[col] = IDENT\n"
+        )
+
+    def range_2d_argextreme(end: str, ind: str, cmp: str) -> str:
+        # argmax/argmin rows in blocks of rb rows (a block stays in L1):
+        # pass 1 keeps only each column's best value in the values' width
+        # (NaN sticky: the block's best is NaN iff it holds one), pass 2 --
+        # only when some column improved -- walks the block's rows backwards
+        # and keeps the last row equal to that best (or NaN when it is NaN),
+        # i.e. the first. A row-by-row (value, index) select loaded and stored
+        # 16 bytes of state per 4-byte float32 element (2-D float32 argmax
+        # ran at 0.32-0.44 of the flat read). Same result as the declaration:
+        # first NaN, else the strictly best value, else the lowest index.
+        i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
+        improve = f"((tv != tv) & (av == av)) | (tv {cmp} av)"
+        # Pieces of at most rb rows (segments of ~100 rows of 64 float32,
+        # 0-4 rows) keep the one-pass select: the two passes ran 1.3x (uniform)
+        # and 1.5x (tiny) slower there, and 1.5x faster on powerlaw's long
+        # segments.
+        return (
+            f"{ind}if a < {end} and {end} - a <= rb:\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}a0[col] = values[a, col]\n"
+            f"{i2}a1[col] = a - s\n"
+            f"{i1}for j in range(a + 1, {end}):\n"
+            f"{i2}jp = j + pfr\n"
+            f"{i2}if jp < nr:\n"
+            f"{i3}for col in range(0, m, pfs):\n"
+            f"{i3}    prefetch2(values, jp, col)\n"
+            f"{i2}jj = j - s\n"
+            f"{i2}for col in range(m):\n"
+            f"{i3}v = AT0(values[j, col])\n"
+            f"{i3}av = a0[col]\n"
+            f"{i3}tk = (v {cmp} av) | ((v != v) & (av == av))\n"
+            f"{i3}a0[col] = v if tk else av\n"
+            f"{i3}a1[col] = jj if tk else a1[col]\n"
+            f"{ind}elif a < {end}:\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}a0[col] = values[a, col]\n"
+            f"{i2}a1[col] = a - s\n"
+            f"{i1}p = a + 1\n"
+            f"{i1}while p < {end}:\n"
+            f"{i2}q = p + rb\n"
+            f"{i2}if q > {end}:\n"
+            f"{i3}q = {end}\n"
+            f"{i2}for col in range(m):\n"
+            f"{i3}bm[col] = VT(values[p, col])\n"
+            f"{i2}for j in range(p, q):\n"
+            f"{i3}jp = j + pfr\n"
+            f"{i3}if jp < nr:\n"
+            f"{i4}for col in range(0, m, pfs):\n"
+            f"{i4}    prefetch2(values, jp, col)\n"
+            f"{i3}for col in range(m):\n"
+            f"{i4}v = VT(values[j, col])\n"
+            f"{i4}bv = bm[col]\n"
+            f"{i4}bm[col] = v if (v {cmp} bv) | (v != v) else bv\n"
+            f"{i2}up = False\n"
+            f"{i2}for col in range(m):\n"
+            f"{i3}tv = AT0(bm[col])\n"
+            f"{i3}av = a0[col]\n"
+            f"{i3}up |= {improve}\n"
+            f"{i2}if up:\n"
+            f"{i3}for col in range(m):\n"
+            f"{i4}ix[col] = IT(0)\n"
+            f"{i3}for j in range(q - 1, p - 1, -1):\n"
+            f"{i4}jb = IT(j - p)\n"
+            f"{i4}for col in range(m):\n"
+            f"{i4}    v = VT(values[j, col])\n"
+            f"{i4}    tv = bm[col]\n"
+            f"{i4}    hit = (v == tv) | ((v != v) & (tv != tv))\n"
+            f"{i4}    ix[col] = jb if hit else ix[col]\n"
+            f"{i3}for col in range(m):\n"
+            f"{i4}tv = AT0(bm[col])\n"
+            f"{i4}av = a0[col]\n"
+            f"{i4}ok = {improve}\n"
+            f"{i4}a0[col] = tv if ok else av\n"
+            f"{i4}a1[col] = (p - s) + np.int64(ix[col]) if ok else a1[col]\n"
+            f"{i2}p = q\n"
+            f"{ind}else:\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}a0[col] = IDENT[0]\n"
+            f"{i2}a1[col] = IDENT[1]\n"
         )
 
     def range_2d(end: str, ind: str) -> str:
@@ -734,6 +833,13 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     # float32/float16 values of argmax/argmin, exact, and LLVM then vectorises
     # the (value, index) select across columns: 2.5x measured).
     acc_alloc1 = "".join(f"    a{i} = np.empty(m, AT{i})\n" for i in range(max(K, 1)))
+    if style == "extreme" and not aux and K == 2:
+        # the argmax/argmin row-block pass: block best in the values' width,
+        # its row in the index width of the values (see range_2d_argextreme)
+        acc_alloc1 += (
+            "    bm = np.empty(m, VT)\n    ix = np.empty(m, IT)\n"
+            "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
+        )
     if not (style == "extreme" and not aux):
         acc_alloc1 += "".join(
             f"    g{i} = np.empty(({STACK}, m), AT{i})\n" for i in range(max(K, 1))
