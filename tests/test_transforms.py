@@ -124,7 +124,7 @@ def test_softmax_matches_reference(op, backend):
     """Every real dtype family × inner shape × depth × levels, empty segments, NaN and ±inf,
     non-compact offsets; dtype, compact structure, device; inputs untouched."""
 
-    @settings(max_examples=examples(backend, cpu=40, cuda=8))
+    @settings(max_examples=examples(backend, cpu=30, cuda=8))
     @given(case=softmax_cases(small=backend == "cuda"))
     def check(case):
         check_softmax(op, case, backend)
@@ -297,7 +297,7 @@ def test_attention_pool_matches_reference(backend):
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(params=[2, 3, 7, 16])
+@pytest.fixture(params=[2, 7, 16])
 def forced_chunks(request, monkeypatch):
     """Cut every CPU map/scan into ``k`` merge-path chunks and run reductions in parallel
     whatever the size: chunk edges then cut segments (scan carries, head/tail partials)."""
@@ -318,7 +318,7 @@ def test_parallel_schedule_small(op, forced_chunks):
         "attention_pool": attention_cases(small=False, dtypes=f),
     }[op]
 
-    @settings(max_examples=15)
+    @settings(max_examples=12)
     @given(case=strategy)
     def check(case):
         if op in ("softmax", "log_softmax"):
