@@ -100,7 +100,7 @@ def test_matches_reference(op, backend):
     segments, non-compact offsets, NaN and ±inf, against the oracle; result dtype, shape,
     array library and device as API.md says."""
 
-    @settings(max_examples=examples(backend, cpu=30, cuda=8))
+    @settings(max_examples=examples(backend, cpu=22, cuda=8))
     @given(case=reduction_cases(op, small=backend == "cuda"))
     def check(case):
         spec, kw, style = case
@@ -540,7 +540,7 @@ def assert_same_reduction(op, a, b, ref, err_msg=""):
 def test_levels_equal_composed_offsets(op, backend):
     """``op(x, levels=k)`` equals ``op`` over the composed offsets ``o1[o2[...]]``."""
 
-    @settings(max_examples=examples(backend, cpu=22, cuda=5))
+    @settings(max_examples=examples(backend, cpu=16, cuda=5))
     @given(
         spec=hst.ragged(
             dtypes=("int32", "float32", "float64"), depths=(2, 3), small=backend == "cuda", nan=True
@@ -568,7 +568,7 @@ def test_levels_equal_composed_offsets(op, backend):
 def test_concatenation(op, backend):
     """A reduction of a concatenation equals the concatenated reductions."""
 
-    @settings(max_examples=examples(backend, cpu=25, cuda=4))
+    @settings(max_examples=examples(backend, cpu=18, cuda=4))
     @given(data=st.data())
     def check(data):
         small = backend == "cuda"
