@@ -149,6 +149,14 @@ def compiled_count() -> int:
     return n
 
 
+def _takes(v: str, s: str, better: str) -> str:
+    """Source of the extreme fast paths' select rule: ``v`` replaces the state
+    ``s`` when ``better`` (``v > s`` or ``v < s``) holds or ``v`` is the first
+    NaN, the order the declaration's combine gives when elements come in
+    order (its index tie-break cannot fire then)."""
+    return f"({better}) | (({v} != {v}) & ({s} == {s}))"
+
+
 def _lanes_code(aux: bool, ind: str) -> str:
     """Block ``values[ub:ub + nt]`` (local index ``off``) reduced into ``blk``
     as LANES contiguous lanes in lock step.
@@ -437,7 +445,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         # 0.04 of the flat read): the first element, then each later one
         # replaces it when strictly better or the first NaN, as the
         # declaration orders them.
-        better = "(v > bv) if IS_MAX else (v < bv)"
+        takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)")
         res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
         return (
             f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
@@ -447,7 +455,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             f"{ind}    bx = 0\n"
             f"{ind}    for t in range(1, {width}):\n"
             f"{ind}        v = VT(values[a + t])\n"
-            f"{ind}        tk = (t < L) & (({better}) | ((v != v) & (bv == bv)))\n"
+            f"{ind}        tk = (t < L) & ({takes})\n"
             f"{ind}        bv = v if tk else bv\n"
             f"{ind}        bx = t if tk else bx\n"
             f"{ind}    st = {res}\n"
@@ -658,65 +666,56 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     def range_2d_extreme(end: str, ind: str) -> str:
         # Float max/min/argmax/argmin over rows a..end: rows come in order, so
         # a row replaces a column's state when it is strictly better or the
-        # first NaN (the declaration's combine, whose index tie-break cannot
-        # fire here), as selects LLVM vectorises across the columns (the
-        # generic combine's branches it did not: 2-D float32 argmax ran at a
-        # quarter of sum's speed).
+        # first NaN (_takes), as selects LLVM vectorises across the columns
+        # (the generic combine's branches it did not: 2-D float32 argmax ran
+        # at a quarter of sum's speed).
         cmp = ">" if decl.meta["kind"] in ("max", "argmax") else "<"
-        if K == 2:
-            return range_2d_argextreme(end, ind, cmp)
+        arg = K == 2
+        i1, i2, i3 = (ind + "    " * d for d in range(1, 4))
+        ident = (
+            f"{i2}a0[col] = IDENT[0]\n{i2}a1[col] = IDENT[1]\n" if arg
+            else f"{i2}a0[col] = IDENT\n"
+        )
+        # argmax/argmin pieces longer than rb rows take the two-pass path
+        # (range_2d_argblocks); shorter ones (segments of ~100 rows of 64
+        # float32, 0-4 rows) keep this one pass: the two passes ran 1.3x
+        # (uniform) and 1.5x (tiny) slower there, 1.5x faster on powerlaw.
         return (
-            f"{ind}if a < {end}:\n"
-            f"{ind}    for col in range(m):\n"
-            f"{ind}        a0[col] = values[a, col]\n"
-            f"{ind}    for j in range(a + 1, {end}):\n"
-            f"{ind}        jp = j + pfr\n"
-            f"{ind}        if jp < nr:\n"
-            f"{ind}            for col in range(0, m, pfs):\n"
-            f"{ind}                prefetch2(values, jp, col)\n"
-            f"{ind}        for col in range(m):\n"
-            f"{ind}            v = AT0(values[j, col])\n"
-            f"{ind}            av = a0[col]\n"
-            f"{ind}            tk = (v {cmp} av) | ((v != v) & (av == av))\n"
-            f"{ind}            a0[col] = v if tk else av\n"
-            f"{ind}else:\n"
-            f"{ind}    for col in range(m):\n"
-            f"{ind}        a0[col] = IDENT\n"
+            f"{ind}if a < {end}{f' and {end} - a <= rb' if arg else ''}:\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}a0[col] = values[a, col]\n"
+            + (f"{i2}a1[col] = a - s\n" if arg else "")
+            + f"{i1}for j in range(a + 1, {end}):\n"
+            f"{i2}jp = j + pfr\n"
+            f"{i2}if jp < nr:\n"
+            f"{i3}for col in range(0, m, pfs):\n"
+            f"{i3}    prefetch2(values, jp, col)\n"
+            + (f"{i2}jj = j - s\n" if arg else "")
+            + f"{i2}for col in range(m):\n"
+            f"{i3}v = AT0(values[j, col])\n"
+            f"{i3}av = a0[col]\n"
+            f"{i3}tk = {_takes('v', 'av', f'v {cmp} av')}\n"
+            f"{i3}a0[col] = v if tk else av\n"
+            + (f"{i3}a1[col] = jj if tk else a1[col]\n" if arg else "")
+            + (range_2d_argblocks(end, ind, cmp) if arg else "")
+            + f"{ind}else:\n"
+            f"{i1}for col in range(m):\n"
+            + ident
         )
 
-    def range_2d_argextreme(end: str, ind: str, cmp: str) -> str:
+    def range_2d_argblocks(end: str, ind: str, cmp: str) -> str:
         # argmax/argmin rows in blocks of rb rows (a block stays in L1):
         # pass 1 keeps only each column's best value in the values' width
         # (NaN sticky: the block's best is NaN iff it holds one), pass 2 --
         # only when some column improved -- walks the block's rows backwards
         # and keeps the last row equal to that best (or NaN when it is NaN),
-        # i.e. the first. A row-by-row (value, index) select loaded and stored
-        # 16 bytes of state per 4-byte float32 element (2-D float32 argmax
-        # ran at 0.32-0.44 of the flat read). Same result as the declaration:
-        # first NaN, else the strictly best value, else the lowest index.
+        # i.e. the first. A row-by-row (value, index) select loads and stores
+        # 16 bytes of state per 4-byte float32 element. Same result as the
+        # declaration: first NaN, else the strictly best value, else the
+        # lowest index.
         i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
-        improve = f"((tv != tv) & (av == av)) | (tv {cmp} av)"
-        # Pieces of at most rb rows (segments of ~100 rows of 64 float32,
-        # 0-4 rows) keep the one-pass select: the two passes ran 1.3x (uniform)
-        # and 1.5x (tiny) slower there, and 1.5x faster on powerlaw's long
-        # segments.
+        improve = _takes("tv", "av", f"tv {cmp} av")
         return (
-            f"{ind}if a < {end} and {end} - a <= rb:\n"
-            f"{i1}for col in range(m):\n"
-            f"{i2}a0[col] = values[a, col]\n"
-            f"{i2}a1[col] = a - s\n"
-            f"{i1}for j in range(a + 1, {end}):\n"
-            f"{i2}jp = j + pfr\n"
-            f"{i2}if jp < nr:\n"
-            f"{i3}for col in range(0, m, pfs):\n"
-            f"{i3}    prefetch2(values, jp, col)\n"
-            f"{i2}jj = j - s\n"
-            f"{i2}for col in range(m):\n"
-            f"{i3}v = AT0(values[j, col])\n"
-            f"{i3}av = a0[col]\n"
-            f"{i3}tk = (v {cmp} av) | ((v != v) & (av == av))\n"
-            f"{i3}a0[col] = v if tk else av\n"
-            f"{i3}a1[col] = jj if tk else a1[col]\n"
             f"{ind}elif a < {end}:\n"
             f"{i1}for col in range(m):\n"
             f"{i2}a0[col] = values[a, col]\n"
@@ -759,10 +758,6 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i4}a0[col] = tv if ok else av\n"
             f"{i4}a1[col] = (p - s) + np.int64(ix[col]) if ok else a1[col]\n"
             f"{i2}p = q\n"
-            f"{ind}else:\n"
-            f"{i1}for col in range(m):\n"
-            f"{i2}a0[col] = IDENT[0]\n"
-            f"{i2}a1[col] = IDENT[1]\n"
         )
 
     def range_2d(end: str, ind: str) -> str:
@@ -835,7 +830,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     acc_alloc1 = "".join(f"    a{i} = np.empty(m, AT{i})\n" for i in range(max(K, 1)))
     if style == "extreme" and not aux and K == 2:
         # the argmax/argmin row-block pass: block best in the values' width,
-        # its row in the index width of the values (see range_2d_argextreme)
+        # its row in the index width of the values (see range_2d_argblocks)
         acc_alloc1 += (
             "    bm = np.empty(m, VT)\n    ix = np.empty(m, IT)\n"
             "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
