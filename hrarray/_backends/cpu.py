@@ -108,6 +108,8 @@ class CpuBackend:
         from hrarray._kernels.cpu import get_kernel
 
         nseg = offsets.shape[0] - 1
+        if spec.decl.key[0] in _NO_KERNEL:
+            return _no_kernel(spec, values, offsets, fill, use_fill)
         values, inner = _kernel_view(values, spec.value_dtype)
         out_dt = spec.out_dtype
         # Numba has no float16 arrays on the CPU: write float32, cast once.
@@ -143,6 +145,48 @@ class CpuBackend:
 
     def to_host(self, a):
         return np.asarray(a)
+
+
+# count, first and last read at most one row per segment: NumPy does them in
+# O(nsegments x inner) with no kernel, hence no compile (each kernel signature
+# costs seconds to compile, for every input dtype) and no pass over the values.
+_NO_KERNEL = frozenset({"count", "first", "last"})
+
+
+def _no_kernel(spec, values, offsets, fill, use_fill):
+    """count (rows per segment), first or last row of each segment; empty
+    segments get ``fill`` (``use_fill``) or the op's empty value, as the
+    declaration's kernel would give them."""
+    kind = spec.decl.key[0]
+    nseg = offsets.shape[0] - 1
+    inner = values.shape[1:]
+    if kind == "count":
+        lens = (offsets[1:] - offsets[:-1]).astype(np.int64, copy=False)
+        if use_fill:
+            lens[lens == 0] = fill
+        if not inner:
+            return lens
+        out = np.empty((nseg, *inner), np.int64)
+        out[...] = lens.reshape((nseg,) + (1,) * len(inner))
+        return out
+    empty = offsets[1:] == offsets[:-1]
+    if values.shape[0] == 0:  # then every segment is empty
+        out = np.empty((nseg, *inner), spec.out_dtype)
+    else:
+        rows = offsets[:-1] if kind == "first" else offsets[1:] - 1
+        # mode="clip": an empty segment's row may be -1 or len(values); it
+        # reads a valid row instead, overwritten below
+        out = np.take(values, rows, axis=0, mode="clip")
+        if not out.dtype.isnative:
+            out = out.astype(spec.out_dtype)
+    # the declaration's identity: NaN for floats and complex, else 0
+    empty_value = fill if use_fill else spec.decl.identity[0]
+    if inner:
+        empty = empty.reshape((nseg,) + (1,) * len(inner))
+    with np.errstate(over="ignore"):  # a fill beyond float16's range is inf, as in NumPy
+        empty_value = np.asarray(empty_value).astype(out.dtype)
+    np.copyto(out, empty_value, where=empty)
+    return out
 
 
 def _kernel_view(values: np.ndarray, value_dtype: np.dtype):
