@@ -80,11 +80,13 @@ def assert_same(op, got, want, rtol=1e-12):
 
 
 def both(values, offsets_list, op, **kw):
-    """(CUDA result, CPU result) of ``hr.op`` on the same data."""
-    xc = hr.RaggedArray(values, offsets_list[0])
+    """(CUDA result, CPU result) of ``hr.op`` on the same data. The CPU side gets the offsets
+    as int64: each offsets dtype is one more compiled CPU kernel (seconds), and int32 offsets
+    on the CPU have their own tests (test_reductions.py::test_int32_offsets)."""
+    xc = hr.RaggedArray(values, np.asarray(offsets_list[0], np.int64))
     xd = hr.RaggedArray(dev(values), dev(offsets_list[0]))
     for offs in offsets_list[1:]:
-        xc = hr.RaggedArray(xc, offs)
+        xc = hr.RaggedArray(xc, np.asarray(offs, np.int64))
         xd = hr.RaggedArray(xd, dev(offs))
     return getattr(hr, op)(xd, **kw), getattr(hr, op)(xc, **kw)
 

@@ -10,6 +10,9 @@ from hypothesis import strategies as st
 
 import hrarray as hr
 
+# structure only (no reduction kernels compile here), so both offsets dtypes are cheap
+BOTH = (np.int64, np.int32)
+
 try:
     import cupy  # noqa: F401
 
@@ -33,7 +36,7 @@ def leaf_of(x):
 
 def test_attributes(backend):
     @settings(max_examples=examples(backend, cpu=40, cuda=6))
-    @given(spec=hst.ragged(small=backend == "cuda", huge=False))
+    @given(spec=hst.ragged(small=backend == "cuda", huge=False, offset_dtypes=BOTH))
     def check(spec):
         x = make_ragged(spec.values, spec.offsets, backend)
         top = spec.offsets[-1]
@@ -251,7 +254,7 @@ def test_from_segment_ids_matches_lengths(lens, extra):
 
 @settings(max_examples=40)
 @given(
-    spec=hst.ragged(depths=(1,), huge=False),
+    spec=hst.ragged(depths=(1,), huge=False, offset_dtypes=BOTH),
     fill=st.integers(1, 9),
     grow=st.integers(0, 3),
 )
@@ -302,7 +305,7 @@ def test_concatenate(backend):
     @given(data=st.data())
     def check(data):
         small = backend == "cuda"
-        a = data.draw(hst.ragged(small=small, huge=False))
+        a = data.draw(hst.ragged(small=small, huge=False, offset_dtypes=BOTH))
         b = data.draw(
             hst.ragged(
                 dtypes=(a.dtype.name,),
@@ -310,6 +313,7 @@ def test_concatenate(backend):
                 depths=(a.depth,),
                 small=small,
                 huge=False,
+                offset_dtypes=BOTH,
             )
         )
         xa = make_ragged(a.values, a.offsets, backend)
@@ -335,7 +339,10 @@ def test_concatenate(backend):
 
 def test_getitem(backend):
     @settings(max_examples=examples(backend, cpu=40, cuda=5))
-    @given(spec=hst.ragged(small=backend == "cuda", huge=False, min_segments=1), data=st.data())
+    @given(
+        spec=hst.ragged(small=backend == "cuda", huge=False, min_segments=1, offset_dtypes=BOTH),
+        data=st.data(),
+    )
     def check(spec, data):
         x = make_ragged(spec.values, spec.offsets, backend)
         ref = to_list_ref(spec)
@@ -404,7 +411,7 @@ def test_segment_ids_and_local_index(backend):
     needs_cupy_on_cuda(backend)
 
     @settings(max_examples=examples(backend, cpu=30, cuda=5))
-    @given(spec=hst.ragged(depths=(1,), small=backend == "cuda", huge=False))
+    @given(spec=hst.ragged(depths=(1,), small=backend == "cuda", huge=False, offset_dtypes=BOTH))
     def check(spec):
         x = make_ragged(spec.values, spec.offsets, backend)
         lens = np.diff(spec.offsets[0].astype(np.int64))
@@ -422,7 +429,7 @@ def test_segment_ids_and_local_index(backend):
 
 def test_with_values(backend):
     @settings(max_examples=examples(backend, cpu=30, cuda=5))
-    @given(spec=hst.ragged(small=backend == "cuda", huge=False))
+    @given(spec=hst.ragged(small=backend == "cuda", huge=False, offset_dtypes=BOTH))
     def check(spec):
         x = make_ragged(spec.values, spec.offsets, backend)
         # one new row per leaf value inside segments (x.nvalues counts the top level's items)

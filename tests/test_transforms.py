@@ -97,8 +97,9 @@ def n_top(offsets_list, levels):
 
 
 @st.composite
-def softmax_cases(draw, small, dtypes=SOFTMAX_DTYPES):
-    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, inf=True, neg_inf=True))
+def softmax_cases(draw, small, dtypes=SOFTMAX_DTYPES, odt=None):
+    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, inf=True, neg_inf=True,
+                           offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     style = draw(st.sampled_from(["function", "method"]))
     return spec, levels, style
@@ -133,11 +134,11 @@ def test_softmax_matches_reference(op, backend):
 
 
 @st.composite
-def cumsum_cases(draw, small, real=hst.REAL_DTYPES, complex_=hst.COMPLEX_DTYPES):
+def cumsum_cases(draw, small, real=hst.REAL_DTYPES, complex_=hst.COMPLEX_DTYPES, odt=None):
     # complex: no NaN or inf here, since reference.py bounds both parts of a prefix holding
     # one by NaN; test_cumsum_complex_nan_inf covers them
-    spec = draw(hst.ragged(dtypes=real, small=small, nan=True, inf=True)
-                | hst.ragged(dtypes=complex_, small=small))
+    spec = draw(hst.ragged(dtypes=real, small=small, nan=True, inf=True, offset_dtypes=odt)
+                | hst.ragged(dtypes=complex_, small=small, offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     exclusive = draw(st.booleans())
     style = draw(st.sampled_from(["function", "method"]))
@@ -187,8 +188,8 @@ def test_cumsum_running_sum_bound(dtype, backend):
 
 
 @st.composite
-def broadcast_cases(draw, small):
-    spec = draw(hst.ragged(dtypes=("int8",), small=small))
+def broadcast_cases(draw, small, odt=None):
+    spec = draw(hst.ragged(dtypes=("int8",), small=small, offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     dtype = draw(st.sampled_from(BROADCAST_DTYPES))
     row = draw(st.sampled_from(hst.INNER_SHAPES))
@@ -226,8 +227,8 @@ def test_broadcast_matches_reference(backend):
 
 
 @st.composite
-def attention_cases(draw, small, dtypes=hst.REAL_DTYPES):
-    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True))
+def attention_cases(draw, small, dtypes=hst.REAL_DTYPES, odt=None):
+    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     sdt = draw(st.sampled_from(SCORE_DTYPES))
     heads = draw(st.sampled_from([None, 1, 3]))
@@ -329,6 +330,32 @@ def test_parallel_schedule_small(op, forced_chunks):
             check_broadcast(case, "cpu")
         else:
             check_attention(case, "cpu")
+
+    check()
+
+
+@pytest.mark.parametrize("op", ["softmax", "cumsum", "broadcast", "attention_pool"])
+def test_int32_offsets_cpu(op):
+    """int32 offsets on the CPU, read as they are. The other CPU property tests draw int64
+    offsets only: every offsets dtype is one more compiled kernel per op and dtype."""
+    f, i32 = ("float64",), (np.int32,)
+    strategy = {
+        "softmax": softmax_cases(small=False, dtypes=f, odt=i32),
+        "cumsum": cumsum_cases(small=False, real=f, complex_=("complex128",), odt=i32),
+        "broadcast": broadcast_cases(small=False, odt=i32),
+        "attention_pool": attention_cases(small=False, dtypes=f, odt=i32),
+    }[op]
+
+    @settings(max_examples=10)
+    @given(case=strategy)
+    def check(case):
+        assert case[0].offsets[0].dtype == np.int32
+        {
+            "softmax": lambda: check_softmax(op, case, "cpu"),
+            "cumsum": lambda: check_cumsum(case, "cpu"),
+            "broadcast": lambda: check_broadcast(case, "cpu"),
+            "attention_pool": lambda: check_attention(case, "cpu"),
+        }[op]()
 
     check()
 
