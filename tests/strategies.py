@@ -16,6 +16,9 @@ every GPU thread is a Python thread.
 
 from __future__ import annotations
 
+import datetime
+import os
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -268,6 +271,45 @@ def ragged(
     values = sprinkle(values, seed + 7, **specials) if specials else values
     tags = [kind] + [k for k, v in specials.items() if v]
     return RaggedSpec(values, offsets, "+".join(tags))
+
+
+# --------------------------------------------------------------------------
+# the run's kernel shape per (op, dtype)
+# --------------------------------------------------------------------------
+
+# Every CPU (op, values dtype, 1-D or 2-D rows) is one compiled kernel, seconds each: the
+# whole matrix would take most of CI's time. Each run therefore tests every (op, dtype)
+# in one of its two kernel shapes, chosen per pair by the run's seed (the UTC day unless
+# HRARRAY_TEST_SEED pins it; conftest prints it in the header), so that the reduction
+# tests share one kernel per pair and the next seed tests the other shapes.
+TEST_SEED = int(
+    os.environ.get("HRARRAY_TEST_SEED")
+    or datetime.datetime.now(datetime.timezone.utc).date().toordinal()
+)
+
+
+def kernel_ndim(op: str, dtype) -> int:
+    """1 or 2: the values layout this run tests ``op`` on ``dtype`` with (deterministic in
+    every process: xdist workers agree and share the compiled kernels)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fc":  # a nan-variant on integers is its base op's kernel
+        op = op.removeprefix("nan")
+    return 1 + (zlib.crc32(f"{op}:{dtype.name}:{TEST_SEED}".encode()) & 1)
+
+
+def kernel_inner_shapes(op: str, dtype) -> tuple:
+    """Inner shapes drawn for ``op`` on ``dtype`` by the CPU tests this run."""
+    return ((),) if kernel_ndim(op, dtype) == 1 else ((3,), (2, 3))
+
+
+@st.composite
+def ragged_for(draw, op: str, *, dtypes, small=False, **kw):
+    """:func:`ragged` for reducing with ``op``: on the CPU (not ``small``) the inner shapes
+    are this run's kernel shape for the drawn dtype; the CUDA simulator compiles nothing,
+    so ``small`` examples draw every inner shape."""
+    dtype = draw(st.sampled_from(dtypes))
+    shapes = kw.pop("inner_shapes", INNER_SHAPES) if small else kernel_inner_shapes(op, dtype)
+    return draw(ragged(dtypes=(dtype,), inner_shapes=shapes, small=small, **kw))
 
 
 def fill_values(res_kind: str):
