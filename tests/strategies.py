@@ -306,9 +306,11 @@ def kernel_inner_shapes(op: str, dtype) -> tuple:
 def ragged_for(draw, op: str, *, dtypes, small=False, **kw):
     """:func:`ragged` for reducing with ``op``: on the CPU (not ``small``) the inner shapes
     are this run's kernel shape for the drawn dtype; the CUDA simulator compiles nothing,
-    so ``small`` examples draw every inner shape."""
+    so ``small`` examples draw from ``inner_shapes`` (default: every inner shape)."""
     dtype = draw(st.sampled_from(dtypes))
-    shapes = kw.pop("inner_shapes", INNER_SHAPES) if small else kernel_inner_shapes(op, dtype)
+    shapes = kw.pop("inner_shapes", INNER_SHAPES)
+    if not small:
+        shapes = kernel_inner_shapes(op, dtype)
     return draw(ragged(dtypes=(dtype,), inner_shapes=shapes, small=small, **kw))
 
 

@@ -163,7 +163,8 @@ def test_int32_offsets(op, backend):
 
     @settings(max_examples=examples(backend, cpu=15, cuda=3))
     @given(
-        spec=hst.ragged(
+        spec=hst.ragged_for(
+            op,
             dtypes=("float64", "int32"),
             inner_shapes=((), (3,)),
             small=backend == "cuda",

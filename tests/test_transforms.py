@@ -98,8 +98,9 @@ def n_top(offsets_list, levels):
 
 @st.composite
 def softmax_cases(draw, small, dtypes=SOFTMAX_DTYPES, odt=None):
-    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, inf=True, neg_inf=True,
-                           offset_dtypes=odt))
+    # one kernel shape per dtype and run on the CPU (strategies.kernel_ndim)
+    spec = draw(hst.ragged_for("softmax", dtypes=dtypes, small=small, nan=True, inf=True,
+                               neg_inf=True, offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     style = draw(st.sampled_from(["function", "method"]))
     return spec, levels, style
@@ -137,8 +138,10 @@ def test_softmax_matches_reference(op, backend):
 def cumsum_cases(draw, small, real=hst.REAL_DTYPES, complex_=hst.COMPLEX_DTYPES, odt=None):
     # complex: no NaN or inf here, since reference.py bounds both parts of a prefix holding
     # one by NaN; test_cumsum_complex_nan_inf covers them
-    spec = draw(hst.ragged(dtypes=real, small=small, nan=True, inf=True, offset_dtypes=odt)
-                | hst.ragged(dtypes=complex_, small=small, offset_dtypes=odt))
+    spec = draw(
+        hst.ragged_for("cumsum", dtypes=real, small=small, nan=True, inf=True, offset_dtypes=odt)
+        | hst.ragged_for("cumsum", dtypes=complex_, small=small, offset_dtypes=odt)
+    )
     levels = draw(st.integers(1, spec.depth))
     exclusive = draw(st.booleans())
     style = draw(st.sampled_from(["function", "method"]))
@@ -228,7 +231,8 @@ def test_broadcast_matches_reference(backend):
 
 @st.composite
 def attention_cases(draw, small, dtypes=hst.REAL_DTYPES, odt=None):
-    spec = draw(hst.ragged(dtypes=dtypes, small=small, nan=True, offset_dtypes=odt))
+    spec = draw(hst.ragged_for("attention_pool", dtypes=dtypes, small=small, nan=True,
+                               offset_dtypes=odt))
     levels = draw(st.integers(1, spec.depth))
     sdt = draw(st.sampled_from(SCORE_DTYPES))
     heads = draw(st.sampled_from([None, 1, 3]))
