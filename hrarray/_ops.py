@@ -116,6 +116,9 @@ def _empty_value(dt: np.dtype):
 # Kernel hints (never semantics): "simd" blocks are plain loops that LLVM
 # vectorises; "extreme" blocks take a vectorised fast path when a block is
 # all finite (see hrarray/_kernels/cpu.py); the default is ILP lanes.
+# "rows": the result is the segment's length, first row or last row, so a
+# backend may gather it (one row per segment) instead of reducing; empty
+# segments keep the declaration's identity / fill_value (hrarray/_backends/cpu.py).
 _SIMD = {"style": "simd"}
 
 
@@ -346,7 +349,8 @@ def _count(name, dt, dtype, ddof):
     def finalize(s, n):
         return n
 
-    return Decl(("count", dt.str), zero, map_, combine, finalize, meta=_SIMD), np.dtype(np.int64)
+    meta = {**_SIMD, "rows": "count"}
+    return Decl(("count", dt.str), zero, map_, combine, finalize, meta=meta), np.dtype(np.int64)
 
 
 def _count_nonzero(name, dt, dtype, ddof):
@@ -453,7 +457,7 @@ def _first_last(name, dt, dtype, ddof):
     def finalize(s, n):
         return s[0]
 
-    return Decl((name, dt.str), ident, map_, combine, finalize), dt
+    return Decl((name, dt.str), ident, map_, combine, finalize, meta={"rows": name}), dt
 
 
 _BASE = {

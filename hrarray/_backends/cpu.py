@@ -108,8 +108,9 @@ class CpuBackend:
         from hrarray._kernels.cpu import get_kernel
 
         nseg = offsets.shape[0] - 1
-        if spec.decl.key[0] in _NO_KERNEL:
-            return _no_kernel(spec, values, offsets, fill, use_fill)
+        rows = spec.decl.meta.get("rows")
+        if rows is not None:
+            return _gather_rows(rows, spec, values, offsets, fill, use_fill)
         values, inner = _kernel_view(values, spec.value_dtype)
         out_dt = spec.out_dtype
         # Numba has no float16 arrays on the CPU: write float32, cast once.
@@ -147,17 +148,12 @@ class CpuBackend:
         return np.asarray(a)
 
 
-# count, first and last read at most one row per segment: NumPy does them in
-# O(nsegments x inner) with no kernel, hence no compile (each kernel signature
-# costs seconds to compile, for every input dtype) and no pass over the values.
-_NO_KERNEL = frozenset({"count", "first", "last"})
-
-
-def _no_kernel(spec, values, offsets, fill, use_fill):
-    """count (rows per segment), first or last row of each segment; empty
-    segments get ``fill`` (``use_fill``) or the op's empty value, as the
-    declaration's kernel would give them."""
-    kind = spec.decl.key[0]
+def _gather_rows(kind, spec, values, offsets, fill, use_fill):
+    """A declaration hinted ``rows`` (count, first, last): the length, first or
+    last row of each segment, gathered by NumPy in O(nsegments x inner) with no
+    kernel, hence no compile (seconds per kernel signature, for every input
+    dtype) and no pass over the values. Empty segments get ``fill``
+    (``use_fill``) or the declaration's identity, as its kernel gives them."""
     nseg = offsets.shape[0] - 1
     inner = values.shape[1:]
     if kind == "count":
