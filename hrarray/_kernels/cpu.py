@@ -53,6 +53,12 @@ STACK = 64  # pairwise stack depth: 2**64 blocks
 PF_BYTES = 8192
 FASTMATH = {"reassoc", "nsz", "contract"}
 JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
+# Functions only ever called from other kernels (a declaration's map/combine/
+# finalize, the generated helpers) get no Python or C entry point: Numba
+# otherwise lowers and optimises both wrappers for every signature, ~10% of a
+# kernel's cold compile (measured: 10.6 s -> 9.6 s for four first calls).
+NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+CALLEE_OPTS = {**JIT_OPTS, **NO_WRAPPERS}
 
 # Parallelism: the kernels are plain (non-parallel) nogil functions over a
 # range of merge-path chunks, and a large input's chunks are run on a pool of
@@ -275,7 +281,7 @@ import numba
 from hrarray._kernels._cpu_bits import prefetch
 
 
-@numba.njit(cache=CACHE)
+@numba.njit(cache=CACHE, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def pf_1d(values, pf, upto, nv, step):
     if upto > nv:
         upto = nv
@@ -285,7 +291,7 @@ def pf_1d(values, pf, upto, nv, step):
     return pf
 
 
-@numba.njit(cache=CACHE)
+@numba.njit(cache=CACHE, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def pf_step(stride):
     # elements per 64-byte cache line; 1 for strides of a line or more (and
     # for a zero stride, where prefetching is pointless but harmless)
@@ -307,7 +313,8 @@ def shared_helpers():
 
 
 _NONFINITE_HELPER = '''
-@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"])
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
+            **_NOWRAP)
 def nonfinite(values, ub, nt):
     # x * 0 is 0 for finite x and NaN for NaN or +-inf; no nnan/ninf flags,
     # so LLVM may vectorise the sum but not fold the product away.
@@ -347,7 +354,8 @@ I52 = np.int64(52)
 
 # Only called on all-finite blocks (nonfinite() said so): nnan is then true.
 # No ninf: x - m may overflow to -inf for float64 values near the range ends.
-@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"}, cache=_OPTS["cache"])
+@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"], **_NOWRAP)
 def exp_le0(d):
     dc = d if d > -708.0 else -708.0
     k = np.floor(dc * LN2_INV + 0.5)
@@ -370,7 +378,7 @@ def exp_le0(d):
 
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
-            cache=_OPTS["cache"])
+            cache=_OPTS["cache"], **_NOWRAP)
 def lse_block(values, ub, nt):
     m = np.float64(values[ub])
     for t in range(U1, nt):
@@ -384,7 +392,7 @@ def lse_block(values, ub, nt):
 
 _EXTREME_HELPERS = '''
 
-@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
+@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
 def block_keys(values, ub, nt):
     # The largest and smallest order key of the block (float bits with the
     # magnitude flipped for negatives: they order like the floats), in one
@@ -401,7 +409,7 @@ def block_keys(values, ub, nt):
     return hi, lo
 
 
-@numba.njit(nogil=True, cache=_OPTS["cache"])
+@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
 def first_index(values, ub, nt, m):
     # min over t of (t where values[ub + t] == m): a vectorisable integer
     # reduction instead of an early-exit scan
@@ -415,14 +423,14 @@ def first_index(values, ub, nt, m):
     return np.int64(best)
 
 
-@numba.njit(inline="always", cache=_OPTS["cache"])
+@numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
 def _key(v):
     k = bitcast_to_int(v)
     # IT(...): Numba widens int32 arithmetic to int64; keep the key's width
     return IT(k ^ ((k >> SHIFT) & MAG))
 
 
-@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"])
+@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
 def fast_block(values, ub, nt, off, k):
     # k: the block's extreme key (no NaN in the block; +-inf order as keys)
     m = bitcast_to_float(IT(k ^ ((k >> SHIFT) & MAG)))
@@ -559,7 +567,8 @@ def _source(decl: Decl, cache: bool) -> str:
         # sorted: a set's repr depends on the hash seed, and the source text
         # names the cache file (it must be the same in every process)
         f"_OPTS = dict(nogil=True, error_model='numpy', "
-        f"fastmath=set({sorted(FASTMATH)!r}), cache={cache})\n\n",
+        f"fastmath=set({sorted(FASTMATH)!r}), cache={cache})\n"
+        f"_NOWRAP = {NO_WRAPPERS!r}\n\n",
     ]
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)
@@ -963,7 +972,7 @@ class CpuKernel:
         persistent = decl.key[0] != "user"
         _, disk = cg.generated_dir()
         src = _source(decl, cache=disk and persistent)
-        jit = numba.njit(**JIT_OPTS)
+        jit = numba.njit(**CALLEE_OPTS)
         memo: dict = {}
         helpers = shared_helpers()
         ns = {

@@ -56,7 +56,7 @@ import numpy as np
 
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
-from hrarray._kernels.cpu import FASTMATH, JIT_OPTS, get_kernel, launch
+from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, get_kernel, launch
 from hrarray.reducer import Decl
 
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
@@ -158,7 +158,7 @@ class CpuMapKernel:
         self.mdecl = mdecl
         _, disk = cg.generated_dir()
         src = _map_source(mdecl.reads_values, disk)
-        jit = numba.njit(**JIT_OPTS)
+        jit = numba.njit(**CALLEE_OPTS)
         ns = {"fn": cg.jitify(mdecl.fn, jit, {})}
         self.mod = cg.load_module(src, repr(("map",) + mdecl.key), ns)
 
@@ -387,7 +387,7 @@ class CpuScanKernel:
         persistent = decl.key[0] != "user"
         _, disk = cg.generated_dir()
         src = _scan_source(decl, disk and persistent)
-        jit = numba.njit(**JIT_OPTS)
+        jit = numba.njit(**CALLEE_OPTS)
         memo: dict = {}
         ns = {
             "IDENT": decl.identity,
@@ -471,9 +471,10 @@ import numba
 import numpy as np
 
 _OPTS = dict(nogil=True, error_model='numpy', fastmath=FASTMATH, cache=CACHE)
+_NOWRAP = WRAPPER_OPTS
 
 
-@numba.njit(inline="always", **_OPTS)
+@numba.njit(inline="always", **_OPTS, **_NOWRAP)
 def rows_piece(values, w, a, e, acc):
     ncol = values.shape[1]
     m = -np.inf
@@ -505,7 +506,7 @@ def rows_piece(values, w, a, e, acc):
     return m, s
 
 
-@numba.njit(inline="always", **_OPTS)
+@numba.njit(inline="always", **_OPTS, **_NOWRAP)
 def store(hm, hs, ha, c, m, s, acc):
     for col in range(acc.shape[0]):
         hm[c, col] = m
@@ -558,7 +559,7 @@ def _rows_module(decl: Decl):
             mod = _compiled.get(key)
             if mod is None:
                 _, disk = cg.generated_dir()
-                jit = numba.njit(**JIT_OPTS)
+                jit = numba.njit(**CALLEE_OPTS)
                 memo: dict = {}
                 ns = {
                     "finalize": cg.jitify(decl.finalize, jit, memo),
@@ -566,6 +567,7 @@ def _rows_module(decl: Decl):
                 }
                 src = _ROWS_SRC.replace("FASTMATH", f"set({sorted(FASTMATH)!r})")
                 src = src.replace("CACHE", repr(bool(disk)))
+                src = src.replace("WRAPPER_OPTS", repr(NO_WRAPPERS))
                 src += _ROWS_CHUNKS
                 mod = cg.load_module(src, repr(key), ns)
                 _compiled[key] = mod
