@@ -580,7 +580,8 @@ def test_every_kernel_kind_compiles_to_ptx():
     """The simulator never types or compiles a kernel, so a kernel a GPU would reject passes
     every simulator test. Compile the GPU's kernels (BLOCK 256, warp shuffles) for sm_90 with
     numba-cuda's real compiler (NVVM) and assemble them (nvJitLink), without a GPU: one op
-    per kind of state, 1-D and 2-D, the transforms' map/scan/aux kinds and the backend's
+    per kind of state (sum 1-D and 2-D, the others on the layout this run's seed picks), the
+    transforms' map/scan/aux kinds and the backend's
     structural kernels (``tests/ptx_check.py``; ``--wide`` / ``--all`` for the whole matrix).
     """
     import os
@@ -588,15 +589,19 @@ def test_every_kernel_kind_compiles_to_ptx():
     import sys
     from pathlib import Path
 
+    from strategies import TEST_SEED
+
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_ENABLE_CUDASIM", "HRARRAY_CUDA_BLOCK", "HRARRAY_CUDA_ITEMS")}
     script = Path(__file__).with_name("ptx_check.py")
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    # sum on both layouts, each other op on the one this run's seed picks (every op meets
+    # both within a few seeds): ~85 s -> ~55 s on a 2-core host
+    proc = subprocess.run([sys.executable, str(script), "--seed", str(TEST_SEED)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode == 3:
         pytest.skip(f"no libNVVM here: {proc.stdout.strip()[-300:]}")
     out = f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, out
     last = proc.stdout.strip().splitlines()[-1]
     assert " 0 failures" in last, last
-    assert int(last.split()[0]) >= 60, last  # kernel signatures compiled
+    assert int(last.split()[0]) >= 50, last  # kernel signatures compiled (52 with a seed)
