@@ -6,6 +6,7 @@ max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
 """
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -82,7 +83,9 @@ def reduction_cases(draw, op, small):
     if fill is not None:
         kw["fill_value"] = fill
     if R.base_op(op) in ("var", "std"):
-        ddof = draw(st.integers(0, 2))
+        # ddof is compiled into the kernel: one value per op and dtype this run (0, 1 or 2
+        # by the seed), so each draws one kernel; the next seeds draw the others
+        ddof = zlib.crc32(f"ddof:{op}:{np.dtype(spec.dtype).name}:{hst.TEST_SEED}".encode()) % 3
         if ddof or draw(st.booleans()):
             kw["ddof"] = ddof
     style = draw(st.sampled_from(["function", "method", "reduce"]))
