@@ -492,8 +492,9 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
     sim = backend == "cuda" and not REAL_GPU
     for seed in range(1 if sim else 3):
         v, offsets = _extreme_specials(dtype, inner, seed)
-        if sim:
-            v, offsets = v[:140], offsets[offsets <= 140]
+        if sim:  # each simulated thread is a Python thread: the first segments only
+            rows = 140 if len(inner) < 2 else 60  # (2, 5): 10 columns a row
+            v, offsets = v[:rows], np.append(offsets[offsets < rows], rows)  # last one cut
         x = make_ragged(v, [offsets], backend)
         for op in ("max", "min", "argmax", "argmin"):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
