@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -572,7 +572,17 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
     decl, out = _BASE[base](name, in_dtype, dtype, ddof)
     if name in NAN_OPS and in_dtype.kind in "fc":
         decl = _nan_variant(decl)
-    return Spec(decl, np.dtype(out), _value_dtype(in_dtype))
+    out = np.dtype(out)
+    if base in ("var", "std") and out.kind == "f" and not (base == "var" and out == np.float64):
+        # A kernel hint: var and std at any float result dtype are the float64 variance
+        # (what their finalize computes before the store rounds it), then a square root
+        # for std, then that rounding. The CPU backend runs this one declaration for all of
+        # them -- one compile per input dtype and ddof instead of up to four, same bits; the
+        # CUDA backend runs ``decl`` itself.
+        var_name = "nanvar" if name in NAN_OPS else "var"
+        var64 = _build(var_name, in_dtype, np.dtype(np.float64), ddof).decl
+        decl = replace(decl, meta={**decl.meta, "var64": (var64, base == "std")})
+    return Spec(decl, out, _value_dtype(in_dtype))
 
 
 _COMPLEX_OK = {"sum", "prod", "mean", "var", "std", "count", "count_nonzero", "any", "all",

@@ -161,6 +161,39 @@ def test_parallel_schedule_small(op, forced_reduce_chunks):
     check()
 
 
+@pytest.mark.parametrize(("op", "dtype"), [("std", "float32"), ("nanvar", "float16")])
+def test_var_family_runs_the_float64_variance_kernel(op, dtype):
+    """CPU: var/std/nanvar/nanstd at a float32 or float16 result (and std at float64) run
+    the float64 variance kernel, then the square root and the rounding their own
+    declaration's finalize and store do: bit for bit that declaration's kernel (which the
+    CUDA backend runs), NaN, inf, empty segments and fill_value included."""
+    from hrarray._kernels.cpu import get_kernel
+    from hrarray._ops import build
+
+    rng = np.random.default_rng(11)
+    lens = rng.integers(0, 40, 60)
+    lens[::7] = 0
+    lens[3] = 1
+    v = rng.standard_normal(int(lens.sum())) * 150
+    v[-60:] *= 8  # float16: the last segments' variances are inf, the others finite
+    v = v.astype(dtype)
+    v[::13] = np.nan
+    v[5] = np.inf
+    offsets = hst.offsets_from_lengths(lens)
+    spec = build(op, v.dtype, ddof=1)
+    assert "var64" in spec.decl.meta
+    k_dt = np.dtype(np.float32) if spec.out_dtype == np.float16 else spec.out_dtype
+    for fill in (None, -2.5):
+        got = getattr(hr, op)(hr.RaggedArray(v, offsets), ddof=1, fill_value=fill)
+        want = np.empty(len(lens), k_dt)
+        get_kernel(spec.decl).run(v.astype(spec.value_dtype), offsets, want,
+                                  k_dt.type(fill or 0), fill is not None)
+        with np.errstate(over="ignore"):  # float16: variances of ~1e6 are inf
+            want = want.astype(spec.out_dtype)
+        np.testing.assert_array_equal(got, want, err_msg=str(fill))
+        assert got.dtype == spec.out_dtype
+
+
 # one op per CPU kernel style (mean is sum's); first reads the offsets without a kernel
 @pytest.mark.parametrize("op", ["sum", "var", "max", "argmax", "first", "nanargmin"])
 def test_int32_offsets(op, backend):

@@ -116,9 +116,14 @@ class CpuBackend:
         # Numba has no float16 arrays on the CPU: write float32, cast once.
         k_dt = np.dtype(np.float32) if out_dt == np.float16 else out_dt
         m = int(np.prod(inner)) if inner else 1
-        out = np.empty((nseg, m) if values.ndim == 2 else (nseg,), k_dt)
+        shape = (nseg, m) if values.ndim == 2 else (nseg,)
         fill_v = k_dt.type(fill) if use_fill else k_dt.type(0)
-        get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
+        var64 = spec.decl.meta.get("var64")
+        if var64 is not None:
+            out = _from_var64(*var64, values, offsets, shape, k_dt, fill_v, use_fill)
+        else:
+            out = np.empty(shape, k_dt)
+            get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
         if k_dt != out_dt:
             with np.errstate(over="ignore"):  # beyond float16's range is inf, as in NumPy
                 out = out.astype(out_dt)
@@ -182,6 +187,34 @@ def _gather_rows(kind, spec, values, offsets, fill, use_fill):
     with np.errstate(over="ignore"):  # a fill beyond float16's range is inf, as in NumPy
         empty_value = np.asarray(empty_value).astype(out.dtype)
     np.copyto(out, empty_value, where=empty)
+    return out
+
+
+def _from_var64(decl, take_sqrt, values, offsets, shape, k_dt, fill_v, use_fill):
+    """var/std/nanvar/nanstd (a ``var64`` hint) from the float64 variance kernel.
+
+    Their declarations' finalize computes the variance in float64 and std takes
+    its square root there; the store then rounds to the result dtype. This does
+    the same steps around one kernel (``decl``: the float64-result variance of
+    the same input dtype and ddof), so var and std at every float result dtype
+    share one compile and give the same bits. Extra memory: one float64 result.
+    """
+    from hrarray._kernels.cpu import get_kernel
+
+    var = np.empty(shape, np.float64)
+    # A variance is never negative: -1 marks the empty results (count <= ddof)
+    # for fill_value; without a fill the kernel writes NaN there itself.
+    get_kernel(decl).run(values, offsets, var, np.float64(-1.0), bool(use_fill))
+    empty = var < 0 if use_fill else None
+    if take_sqrt:
+        np.sqrt(var, out=var, where=var >= 0)  # NaN stays NaN; -1 stays for the mask
+    if k_dt == np.float64:
+        out = var
+    else:
+        with np.errstate(over="ignore"):  # a variance beyond float32's range is inf
+            out = var.astype(k_dt)
+    if empty is not None:
+        out[empty] = fill_v
     return out
 
 
