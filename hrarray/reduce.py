@@ -83,20 +83,41 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     """
     if not isinstance(x, RaggedArray):
         raise TypeError(f"x must be a RaggedArray, got {type(x).__name__}")
-    levels = _check_levels(x, levels)
+    # The common call (one level of a flat array, an op name, default dtype and
+    # ddof) takes the short path: at ~10 segments the Python around the kernel
+    # is the whole cost of a reduction.
+    flat = levels.__class__ is int and levels == 1 and not isinstance(x._values, RaggedArray)
+    if not flat:
+        levels = _check_levels(x, levels)
     be = x._backend
-    in_dtype = x.dtype.newbyteorder("=") if not x.dtype.isnative else x.dtype
-    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
+    in_dtype = be.dtype(x._values) if flat else x.dtype
+    if not in_dtype.isnative:
+        in_dtype = in_dtype.newbyteorder("=")
+    if ddof.__class__ is not int and (
+        isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer))
+    ):
         raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
-    spec = _spec_for(op, in_dtype, dtype, int(ddof))
+    key = (op, in_dtype, ddof) if dtype is None and op.__class__ is str else None
+    spec = _SPECS.get(key) if key is not None else None
+    if spec is None:
+        spec = _spec_for(op, in_dtype, dtype, int(ddof))
+        if key is not None and len(_SPECS) < 4096:
+            _SPECS[key] = spec
     use_fill = fill_value is not None
     if use_fill:
         check_fill(fill_value, spec.out_dtype)
+    if flat:
+        return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)
     above, offsets, leaf = _split(x, levels)
     out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
     for lvl in reversed(above):
         out = RaggedArray._trusted(out, lvl._offsets)
     return out
+
+
+# (op name, input dtype, ddof) -> Spec for calls without ``dtype=``; bounded so
+# that a caller sweeping ddof cannot grow it without limit
+_SPECS: dict = {}
 
 
 def _make(name: str):

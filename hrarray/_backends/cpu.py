@@ -108,26 +108,27 @@ class CpuBackend:
         from hrarray._kernels.cpu import get_kernel
 
         nseg = offsets.shape[0] - 1
-        rows = spec.decl.meta.get("rows")
+        meta = spec.decl.meta
+        rows = meta.get("rows")
         if rows is not None:
             return _gather_rows(rows, spec, values, offsets, fill, use_fill)
         values, inner = _kernel_view(values, spec.value_dtype)
         out_dt = spec.out_dtype
         # Numba has no float16 arrays on the CPU: write float32, cast once.
-        k_dt = np.dtype(np.float32) if out_dt == np.float16 else out_dt
-        m = int(np.prod(inner)) if inner else 1
-        shape = (nseg, m) if values.ndim == 2 else (nseg,)
+        k_dt = _F32 if out_dt == np.float16 else out_dt
+        shape = (nseg, values.shape[1]) if values.ndim == 2 else nseg
         fill_v = k_dt.type(fill) if use_fill else k_dt.type(0)
-        var64 = spec.decl.meta.get("var64")
+        var64 = meta.get("var64")
         if var64 is not None:
             out = _from_var64(*var64, values, offsets, shape, k_dt, fill_v, use_fill)
         else:
             out = np.empty(shape, k_dt)
             get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
-        if k_dt != out_dt:
+        if k_dt is not out_dt:
             with np.errstate(over="ignore"):  # beyond float16's range is inf, as in NumPy
                 out = out.astype(out_dt)
-        return out.reshape((nseg, *inner))
+        # an inner shape of 2+ dimensions was read as rows of their product
+        return out.reshape((nseg, *inner)) if len(inner) > 1 else out
 
     # Transform kernels (hrarray.transforms): see hrarray._kernels.cpu_transforms.
     def reduce_aux(self, spec, values, offsets, aux, fill, use_fill):
@@ -236,5 +237,7 @@ def _kernel_view(values: np.ndarray, value_dtype: np.dtype):
     # explicit width: reshape(n, -1) fails for n == 0
     return values.reshape(values.shape[0], int(np.prod(inner))), inner
 
+
+_F32 = np.dtype(np.float32)
 
 CPU = CpuBackend()
