@@ -1083,13 +1083,23 @@ def test_logsumexp_long_segments(dtype, backend):
     R.assert_result(got, R.reduce("logsumexp", values, [offs]))
 
 
-@pytest.mark.parametrize(("dtype", "inner"), [("float32", (64,)), ("float64", (64,)),
-                                               ("float64", (1024,))])
-def test_2d_argextreme_row_blocks(dtype, inner):
+@pytest.mark.parametrize(("dtype", "inner", "narrow_rows"),
+                         [("float32", (64,), None), ("float32", (64,), 100),
+                          ("float32", (3,), 8), ("float64", (64,), None),
+                          ("float64", (1024,), None)])
+def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, monkeypatch):
     """CPU 2-D argmax/argmin reduce rows in blocks (a few KiB of rows: 8 rows of 1024
     float64, 64 of 64 float64): the best value per block, then its first row; later
     blocks that improve, ties across blocks, a NaN or an infinity first seen in a
-    later block, all-(-inf) columns."""
+    later block, all-(-inf) columns. float32 runs every piece in one pass with an
+    int32 row index (rows beyond NARROW_ROWS, 2**31 - 1, take the blocks):
+    ``narrow_rows`` lowers that limit (a kernel generated for the test) so the
+    float32 pieces longer than it take the row blocks too."""
+    if narrow_rows is not None:
+        from hrarray._kernels import cpu as kc
+
+        monkeypatch.setattr(kc, "NARROW_ROWS", narrow_rows)
+        monkeypatch.setattr(kc, "_compiled", {})  # regenerate with that literal
     rng = np.random.default_rng(7)
     lengths = [1, 7, 8, 9, 0, 64, 65, 200, 130, 3]
     n = sum(lengths)
