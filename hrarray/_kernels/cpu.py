@@ -572,6 +572,14 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     )
 
 
+def _widened_arg(decl: Decl) -> bool:
+    """argmax/argmin of float values narrower than float64: their 2-D state is
+    float64 (AT0), and their 2-D one pass runs in the values' width
+    (range_2d_arg_narrow)."""
+    dt = cg.component_dtypes(decl.identity)[0]
+    return decl.meta.get("kind") in ("argmax", "argmin") and dt.kind == "f" and dt.itemsize < 8
+
+
 def _signature_text(decl: Decl) -> str:
     return repr(decl.key)
 
@@ -729,11 +737,12 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i2}a0[col] = IDENT[0]\n{i2}a1[col] = IDENT[1]\n" if arg
             else f"{i2}a0[col] = IDENT\n"
         )
-        # argmax/argmin pieces longer than rb rows take the two-pass path
-        # (range_2d_argblocks); shorter ones (segments of ~100 rows of 64
-        # float32, 0-4 rows) keep this one pass: the two passes ran 1.3x
-        # (uniform) and 1.5x (tiny) slower there, 1.5x faster on powerlaw.
-        if arg and np.asarray(decl.identity[0]).dtype.itemsize < 8:
+        # float32 argmax/argmin: one narrow pass (range_2d_arg_narrow).
+        # float64 argmax/argmin pieces longer than rb rows take the two-pass
+        # path (range_2d_argblocks); shorter ones keep the pass below (float32,
+        # when it ran this: the two passes were 1.3x (uniform) and 1.5x (tiny)
+        # slower there, 1.5x faster on powerlaw).
+        if arg and _widened_arg(decl):
             return range_2d_arg_narrow(end, ind, cmp) + range_2d_argblocks(end, ind, cmp) + (
                 f"{ind}else:\n"
                 f"{i1}for col in range(m):\n"
@@ -1052,9 +1061,7 @@ class CpuKernel:
             # float32/float16 value as float64 is exact; other ops keep their
             # type (1-D and 2-D agree bit for bit), and plain max/min ran 1.5x
             # slower widened.
-            widen = (decl.meta.get("kind") in ("argmax", "argmin") and dt.kind == "f"
-                     and dt.itemsize < 8)
-            ns[f"AT{i}"] = np.float64 if widen else dt.type
+            ns[f"AT{i}"] = np.float64 if i == 0 and _widened_arg(decl) else dt.type
         if decl.meta.get("style") == "extreme":
             kind = decl.meta["kind"]
             ns["IS_MAX"] = kind in ("max", "argmax")
