@@ -10,28 +10,47 @@ _VALIDATE_SRC = '''
 import numba
 
 @numba.njit(nogil=True, cache=CACHE)
-def check_offsets(offsets, limit):
-    """(code, position): 0 ok, 1 negative first, 2 decreasing at i, 3 past the end."""
+def check_offsets(offsets, limit, res):
+    """res = (code, position): 0 ok, 1 negative first, 2 decreasing at i, 3 past the end."""
     n = offsets.shape[0]
+    res[0] = 0
+    res[1] = 0
     if offsets[0] < 0:
-        return 1, 0
+        res[0] = 1
+        return
     for i in range(1, n):
         if offsets[i] < offsets[i - 1]:
-            return 2, i
+            res[0] = 2
+            res[1] = i
+            return
     if offsets[n - 1] > limit:
-        return 3, n - 1
-    return 0, 0
+        res[0] = 3
+        res[1] = n - 1
 '''
 
 _validator = None
+_validator_mod = None
 
 
 def _check_offsets():
+    """The offsets check, a native entry where one is cached (see
+    hrarray._kernels.native): building the first RaggedArray of a process
+    then needs no Numba import."""
     global _validator
     if _validator is None:
-        _, disk = cg.generated_dir()
-        mod = cg.load_module(_VALIDATE_SRC, "validate", {"CACHE": disk})
-        _validator = mod.check_offsets
+        from hrarray._kernels import native
+
+        folder, disk = cg.generated_dir()
+        path = cg.module_path(_VALIDATE_SRC, "validate")
+
+        def dispatcher():
+            global _validator_mod
+            if _validator_mod is None:
+                _validator_mod = cg.import_module(path, {"CACHE": disk})
+            return _validator_mod.check_offsets
+
+        _validator = native.NativeFunction(folder if disk else None, path.stem, "check_offsets",
+                                           dispatcher)
     return _validator
 
 
@@ -81,7 +100,11 @@ class CpuBackend:
 
     # ------------------------------------------------------------ offsets
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
-        code, pos = _check_offsets()(offsets, limit)
+        res = np.empty(2, np.int64)
+        fn = _check_offsets().resolve((offsets.dtype, offsets.flags.num, type(limit)),
+                                      (offsets, limit, res))
+        fn(offsets, limit, res)
+        code, pos = res
         if code:
             raise offsets_error(int(code), int(pos), offsets, limit, argname, what)
 

@@ -6,10 +6,11 @@ import sys
 
 
 def compiled_count() -> int:
-    """Number of compiled kernel specialisations in this process.
+    """Number of kernel specialisations compiled or loaded in this process.
 
     It is 0 right after ``import hrarray``: kernels compile lazily, once per
-    signature, at their first call.
+    signature, at their first call (or load, with a warm disk cache, as
+    native entries: ``hrarray._kernels.native``).
     """
     n = 0
     cpu = sys.modules.get("hrarray._kernels.cpu")

@@ -108,6 +108,19 @@ def generated_dir() -> tuple[Path, bool]:
         return _gen_dir, _disk_cache
 
 
+def _numba_version() -> str:
+    """Numba's version without importing it (the warm native path must not):
+    its ``_version.py`` text, else the import."""
+    spec = importlib.util.find_spec("numba")
+    if spec is not None and spec.origin:
+        p = Path(spec.origin).parent / "_version.py"
+        if p.exists():
+            return hashlib.sha256(p.read_bytes()).hexdigest()
+    import numba
+
+    return numba.__version__
+
+
 def _source_fingerprint() -> str:
     """Hash of the files whose code ends up inside compiled kernels, so a
     cached kernel is never reused after the op semantics change (Numba keys
@@ -115,13 +128,12 @@ def _source_fingerprint() -> str:
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
     for rel in ("_ops.py", "reducer.py", "_transforms_ops.py", "_kernels/_codegen.py",
-                "_kernels/cpu.py", "_kernels/cuda.py"):
+                "_kernels/cpu.py", "_kernels/cuda.py", "_kernels/_cpu_bits.py",
+                "_kernels/native.py"):
         p = root / rel
         if p.exists():
             h.update(p.read_bytes())
-    import numba
-
-    h.update(numba.__version__.encode())
+    h.update(_numba_version().encode())
     return h.hexdigest()[:16]
 
 
@@ -131,18 +143,13 @@ _FINGERPRINT: str | None = None
 _private_dir: Path | None = None
 
 
-def load_module(source: str, tag: str, namespace: dict, persistent: bool = True):
-    """Write ``source`` to a file named by its hash and import it.
-
-    ``namespace`` (the declaration's compiled functions and constants) is
-    injected as module globals before any function is compiled. The file name
-    hashes the source, the library's op files and ``tag`` (the declaration
-    key), so a disk-cached kernel always matches its declaration.
-    """
-    global _FINGERPRINT
+def module_path(source: str, tag: str, persistent: bool = True) -> Path:
+    """The file of a generated module: named by the hash of ``source``, the
+    library's op files and ``tag`` (the declaration key), so a disk-cached
+    kernel always matches its declaration; written if missing."""
+    global _FINGERPRINT, _private_dir
     if _FINGERPRINT is None:
         _FINGERPRINT = _source_fingerprint()
-    global _private_dir
     folder, _ = generated_dir()
     if not persistent:
         # user reducers: keyed by object identity, never worth keeping on disk
@@ -156,12 +163,25 @@ def load_module(source: str, tag: str, namespace: dict, persistent: bool = True)
         tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(source)
         os.replace(tmp, path)  # atomic: concurrent processes race harmlessly
-    spec = importlib.util.spec_from_file_location(f"hrarray._generated.{name}", path)
+    return path
+
+
+def import_module(path: Path, namespace: dict):
+    """Import a generated module; ``namespace`` (the declaration's compiled
+    functions and constants) is injected as module globals before any
+    function is compiled."""
+    spec = importlib.util.spec_from_file_location(f"hrarray._generated.{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     mod.__dict__.update(namespace)
     spec.loader.exec_module(mod)
     sys.modules.setdefault(spec.name, mod)
     return mod
+
+
+def load_module(source: str, tag: str, namespace: dict, persistent: bool = True):
+    """Write ``source`` to a file named by its hash (``module_path``) and
+    import it (``import_module``)."""
+    return import_module(module_path(source, tag, persistent), namespace)
 
 
 def jitify(fn, jit, _memo=None):

@@ -38,10 +38,10 @@ from __future__ import annotations
 import os
 import threading
 
-import numba
 import numpy as np
 
 from hrarray._kernels import _codegen as cg
+from hrarray._kernels import native
 from hrarray.reducer import Decl
 
 BLOCK = 128
@@ -84,7 +84,21 @@ def _num_threads() -> int:
             return max(1, int(env))
         except ValueError:
             raise ValueError(f"HRARRAY_NUM_THREADS must be an integer, got {env!r}") from None
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    env = os.environ.get("NUMBA_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"NUMBA_NUM_THREADS must be an integer, got {env!r}") from None
+    return _default_threads()
+
+
+def _default_threads() -> int:
+    # Numba's default for NUMBA_NUM_THREADS (read without importing Numba)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
 
 
 def _get_pool(workers: int):
@@ -157,12 +171,16 @@ _compiled_lock = threading.RLock()
 
 
 def compiled_count() -> int:
-    """Number of compiled kernel specialisations so far (0 right after import)."""
+    """Kernel specialisations compiled by Numba or loaded as native entries
+    in this process so far (0 right after import; a cold first call counts
+    both its compile and its entry)."""
     n = 0
     with _compiled_lock:
         for k in _compiled.values():
             for fn in k.functions():
                 n += len(fn.signatures)
+            for name in _FUNCTIONS:
+                n += getattr(k, name).loaded()
     return n
 
 
@@ -613,7 +631,16 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_EXTREME_HELPERS)
     if style == "lse":
         src.append(_LSE_HELPERS)
-    stk_alloc = "".join(f"    k{i} = np.empty({STACK}, DT{i})\n" for i in range(K1))
+    # scratch arrays come in from run() (see _scratch): a kernel that
+    # allocates needs Numba's runtime, which the native entries do without
+    stk_alloc = "".join(f"    k{i} = ks{i}[c0]\n" for i in range(K1))
+    sc = _scratch(decl)
+
+    def extra(fname: str) -> str:
+        return "".join(f", {p}" for p, _, _ in sc[fname])
+
+    X1d, X2d = extra("chunks_1d"), extra("chunks_2d")
+
     nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
     # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
     # launch (``launch``) one call per chunk on the thread pool. A chunk
@@ -684,7 +711,7 @@ def _source(decl: Decl, cache: bool) -> str:
 """
     src.append(f"""
 @numba.njit(**_OPTS)
-def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
 {stk_alloc}    nv = {nv}
@@ -928,21 +955,21 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     # AT{i}: the 2-D per-column accumulator type (see CpuKernel: float64 for the
     # float32/float16 values of argmax/argmin, exact, and LLVM then vectorises
     # the (value, index) select across columns: 2.5x measured).
-    acc_alloc1 = "".join(f"    a{i} = np.empty(m, AT{i})\n" for i in range(max(K, 1)))
+    acc_alloc1 = "".join(f"    a{i} = as{i}[c0]\n" for i in range(max(K, 1)))
     if style == "extreme" and not aux and K == 2:
         # the argmax/argmin row-block pass: block best in the values' width,
         # its row in the index width of the values (see range_2d_argblocks)
         acc_alloc1 += (
-            "    bm = np.empty(m, VT)\n    ix = np.empty(m, IT)\n"
+            "    bm = bms[c0]\n    ix = ixs[c0]\n"
             "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
         )
     if not (style == "extreme" and not aux):
         acc_alloc1 += "".join(
-            f"    g{i} = np.empty(({STACK}, m), AT{i})\n" for i in range(max(K, 1))
+            f"    g{i} = gs{i}[c0]\n" for i in range(max(K, 1))
         )
     src.append(f"""
 @numba.njit(**_OPTS)
-def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X2d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
@@ -975,18 +1002,17 @@ def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
                     else:
                         out[k, col] = finalize(st, n)
 """)
-    run_alloc = "".join(f"    r{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
     run_reset = "".join(
         f"                    r{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n"
         for i in range(max(K, 1))
     )
     src.append(f"""
 @numba.njit(**_OPTS)
-def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{extra('fixup_2d')}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = out.shape[1]
-{run_alloc}    run_row = -1
+    run_row = -1
     for c in range(bi.shape[0] - 1):
         i0 = bi[c]
         i1 = bi[c + 1]
@@ -1010,13 +1036,16 @@ def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     return "".join(src)
 
 
-@numba.njit(nogil=True, cache=False)
 def merge_path(offsets, nchunks):
     """Chunk boundaries ``(bi, bj)``: chunk ``c`` owns segment ends
-    ``bi[c]:bi[c+1]`` and elements ``bj[c]:bj[c+1]`` (relative to offsets[0])."""
+    ``bi[c]:bi[c+1]`` and elements ``bj[c]:bj[c+1]`` (relative to offsets[0]).
+
+    A binary search per boundary in Python (a few dozen offsets reads for the
+    handful of chunks, ~10 us): not a kernel, so a fresh process's first large
+    reduction compiles nothing for it and the native path needs no entry."""
     nseg = offsets.shape[0] - 1
-    base = offsets[0]
-    total = (offsets[nseg] - base) + nseg
+    base = int(offsets[0])
+    total = (int(offsets[nseg]) - base) + nseg
     bi = np.empty(nchunks + 1, np.int64)
     bj = np.empty(nchunks + 1, np.int64)
     for c in range(nchunks + 1):
@@ -1025,7 +1054,7 @@ def merge_path(offsets, nchunks):
         hi = nseg
         while lo < hi:  # first segment whose end lies at or after diagonal d
             mid = (lo + hi) // 2
-            if offsets[mid + 1] - base + mid < d:
+            if int(offsets[mid + 1]) - base + mid < d:
                 lo = mid + 1
             else:
                 hi = mid
@@ -1034,15 +1063,81 @@ def merge_path(offsets, nchunks):
     return bi, bj
 
 
+def _acc_dtypes(decl: Decl) -> list[np.dtype]:
+    """AT{i}: the 2-D per-column accumulator types. argmax/argmin only compare
+    and select values, so holding a float32/float16 value as float64 is exact;
+    other ops keep their type (1-D and 2-D agree bit for bit), and plain
+    max/min ran 1.5x slower widened."""
+    dts = cg.component_dtypes(decl.identity)
+    return [np.dtype(np.float64) if i == 0 and _widened_arg(decl) else dt
+            for i, dt in enumerate(dts)]
+
+
+def _scratch(decl: Decl) -> dict:
+    """The scratch arrays each kernel function takes after its states:
+    ``(parameter, dtype, shape)``, where a shape entry ``"c"`` is the number
+    of chunks (a chunk call uses row ``c0``) and ``"m"`` the row width. run()
+    allocates them, so that no kernel allocates (see ``native``)."""
+    dts = cg.component_dtypes(decl.identity)
+    ats = _acc_dtypes(decl)
+    K1 = len(dts)
+    style = decl.meta.get("style", "lanes")
+    c2 = [(f"as{i}", ats[i], ("c", "m")) for i in range(K1)]
+    if style == "extreme" and not decl.aux and decl.arity == 2:
+        bits = dts[0].itemsize * 8
+        c2 += [("bms", dts[0], ("c", "m")), ("ixs", np.dtype(f"i{bits // 8}"), ("c", "m"))]
+    if not (style == "extreme" and not decl.aux):
+        c2 += [(f"gs{i}", ats[i], ("c", STACK, "m")) for i in range(K1)]
+    return {
+        "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)],
+        "fixup_1d": [],
+        "chunks_2d": c2,
+        "fixup_2d": [(f"r{i}", dts[i], ("m",)) for i in range(K1)],
+    }
+
+
+_FUNCTIONS = ("chunks_1d", "fixup_1d", "chunks_2d", "fixup_2d")
+
+
 class CpuKernel:
-    """The compiled functions of one declaration."""
+    """The kernel functions of one declaration.
+
+    Nothing is compiled or imported here: the generated module is written
+    (its name hashes its source) and each function is a
+    ``native.NativeFunction``, which runs a disk-cached native entry where it
+    has one and otherwise imports the module (Numba, its disk cache or a
+    compile) on first use.
+    """
 
     def __init__(self, decl: Decl):
         self.decl = decl
         self.dtypes = cg.component_dtypes(decl.identity)
-        persistent = decl.key[0] != "user"
-        _, disk = cg.generated_dir()
-        src = _source(decl, cache=disk and persistent)
+        self.persistent = decl.key[0] != "user"
+        folder, disk = cg.generated_dir()
+        self.disk = disk and self.persistent
+        self.path = cg.module_path(_source(decl, cache=self.disk), _signature_text(decl),
+                                   persistent=self.persistent)
+        self.scratch = _scratch(decl)
+        self._mod = None
+        entry_folder = folder if self.disk else None
+        for name in _FUNCTIONS:
+            setattr(self, name, native.NativeFunction(
+                entry_folder, self.path.stem, name,
+                lambda name=name: getattr(self.mod, name)))
+
+    @property
+    def mod(self):
+        """The imported generated module (imports Numba)."""
+        if self._mod is None:
+            with _compiled_lock:
+                if self._mod is None:
+                    self._mod = self._import()
+        return self._mod
+
+    def _import(self):
+        import numba
+
+        decl = self.decl
         jit = numba.njit(**CALLEE_OPTS)
         memo: dict = {}
         helpers = shared_helpers()
@@ -1055,13 +1150,9 @@ class CpuKernel:
             "finalize": cg.jitify(decl.finalize, jit, memo),
             "is_empty": cg.jitify(decl.is_empty, jit, memo),
         }
-        for i, dt in enumerate(self.dtypes):
+        for i, (dt, at) in enumerate(zip(self.dtypes, _acc_dtypes(decl), strict=True)):
             ns[f"DT{i}"] = dt.type
-            # argmax/argmin only compare and select values, so holding a
-            # float32/float16 value as float64 is exact; other ops keep their
-            # type (1-D and 2-D agree bit for bit), and plain max/min ran 1.5x
-            # slower widened.
-            ns[f"AT{i}"] = np.float64 if i == 0 and _widened_arg(decl) else dt.type
+            ns[f"AT{i}"] = at.type
         if decl.meta.get("style") == "extreme":
             kind = decl.meta["kind"]
             ns["IS_MAX"] = kind in ("max", "argmax")
@@ -1077,11 +1168,18 @@ class CpuKernel:
             ninf = int(np.array(-np.inf, self.dtypes[0]).view(it))
             ns["KPINF"] = it.type(pinf)
             ns["KNINF"] = it.type(ninf ^ ((1 << (bits - 1)) - 1))
-        self.mod = cg.load_module(src, _signature_text(decl), ns, persistent=persistent)
+        return cg.import_module(self.path, ns)
 
     def functions(self):
-        m = self.mod
-        return [m.chunks_1d, m.fixup_1d, m.chunks_2d, m.fixup_2d]
+        """The module's Numba dispatchers (empty while it is not imported)."""
+        m = self._mod
+        return [] if m is None else [getattr(m, n) for n in _FUNCTIONS]
+
+    def scratch_for(self, fname: str, nchunks: int, m: int) -> list:
+        """The scratch arrays of kernel function ``fname`` (see _scratch)."""
+        sub = {"c": nchunks, "m": m}
+        return [np.empty(tuple(sub.get(d, d) for d in dims), dt)
+                for _, dt, dims in self.scratch[fname]]
 
     def run(self, values, offsets, out, fill, use_fill, aux=None):
         """Reduce ``values`` (1-D, or 2-D rows) by validated int64/int32 ``offsets``."""
@@ -1098,22 +1196,33 @@ class CpuKernel:
             scratch = (np.empty(shape, dts[0]), np.empty(shape, dts[0]))
         else:  # every chunk's head states, then its tail states
             scratch = tuple(np.empty(shape, dt) for dt in dts + dts)
-        mod = self.mod
         if two_d:
-            chunk, fix = mod.chunks_2d, mod.fixup_2d
+            chunk, fix, cname, fname = self.chunks_2d, self.fixup_2d, "chunks_2d", "fixup_2d"
         else:
-            chunk, fix = mod.chunks_1d, mod.fixup_1d
+            chunk, fix, cname, fname = self.chunks_1d, self.fixup_1d, "chunks_1d", "fixup_1d"
+        work = self.scratch_for(cname, nchunks, m)
         if self.decl.aux:
-            launch(chunk, nchunks, values, aux, offsets, bi, bj, out, fill, use_fill, *scratch)
+            args = (values, aux, offsets, bi, bj, out, fill, use_fill, *scratch, *work)
+            short = (values.dtype, values.ndim, values.flags.num, aux.dtype, aux.ndim,
+                     aux.flags.num, offsets.dtype, offsets.flags.num, type(fill), out.dtype,
+                     out.ndim, out.flags.num)
         else:
-            launch(chunk, nchunks, values, offsets, bi, bj, out, fill, use_fill, *scratch)
+            args = (values, offsets, bi, bj, out, fill, use_fill, *scratch, *work)
+            short = (values.dtype, values.ndim, values.flags.num, offsets.dtype,
+                     offsets.flags.num, type(fill), out.dtype, out.ndim, out.flags.num)
+        # the other arguments are made here (C-contiguous, of the kernel's
+        # types): with the given ones' types, the short key fixes the type of
+        # every argument (native.resolve)
+        launch(chunk.resolve(short, (0, 1, *args)), nchunks, *args)
         if parallel:
-            fix(offsets, bi, bj, out, fill, use_fill, *scratch)
+            fargs = (offsets, bi, bj, out, fill, use_fill, *scratch,
+                     *self.scratch_for(fname, 1, m))
+            fix.resolve(short, fargs)(*fargs)
         return out
 
 
 def get_kernel(decl: Decl) -> CpuKernel:
-    """The compiled kernel of a declaration (generated once per declaration key)."""
+    """The kernel of a declaration (generated once per declaration key)."""
     k = _compiled.get(decl.key)
     if k is None:
         with _compiled_lock:

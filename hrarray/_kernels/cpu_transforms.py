@@ -589,7 +589,9 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
            *heads, *tails)
     if not parallel:
         return out
-    get_kernel(decl).mod.fixup_2d(offsets, bi, bj, out, fill, use_fill, *heads, *tails)
+    k = get_kernel(decl)
+    k.fixup_2d(offsets, bi, bj, out, fill, use_fill, *heads, *tails,
+               *k.scratch_for("fixup_2d", 1, ncol))
     return out
 
 

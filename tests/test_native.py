@@ -1,0 +1,207 @@
+"""Native entries (``hrarray._kernels.native``): the CPU kernels called from a
+disk-cached object without Numba's dispatcher. Every other CPU test runs
+through them too (they are the default); these pin that they give the
+dispatcher's results bit for bit, that a warm process never imports Numba,
+and that every way an entry can be unusable falls back to the dispatcher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hrarray as hr
+from hrarray._backends import cpu as cpu_backend
+from hrarray._kernels import cpu as kc
+from hrarray._kernels import native
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.skipif(native.engine() is None, reason="native entries are off here"),
+]
+
+
+def _functions():
+    fns = [getattr(k, n) for k in kc._compiled.values() for n in kc._FUNCTIONS]
+    if cpu_backend._validator is not None:
+        fns.append(cpu_backend._validator)
+    return fns
+
+
+def _entries() -> dict:
+    return {(id(f), k): e for f in _functions() for k, e in f._entries.items()}
+
+
+@pytest.fixture
+def dispatcher_only(monkeypatch):
+    """Run a callable with the native path off (entries forgotten, no engine),
+    then restore; a function, not a context, to keep call sites short."""
+
+    def run(fn):
+        saved = {id(f): dict(f._entries) for f in _functions()}
+        for f in _functions():
+            f._entries.clear()
+        monkeypatch.setattr(native, "_engine", False)
+        try:
+            return fn()
+        finally:
+            monkeypatch.undo()
+            for f in _functions():
+                f._entries.clear()
+                f._entries.update(saved.get(id(f), {}))
+
+    return run
+
+
+def _data(rng, dtype, ndim, strided, off32):
+    n = 700
+    v = rng.standard_normal((n, 10) if ndim == 2 else (2 * n,))
+    if strided:
+        v = v[:, ::3] if ndim == 2 else v[::2]
+    else:
+        v = v[:n]
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        v = v.astype(dt)
+        v[rng.integers(0, n, 9)] = np.nan
+        v[rng.integers(0, n, 3)] = np.inf
+        v[rng.integers(0, n, 3)] = -np.inf
+    elif dt.kind == "b":
+        v = v > 0
+    else:
+        v = (v * 20).astype(dt)
+    lens = rng.integers(0, 9, 150)
+    lens[rng.integers(0, 150, 60)] = 0
+    off = np.concatenate([[0], np.cumsum(lens)])
+    off = off[off <= n].astype(np.int32 if off32 else np.int64)
+    return hr.RaggedArray(v, off)
+
+
+# one op of each kernel style (simd sum, lanes, extreme, arg-extreme, lse,
+# var's float64 kernel, nan variants, bool) on the dtypes that reach them
+CASES = [
+    ("sum", "float32"), ("sum", "int64"), ("mean", "float64"), ("prod", "float64"),
+    ("max", "float32"), ("min", "int32"), ("argmax", "float32"), ("argmin", "float64"),
+    ("nanargmax", "float64"), ("nanmax", "float32"), ("nansum", "float64"),
+    ("logsumexp", "float32"), ("var", "float32"), ("std", "float64"), ("any", "bool"),
+    ("count_nonzero", "float64"),
+]
+
+
+@pytest.mark.parametrize(("op", "dtype"), CASES)
+def test_native_matches_dispatcher(op, dtype, dispatcher_only, monkeypatch):
+    rng = np.random.default_rng(zlib.crc32(f"{op}{dtype}".encode()))
+    fn = getattr(hr, op)
+    for ndim in (1, 2):
+        for strided, off32, chunks in ((False, False, None), (True, True, 3)):
+            x = _data(rng, dtype, ndim, strided, off32)
+            monkeypatch.setattr(kc, "FORCE_CHUNKS", chunks)
+            before = _entries()
+            got = fn(x)
+            new = {k: e for k, e in _entries().items() if k not in before}
+            # entries made for this call (none if an earlier test made them)
+            assert all(e is not None for e in new.values()), "the native path was not taken"
+            want = dispatcher_only(lambda x=x: fn(x))
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_fill_value_and_levels(dispatcher_only):
+    x = hr.from_lengths(np.arange(12.0, dtype=np.float32), [3, 0, 4, 0, 5])
+    nested = hr.nest(x.values, x.offsets, [0, 2, 5])
+    for f in (lambda: hr.max(x, fill_value=-7.5), lambda: hr.argmax(x, fill_value=-1),
+              lambda: hr.sum(nested, levels=2), lambda: hr.mean(nested, levels=2)):
+        np.testing.assert_array_equal(f(), dispatcher_only(f))
+
+
+def test_unsupported_arguments_take_the_dispatcher():
+    # unaligned values and complex fill values have no entry; results stay right
+    raw = np.zeros(8 * 40 + 1, np.uint8)
+    vals = np.frombuffer(raw.data, dtype=np.float64, count=40, offset=1)
+    assert not vals.flags.aligned
+    keys = native.call_key([vals, np.complex128(1), vals.copy(), np.float32(1)])
+    assert [native.arg_key(k) for k in keys] == [None, None, ("a", "d", 1, True), "f"]
+    x = hr.from_lengths(vals, [10, 0, 30])
+    np.testing.assert_array_equal(hr.sum(x), [0.0, 0.0, 0.0])
+    z = hr.from_lengths(np.arange(6) * (1 + 1j), [2, 0, 4])
+    np.testing.assert_array_equal(hr.sum(z), [1 + 1j, 0, 14 + 14j])
+
+
+def test_off_switch(monkeypatch):
+    monkeypatch.setenv("HRARRAY_NATIVE", "0")
+    monkeypatch.setattr(native, "_engine", None)
+    assert native.engine() is None
+    monkeypatch.setattr(native, "_engine", None)  # a later engine() starts afresh
+
+
+def test_unresolvable_symbol_is_refused():
+    eng = native.engine()
+    # checked before anything is added to the engine: nothing to load here
+    assert eng.load(b"", "nothing", ["hrarray_no_such_symbol"]) is None
+    assert eng.resolvable("memset")
+    assert not eng.resolvable("hrarray_no_such_symbol")
+
+
+def test_undefined_symbols_reads_elf_only():
+    with pytest.raises(ValueError, match="ELF"):
+        native.undefined_symbols(b"MZ" + bytes(100))
+
+
+def _run(code: str, env: dict) -> str:
+    full = dict(os.environ)
+    full.update(env)
+    full.pop("NUMBA_ENABLE_CUDASIM", None)
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, env=full, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
+WARM = """
+import sys
+import numpy as np, hrarray as hr
+x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
+# 2-D float32 max past the parallel threshold: chunk and fix-up kernels
+rng = np.random.default_rng(1)
+v = rng.standard_normal((40000, 8)).astype(np.float32)
+lens = rng.integers(0, 9, 9000)
+off = np.concatenate([[0], np.cumsum(lens)])
+off = off[off <= len(v)]
+y = hr.RaggedArray(v, off)
+got = hr.max(y)
+want = np.stack([v[a:b].max(axis=0) if b > a else np.full(8, -np.inf, np.float32)
+                 for a, b in zip(off[:-1], off[1:])])
+np.testing.assert_array_equal(got, want)
+print("numba" in sys.modules)
+"""
+
+
+def test_warm_process_imports_no_numba(tmp_path):
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NUM_THREADS": "2"}
+    assert _run(WARM, env) == "True"  # builds the kernels and their entries
+    entries = sorted((tmp_path / "c" / "native").glob("*.hrn"))
+    assert len(entries) >= 4  # check_offsets, chunks_1d, chunks_2d, fixup_2d
+    assert _run(WARM, env) == "False"
+    # damaged entries (checksum) are rebuilt, with the dispatcher meanwhile
+    for p in entries:
+        data = bytearray(p.read_bytes())
+        data[-1] ^= 0xFF
+        p.write_bytes(bytes(data))
+    assert _run(WARM, env) == "True"
+    assert _run(WARM, env) == "False"
+    # and off, the same results through the dispatcher
+    assert _run(WARM, {**env, "HRARRAY_NATIVE": "0"}) == "True"
+
+
+def test_entries_are_private_to_the_cache(tmp_path):
+    # no cache, no entries: nothing written next to a read-only install
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": "0"}
+    assert _run(WARM, env) == "True"
+    assert not list(Path(tmp_path).rglob("*.hrn"))
