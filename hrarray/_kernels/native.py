@@ -89,7 +89,6 @@ class _Engine:
         self.llvm = llvm
         tm = llvm.Target.from_default_triple().create_target_machine()
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
-        self.process = ctypes.CDLL(None)
         self.head = _array_field_base()
         features = llvm.get_host_cpu_features().flatten()
         self.host = hashlib.sha256(
@@ -100,11 +99,13 @@ class _Engine:
         ).hexdigest()[:16]
 
     def resolvable(self, name: str) -> bool:
-        try:
-            getattr(self.process, name)
-            return True
-        except AttributeError:
-            return self.llvm.address_of_symbol(name) is not None
+        # Numba's helpers are registered with LLVM only once Numba is
+        # imported: never counted on. Otherwise LLVM's own process-wide
+        # lookup, the one MCJIT resolves with (an unresolved symbol there is
+        # a fatal error, not an exception).
+        if name.startswith(("NRT_", "numba_")):
+            return False
+        return self.llvm.address_of_symbol(name) is not None
 
     def load(self, obj: bytes, symbol: str, undefined: list[str]) -> int | None:
         for name in undefined:
@@ -113,7 +114,7 @@ class _Engine:
             if name not in _STUB_SYMBOLS:
                 return None
             # never called (see _STUB_SYMBOLS); abort() if it ever were
-            self.llvm.add_symbol(name, ctypes.cast(self.process.abort, ctypes.c_void_p).value)
+            self.llvm.add_symbol(name, self.llvm.address_of_symbol("abort"))
         self.ee.add_object_file(self.llvm.ObjectFileRef.from_data(obj))
         self.ee.finalize_object()
         addr = self.ee.get_function_address(symbol)
