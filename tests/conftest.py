@@ -108,6 +108,12 @@ def pytest_terminal_summary(terminalreporter):
     kernels = sys.modules.get("hrarray._kernels")
     if kernels is not None and hasattr(kernels, "compiled_count"):
         terminalreporter.write_line(f"hrarray kernels compiled: {kernels.compiled_count()}")
+    native = sys.modules.get("hrarray._kernels.native")
+    if native is not None:
+        st = native.stats
+        terminalreporter.write_line(
+            f"hrarray native entries: {st['built']} built ({st['build_s']:.1f} s beyond their "
+            f"kernels' compiles), {st['loaded']} loaded")
 
 
 @pytest.fixture(params=["cpu", "cuda"])

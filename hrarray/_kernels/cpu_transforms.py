@@ -51,11 +51,11 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
+from hrarray._kernels import native
 from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, get_kernel, launch
 from hrarray.reducer import Decl
 
@@ -156,15 +156,23 @@ class CpuMapKernel:
 
     def __init__(self, mdecl):
         self.mdecl = mdecl
-        _, disk = cg.generated_dir()
-        src = _map_source(mdecl.reads_values, disk)
-        jit = numba.njit(**CALLEE_OPTS)
-        ns = {"fn": cg.jitify(mdecl.fn, jit, {})}
-        self.mod = cg.load_module(src, repr(("map",) + mdecl.key), ns)
+        folder, disk = cg.generated_dir()
+        path = cg.module_path(_map_source(mdecl.reads_values, disk), repr(("map",) + mdecl.key))
+
+        def load():
+            import numba
+
+            jit = numba.njit(**CALLEE_OPTS)
+            return cg.import_module(path, {"fn": cg.jitify(mdecl.fn, jit, {})})
+
+        # native entries where cached (see hrarray._kernels.native)
+        self._lazy = native.Lazy(load)
+        self.map_1d, self.map_2d = native.functions(
+            folder if disk else None, path.stem, ("map_1d", "map_2d"), self._lazy)
 
     def functions(self):
-        m = self.mod
-        return [m.map_1d, m.map_2d]
+        m = self._lazy.loaded
+        return [] if m is None else [m.map_1d, m.map_2d]
 
     def run(self, values, offsets, per, out):
         """``out`` (``(nvalues,)`` or ``(nvalues, m)``) from validated offsets."""
@@ -173,10 +181,9 @@ class CpuMapKernel:
         two_d = out.ndim == 2
         m = out.shape[1] if two_d else 1
         _, bi, bj = _cpu.chunking(offsets, m)
-        mod = self.mod
-        fn = mod.map_2d if two_d else mod.map_1d
+        fn = self.map_2d if two_d else self.map_1d
         args = ((values,) if self.mdecl.reads_values else ()) + (offsets, per, bi, bj, out)
-        launch(fn, bi.shape[0] - 1, *args)
+        launch(fn.resolve(None, (0, 1, *args)), bi.shape[0] - 1, *args)
         return out
 
 
@@ -295,13 +302,15 @@ def scan_1d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}):
                     out[j - base] = finalize(st, j - s + 1)
 """)
     # ---- 2-D: rows (n, m), one state per column
-    alloc = "".join(f"        a{i} = np.empty(m, DT{i})\n" for i in range(max(K, 1)))
+    # the per-column states come in as scratch rows (run(): no kernel allocates)
+    alloc = "".join(f"        a{i} = as{i}[c]\n" for i in range(max(K, 1)))
+    A = cg.args("as", K)
     init_from_carry = cg.store("a", K, "col", cg.load("r", K, "c, col"), "                    ")
     init_ident = cg.store("a", K, "col", "IDENT", "                    ")
     store_t = cg.store("t", K, "c, col", cg.load("a", K, "col"), "            ")
     src.append(f"""
 @numba.njit(**_OPTS)
-def tails_2d(c0, c1, values, offsets, bi, bj, {T}):
+def tails_2d(c0, c1, values, offsets, bi, bj, {T}, {A}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
@@ -322,7 +331,7 @@ def tails_2d(c0, c1, values, offsets, bi, bj, {T}):
 {store_t}
 
 @numba.njit(**_OPTS)
-def scan_2d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}):
+def scan_2d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}, {A}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
@@ -378,6 +387,9 @@ def carry_2d(bi, {T}, {C}):
     return "".join(src)
 
 
+_SCAN_FNS = ("tails_1d", "scan_1d", "carry_1d", "tails_2d", "scan_2d", "carry_2d")
+
+
 class CpuScanKernel:
     """The compiled scan functions of one reduction declaration."""
 
@@ -385,23 +397,35 @@ class CpuScanKernel:
         self.decl = decl
         self.dtypes = cg.component_dtypes(decl.identity)
         persistent = decl.key[0] != "user"
-        _, disk = cg.generated_dir()
-        src = _scan_source(decl, disk and persistent)
-        jit = numba.njit(**CALLEE_OPTS)
-        memo: dict = {}
-        ns = {
-            "IDENT": decl.identity,
-            "map_": cg.jitify(decl.map, jit, memo),
-            "combine": cg.jitify(decl.combine, jit, memo),
-            "finalize": cg.jitify(decl.finalize, jit, memo),
-        }
-        for i, dt in enumerate(self.dtypes):
-            ns[f"DT{i}"] = dt.type
-        self.mod = cg.load_module(src, repr(("scan",) + decl.key), ns, persistent=persistent)
+        folder, disk = cg.generated_dir()
+        disk = disk and persistent
+        path = cg.module_path(_scan_source(decl, disk), repr(("scan",) + decl.key),
+                              persistent=persistent)
+
+        def load():
+            import numba
+
+            jit = numba.njit(**CALLEE_OPTS)
+            memo: dict = {}
+            ns = {
+                "IDENT": decl.identity,
+                "map_": cg.jitify(decl.map, jit, memo),
+                "combine": cg.jitify(decl.combine, jit, memo),
+                "finalize": cg.jitify(decl.finalize, jit, memo),
+            }
+            for i, dt in enumerate(self.dtypes):
+                ns[f"DT{i}"] = dt.type
+            return cg.import_module(path, ns)
+
+        # native entries where cached (see hrarray._kernels.native)
+        self._lazy = native.Lazy(load)
+        (self.tails_1d, self.scan_1d, self.carry_1d, self.tails_2d, self.scan_2d,
+         self.carry_2d) = native.functions(folder if disk else None, path.stem, _SCAN_FNS,
+                                           self._lazy)
 
     def functions(self):
-        m = self.mod
-        return [m.tails_1d, m.scan_1d, m.carry_1d, m.tails_2d, m.scan_2d, m.carry_2d]
+        m = self._lazy.loaded
+        return [] if m is None else [getattr(m, n) for n in _SCAN_FNS]
 
     def run(self, values, offsets, out, exclusive: bool):
         """Scan ``values`` (1-D, or 2-D rows) into compact ``out``."""
@@ -414,22 +438,25 @@ class CpuScanKernel:
         nchunks = bi.shape[0] - 1
         shape = (nchunks, m) if two_d else (nchunks,)
         carries = [np.empty(shape, dt) for dt in self.dtypes]
-        mod = self.mod
         if two_d:
-            scan_fn, tails_fn, carry_fn = mod.scan_2d, mod.tails_2d, mod.carry_2d
+            scan_fn, tails_fn, carry_fn = self.scan_2d, self.tails_2d, self.carry_2d
+            accs = [np.empty((nchunks, m), dt) for dt in self.dtypes]
         else:
-            scan_fn, tails_fn, carry_fn = mod.scan_1d, mod.tails_1d, mod.carry_1d
+            scan_fn, tails_fn, carry_fn = self.scan_1d, self.tails_1d, self.carry_1d
+            accs = []
+        sargs = (values, offsets, bi, bj, bool(exclusive), out, *carries, *accs)
         if not parallel:
             # one chunk: nothing is carried in
             ident = self.decl.identity
             for i, arr in enumerate(carries):
                 arr[...] = ident[i] if isinstance(ident, tuple) else ident
-            scan_fn(0, 1, values, offsets, bi, bj, bool(exclusive), out, *carries)
+            scan_fn(0, 1, *sargs)
             return out
         tails = [np.empty(shape, dt) for dt in self.dtypes]
-        launch(tails_fn, nchunks, values, offsets, bi, bj, *tails)
+        targs = (values, offsets, bi, bj, *tails, *accs)
+        launch(tails_fn.resolve(None, (0, 1, *targs)), nchunks, *targs)
         carry_fn(bi, *tails, *carries)
-        launch(scan_fn, nchunks, values, offsets, bi, bj, bool(exclusive), out, *carries)
+        launch(scan_fn.resolve(None, (0, 1, *sargs)), nchunks, *sargs)
         return out
 
 
@@ -518,12 +545,13 @@ def store(hm, hs, ha, c, m, s, acc):
 
 _ROWS_CHUNKS = """
 @numba.njit(**_OPTS)
-def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2):
+def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2,
+              accs):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     ncol = values.shape[1]
     for c in range(c0, c1):
-        acc = np.empty(ncol, np.float64)
+        acc = accs[c]  # scratch from the caller: no kernel allocates
         i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
@@ -551,27 +579,36 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
 """
 
 
-def _rows_module(decl: Decl):
+def _rows_function(decl: Decl):
+    """The row kernel ``pool_rows`` of a declaration (a ``NativeFunction``)."""
     key = ("pool_rows",) + decl.key
-    mod = _compiled.get(key)
-    if mod is None:
+    fn = _compiled.get(key)
+    if fn is None:
         with _compiled_lock:
-            mod = _compiled.get(key)
-            if mod is None:
-                _, disk = cg.generated_dir()
-                jit = numba.njit(**CALLEE_OPTS)
-                memo: dict = {}
-                ns = {
-                    "finalize": cg.jitify(decl.finalize, jit, memo),
-                    "is_empty": cg.jitify(decl.is_empty, jit, memo),
-                }
+            fn = _compiled.get(key)
+            if fn is None:
+                folder, disk = cg.generated_dir()
                 src = _ROWS_SRC.replace("FASTMATH", f"set({sorted(FASTMATH)!r})")
                 src = src.replace("CACHE", repr(bool(disk)))
                 src = src.replace("WRAPPER_OPTS", repr(NO_WRAPPERS))
                 src += _ROWS_CHUNKS
-                mod = cg.load_module(src, repr(key), ns)
-                _compiled[key] = mod
-    return mod
+                path = cg.module_path(src, repr(key))
+
+                def load():
+                    import numba
+
+                    jit = numba.njit(**CALLEE_OPTS)
+                    memo: dict = {}
+                    ns = {
+                        "finalize": cg.jitify(decl.finalize, jit, memo),
+                        "is_empty": cg.jitify(decl.is_empty, jit, memo),
+                    }
+                    return cg.import_module(path, ns)
+
+                (fn,) = native.functions(folder if disk else None, path.stem, ("pool_rows",),
+                                         native.Lazy(load))
+                _compiled[key] = fn
+    return fn
 
 
 def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
@@ -581,12 +618,13 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
         return out
     ncol = values.shape[1]
     parallel, bi, bj = _cpu.chunking(offsets, ncol)
-    mod = _rows_module(decl)
+    fn = _rows_function(decl)
     nchunks = bi.shape[0] - 1
     heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     tails = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
-    launch(mod.pool_rows, nchunks, values, aux, offsets, bi, bj, out, fill, use_fill,
-           *heads, *tails)
+    args = (values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails,
+            np.empty((nchunks, ncol), np.float64))
+    launch(fn.resolve(None, (0, 1, *args)), nchunks, *args)
     if not parallel:
         return out
     k = get_kernel(decl)

@@ -62,6 +62,9 @@ _keep: list = []
 _STUB_SYMBOLS = frozenset({"NRT_MemInfo_call_dtor"})
 # callconv.py: RETCODE_OK = 0, RETCODE_NONE = -2 (a function returning None)
 _OK_STATUS = (0, -2)
+# entries built (and the seconds that took beyond compiling the kernel) and
+# loaded in this process: the test suite reports them (compile time rules it)
+stats = {"built": 0, "build_s": 0.0, "loaded": 0}
 
 
 def enabled() -> bool:
@@ -118,6 +121,7 @@ class _Engine:
         self.ee.add_object_file(self.llvm.ObjectFileRef.from_data(obj))
         self.ee.finalize_object()
         addr = self.ee.get_function_address(symbol)
+        stats["loaded"] += 1
         return addr or None
 
 
@@ -166,8 +170,8 @@ _ARRAY_DTYPES = {np.dtype(t) for t in (np.bool_, np.int8, np.int16, np.int32, np
 
 
 _C_ALIGNED = 0x1 | 0x100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
-_SCALARS = {bool: "?", np.bool_: "?", int: "q", float: "d"}
-_SCALARS.update({np.dtype(c).type: c for c in _INT_CODES | {"f", "d"}})
+_SCALARS = {bool: "?", np.bool_: "?", int: "q", float: "d", complex: "D"}
+_SCALARS.update({np.dtype(c).type: c for c in _INT_CODES | {"f", "d", "F", "D"}})
 
 
 def call_key(args) -> tuple:
@@ -241,12 +245,15 @@ def _build(dispatcher, keys, name: str, head: int):
     linked with the kernel's optimised module; one object is emitted from
     that (no second optimisation of the kernel: the entry only unpacks its
     arguments and makes one call)."""
+    import time
+
     import llvmlite.binding as llvm
     from llvmlite import ir
     from numba.core import types
 
     argtys = tuple(_numba_type(k) for k in keys)
     dispatcher.compile(argtys)
+    t0 = time.perf_counter()
     cres = dispatcher.overloads[argtys]
     ctx = cres.target_context
     lib = cres.library
@@ -261,7 +268,8 @@ def _build(dispatcher, keys, name: str, head: int):
         return builder.load(builder.inttoptr(builder.add(base, i64(8 * i)), ty.as_pointer()))
 
     vals = []
-    for i, (k, t) in enumerate(zip(keys, argtys, strict=True)):
+    i = 0  # the slot: complex values take two
+    for k, t in zip(keys, argtys, strict=True):
         if isinstance(k, tuple):
             obj = builder.inttoptr(slot(i, i64), ir.IntType(8).as_pointer())
             vals.append(_array_value(ctx, builder, t, obj, head))
@@ -270,9 +278,18 @@ def _build(dispatcher, keys, name: str, head: int):
         elif k in "fd":
             d = slot(i, ir.DoubleType())  # packed as a double; a float32 value is exact
             vals.append(builder.fptrunc(d, ir.FloatType()) if k == "f" else d)
+        elif k in "FD":
+            z = ctx.make_complex(builder, t)
+            re, im = slot(i, ir.DoubleType()), slot(i + 1, ir.DoubleType())
+            if k == "F":  # packed as doubles; a complex64's parts are exact
+                re, im = builder.fptrunc(re, ir.FloatType()), builder.fptrunc(im, ir.FloatType())
+            z.real, z.imag = re, im
+            vals.append(z._getvalue())
+            i += 1
         else:
             src = types.uint64 if np.dtype(k).kind == "u" else types.int64
             vals.append(ctx.cast(builder, slot(i, i64), src, t))
+        i += 1
     restype = cres.signature.return_type
     callee = ir.Function(wmod, ctx.call_conv.get_function_type(restype, argtys),
                          cres.fndesc.mangled_name)
@@ -291,6 +308,8 @@ def _build(dispatcher, keys, name: str, head: int):
             gv.linkage = "internal"
     mod.verify()
     obj = lib.codegen._tm.emit_object(mod)
+    stats["built"] += 1
+    stats["build_s"] += time.perf_counter() - t0
     return obj, undefined_symbols(obj)
 
 
@@ -343,6 +362,34 @@ def _write(path: Path, head: dict, obj: bytes) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache: this process still uses the entry
+
+
+class Lazy:
+    """A generated kernel module, imported (which imports Numba and loads or
+    compiles its kernels) on first use only."""
+
+    def __init__(self, load):
+        self._load = load
+        self._mod = None
+        self._lock = threading.RLock()
+
+    def get(self):
+        if self._mod is None:
+            with self._lock:
+                if self._mod is None:
+                    self._mod = self._load()
+        return self._mod
+
+    @property
+    def loaded(self):
+        """The module if imported, else None."""
+        return self._mod
+
+
+def functions(folder: Path | None, stem: str, names, lazy: Lazy) -> list:
+    """One ``NativeFunction`` per kernel function ``names`` of the generated
+    module ``stem`` (``folder``: the cache folder, None for no entries)."""
+    return [NativeFunction(folder, stem, n, lambda n=n: getattr(lazy.get(), n)) for n in names]
 
 
 class NativeFunction:
@@ -441,17 +488,18 @@ def _caller(addr: int, key, owner: NativeFunction):
     """A Python function calling the entry at ``addr``: the arguments packed
     into one bytes object, 8 bytes each (an array as its ``PyObject*``, i.e.
     ``id()``, valid while the caller holds it; an integer as int64/uint64; a
-    float as a double; a bool as one byte), passed as a ``char*`` (no copy).
+    float as a double, a complex as two; a bool as one byte), passed as a
+    ``char*`` (no copy).
     One ctypes argument instead of one each: ~1 us a call, not ~5. ctypes
     releases the GIL for the call, as the ``nogil`` kernels do."""
     fmt = "<" + "".join(
         "q" if isinstance(k, tuple) else "?7x" if k == "?" else "d" if k in "fd"
-        else "Q" if np.dtype(k).kind == "u" else "q"
+        else "dd" if k in "FD" else "Q" if np.dtype(k).kind == "u" else "q"
         for k in key)
     cfn = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_char_p)(addr)
     params = [f"a{i}" for i in range(len(key))]
-    passed = [f"id({p})" if isinstance(k, tuple) else p
-              for k, p in zip(key, params, strict=True)]
+    passed = [f"id({p})" if isinstance(k, tuple) else f"{p}.real, {p}.imag" if k in ("F", "D")
+              else p for k, p in zip(key, params, strict=True)]
     src = (
         f"def call({', '.join(params)}):\n"
         f"    st = cfn(pack({', '.join(passed)}))\n"
