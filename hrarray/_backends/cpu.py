@@ -29,7 +29,6 @@ def check_offsets(offsets, limit, res):
 '''
 
 _validator = None
-_validator_mod = None
 
 
 def _check_offsets():
@@ -42,15 +41,9 @@ def _check_offsets():
 
         folder, disk = cg.generated_dir()
         path = cg.module_path(_VALIDATE_SRC, "validate")
-
-        def dispatcher():
-            global _validator_mod
-            if _validator_mod is None:
-                _validator_mod = cg.import_module(path, {"CACHE": disk})
-            return _validator_mod.check_offsets
-
-        _validator = native.NativeFunction(folder if disk else None, path.stem, "check_offsets",
-                                           dispatcher)
+        lazy = native.Lazy(lambda: cg.import_module(path, {"CACHE": disk}))
+        (_validator,) = native.functions(folder if disk else None, path.stem,
+                                         ("check_offsets",), lazy)
     return _validator
 
 

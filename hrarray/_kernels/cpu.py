@@ -78,23 +78,14 @@ _pool_lock = threading.Lock()
 def _num_threads() -> int:
     """Threads a large reduction uses: ``HRARRAY_NUM_THREADS`` if set, else
     ``NUMBA_NUM_THREADS`` (Numba's default: the CPUs this process may use)."""
-    env = os.environ.get("HRARRAY_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"HRARRAY_NUM_THREADS must be an integer, got {env!r}") from None
-    env = os.environ.get("NUMBA_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"NUMBA_NUM_THREADS must be an integer, got {env!r}") from None
-    return _default_threads()
-
-
-def _default_threads() -> int:
-    # Numba's default for NUMBA_NUM_THREADS (read without importing Numba)
+    for name in ("HRARRAY_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env = os.environ.get(name)
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {env!r}") from None
+    # Numba's default for NUMBA_NUM_THREADS, read without importing Numba
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -1118,21 +1109,9 @@ class CpuKernel:
         self.path = cg.module_path(_source(decl, cache=self.disk), _signature_text(decl),
                                    persistent=self.persistent)
         self.scratch = _scratch(decl)
-        self._mod = None
-        entry_folder = folder if self.disk else None
-        for name in _FUNCTIONS:
-            setattr(self, name, native.NativeFunction(
-                entry_folder, self.path.stem, name,
-                lambda name=name: getattr(self.mod, name)))
-
-    @property
-    def mod(self):
-        """The imported generated module (imports Numba)."""
-        if self._mod is None:
-            with _compiled_lock:
-                if self._mod is None:
-                    self._mod = self._import()
-        return self._mod
+        self._lazy = native.Lazy(self._import)
+        self.chunks_1d, self.fixup_1d, self.chunks_2d, self.fixup_2d = native.functions(
+            folder if self.disk else None, self.path.stem, _FUNCTIONS, self._lazy)
 
     def _import(self):
         import numba
@@ -1172,7 +1151,7 @@ class CpuKernel:
 
     def functions(self):
         """The module's Numba dispatchers (empty while it is not imported)."""
-        m = self._mod
+        m = self._lazy.loaded
         return [] if m is None else [getattr(m, n) for n in _FUNCTIONS]
 
     def scratch_for(self, fname: str, nchunks: int, m: int) -> list:

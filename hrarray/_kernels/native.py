@@ -110,14 +110,17 @@ class _Engine:
             return False
         return self.llvm.address_of_symbol(name) is not None
 
+    def loadable(self, undefined: list[str]) -> bool:
+        """Whether an object naming these undefined symbols can be loaded."""
+        return all(self.resolvable(n) or n in _STUB_SYMBOLS for n in undefined)
+
     def load(self, obj: bytes, symbol: str, undefined: list[str]) -> int | None:
+        if not self.loadable(undefined):
+            return None
         for name in undefined:
-            if self.resolvable(name):
-                continue
-            if name not in _STUB_SYMBOLS:
-                return None
-            # never called (see _STUB_SYMBOLS); abort() if it ever were
-            self.llvm.add_symbol(name, self.llvm.address_of_symbol("abort"))
+            if not self.resolvable(name):
+                # a stub: never called (see _STUB_SYMBOLS); abort() if it ever were
+                self.llvm.add_symbol(name, self.llvm.address_of_symbol("abort"))
         self.ee.add_object_file(self.llvm.ObjectFileRef.from_data(obj))
         self.ee.finalize_object()
         addr = self.ee.get_function_address(symbol)
@@ -429,8 +432,7 @@ class NativeFunction:
             fn = self._short.get(short)
             if fn is not None:
                 return fn
-        key = tuple([(a.dtype, a.ndim, a.flags.num & _C_ALIGNED) if type(a) is np.ndarray
-                     else type(a) for a in args])  # call_key, inlined
+        key = call_key(args)
         try:
             entry = self._entries[key]
         except KeyError:
@@ -469,8 +471,7 @@ class NativeFunction:
                 obj, undefined = _build(self._dispatcher(), key, name, eng.head)
                 head.update(symbol=name, undefined=undefined,
                             sha256=hashlib.sha256(obj).hexdigest(),
-                            usable=all(eng.resolvable(n) or n in _STUB_SYMBOLS
-                                       for n in undefined))
+                            usable=eng.loadable(undefined))
             except Exception as exc:  # e.g. a kernel Numba cannot type this way
                 head["error"] = repr(exc)[:300]
             _write(path, head, obj if head["usable"] else b"")
