@@ -14,6 +14,7 @@ from hrarray.construct import (
     from_segment_ids,
     nest,
 )
+from hrarray.interop import from_arrow, from_awkward, to_arrow, to_awkward
 from hrarray.ragged import RaggedArray
 from hrarray.reduce import (
     all,
@@ -61,6 +62,8 @@ __all__ = [
     "count_nonzero",
     "cumsum",
     "first",
+    "from_arrow",
+    "from_awkward",
     "from_lengths",
     "from_list",
     "from_padded",
@@ -85,5 +88,7 @@ __all__ = [
     "softmax",
     "std",
     "sum",
+    "to_arrow",
+    "to_awkward",
     "var",
 ]

@@ -339,6 +339,20 @@ class RaggedArray:
         )
         return RaggedArray._trusted(inner, cupy.asarray(self._offsets))
 
+    def to_arrow(self):
+        """The Arrow list array of this array, sharing its buffers (see
+        :func:`hrarray.to_arrow`; needs pyarrow)."""
+        from hrarray.interop import to_arrow
+
+        return to_arrow(self)
+
+    def to_awkward(self):
+        """The Awkward array of this array, sharing its buffers (see
+        :func:`hrarray.to_awkward`; needs awkward)."""
+        from hrarray.interop import to_awkward
+
+        return to_awkward(self)
+
     def to_list(self) -> list:
         """Nested Python lists (a host copy)."""
         h = self.to_numpy()

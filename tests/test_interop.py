@@ -1,0 +1,248 @@
+"""Arrow and Awkward interop (API.md section 5): zero-copy both ways for host data."""
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import strategies as hst
+from conftest import examples, make_ragged
+from hypothesis import given, settings
+
+import hrarray as hr
+
+# optional: CI installs neither (the [test] extra), so these tests skip there
+needs_pa = pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None,
+                              reason="pyarrow not installed")
+needs_ak = pytest.mark.skipif(importlib.util.find_spec("awkward") is None,
+                              reason="awkward not installed")
+
+
+# dtypes Arrow and Awkward both hold (Arrow has no complex)
+DTYPES = (np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint16, np.bool_)
+
+
+def same(x, y):
+    """Same structure, dtype and values, level by level."""
+    assert isinstance(y, hr.RaggedArray)
+    assert (x.depth, x.dtype, x.inner_shape, len(x)) == (y.depth, y.dtype, y.inner_shape, len(y))
+    assert x.to_list() == y.to_list()
+
+
+def shares(a, b):
+    """Whether ``a`` is a view of ``b``'s memory (vacuous for empty arrays)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.size == 0 or np.shares_memory(a, b)
+
+
+# ------------------------------------------------------------------ Arrow
+@pytest.fixture
+def pa_():
+    import pyarrow
+
+    return pyarrow
+
+
+def test_import_hrarray_imports_neither():
+    import subprocess
+
+    code = ("import sys, hrarray; assert 'pyarrow' not in sys.modules; "
+            "assert 'awkward' not in sys.modules; assert 'dask' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_pa
+@settings(max_examples=examples("cpu"), deadline=None)
+@given(spec=hst.ragged(dtypes=DTYPES, inner_shapes=((), (3,), (2, 2)),
+                       offset_dtypes=(np.int64, np.int32)))
+def test_arrow_round_trip(spec):
+    import pyarrow as pa
+
+    x = make_ragged(spec.values, spec.offsets)
+    a = hr.to_arrow(x)
+    assert isinstance(a, pa.ListArray if x.offsets.dtype == np.int32 else pa.LargeListArray)
+    a.validate(full=True)
+    assert a.to_pylist() == x.to_list()
+    y = hr.from_arrow(a)
+    same(x, y)
+    # zero-copy both ways: the same offsets and (non-bool) values buffers
+    assert shares(y.offsets, x.offsets)
+    assert y.offsets.dtype == x.offsets.dtype
+    if x.dtype != np.bool_:
+        assert shares(y.leaf_values, x.leaf_values)
+    assert x.to_arrow().equals(a)
+
+
+@needs_pa
+def test_from_arrow_views_the_buffers(pa_):
+    pa = pa_
+    a = pa.array([[1.0, 2.0, 3.0], [], [4.0], [5.0, 6.0]], type=pa.list_(pa.float32()))
+    x = hr.from_arrow(a)
+    assert x.offsets.dtype == np.int32
+    assert x.dtype == np.float32
+    assert shares(x.values, a.values.to_numpy())
+    assert shares(x.offsets, a.offsets.to_numpy())
+    np.testing.assert_array_equal(hr.sum(x), np.array([6, 0, 4, 11], np.float32))
+    # a slice keeps the buffers: offsets start above 0
+    s = hr.from_arrow(a.slice(2, 2))
+    assert s.to_list() == [[4.0], [5.0, 6.0]]
+    assert int(s.offsets[0]) == 3
+    assert shares(s.values, a.values.to_numpy())
+    big = hr.from_arrow(pa.array([[1, 2], [3]], type=pa.large_list(pa.int16())))
+    assert big.offsets.dtype == np.int64
+    assert big.dtype == np.int16
+
+
+@needs_pa
+def test_from_arrow_nested_and_fixed_size(pa_):
+    pa = pa_
+    n = pa.array([[[1.0, 2.0], [3.0]], [], [[4.0]]])
+    x = hr.from_arrow(n)
+    assert x.depth == 2
+    assert x.to_list() == n.to_pylist()
+    np.testing.assert_array_equal(hr.sum(x, levels=2), [6.0, 0.0, 4.0])
+    f = pa.array([[[1, 2], [3, 4]], [], [[5, 6]]], type=pa.list_(pa.list_(pa.float64(), 2)))
+    y = hr.from_arrow(f)
+    assert y.depth == 1
+    assert y.inner_shape == (2,)
+    np.testing.assert_array_equal(hr.sum(y), [[4, 6], [0, 0], [5, 6]])
+    # a sliced fixed-size-list child is read from its own offset
+    fs = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), f.values.slice(1, 2))
+    assert hr.from_arrow(fs).to_list() == fs.to_pylist()
+    assert hr.to_arrow(y).type == pa.list_(pa.list_(pa.float64(), 2))
+
+
+@needs_pa
+def test_from_arrow_chunked(pa_):
+    pa = pa_
+    a = pa.array([[1.0], [2.0, 3.0]])
+    one = pa.chunked_array([a])
+    assert shares(hr.from_arrow(one).values, a.values.to_numpy())
+    two = pa.chunked_array([a, pa.array([[], [4.0]])])
+    assert hr.from_arrow(two).to_list() == [[1.0], [2.0, 3.0], [], [4.0]]
+    empty = hr.from_arrow(pa.chunked_array([], type=pa.list_(pa.float32())))
+    assert len(empty) == 0
+    assert empty.dtype == np.float32
+
+
+@needs_pa
+def test_to_arrow_copies_only_what_it_must(pa_):
+    vals = np.arange(12.0)[::2]  # strided: Arrow needs a contiguous buffer
+    x = hr.RaggedArray(vals, np.array([0, 2, 6]))
+    assert hr.to_arrow(x).to_pylist() == [[0.0, 2.0], [4.0, 6.0, 8.0, 10.0]]
+    sw = hr.RaggedArray(np.arange(3, dtype=">f8"), np.array([0, 3]))
+    assert hr.to_arrow(sw).to_pylist() == [[0.0, 1.0, 2.0]]
+    with pytest.raises(TypeError, match="complex"):
+        hr.to_arrow(hr.RaggedArray(np.ones(2, np.complex64), np.array([0, 2])))
+    with pytest.raises(TypeError, match="RaggedArray"):
+        hr.to_arrow(np.ones(3))
+
+
+@needs_pa
+def test_from_arrow_errors(pa_):
+    pa = pa_
+    with pytest.raises(ValueError, match="null list at position 1"):
+        hr.from_arrow(pa.array([[1.0], None, [2.0]]))
+    with pytest.raises(ValueError, match="null at position 2"):
+        hr.from_arrow(pa.array([[1.0, 2.0], [None]]))
+    with pytest.raises(TypeError, match="string"):
+        hr.from_arrow(pa.array([["a", "b"]]))
+    with pytest.raises(TypeError, match="ListArray"):
+        hr.from_arrow(pa.array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="pyarrow Array"):
+        hr.from_arrow([[1.0]])
+
+
+# ---------------------------------------------------------------- Awkward
+@pytest.fixture
+def ak_():
+    import awkward
+
+    return awkward
+
+
+@needs_ak
+@settings(max_examples=examples("cpu"), deadline=None)
+@given(spec=hst.ragged(dtypes=DTYPES + (np.complex128,), inner_shapes=((), (3,), (2, 2)),
+                       offset_dtypes=(np.int64, np.int32)))
+def test_awkward_round_trip(spec):
+    import awkward as ak
+
+    x = make_ragged(spec.values, spec.offsets)
+    a = hr.to_awkward(x)
+    assert isinstance(a, ak.Array)
+    assert a.tolist() == x.to_list()
+    y = hr.from_awkward(a)
+    same(x, y)
+    assert shares(y.offsets, x.offsets)
+    assert shares(y.leaf_values, x.leaf_values)
+    assert y.offsets.dtype == x.offsets.dtype
+    assert x.to_awkward().tolist() == a.tolist()
+
+
+@needs_ak
+def test_from_awkward_layouts(ak_):
+    ak = ak_
+    a = ak.Array([[1.0, 2.0], [], [3.0]])
+    x = hr.from_awkward(a)
+    assert shares(x.values, a.layout.content.data)
+    np.testing.assert_array_equal(hr.sum(x), [3.0, 0.0, 3.0])
+    nested = ak.Array([[[1, 2], [3]], [], [[4]]])
+    y = hr.from_awkward(nested)
+    assert y.depth == 2
+    assert y.to_list() == nested.tolist()
+    # regular dimensions below the ragged ones are the inner shape
+    reg = ak.to_regular(ak.Array([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0]]]), axis=2)
+    z = hr.from_awkward(reg)
+    assert z.depth == 1
+    assert z.inner_shape == (2,)
+    np.testing.assert_array_equal(hr.sum(z), [[4.0, 6.0], [5.0, 6.0]])
+    # a regular level above a ragged one stays a level (offsets built)
+    top = ak.to_regular(ak.Array([[[1.0], [2.0, 3.0]], [[4.0], []]]), axis=1)
+    assert hr.from_awkward(top).to_list() == top.tolist()
+    # ListArray: back to back lists share the content, others are repacked
+    c = ak.contents
+    content = c.NumpyArray(np.arange(6.0))
+    la = c.ListArray(ak.index.Index64(np.array([0, 2, 2])), ak.index.Index64(np.array([2, 2, 5])),
+                     content)
+    w = hr.from_awkward(la)
+    assert w.to_list() == [[0.0, 1.0], [], [2.0, 3.0, 4.0]]
+    assert shares(w.values, content.data)
+    scattered = c.ListArray(ak.index.Index64(np.array([4, 0])), ak.index.Index64(np.array([6, 1])),
+                            content)
+    assert hr.from_awkward(scattered).to_list() == [[4.0, 5.0], [0.0]]
+    # option types without a missing value are accepted
+    opt = ak.Array([[1.0], [2.0, None]])[:, :1]  # type var * ?float64, no None left
+    assert "?" in str(opt.type)
+    assert hr.from_awkward(opt).to_list() == [[1.0], [2.0]]
+    u32 = c.ListOffsetArray(ak.index.IndexU32(np.array([0, 1, 3], np.uint32)), content)
+    v = hr.from_awkward(u32)
+    assert v.offsets.dtype == np.int64
+    assert v.to_list() == [[0.0], [1.0, 2.0]]
+
+
+@needs_ak
+def test_to_awkward_types(ak_):
+    x = hr.from_lengths(np.ones((5, 3), np.float32), [2, 0, 3])
+    a = hr.to_awkward(x)
+    assert str(a.type) == "3 * var * 3 * float32"
+    n = hr.nest(np.arange(4.0), np.array([0, 1, 4], np.int32), np.array([0, 2], np.int32))
+    b = n.to_awkward()
+    assert str(b.type) == "1 * var * var * float64"
+    assert b.tolist() == [[[0.0], [1.0, 2.0, 3.0]]]
+    assert shares(b.layout.content.content.data, n.leaf_values)
+
+
+@needs_ak
+def test_from_awkward_errors(ak_):
+    ak = ak_
+    with pytest.raises(ValueError, match="missing value at position 1"):
+        hr.from_awkward(ak.Array([[1.0, None]]))
+    with pytest.raises(ValueError, match="missing value at position 1"):
+        hr.from_awkward(ak.Array([[1.0], None]))
+    with pytest.raises(TypeError, match="variable-length list"):
+        hr.from_awkward(ak.Array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="RecordArray"):
+        hr.from_awkward(ak.Array([[{"a": 1}]]))
+    with pytest.raises(TypeError, match="RaggedArray"):
+        hr.to_awkward([1, 2])
