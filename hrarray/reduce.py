@@ -6,6 +6,8 @@ semantics live in :mod:`hrarray._ops` (built-ins) or a :class:`Reducer`.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from hrarray import _ops
@@ -13,6 +15,20 @@ from hrarray.ragged import RaggedArray, check_fill
 from hrarray.reducer import Reducer
 
 __all__ = ["reduce", *_ops.OPS]
+
+
+def _partitioned(x):
+    """``hrarray.dask`` if ``x`` is its partitioned array, else None.
+
+    Looked up in ``sys.modules`` so that hrarray never imports Dask: a
+    ``RaggedDaskArray`` exists only once the user imported ``hrarray.dask``.
+    Entry points call this only after their ``RaggedArray`` check failed, so
+    the common call pays nothing for it.
+    """
+    hd = sys.modules.get("hrarray.dask")
+    if hd is not None and isinstance(x, hd.RaggedDaskArray):
+        return hd
+    return None
 
 
 def _check_levels(x: RaggedArray, levels) -> int:
@@ -82,6 +98,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
         library and device as ``x``.
     """
     if not isinstance(x, RaggedArray):
+        hd = _partitioned(x)
+        if hd is not None:
+            return hd.reduce(x, op, levels=levels, fill_value=fill_value, dtype=dtype, ddof=ddof)
         raise TypeError(f"x must be a RaggedArray, got {type(x).__name__}")
     # The common call (one level of a flat array, an op name, default dtype and
     # ddof) takes the short path: at ~10 segments the Python around the kernel

@@ -23,7 +23,7 @@ import numpy as np
 from hrarray import _transforms_ops as T
 from hrarray._backends import backend_of
 from hrarray.ragged import RaggedArray
-from hrarray.reduce import _check_levels, _fill_ok
+from hrarray.reduce import _check_levels, _fill_ok, _partitioned
 
 __all__ = ["attention_pool", "broadcast", "cumsum", "log_softmax", "softmax"]
 
@@ -91,6 +91,8 @@ def _first_mismatch(be, a, b) -> int | None:
 
 
 def _softmax(name: str, x, levels):
+    if not isinstance(x, RaggedArray) and (hd := _partitioned(x)) is not None:
+        return getattr(hd, name)(x, levels=levels)
     x = _check_ragged(x, "x", name)
     levels = _check_levels(x, levels)
     in_dtype = _native(x.dtype)
@@ -216,6 +218,8 @@ def cumsum(x, *, exclusive=False, levels=1, dtype=None):
     >>> hr.cumsum(x, exclusive=True).to_list()
     [[0, 1, 3], [], [0]]
     """
+    if not isinstance(x, RaggedArray) and (hd := _partitioned(x)) is not None:
+        return hd.cumsum(x, exclusive=exclusive, levels=levels, dtype=dtype)
     x = _check_ragged(x, "x", "cumsum")
     if not isinstance(exclusive, (bool, np.bool_)):
         raise TypeError(f"cumsum(): exclusive must be a bool, got {type(exclusive).__name__}")
@@ -268,6 +272,8 @@ def broadcast(per_segment, x, *, levels=1):
     >>> (x.values - hr.broadcast(hr.max(x), x).values).tolist()
     [-2.0, -1.0, 0.0, 0.0]
     """
+    if not isinstance(x, RaggedArray) and (hd := _partitioned(x)) is not None:
+        return hd.broadcast(per_segment, x, levels=levels)
     x = _check_ragged(x, "x", "broadcast")
     levels = _check_levels(x, levels)
     lv, offsets, _ = _flatten(x, levels)
@@ -360,6 +366,10 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
            [0., 0.],
            [5., 5.]])
     """
+    if not (isinstance(x, RaggedArray) and isinstance(scores, RaggedArray)) and (
+        (hd := _partitioned(x) or _partitioned(scores)) is not None
+    ):
+        return hd.attention_pool(x, scores, levels=levels, fill_value=fill_value)
     x = _check_ragged(x, "x", "attention_pool")
     scores = _check_ragged(scores, "scores", "attention_pool")
     be = backend_of(("x", x.leaf_values), ("scores", scores.leaf_values))
