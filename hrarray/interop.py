@@ -227,7 +227,8 @@ def _ak_offsets_of(layout):
         lo = layout.to_ListOffsetArray64(True)  # Awkward's own repacking: a copy
         return lo.offsets.data, lo.content
     # RegularArray: every list has `size` elements
-    return np.arange(layout.length + 1, dtype=np.int64) * layout.size, layout.content
+    xp = __import__("cupy") if layout.backend.name == "cuda" else np
+    return xp.arange(layout.length + 1, dtype=np.int64) * layout.size, layout.content
 
 
 def _ak_is_list(layout) -> bool:
