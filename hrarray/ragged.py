@@ -26,9 +26,17 @@ def _normalize_offsets(be, offsets, argname: str):
     if offsets.shape[0] < 1:
         raise ValueError(f"{argname} must have at least one element (nsegments + 1)")
     if not (dt.isnative and dt.type in (np.int32, np.int64)):
-        if dt.kind == "u" and dt.itemsize == 8:
-            # uint64 beyond int64 would wrap negative and then fail validation
-            pass
+        if dt.kind == "u" and dt.itemsize == 8 and be.name == "cpu":
+            # uint64 beyond int64 would wrap negative: name the value as given
+            # (on CUDA the conversion's wrapped value is still rejected by the
+            # check, without this message: device arrays may lack operators)
+            big = offsets > np.uint64(np.iinfo(np.int64).max)
+            if bool(big.any()):
+                k = int(be.xp.nonzero(big)[0][0])
+                raise ValueError(
+                    f"{argname}[{k}]={int(offsets[k])} is past the end of values "
+                    "(it does not even fit int64)"
+                )
         offsets = be.astype(offsets, np.int64)
     return offsets
 
@@ -223,6 +231,12 @@ class RaggedArray:
             key = np.arange(start, stop, step)
             if be.name != "cpu":
                 key = be.xp.asarray(key)
+        if isinstance(key, tuple):
+            # NumPy reads x[i, j] as two dimensions; a segment's elements are x[i][j]
+            raise IndexError(
+                "a RaggedArray takes one index (a segment, a slice, an integer or boolean "
+                "array); use x[i][j] for an element of segment i"
+            )
         if isinstance(key, list):
             key = np.asarray(key)
             if be.name != "cpu":
