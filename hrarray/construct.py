@@ -38,22 +38,37 @@ def from_lengths(values, lengths) -> RaggedArray:
         raise ValueError(f"lengths[{bad}]={int(lens[bad])} is negative")
     offs = xp.zeros(lens.shape[0] + 1, np.int64)
     xp.cumsum(lens, out=offs[1:])  # int64: never wraps like an int32 cumsum
+    nested = isinstance(values, RaggedArray)
+    nrows = len(values) if nested else be.asarray(values, "values").shape[0]
+    if lens.size and int(offs[-1]) > nrows:
+        # name the lengths (the caller's argument), not the offsets made from them
+        k = int(xp.nonzero(offs[1:] > nrows)[0][0])
+        raise ValueError(
+            f"lengths sum to {int(offs[-1])} but values has {nrows} "
+            f"{'segments' if nested else 'rows'} "
+            f"(the running total passes {nrows} at lengths[{k}])"
+        )
     return RaggedArray(values, offs)
 
 
 def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     """Segments from one sorted segment id per value (ids non-decreasing).
 
-    ``nsegments`` defaults to ``ids[-1] + 1``; segments without ids are empty.
+    ``values`` may be an array or a ``RaggedArray`` (one id per segment of it:
+    a new level). ``nsegments`` defaults to ``ids[-1] + 1``; segments without
+    ids are empty.
     """
-    be = backend_of(("values", values), ("ids", ids))
+    nested = isinstance(values, RaggedArray)  # ids group its segments: a new level
+    be = backend_of(("values", values.leaf_values if nested else values), ("ids", ids))
     ids = _check_int_array(be, ids, "ids")
     xp = be.xp
-    vals = be.asarray(values, "values")
-    if vals.ndim == 0:
+    vals = values if nested else be.asarray(values, "values")
+    if not nested and vals.ndim == 0:
         raise ValueError("values must be at least 1-D")
-    if ids.shape[0] != vals.shape[0]:
-        raise ValueError(f"ids has {ids.shape[0]} entries but values has {vals.shape[0]} rows")
+    nrows = len(vals) if nested else vals.shape[0]
+    if ids.shape[0] != nrows:
+        what = "segments" if nested else "rows"
+        raise ValueError(f"ids has {ids.shape[0]} entries but values has {nrows} {what}")
     if ids.shape[0] > 1:
         dec = ids[1:] < ids[:-1]
         if bool(dec.any()):

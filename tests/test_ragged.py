@@ -240,6 +240,12 @@ def test_from_segment_ids():
     np.testing.assert_array_equal(z.lengths, [0, 0])
     with pytest.raises(ValueError, match="ids"):
         hr.from_segment_ids(values, np.array([0, 1, 0, 2, 2, 2]))
+    # a RaggedArray as values (API.md: how levels nest): one id per segment, a new level
+    w = hr.from_segment_ids(x, np.array([0, 0, 1, 1]))
+    assert w.depth == 2
+    assert w.to_list() == [[[0.0, 1.0], []], [[2.0, 3.0, 4.0], [5.0]]]
+    with pytest.raises(ValueError, match="4 segments"):
+        hr.from_segment_ids(x, np.array([0, 1]))
 
 
 @settings(max_examples=30)
