@@ -223,3 +223,23 @@ def jitify(fn, jit, _memo=None):
     out = jit(fn)
     memo[id(fn)] = out
     return out
+
+
+def decl_namespace(decl, jit, dtypes, *, is_empty: bool = False) -> dict:
+    """The names a generated module takes from a declaration, one definition
+    for every CPU and CUDA factory: ``IDENT``, ``map_``, ``combine``,
+    ``finalize`` (and ``is_empty`` where the module uses it) compiled with
+    ``jit`` (``numba.njit`` or ``cuda.jit(device=True)``), and ``DT{i}``, the
+    state component types ``dtypes``."""
+    memo: dict = {}
+    ns = {
+        "IDENT": decl.identity,
+        "map_": jitify(decl.map, jit, memo),
+        "combine": jitify(decl.combine, jit, memo),
+        "finalize": jitify(decl.finalize, jit, memo),
+    }
+    if is_empty:
+        ns["is_empty"] = jitify(decl.is_empty, jit, memo)
+    for i, dt in enumerate(dtypes):
+        ns[f"DT{i}"] = dt.type
+    return ns

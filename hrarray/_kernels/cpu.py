@@ -1117,20 +1117,11 @@ class CpuKernel:
         import numba
 
         decl = self.decl
-        jit = numba.njit(**CALLEE_OPTS)
-        memo: dict = {}
         helpers = shared_helpers()
-        ns = {
-            "pf_1d": helpers.pf_1d,
-            "pf_step": helpers.pf_step,
-            "IDENT": decl.identity,
-            "map_": cg.jitify(decl.map, jit, memo),
-            "combine": cg.jitify(decl.combine, jit, memo),
-            "finalize": cg.jitify(decl.finalize, jit, memo),
-            "is_empty": cg.jitify(decl.is_empty, jit, memo),
-        }
-        for i, (dt, at) in enumerate(zip(self.dtypes, _acc_dtypes(decl), strict=True)):
-            ns[f"DT{i}"] = dt.type
+        ns = cg.decl_namespace(decl, numba.njit(**CALLEE_OPTS), self.dtypes, is_empty=True)
+        ns["pf_1d"] = helpers.pf_1d
+        ns["pf_step"] = helpers.pf_step
+        for i, at in enumerate(_acc_dtypes(decl)):
             ns[f"AT{i}"] = at.type
         if decl.meta.get("style") == "extreme":
             kind = decl.meta["kind"]

@@ -405,16 +405,7 @@ class CpuScanKernel:
         def load():
             import numba
 
-            jit = numba.njit(**CALLEE_OPTS)
-            memo: dict = {}
-            ns = {
-                "IDENT": decl.identity,
-                "map_": cg.jitify(decl.map, jit, memo),
-                "combine": cg.jitify(decl.combine, jit, memo),
-                "finalize": cg.jitify(decl.finalize, jit, memo),
-            }
-            for i, dt in enumerate(self.dtypes):
-                ns[f"DT{i}"] = dt.type
+            ns = cg.decl_namespace(decl, numba.njit(**CALLEE_OPTS), self.dtypes)
             return cg.import_module(path, ns)
 
         # native entries where cached (see hrarray._kernels.native)

@@ -727,17 +727,7 @@ class CudaReduceKernel:
         persistent = decl.key[0] != "user"
         src = _reduce_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent),
                              self.stage)
-        dev = cuda.jit(device=True)
-        memo: dict = {}
-        ns = {
-            "IDENT": decl.identity,
-            "map_": cg.jitify(decl.map, dev, memo),
-            "combine": cg.jitify(decl.combine, dev, memo),
-            "finalize": cg.jitify(decl.finalize, dev, memo),
-            "is_empty": cg.jitify(decl.is_empty, dev, memo),
-        }
-        for i, dt in enumerate(self.dtypes):
-            ns[f"DT{i}"] = dt.type
+        ns = cg.decl_namespace(decl, cuda.jit(device=True), self.dtypes, is_empty=True)
         if self.stage is not None:
             ns["VDT"] = self.stage.type
         stag = None if self.stage is None else self.stage.str
@@ -1061,16 +1051,7 @@ class CudaScanKernel:
         self.warp = (not SIMULATOR) and warp is not False and _warp_ok(self.dtypes)
         persistent = decl.key[0] != "user"
         src = _scan_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent))
-        dev = cuda.jit(device=True)
-        memo: dict = {}
-        ns = {
-            "IDENT": decl.identity,
-            "map_": cg.jitify(decl.map, dev, memo),
-            "combine": cg.jitify(decl.combine, dev, memo),
-            "finalize": cg.jitify(decl.finalize, dev, memo),
-        }
-        for i, dt in enumerate(self.dtypes):
-            ns[f"DT{i}"] = dt.type
+        ns = cg.decl_namespace(decl, cuda.jit(device=True), self.dtypes)
         tag = repr(("cuda-scan", decl.key, block, items, self.warp))
         self.mod = cg.load_module(src, tag, ns, persistent=persistent)
 
