@@ -116,11 +116,12 @@ def _concat_parts(parts):
 
 
 # ---------------------------------------------------------------- user reducers
-# A Reducer's compiled kernels are keyed on the Reducer object's identity, and
-# a worker process unpickles a fresh copy of it for every task: without this
-# map each partition would compile the reducer again (seconds each). Every
-# task names its Reducer by a token fixed on the client, and a worker keeps the
-# first copy it sees per token, so it compiles once per process.
+# A worker process unpickles a fresh copy of a Reducer for every task. Kernels
+# are cached on the Reducer's code and values, so equal copies share them, but
+# a Reducer that reads an array is keyed on the object itself: without this
+# map each partition would compile it again (seconds each). Every task names
+# its Reducer by a token fixed on the client, and a worker keeps the first copy
+# it sees per token, so it compiles once per process.
 
 _REDUCER_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _REDUCERS: dict = {}

@@ -27,6 +27,7 @@ the semantics of an op are written once, here or in ``hrarray._ops``.
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,108 @@ def _as_state(value):
     )
 
 
+# ------------------------------------------------------------ kernel cache keys
+# A Reducer's kernels are cached on what its functions compute, not on the
+# object: ``hr.reduce(x, hr.Reducer(...))`` written inside a function builds a
+# new, equal Reducer on every call, and keying on identity compiled it again
+# each time (1.1-1.4 s per call, measured) and kept every copy alive. Numba
+# freezes a function's globals and closure values into the code it compiles,
+# so those values are part of the key; anything whose value cannot be keyed
+# (an array, a mutable object) keys the Reducer by identity, as before.
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+_PLAIN = (bool, int, str, bytes, type(None))
+_ABSENT = object()
+
+
+def _value_key(v, watch: list, depth: int = 0):
+    """A hashable key equal for two values Numba would compile alike.
+
+    ``watch`` collects what the key was read from, ``(kind, where, name,
+    object)``, so a later call can check in a few identity tests that nothing
+    was rebound (``_unchanged``) instead of building the key again (~9 us).
+    """
+    if isinstance(v, _PLAIN):
+        return (type(v), v)
+    if isinstance(v, (float, complex)):
+        return (type(v), repr(v))  # repr tells -0.0 from 0.0 and NaN == NaN
+    if isinstance(v, np.generic):
+        return (v.dtype.str, v.tobytes())
+    if isinstance(v, tuple) and depth < 8:
+        return (tuple, tuple(_value_key(e, watch, depth + 1) for e in v))
+    if isinstance(v, types.FunctionType):
+        return _function_key(v, watch, depth + 1)
+    if isinstance(v, (types.ModuleType, types.BuiltinFunctionType, np.ufunc, type)) or (
+        callable(v) and type(v).__module__.startswith("numba")
+    ):
+        # modules, builtins, ufuncs, classes, jitted functions: the object
+        # itself (held by the key, so its identity is never reused)
+        return ("obj", v)
+    raise _Unkeyable(type(v).__name__)
+
+
+def _code_names(code: types.CodeType, out: set) -> set:
+    """Names a code object (and the code nested in it) may load as globals."""
+    out.update(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _code_names(c, out)
+    return out
+
+
+def _function_key(f, watch: list, depth: int = 0):
+    if depth > 8:
+        raise _Unkeyable("deeply nested functions")
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return _value_key(f, watch, depth)  # a callable object: keyed if a known kind
+    g = f.__globals__
+    glob = []
+    for name in sorted(_code_names(code, set())):
+        v = g.get(name, _ABSENT)
+        # also watched while absent: a global defined later shadows a builtin
+        watch.append((0, g, name, v))
+        if v is not _ABSENT:  # attribute names, builtins: not values
+            glob.append((name, _value_key(v, watch, depth + 1)))
+    cells = []
+    for c in f.__closure__ or ():
+        try:
+            v = c.cell_contents
+        except ValueError:  # an empty cell
+            raise _Unkeyable("empty closure cell") from None
+        watch.append((1, c, None, v))
+        cells.append(_value_key(v, watch, depth + 1))
+    watch.append((2, f, "__code__", code))
+    watch.append((2, f, "__defaults__", f.__defaults__))
+    watch.append((2, f, "__kwdefaults__", f.__kwdefaults__))
+    defaults = _value_key(f.__defaults__ or (), watch, depth + 1)
+    kwdefaults = tuple(sorted(
+        (k, _value_key(v, watch, depth + 1)) for k, v in (f.__kwdefaults__ or {}).items()))
+    # the code object compares by its bytecode, constants, names and line
+    return ("fn", code, tuple(glob), tuple(cells), defaults, kwdefaults)
+
+
+def _unchanged(watch: list) -> bool:
+    """Whether every object a key was built from is still bound where it was."""
+    for kind, where, name, obj in watch:
+        if kind == 0:
+            cur = where.get(name, _ABSENT)
+        elif kind == 1:
+            try:
+                cur = where.cell_contents
+            except ValueError:
+                return False
+        else:
+            cur = getattr(where, name)
+        if cur is not obj:
+            return False
+    return True
+
+
 class Reducer:
     """A user-defined segmented reduction, compiled for the CPU and CUDA.
 
@@ -112,6 +215,11 @@ class Reducer:
     to :func:`hrarray.reduce` to choose it. ``fill_value=`` replaces the
     result of empty segments.
 
+    Kernels are cached on the functions' code and the values of the globals
+    and closure variables they read: an equal Reducer built again (inside a
+    function called in a loop) compiles nothing. One that reads an array or
+    another mutable object is cached on the Reducer object instead.
+
     Examples
     --------
     >>> import numpy as np, hrarray as hr
@@ -137,6 +245,11 @@ class Reducer:
         self.map = map
         self.finalize = finalize
         self.name = name or getattr(combine, "__name__", "reducer")
+        self._key_memo = None
+
+    def __getstate__(self):
+        # the key memo refers to module globals: never pickled (rebuilt on use)
+        return {**self.__dict__, "_key_memo": None}
 
     def __repr__(self) -> str:
         return f"Reducer(name={self.name!r}, identity={self.identity!r})"
@@ -153,6 +266,28 @@ class Reducer:
         if isinstance(res, tuple):
             raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
         return np.asarray(res).dtype
+
+    def _cache_key(self):
+        """What the compiled kernels are cached on (see ``_value_key``):
+        equal for two Reducers built from the same code and values."""
+        memo = self._key_memo
+        if memo is not None and _unchanged(memo[0]):
+            return memo[1]
+        watch = [(2, self, name, getattr(self, name))
+                 for name in ("identity", "combine", "map", "finalize")]
+        try:
+            key = (
+                _value_key(self.identity, watch),
+                _function_key(self.combine, watch),
+                None if self.map is None else _function_key(self.map, watch),
+                None if self.finalize is None else _function_key(self.finalize, watch),
+            )
+        except (_Unkeyable, RecursionError):
+            # the object itself (alive while its kernels are, so its id is never
+            # reused by another Reducer while the cache holds the key)
+            key = ("id", id(self), self)
+        self._key_memo = (watch, key)
+        return key
 
     def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype) -> Decl:
         user_map, user_fin, ident = self.map, self.finalize, self.identity
@@ -176,7 +311,7 @@ class Reducer:
                 return user_fin(acc, n)
 
         return Decl(
-            key=("user", id(self), in_dtype.str, out_dtype.str),
+            key=("user", self._cache_key(), in_dtype.str, out_dtype.str),
             identity=ident,
             map=map_,
             combine=self.combine,

@@ -6,6 +6,8 @@ max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
 """
 
 import math
+import pickle
+import sys
 import zlib
 
 import numpy as np
@@ -1046,6 +1048,82 @@ def test_user_reducer_integer(backend):
     got = host(hr.reduce(x, odd))
     assert got.dtype.kind == "i"
     np.testing.assert_array_equal(got, [2, 0, 3])
+
+
+_POWER = 2.0  # a global a reducer reads (test_reducer_cache_follows_globals)
+
+
+def _add(a, b):
+    return a + b
+
+
+def _power_reducer(p):
+    return hr.Reducer(identity=0.0, combine=_add, map=lambda v: v**p)
+
+
+def test_equal_reducers_share_kernels():
+    """A Reducer rebuilt from the same code and values (as inside a function called in a
+    loop) reuses the kernels of the first: no compile, same result; other closure values
+    compile their own."""
+    x = ragged_1d(np.arange(12.0), [5, 0, 7])
+    want2 = [float(np.sum(np.arange(5.0) ** 2)), 0.0, float(np.sum(np.arange(5.0, 12.0) ** 2))]
+    np.testing.assert_array_equal(hr.reduce(x, _power_reducer(2)), want2)
+    n = hr._kernels.compiled_count()
+    for _ in range(3):
+        np.testing.assert_array_equal(hr.reduce(x, _power_reducer(2)), want2)
+    assert hr._kernels.compiled_count() == n
+    got3 = hr.reduce(x, _power_reducer(3))  # another closure value: its own kernel
+    np.testing.assert_array_equal(got3, [100.0, 0.0, float(np.sum(np.arange(5.0, 12.0) ** 3))])
+    assert hr._kernels.compiled_count() > n
+    # an int closure value is not the float one (Numba would type it differently)
+    assert _power_reducer(2)._cache_key() != _power_reducer(2.0)._cache_key()
+
+
+def test_reducer_cache_follows_globals(monkeypatch):
+    """Numba freezes a global's value into the kernel: a Reducer built after the global
+    changed must not reuse the kernel compiled with the old value."""
+    def build():
+        return hr.Reducer(identity=0.0, combine=_add, map=lambda v: v * _POWER)
+
+    x = ragged_1d(np.array([1.0, 2.0, 3.0]), [2, 1])
+    np.testing.assert_array_equal(hr.reduce(x, build()), [6.0, 6.0])
+    monkeypatch.setattr(sys.modules[__name__], "_POWER", 10.0)
+    np.testing.assert_array_equal(hr.reduce(x, build()), [30.0, 30.0])
+
+
+def test_reducer_cache_tells_identities_apart():
+    """-0.0 and 0.0 are equal but give different empty results; NaN identities match."""
+    x = ragged_1d(np.array([1.0]), [0, 1])
+    neg = hr.reduce(x, hr.Reducer(identity=-0.0, combine=_add))
+    pos = hr.reduce(x, hr.Reducer(identity=0.0, combine=_add))
+    assert np.signbit(neg[0])
+    assert not np.signbit(pos[0])
+    nan_a = hr.Reducer(identity=float("nan"), combine=_add)
+    nan_b = hr.Reducer(identity=float("nan"), combine=_add)
+    assert nan_a._cache_key() == nan_b._cache_key()
+
+
+def test_reducer_pickles_after_use():
+    """A used Reducer pickles (Dask ships it to workers) and its copy shares the kernel."""
+    r = hr.Reducer(identity=0.0, combine=_add, name="plain")
+    x = ragged_1d(np.array([1.0, 2.0, 4.0]), [2, 1])
+    np.testing.assert_array_equal(hr.reduce(x, r), [3.0, 4.0])
+    copy = pickle.loads(pickle.dumps(r))
+    assert copy._cache_key() == r._cache_key()
+    np.testing.assert_array_equal(hr.reduce(x, copy), [3.0, 4.0])
+
+
+def test_reducer_with_unkeyable_closure_is_keyed_by_identity():
+    """A value the cache cannot compare (an array in the closure) keys the Reducer itself:
+    two such reducers never share a kernel, whatever their arrays hold."""
+    def build(w):
+        return hr.Reducer(identity=0.0, combine=_add, map=lambda v: v * w[0])
+
+    a, b = build(np.array([2.0])), build(np.array([5.0]))
+    assert a._cache_key() != b._cache_key()
+    x = ragged_1d(np.array([1.0, 2.0]), [2])
+    np.testing.assert_array_equal(hr.reduce(x, a), [6.0])
+    np.testing.assert_array_equal(hr.reduce(x, b), [15.0])
 
 
 @pytest.mark.parametrize("op", R.ALL_REDUCTIONS)
