@@ -1050,6 +1050,34 @@ def test_user_reducer_integer(backend):
     np.testing.assert_array_equal(got, [2, 0, 3])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("inner", [(), (3,)])
+def test_result_does_not_depend_on_rows_after_the_segment(dtype, inner):
+    """A segment's result depends on its own values, not on whether the buffer goes on
+    after it: the CPU kernels' masked steps read up to 8 elements past a segment, and
+    near the array's end read a copy of its last elements instead (an element loop
+    there once rounded float64 sums of 5-7 elements and segment tails differently, so
+    ``hr.sum(x[a:b].copy())`` could differ from ``hr.sum(x)[a:b]`` in the last bits)."""
+    rng = np.random.default_rng(41)
+    dt = np.dtype(dtype)
+    sq = hr.Reducer(identity=0.0, combine=_add, map=lambda v: v * v)
+    ops = ["sum", "mean", "var", "prod", "nansum", "logsumexp", sq]
+    for n in range(41):
+        scale = 10.0 ** rng.uniform(-3, 3, (n + 8,) + (1,) * len(inner))
+        v = (rng.standard_normal((n + 8, *inner)) * scale).astype(dt)
+        alone = ragged_1d(v[:n].copy(), [n])
+        for extra in (0, 1, 3, 7, 8):
+            x = ragged_1d(v[: n + extra], [n])
+            for op in ops:
+                got, want = hr.reduce(x, op), hr.reduce(alone, op)
+                assert got.tobytes() == want.tobytes(), (op, n, extra)
+        # the attention weights too (scores read past the segment as the values)
+        sc = rng.standard_normal(n + 8).astype(dt)
+        got = hr.attention_pool(ragged_1d(v, [n, 8]), ragged_1d(sc, [n, 8]))[:1]
+        want = hr.attention_pool(alone, ragged_1d(sc[:n].copy(), [n]))
+        assert got.tobytes() == want.tobytes(), ("attention_pool", n)
+
+
 _POWER = 2.0  # a global a reducer reads (test_reducer_cache_follows_globals)
 
 

@@ -48,6 +48,11 @@ BLOCK = 128
 LANES = 8
 SHORT = 16
 STACK = 64  # pairwise stack depth: 2**64 blocks
+# Copies of the last 8 elements of the values (and of the attention scores),
+# padded to 16 so that a masked step of 8 starting within them stays inside:
+# segments near the array's end run the same masked steps as all others,
+# reading these (1-D; see _block_code and _reduce_1d_code).
+PAD = 16
 # Software prefetch distance in bytes (see _PREFETCH_HELPER): 4-16 KiB
 # measured equal, 1 KiB worse.
 PF_BYTES = 8192
@@ -231,6 +236,21 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
         # the select; combine(s, IDENT) == s): LLVM's own remainder loops
         # cost a mispredicted exit each. Segments of ~30 elements: 18.6 ->
         # 13.7 ns each, ~100: 38 -> 34 (float32 sum, single thread).
+        # Within 8 elements of the array's end the same step reads ``vpad``,
+        # a copy of the last elements (see PAD): LLVM reassociates the masked
+        # step, so the element loop that ran there rounded differently, and a
+        # segment's sum depended on whether 8 more elements followed it. (One
+        # step reading either array would be one code path, but a variable
+        # bound to two arrays costs Numba refcounts per segment: 3.7x slower.)
+        def step(arr: str) -> str:
+            return (
+                f"{ind}        s8 = IDENT\n"
+                f"{ind}        for t in range(U8):\n"
+                f"{ind}            mv = map_({arr}[b8 + t], o8 + np.int64(t))\n"
+                f"{ind}            s8 = combine(s8, mv if t < r8 else IDENT)\n"
+                f"{ind}        blk = combine(blk, s8)\n"
+            )
+
         return (
             f"{ind}blk = IDENT\n"
             f"{ind}n8 = nt & M8\n"
@@ -241,14 +261,10 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
             f"{ind}    b8 = ub + n8\n"
             f"{ind}    o8 = off + np.int64(n8)\n"
             f"{ind}    if b8 + U8 <= nvu:\n"
-            f"{ind}        s8 = IDENT\n"
-            f"{ind}        for t in range(U8):\n"
-            f"{ind}            mv = map_(values[b8 + t], o8 + np.int64(t))\n"
-            f"{ind}            s8 = combine(s8, mv if t < r8 else IDENT)\n"
-            f"{ind}        blk = combine(blk, s8)\n"
-            f"{ind}    else:\n"
-            f"{ind}        for t in range(r8):\n"
-            f"{ind}            blk = combine(blk, map_(values[b8 + t], o8 + np.int64(t)))\n"
+            + step("values")
+            + f"{ind}    else:\n"
+            f"{ind}        b8 -= pbu\n"
+            + step("vpad")
         )
     if style == "simd":
         return (
@@ -475,17 +491,23 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     li = ind + "    "  # indentation of the blocked path
     block = _block_code(style, aux, li + "    ")
 
-    def masked(width: int, kw: str) -> str:
+    def masked(width: int, kw: str, padded: bool = False) -> str:
         if style == "extreme" and not aux:
             return masked_extreme(width, kw)
+        # ``padded``: the same step for a segment within ``width`` elements
+        # of the array's end, reading the copies of the last elements (see
+        # PAD), so that its result does not depend on what follows it
+        arr, wa = ("vpad", wu.replace("w[", "wpad[")) if padded else ("values", wu)
+        cond = f"b - a <= {width}" if padded else f"b - a <= {width} and a + {width} <= nv"
+        u = "np.uint64(a - pb)" if padded else "np.uint64(a)"
         return (
-            f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
+            f"{ind}{kw} {cond}:\n"
             f"{ind}    st = IDENT\n"
             f"{ind}    L = b - a\n"
             f"{ind}    off = a - s\n"
-            f"{ind}    u = np.uint64(a)\n"
+            f"{ind}    u = {u}\n"
             f"{ind}    for t in range({width}):\n"
-            f"{ind}        cst = combine(st, map_(values[u + np.uint64(t)], {wu}off + t))\n"
+            f"{ind}        cst = combine(st, map_({arr}[u + np.uint64(t)], {wa}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
         )
 
@@ -569,6 +591,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         # hardware prefetcher follows such a sequential read.
         masked(4, "if")
         + masked(8, "elif")
+        + (masked(4, "elif", True) + masked(8, "elif", True) if _padded(style, aux) else "")
         # Short: one plain loop, no block machinery.
         + f"{ind}elif b - a <= {SHORT}:\n"
         + seg_pf_in
@@ -579,6 +602,13 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         + seg_pf_in
         + blocked
     )
+
+
+def _padded(style: str, aux: bool) -> bool:
+    """Whether the 1-D code has masked steps (all but the extreme fast path,
+    whose selects give the same result whichever path runs) and so the
+    end-of-array copies ``vpad``/``wpad``."""
+    return not (style == "extreme" and not aux)
 
 
 def _widened_arg(decl: Decl) -> bool:
@@ -631,6 +661,22 @@ def _source(decl: Decl, cache: bool) -> str:
         return "".join(f", {p}" for p, _, _ in sc[fname])
 
     X1d, X2d = extra("chunks_1d"), extra("chunks_2d")
+    pad_fill = ""
+    if _padded(style, aux):
+        # this chunk call's copies of the last elements (see PAD); with no
+        # elements they stay unset, and only empty segments read them (masked)
+        wfill = "            wpad[t] = w[pb + min(t, kp - 1)]\n" if aux else ""
+        pad_fill = (
+            "    vpad = vp[c0]\n"
+            + ("    wpad = wp[c0]\n" if aux else "")
+            + "    kp = min(nv, 8)\n"
+            "    pb = nv - kp\n"
+            "    pbu = np.uint64(pb)\n"
+            "    if kp > 0:\n"
+            f"        for t in range({PAD}):\n"
+            "            vpad[t] = values[pb + min(t, kp - 1)]\n"
+            + wfill
+        )
 
     nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
     # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
@@ -707,7 +753,7 @@ def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
     base = offsets[0]
 {stk_alloc}    nv = {nv}
     nvu = np.uint64(nv)
-    pfd = PF_BYTES // values.itemsize
+{pad_fill}    pfd = PF_BYTES // values.itemsize
     pfs = pf_step(values.strides[0])
     for c in range(c0, c1):
         i0 = bi[c]
@@ -1079,8 +1125,12 @@ def _scratch(decl: Decl) -> dict:
         c2 += [("bms", dts[0], ("c", "m")), ("ixs", np.dtype(f"i{bits // 8}"), ("c", "m"))]
     if not (style == "extreme" and not decl.aux):
         c2 += [(f"gs{i}", ats[i], ("c", STACK, "m")) for i in range(K1)]
+    # "values"/"aux": the dtype of that argument (known only in run())
+    pads = [("vp", "values", ("c", PAD))] if _padded(style, decl.aux) else []
+    if pads and decl.aux:
+        pads.append(("wp", "aux", ("c", PAD)))
     return {
-        "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)],
+        "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)] + pads,
         "fixup_1d": [],
         "chunks_2d": c2,
         "fixup_2d": [(f"r{i}", dts[i], ("m",)) for i in range(K1)],
@@ -1145,10 +1195,11 @@ class CpuKernel:
         m = self._lazy.loaded
         return [] if m is None else [getattr(m, n) for n in _FUNCTIONS]
 
-    def scratch_for(self, fname: str, nchunks: int, m: int) -> list:
+    def scratch_for(self, fname: str, nchunks: int, m: int, vdt=None, adt=None) -> list:
         """The scratch arrays of kernel function ``fname`` (see _scratch)."""
         sub = {"c": nchunks, "m": m}
-        return [np.empty(tuple(sub.get(d, d) for d in dims), dt)
+        dts = {"values": vdt, "aux": adt}
+        return [np.empty(tuple(sub.get(d, d) for d in dims), dts.get(dt, dt))
                 for _, dt, dims in self.scratch[fname]]
 
     def run(self, values, offsets, out, fill, use_fill, aux=None):
@@ -1170,7 +1221,8 @@ class CpuKernel:
             chunk, fix, cname, fname = self.chunks_2d, self.fixup_2d, "chunks_2d", "fixup_2d"
         else:
             chunk, fix, cname, fname = self.chunks_1d, self.fixup_1d, "chunks_1d", "fixup_1d"
-        work = self.scratch_for(cname, nchunks, m)
+        work = self.scratch_for(cname, nchunks, m, values.dtype,
+                                None if aux is None else aux.dtype)
         if self.decl.aux:
             args = (values, aux, offsets, bi, bj, out, fill, use_fill, *scratch, *work)
             short = (values.dtype, values.ndim, values.flags.num, aux.dtype, aux.ndim,
