@@ -88,26 +88,10 @@ def _call(fname, *args, **kwargs):
     return getattr(hr, fname)(*args, **kwargs)
 
 
-def _reduce_part(part, op, token, tail, *, levels, **kwargs):
+def _reduce_part(part, op, token, *, levels, **kwargs):
     if token is not None:
         op = _canonical_reducer(token, op)
-    levels = int(levels)
-    if levels == part.depth:
-        return hr.reduce(part, op, levels=levels, **kwargs)
-    # levels < depth: hr.reduce would compact the partition, cutting the rows
-    # after its last segment that make the kernels treat that segment as in
-    # the whole array (see _PAD_ROWS). hr.reduce(x) compacts x: keep the rows
-    # a compacted x has after this partition (``tail``, when known), reduce
-    # the leaf over the composed offsets of the level-``levels`` segments
-    # (what hr.reduce does after compacting) and wrap in the levels above.
-    pad = _PAD_ROWS if tail is None else tail
-    lv = _partition(part, 0, part.nsegments, pad)._levels()
-    above = lv[: len(lv) - levels]
-    flat = RaggedArray._trusted(lv[-1]._values, lv[len(lv) - levels]._composed_offsets())
-    out = hr.reduce(flat, op, levels=1, **kwargs)
-    for lvl in reversed(above):
-        out = RaggedArray._trusted(out, lvl._offsets)
-    return out
+    return hr.reduce(part, op, levels=int(levels), **kwargs)
 
 
 def _concat_parts(parts):
@@ -238,23 +222,12 @@ def _balanced_bounds(lead: np.ndarray, npartitions: int) -> np.ndarray:
     return np.maximum.accumulate(bounds)
 
 
-# Leaf rows a partition keeps past its last segment. The CPU kernels reduce a
-# segment's last 1-7 elements (and whole segments of up to 8) as one masked
-# vector step when the values array extends 8 rows past the step's start
-# (the extra rows are read and discarded), else element by element, and the
-# two round float sums differently: a segment's result depends on whether 8
-# more rows follow it in the buffer, not only on its own values. A partition
-# that keeps the rows x has after its last segment (up to 8) takes the branch
-# x takes for every segment, so its results equal x's bit for bit.
-_PAD_ROWS = 8
-
-
-def _partition(x: RaggedArray, a: int, b: int, pad: int = _PAD_ROWS) -> RaggedArray:
+def _partition(x: RaggedArray, a: int, b: int) -> RaggedArray:
     """Top segments ``a:b`` of ``x`` with offsets rebased to 0 at every level.
 
-    Views only: the leaf is ``leaf[lo:hi + pad]`` (clipped to the array), so
-    pickling the partition ships its own values and at most ``pad`` more
-    rows; the plain slice ``x[a:b]`` would ship all of ``x``'s values.
+    Views only: the leaf is ``leaf[lo:hi]``, so pickling the partition ships
+    its own values; the plain slice ``x[a:b]`` would ship all of ``x``'s
+    values.
     """
     be = x._backend
     chain = []
@@ -264,7 +237,7 @@ def _partition(x: RaggedArray, a: int, b: int, pad: int = _PAD_ROWS) -> RaggedAr
         lo, hi = be.ends(offs)
         chain.append(be.shift(offs, lo) if lo else offs)
         node = node._values
-    out = node[lo : builtins.min(hi + pad, node.shape[0])]
+    out = node[lo:hi]
     for offs in reversed(chain):
         out = RaggedArray._trusted(out, offs)
     return out
@@ -353,9 +326,6 @@ class RaggedDaskArray(DaskMethodsMixin):
         if not self._chunks:
             raise ValueError("a RaggedDaskArray needs at least one partition")
         self._meta = meta
-        # from_ragged: per partition, the leaf rows a compacted x has after it
-        # (see _reduce_part); None where there is no such x
-        self._tails = None
 
     # ------------------------------------------------------------ dask protocol
     def __dask_graph__(self):
@@ -381,9 +351,7 @@ class RaggedDaskArray(DaskMethodsMixin):
 
     def _rebuild(self, dsk, *, rename=None):
         name = rename.get(self._name, self._name) if rename else self._name
-        out = RaggedDaskArray(dsk, name, self._chunks, self._meta)
-        out._tails = self._tails
-        return out
+        return RaggedDaskArray(dsk, name, self._chunks, self._meta)
 
     # ------------------------------------------------------------ attributes
     @property
@@ -529,10 +497,7 @@ class _Partitions:
         name = f"partitions-{tokenize(arr.name, idx)}"
         layer = {(name, j): Alias((name, j), (arr.name, i)) for j, i in enumerate(idx)}
         graph = HighLevelGraph.from_collections(name, layer, dependencies=[arr])
-        out = RaggedDaskArray(graph, name, tuple(arr.chunks[i] for i in idx), arr.meta)
-        # results of a selected partition stay the rows of the whole array's results
-        out._tails = tuple(arr._tails[i] for i in idx) if arr._tails else None
-        return out
+        return RaggedDaskArray(graph, name, tuple(arr.chunks[i] for i in idx), arr.meta)
 
 
 # ---------------------------------------------------------------- constructors
@@ -603,12 +568,7 @@ def from_ragged(x, npartitions=None, *, chunks=None) -> RaggedDaskArray:
     for i in range(len(counts)):
         part = _partition(x, int(bounds[i]), int(bounds[i + 1]))
         layer[(name, i)] = DataNode((name, i), part)
-    out = RaggedDaskArray(layer, name, counts, _meta_of(x))
-    # Rows of x's used leaf range after each partition (capped): what a
-    # compacted x, which hr.reduce(x, levels < depth) reduces, has after it.
-    used_after = int(lead[-1]) - lead[bounds[1:]]
-    out._tails = tuple(int(t) for t in np.minimum(used_after, _PAD_ROWS))
-    return out
+    return RaggedDaskArray(layer, name, counts, _meta_of(x))
 
 
 def from_delayed(parts, *, meta=None, chunks=None) -> RaggedDaskArray:
@@ -776,8 +736,7 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     else:
         token, label = None, op
     name = f"{label}-{tokenize(x.name, op if token is None else token, kw)}"
-    tails = _PerPart(x._tails or (None,) * x.npartitions)
-    return _map_parts(name, x, _reduce_part, (_Part(x.name), op, token, tails), kw, meta_out)
+    return _map_parts(name, x, _reduce_part, (_Part(x.name), op, token), kw, meta_out)
 
 
 def _make(opname: str):
