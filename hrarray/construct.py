@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from hrarray._backends import backend_of
@@ -198,12 +200,22 @@ def from_list(nested, dtype=None) -> RaggedArray:
 
 
 def concatenate(arrays) -> RaggedArray:
-    """Join ragged arrays end to end (same depth, dtype, inner shape and device)."""
+    """Join ragged arrays end to end (same depth, dtype, inner shape and device).
+
+    Copies: the result is compact, with int64 offsets. Given a
+    ``hrarray.dask.RaggedDaskArray`` among them, returns one (see
+    ``hrarray.dask.concatenate``).
+    """
     arrays = list(arrays)
     if not arrays:
         raise ValueError("concatenate needs at least one RaggedArray")
     for k, a in enumerate(arrays):
         if not isinstance(a, RaggedArray):
+            # hrarray.dask's partitioned arrays join lazily (only looked up
+            # when one is passed: import hrarray imports no Dask)
+            hd = sys.modules.get("hrarray.dask")
+            if hd is not None and any(isinstance(b, hd.RaggedDaskArray) for b in arrays):
+                return hd.concatenate(arrays)
             raise TypeError(f"arrays[{k}] is a {type(a).__name__}, not a RaggedArray")
     a0 = arrays[0]
     for k, a in enumerate(arrays[1:], start=1):

@@ -46,6 +46,7 @@ __all__ = [
     "RaggedDaskArray",
     "attention_pool",
     "broadcast",
+    "concatenate",
     "cumsum",
     "from_delayed",
     "from_ragged",
@@ -569,6 +570,62 @@ def from_ragged(x, npartitions=None, *, chunks=None) -> RaggedDaskArray:
         part = _partition(x, int(bounds[i]), int(bounds[i + 1]))
         layer[(name, i)] = DataNode((name, i), part)
     return RaggedDaskArray(layer, name, counts, _meta_of(x))
+
+
+def concatenate(arrays) -> RaggedDaskArray:
+    """Join partitioned ragged arrays end to end, as :func:`hrarray.concatenate`.
+
+    The result's partitions are those of ``arrays[0]``, then those of
+    ``arrays[1]``, ... (graph aliases: no data moves and nothing is
+    computed). A :class:`hrarray.RaggedArray` among them becomes one
+    partition (:func:`from_ragged`).
+
+    Parameters
+    ----------
+    arrays : sequence of RaggedDaskArray or RaggedArray
+        Same depth, dtype, inner shape and device, as for
+        :func:`hrarray.concatenate`.
+
+    Returns
+    -------
+    RaggedDaskArray
+        ``npartitions`` the sum of theirs; ``chunks`` theirs, in order.
+    """
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("concatenate(): needs at least one array")
+    parts = []
+    for k, a in enumerate(arrays):
+        if isinstance(a, RaggedArray):
+            a = from_ragged(a, npartitions=1)
+        elif not isinstance(a, RaggedDaskArray):
+            raise TypeError(
+                f"concatenate(): arrays[{k}] is a {type(a).__name__}, not a "
+                "hrarray.dask.RaggedDaskArray or hrarray.RaggedArray"
+            )
+        parts.append(a)
+    a0 = parts[0]
+    for k, a in enumerate(parts[1:], start=1):
+        if a.device != a0.device:
+            raise TypeError(
+                f"concatenate(): arrays[{k}] is on {a.device} but arrays[0] is on "
+                f"{a0.device}; move them explicitly"
+            )
+        for attr in ("depth", "dtype", "inner_shape"):
+            if getattr(a, attr) != getattr(a0, attr):
+                raise ValueError(
+                    f"concatenate(): arrays[{k}].{attr}={getattr(a, attr)!r} differs from "
+                    f"arrays[0].{attr}={getattr(a0, attr)!r}"
+                )
+    name = f"concatenate-{tokenize([a.name for a in parts])}"
+    layer = {}
+    for a in parts:
+        for i in range(a.npartitions):
+            j = len(layer)
+            layer[(name, j)] = Alias((name, j), (a.name, i))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=parts)
+    chunks = tuple(c for a in parts for c in a.chunks)
+    return RaggedDaskArray(graph, name, chunks, a0.meta)
 
 
 def from_delayed(parts, *, meta=None, chunks=None) -> RaggedDaskArray:

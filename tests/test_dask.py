@@ -402,6 +402,35 @@ def test_transforms_match(f):
         check(hd.cumsum(hd.from_ragged(xi, npartitions=2)), hr.cumsum(xi))
 
 
+def test_concatenate():
+    """Partitions of each array in order, lazily; a local RaggedArray becomes one partition;
+    hr.concatenate routes here; the errors of hr.concatenate, naming the array."""
+    rng = np.random.default_rng(29)
+    x, y = make(rng, LENGTHS), make(rng, [2, 0, 4])
+    dx, dy = hd.from_ragged(x, npartitions=3), hd.from_ragged(y, npartitions=2)
+    want = hr.concatenate([x, y])
+    dz = hd.concatenate([dx, dy])
+    assert dz.chunks == dx.chunks + dy.chunks
+    check(dz, want)
+    check(dz.sum(), hr.sum(want))
+    check(hr.concatenate([dx, y]), want)
+    check(hr.concatenate([x, dy]), want)
+    assert hr.concatenate([x, dy]).npartitions == 3
+    nx = nested(rng, 2)
+    nwant = hr.concatenate([nx, nx[:3]])
+    dn = hd.concatenate([hd.from_ragged(nx, npartitions=2), hd.from_ragged(nx[:3], npartitions=1)])
+    check(dn, nwant)
+    check(dn.sum(levels=2), hr.sum(nwant, levels=2))
+    with pytest.raises(ValueError, match="at least one"):
+        hd.concatenate([])
+    with pytest.raises(TypeError, match=r"arrays\[1\] is a int"):
+        hd.concatenate([dx, 3])
+    with pytest.raises(ValueError, match=r"arrays\[1\].dtype"):
+        hd.concatenate([dx, hd.from_ragged(make(rng, [1, 2], dtype=np.float32), npartitions=1)])
+    with pytest.raises(ValueError, match=r"arrays\[1\].depth"):
+        hr.concatenate([dx, nx])
+
+
 def test_chained_operations_match():
     """An op on the result of a transform or of a ``levels < depth`` reduction sees each
     partition's result in its own buffer, with no rows after its last segment: 1-D
