@@ -10,6 +10,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import hrarray as hr
 
 SCRIPT = textwrap.dedent(
     """
@@ -126,3 +132,29 @@ def test_reductions_in_a_forked_child():
 
         pytest.skip("no fork() on this platform")
     run_script(FORK_SCRIPT, timeout=120)
+
+
+def test_concurrent_small_reductions_share_no_scratch():
+    """One-chunk calls keep their scratch (pairwise stack, end-of-array copies) per thread:
+    8 threads reducing different arrays with the same kernels at once, the GIL released
+    inside each kernel, get the serial results byte for byte."""
+    rng = np.random.default_rng(5)
+    n = 40_000  # below the parallel threshold: one chunk, the reused scratch
+    xs = [hr.from_lengths(rng.normal(size=n) * 10.0 ** k, rng.multinomial(n, [0.01] * 100))
+          for k in range(12)]
+    ops = ["sum", "var", "argmax", "logsumexp"]
+    want = {(i, op): getattr(hr, op)(x).tobytes() for i, x in enumerate(xs) for op in ops}
+    barrier = threading.Barrier(8)
+
+    def work(k):
+        barrier.wait()
+        bad = []
+        for r in range(150):
+            i, op = (k * 5 + r) % len(xs), ops[(k + r) % len(ops)]
+            if getattr(hr, op)(xs[i]).tobytes() != want[i, op]:
+                bad.append((i, op))
+        return bad
+
+    with ThreadPoolExecutor(8) as ex:
+        bad = [b for got in ex.map(work, range(8)) for b in got]
+    assert not bad, bad[:10]
