@@ -132,7 +132,14 @@ def launch(fn, nchunks: int, *args) -> None:
 # row index (range_2d_arg_narrow); written into the kernel source as a literal
 # (tests lower it to reach the row-block path).
 NARROW_ROWS = 2**31 - 1
-PARALLEL_MIN_WORK = 1 << 16
+# Work (elements x row width + segments) from which a call is cut into one
+# chunk per thread. Below it the pool's hand-off costs more than the second
+# thread saves: float32 sum / max, 1 thread against 2 on the 2-core VM (us):
+# 1-D 2**16 work 54 / 121, 2**17 113 / 177, 2**18 285 / 217, 2**19 645 / 465;
+# rows of 768, 2**17 62 / 142, 2**19 269 / 298, 2**20 493 / 454 (max 446 / 461),
+# 2**22 2117 / 1662. (Was 2**16 for both: mid-size calls ran 1.5-2.8x slower.)
+PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_WORK_2D = 1 << 20
 _I64 = np.dtype(np.int64)
 # Tests set this to cut every reduction, map and scan into that many merge-path
 # chunks, so chunk edges cut segments even on tiny inputs.
@@ -142,12 +149,13 @@ FORCE_CHUNKS: int | None = None
 def chunking(offsets, m: int):
     """``(parallel, bi, bj)``: the merge-path chunks of a reduction, map or
     scan over validated ``offsets`` with ``m`` scalars per row; one chunk per
-    thread for large work, one chunk below ``PARALLEL_MIN_WORK``."""
+    thread for large work, one chunk below ``PARALLEL_MIN_WORK`` (1-D) or
+    ``PARALLEL_MIN_WORK_2D`` (rows of ``m > 1``)."""
     nseg = offsets.shape[0] - 1
     nvals = int(offsets[-1] - offsets[0])
     if FORCE_CHUNKS:
         nchunks = int(FORCE_CHUNKS)
-    elif nvals * m + nseg >= PARALLEL_MIN_WORK:
+    elif nvals * m + nseg >= (PARALLEL_MIN_WORK if m == 1 else PARALLEL_MIN_WORK_2D):
         nchunks = _num_threads()
     else:
         nchunks = 1
