@@ -171,10 +171,11 @@ import sys
 import numpy as np, hrarray as hr
 x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
 assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
-# 2-D float32 max past the parallel threshold: chunk and fix-up kernels
+# 2-D float32 max past the parallel threshold (cpu.PARALLEL_MIN_WORK_2D: 2**20
+# scalars + segments): chunk and fix-up kernels
 rng = np.random.default_rng(1)
-v = rng.standard_normal((40000, 8)).astype(np.float32)
-lens = rng.integers(0, 9, 9000)
+v = rng.standard_normal((150000, 8)).astype(np.float32)
+lens = rng.integers(0, 9, 36000)  # ~144k rows x 8: past it with room
 off = np.concatenate([[0], np.cumsum(lens)])
 off = off[off <= len(v)]
 y = hr.RaggedArray(v, off)
