@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from hrarray._backends import backend_of
 from hrarray.ragged import RaggedArray
+from hrarray.reduce import _partitioned
 
 __all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segment_ids", "nest"]
 
@@ -211,11 +210,10 @@ def concatenate(arrays) -> RaggedArray:
         raise ValueError("concatenate needs at least one RaggedArray")
     for k, a in enumerate(arrays):
         if not isinstance(a, RaggedArray):
-            # hrarray.dask's partitioned arrays join lazily (only looked up
-            # when one is passed: import hrarray imports no Dask)
-            hd = sys.modules.get("hrarray.dask")
-            if hd is not None and any(isinstance(b, hd.RaggedDaskArray) for b in arrays):
-                return hd.concatenate(arrays)
+            # hrarray.dask's partitioned arrays join lazily
+            for b in arrays:
+                if (hd := _partitioned(b)) is not None:
+                    return hd.concatenate(arrays)
             raise TypeError(f"arrays[{k}] is a {type(a).__name__}, not a RaggedArray")
     a0 = arrays[0]
     for k, a in enumerate(arrays[1:], start=1):

@@ -153,6 +153,20 @@ def to_backend(a, backend: str):
     return cuda.to_device(np.ascontiguousarray(a))
 
 
+class DLPackOnly:
+    """An array producer with only ``__dlpack__`` / ``__dlpack_device__`` (as a PyTorch or JAX
+    tensor is to hrarray, which must read it without importing them): CPU or CUDA, as ``a``."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
 def make_ragged(values, offsets_list, backend: str = "cpu", *, validate=True):
     """A ``RaggedArray`` from leaf values and per-level offsets (innermost first), by nesting
     ``hr.RaggedArray`` (API section 1), on ``backend``."""

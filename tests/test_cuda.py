@@ -18,6 +18,7 @@ import contextlib
 
 import numpy as np
 import pytest
+from conftest import DLPackOnly
 
 import hrarray as hr
 from hrarray._ops import OPS
@@ -562,16 +563,7 @@ def test_gpu_other_cai_producers():
     assert r.is_cuda
     assert_same("mean", r, want)
 
-    class DLPackOnly:  # a CUDA DLPack producer without __cuda_array_interface__
-        def __init__(self, t):
-            self.t = t
-
-        def __dlpack__(self, **kw):
-            return self.t.__dlpack__(**kw)
-
-        def __dlpack_device__(self):
-            return self.t.__dlpack_device__()
-
+    # a CUDA DLPack producer without __cuda_array_interface__
     x = hr.RaggedArray(DLPackOnly(tv), DLPackOnly(to))
     assert_same("mean", hr.mean(x), want)
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import strategies as hst
-from conftest import examples, make_ragged
+from conftest import DLPackOnly, examples, make_ragged
 from hypothesis import given, settings
 
 import hrarray as hr
@@ -249,30 +249,16 @@ def test_from_awkward_errors(ak_):
 
 
 # ------------------------------------------------------------------ DLPack
-class _DLPackOnly:
-    """A CPU DLPack producer that is not a NumPy array (as a PyTorch or JAX CPU tensor
-    is to hrarray): only ``__dlpack__`` and ``__dlpack_device__``."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kw):
-        return self._a.__dlpack__(**kw)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
-
-
 def test_cpu_dlpack_producers_are_read_in_place():
     vals = np.arange(12.0).reshape(6, 2)
     offs = np.array([0, 2, 2, 6], np.int32)
-    x = hr.RaggedArray(_DLPackOnly(vals), _DLPackOnly(offs))
+    x = hr.RaggedArray(DLPackOnly(vals), DLPackOnly(offs))
     assert x.device == "cpu"
     assert shares(x.values, vals)
     assert shares(x.offsets, offs)
     assert x.offsets.dtype == np.int32
     np.testing.assert_array_equal(hr.sum(x), [[2.0, 4.0], [0.0, 0.0], [28.0, 32.0]])
-    y = hr.from_lengths(_DLPackOnly(vals[:, 0]), _DLPackOnly(np.array([1, 5])))
+    y = hr.from_lengths(DLPackOnly(vals[:, 0]), DLPackOnly(np.array([1, 5])))
     assert y.to_list() == [[0.0], [2.0, 4.0, 6.0, 8.0, 10.0]]
     with pytest.raises(ValueError, match="offsets"):
-        hr.RaggedArray(_DLPackOnly(vals), _DLPackOnly(np.array([0, 7])))
+        hr.RaggedArray(DLPackOnly(vals), DLPackOnly(np.array([0, 7])))
