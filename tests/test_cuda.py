@@ -19,6 +19,7 @@ import contextlib
 import numpy as np
 import pytest
 from conftest import DLPackOnly
+from strategies import kernel_ndim
 
 import hrarray as hr
 from hrarray._ops import OPS
@@ -82,14 +83,41 @@ def assert_same(op, got, want, rtol=1e-12):
 
 def both(values, offsets_list, op, **kw):
     """(CUDA result, CPU result) of ``hr.op`` on the same data. The CPU side gets the offsets
-    as int64: each offsets dtype is one more compiled CPU kernel (seconds), and int32 offsets
-    on the CPU have their own tests (test_reductions.py::test_int32_offsets)."""
-    xc = hr.RaggedArray(values, np.asarray(offsets_list[0], np.int64))
+    as int64 and runs in the values layout this run's seed picks for the op and dtype
+    (``strategies.kernel_ndim``): each offsets dtype or layout is one more compiled CPU
+    kernel (seconds), which the CPU tests compile anyway in that layout; int32 offsets on the
+    CPU have their own tests (test_reductions.py::test_int32_offsets)."""
     xd = hr.RaggedArray(dev(values), dev(offsets_list[0]))
     for offs in offsets_list[1:]:
-        xc = hr.RaggedArray(xc, np.asarray(offs, np.int64))
         xd = hr.RaggedArray(xd, dev(offs))
-    return getattr(hr, op)(xd, **kw), getattr(hr, op)(xc, **kw)
+    return getattr(hr, op)(xd, **kw), _cpu(np.asarray(values), offsets_list, op, **kw)
+
+
+def _cpu(values, offsets_list, op, **kw):
+    """``hr.op`` on the CPU, 1-D values reduced as rows of one column, rows of ``m`` columns
+    reduced as ``m`` 1-D arrays, where the run's kernel layout is the other one: the same
+    result by API.md (a segment's reduction is column by column)."""
+
+    def run(v):
+        x = hr.RaggedArray(v, np.asarray(offsets_list[0], np.int64))
+        for offs in offsets_list[1:]:
+            x = hr.RaggedArray(x, np.asarray(offs, np.int64))
+        return getattr(hr, op)(x, **kw)
+
+    def leaf(r):
+        return r.leaf_values if isinstance(r, hr.RaggedArray) else r
+
+    layout = kernel_ndim(op, values.dtype)
+    if values.ndim == 1 and layout == 2:
+        r = run(values[:, None])
+        col = leaf(r)[:, 0]
+    elif values.ndim == 2 and layout == 1:
+        parts = [run(np.ascontiguousarray(values[:, j])) for j in range(values.shape[1])]
+        r = parts[0]
+        col = np.stack([leaf(p) for p in parts], axis=-1)
+    else:
+        return run(values)
+    return r.with_values(col) if isinstance(r, hr.RaggedArray) else col
 
 
 @contextlib.contextmanager
