@@ -263,7 +263,8 @@ def accumulator_roundoff(in_dtype, res_dtype) -> float:
 
 def k_sum(n: int) -> int:
     """Error-growth factor of the float64 summation: naive up to one 128 block, then
-    blocked pairwise (NumPy's scheme) with slack for the parallel split."""
+    blocked pairwise (NumPy's scheme) with slack for the parallel split (its pieces are
+    combined pairwise: log2(pieces) + 1 <= 8 up to 128 chunks)."""
     if n <= 128:
         return max(n, 1)
     return 128 + math.ceil(math.log2(n / 128)) + 8

@@ -163,6 +163,27 @@ def test_parallel_schedule_small(op, forced_reduce_chunks):
     check()
 
 
+# A probe, not a reduction: combine counts the depth of the tree it is applied in, so
+# the result is the number of combines the deepest element went through (what a sum's
+# rounding error grows with).
+_DEPTH = hr.Reducer(identity=0, combine=lambda a, b: max(a, b) + 1, map=lambda v: 0)
+
+
+@pytest.mark.parametrize("inner", [(), (2,)])
+def test_fixup_combines_chunk_pieces_pairwise(inner, monkeypatch):
+    """A segment cut into 64 pieces by the parallel schedule (64 threads' chunks) goes
+    through at most log2(64) + 1 more combines than in one piece (a running state over
+    the pieces took 63 more: beyond the sums' declared error bound)."""
+    from hrarray._kernels import cpu as cpu_kernels
+
+    x = ragged_1d(np.ones((64 * 512, *inner)), [5, 64 * 512 - 10, 5])
+    one = host(hr.reduce(x, _DEPTH))
+    monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", 64)
+    cut = host(hr.reduce(x, _DEPTH))
+    assert (cut[1] <= one[1] + 7).all(), (cut, one)
+    assert (cut[[0, 2]] == one[[0, 2]]).all(), (cut, one)
+
+
 @pytest.mark.parametrize(("op", "dtype"), [("std", "float32"), ("nanvar", "float16")])
 def test_var_family_runs_the_float64_variance_kernel(op, dtype):
     """CPU: var/std/nanvar/nanstd at a float32 or float16 result (and std at float64) run

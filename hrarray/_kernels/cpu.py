@@ -771,29 +771,40 @@ def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
         pf = j0
 {loop}
 """)
+    # The fix-up: a segment cut by chunk edges has its open pieces in the
+    # tails of chunks cs..c-1 and its last piece in chunk c's head. The tails
+    # are combined pairwise in place (neighbours at distance 1, 2, 4, ...;
+    # order kept), then the head: log2(chunks) more combines on a piece's
+    # way to the result, where a running state took one per chunk (63 for a
+    # segment across 64 chunks, beyond the sums' declared error bound).
+    pair_1d = f"""            span = 1
+            while span < kk:
+                for q in range(cs, cs + kk - span, 2 * span):
+                    st = combine({cg.load("t", K, "q")}, {cg.load("t", K, "q + span")})
+{cg.store("t", K, "q", "st", "                    ")}                span *= 2
+"""
     src.append(f"""
 @numba.njit(**_OPTS)
 def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    run = IDENT
     run_row = -1
+    cs = 0
     for c in range(bi.shape[0] - 1):
         i0 = bi[c]
         i1 = bi[c + 1]
         if i0 < i1 and offsets[i0] < bj[c] + base:
-            prev = run if run_row == i0 else IDENT
+            kk = c - cs if run_row == i0 else 0
+{pair_1d}            prev = {cg.load("t", K, "cs")} if kk > 0 else IDENT
             st = combine(prev, {cg.load("h", K, "c")})
             n = offsets[i0 + 1] - offsets[i0]
             if use_fill and is_empty(st, n):
                 out[i0] = fill
             else:
                 out[i0] = finalize(st, n)
-        if i1 < nseg:
-            if run_row != i1:
-                run = IDENT
-                run_row = i1
-            run = combine(run, {cg.load("t", K, "c")})
+        if i1 < nseg and run_row != i1:
+            run_row = i1
+            cs = c
 """)
     # ---------------- 2-D: rows (n, m), threads of a chunk walk rows, SIMD across m
     def range_2d_extreme(end: str, ind: str) -> str:
@@ -1047,10 +1058,14 @@ def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
                     else:
                         out[k, col] = finalize(st, n)
 """)
-    run_reset = "".join(
-        f"                    r{i}[col] = IDENT{'' if K == 0 else f'[{i}]'}\n"
-        for i in range(max(K, 1))
-    )
+    right = cg.load("t", K, "q + span, col")
+    pair_2d = f"""            span = 1
+            while span < kk:
+                for q in range(cs, cs + kk - span, 2 * span):
+                    for col in range(m):
+                        st = combine({cg.load("t", K, "q, col")}, {right})
+{cg.store("t", K, "q, col", "st", "                        ")}                span *= 2
+"""
     src.append(f"""
 @numba.njit(**_OPTS)
 def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{extra('fixup_2d')}):
@@ -1058,25 +1073,23 @@ def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{extra('fixup_2d')})
     base = offsets[0]
     m = out.shape[1]
     run_row = -1
+    cs = 0
     for c in range(bi.shape[0] - 1):
         i0 = bi[c]
         i1 = bi[c + 1]
         if i0 < i1 and offsets[i0] < bj[c] + base:
             n = offsets[i0 + 1] - offsets[i0]
-            for col in range(m):
-                prev = {cg.load("r", K, "col")} if run_row == i0 else IDENT
+            kk = c - cs if run_row == i0 else 0
+{pair_2d}            for col in range(m):
+                prev = {cg.load("t", K, "cs, col")} if kk > 0 else IDENT
                 st = combine(prev, {cg.load("h", K, "c, col")})
                 if use_fill and is_empty(st, n):
                     out[i0, col] = fill
                 else:
                     out[i0, col] = finalize(st, n)
-        if i1 < nseg:
-            if run_row != i1:
-                for col in range(m):
-{run_reset}                run_row = i1
-            for col in range(m):
-                st = combine({cg.load("r", K, "col")}, {cg.load("t", K, "c, col")})
-{cg.store("r", K, "col", "st", "                ")}
+        if i1 < nseg and run_row != i1:
+            run_row = i1
+            cs = c
 """)
     return "".join(src)
 
@@ -1141,7 +1154,7 @@ def _scratch(decl: Decl) -> dict:
         "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)] + pads,
         "fixup_1d": [],
         "chunks_2d": c2,
-        "fixup_2d": [(f"r{i}", dts[i], ("m",)) for i in range(K1)],
+        "fixup_2d": [],
     }
 
 
