@@ -143,15 +143,46 @@ def nest(values, *offsets) -> RaggedArray:
     return x
 
 
-def from_list(nested, dtype=None) -> RaggedArray:
-    """Build from nested Python lists of any depth.
+def _unequal_leaf(nested, depth: int, leaves: list) -> None:
+    """Raise the ``ValueError`` naming the first innermost item whose shape
+    differs from the first one's, as ``nested[i][j]...`` (if there is one)."""
+    first = np.shape(leaves[0])
+    k = next((i for i, v in enumerate(leaves) if np.shape(v) != first), None)
+    if k is None:
+        return
+    count = 0
+
+    def find(obj, path):
+        nonlocal count
+        for i, item in enumerate(obj):
+            if len(path) + 1 == depth:
+                if count == k:
+                    return (*path, i)
+                count += 1
+            else:
+                got = find(item, (*path, i))
+                if got is not None:
+                    return got
+        return None
+
+    where = "".join(f"[{i}]" for i in find(nested, ()))
+    raise ValueError(
+        f"from_list: innermost items must be scalars or equal-shape arrays; "
+        f"nested_lists{where} has shape {np.shape(leaves[k])}, the first item {first}"
+    )
+
+
+def from_list(nested_lists, dtype=None) -> RaggedArray:
+    """Build from nested Python lists (``nested_lists``) of any depth.
 
     The innermost items are scalars or equal-shape arrays; every list level
     above them becomes a ragged level. ``dtype`` chooses the values dtype
     (NumPy's inference otherwise).
     """
-    if not isinstance(nested, (list, tuple)):
-        raise TypeError(f"from_list needs a list, got {type(nested).__name__}")
+    if not isinstance(nested_lists, (list, tuple)):
+        raise TypeError(
+            f"from_list: nested_lists must be a list, got {type(nested_lists).__name__}"
+        )
 
     def depth_of(obj):
         # The deepest list nesting anywhere: a branch of empty lists such as
@@ -165,8 +196,8 @@ def from_list(nested, dtype=None) -> RaggedArray:
             stack.extend((c, d + 1) for c in o if isinstance(c, (list, tuple)))
         return best
 
-    depth = depth_of(nested)
-    if depth == 1 and len(nested) == 0:
+    depth = depth_of(nested_lists)
+    if depth == 1 and len(nested_lists) == 0:
         return RaggedArray(np.empty(0, dtype=dtype or np.float64), np.zeros(1, np.int64))
     if depth < 2:
         raise ValueError("from_list needs a list of segments (a list of lists)")
@@ -184,13 +215,18 @@ def from_list(nested, dtype=None) -> RaggedArray:
                 walk(item, level + 1)
         offs[level].append(len(leaves) if level + 1 == depth else len(offs[level + 1]) - 1)
 
-    for item in nested:
+    for item in nested_lists:
         walk(item, 1)
     if leaves:
-        values = np.asarray(leaves, dtype=dtype)
+        try:
+            values = np.asarray(leaves, dtype=dtype)
+        except ValueError as exc:  # NumPy's "inhomogeneous shape" names no item
+            _unequal_leaf(nested_lists, depth, leaves)
+            raise ValueError(f"from_list: {exc}") from None
     else:
         values = np.empty(0, dtype=dtype or np.float64)
     if values.dtype == object:
+        _unequal_leaf(nested_lists, depth, leaves)
         raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")
     x = values
     for level in range(depth - 1, 0, -1):

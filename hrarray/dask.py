@@ -465,7 +465,7 @@ class RaggedDaskArray(DaskMethodsMixin):
         """``dx.log_softmax(...)`` is :func:`hrarray.dask.log_softmax` ``(dx, ...)``."""
         return log_softmax(self, levels=levels)
 
-    def cumsum(self, *, exclusive=False, levels=1, dtype=None):
+    def cumsum(self, exclusive=False, *, levels=1, dtype=None):
         """``dx.cumsum(...)`` is :func:`hrarray.dask.cumsum` ``(dx, ...)``."""
         return cumsum(self, exclusive=exclusive, levels=levels, dtype=dtype)
 
@@ -884,7 +884,7 @@ def log_softmax(x, *, levels=1):
     return _transform("log_softmax", x, {"levels": levels})
 
 
-def cumsum(x, *, exclusive=False, levels=1, dtype=None):
+def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     """Distributed :func:`hrarray.cumsum` (restarting at each segment).
 
     Parameters

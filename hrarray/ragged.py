@@ -41,11 +41,24 @@ def _normalize_offsets(be, offsets, argname: str):
     return offsets
 
 
+class FillValueKindError(TypeError, ValueError):
+    """A ``fill_value`` that is not a numeric scalar (a string, an array, None
+    where a number is needed...): the wrong kind of thing, so a ``TypeError``
+    (API.md section 6), and also a ``ValueError``, which NumPy raises for the
+    same mistake (``np.full(3, "a", dtype=float)``): either ``except`` works."""
+
+
 def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
-    """``ValueError`` unless ``fill_value`` is a scalar that ``dtype`` can hold."""
-    f = np.asarray(fill_value)
+    """Raise unless ``fill_value`` is a scalar that ``dtype`` can hold:
+    ``FillValueKindError`` (a ``TypeError`` and a ``ValueError``) for a
+    non-numeric or non-scalar one, ``ValueError`` for a number ``dtype``
+    cannot represent."""
+    try:
+        f = np.asarray(fill_value)
+    except (TypeError, ValueError):  # a ragged list, an object NumPy rejects
+        f = np.asarray(None)
     if f.ndim != 0 or f.dtype.kind not in "biufc":
-        raise ValueError(f"{argname} must be a numeric scalar, got {fill_value!r}")
+        raise FillValueKindError(f"{argname} must be a numeric scalar, got {fill_value!r}")
     bad = False
     if dtype.kind in "biu":
         v = complex(f)
@@ -388,6 +401,11 @@ class RaggedArray:
             raise ValueError("to_padded needs a depth-1 RaggedArray; reduce or flatten first")
         xp = self._backend.xp
         lens = self.lengths
+        if max_length is not None and (
+            isinstance(max_length, (bool, np.bool_))
+            or not isinstance(max_length, (int, np.integer))
+        ):
+            raise TypeError(f"max_length must be an integer, got {type(max_length).__name__}")
         L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
         if L < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")

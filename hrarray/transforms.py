@@ -177,7 +177,7 @@ def log_softmax(x, *, levels=1):
 # ---------------------------------------------------------------- cumsum
 
 
-def cumsum(x, *, exclusive=False, levels=1, dtype=None):
+def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     """Cumulative sum restarting at each segment.
 
     Parameters
@@ -416,7 +416,7 @@ def _log_softmax_method(self, *, levels=1):
     return log_softmax(self, levels=levels)
 
 
-def _cumsum_method(self, *, exclusive=False, levels=1, dtype=None):
+def _cumsum_method(self, exclusive=False, *, levels=1, dtype=None):
     return cumsum(self, exclusive=exclusive, levels=levels, dtype=dtype)
 
 

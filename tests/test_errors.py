@@ -219,8 +219,13 @@ def test_from_lengths_bad():
 
 
 def test_from_list_unequal_inner_shapes():
-    with pytest.raises(ValueError):
+    """The first item whose shape differs is named (NumPy's own message names none)."""
+    with raises(ValueError, r"nested_lists\[0\]\[1\]", r"\(2,\)"):
         hr.from_list([[np.ones(3), np.ones(2)]])
+    with raises(ValueError, r"nested_lists\[1\]\[0\]\[0\]", r"\(3, 1\)"):
+        hr.from_list([[[np.ones(3)], [np.ones(3)]], [[np.ones((3, 1))]]])
+    with raises(TypeError, r"\bnested_lists\b"):
+        hr.from_list(np.ones(3))
 
 
 def test_with_values_wrong_length():
@@ -273,3 +278,35 @@ def test_tuple_index_is_not_a_gather():
     with pytest.raises(IndexError, match=r"x\[i\]\[j\]"):
         x[0, 1]
     assert x[[0, 1]].to_list() == [[1.0, 2.0], [3.0]]
+
+
+@pytest.mark.parametrize("fill", ["a", np.zeros(2), object(), [1.0, 2.0]])
+def test_fill_value_of_the_wrong_kind(fill):
+    """Not a numeric scalar: the wrong kind of thing, a TypeError (API.md section 6), which
+    is also a ValueError (what NumPy raises for ``np.full(3, "a", dtype=float)``)."""
+    x = hr.from_lengths(np.arange(5.0), [2, 0, 3])
+    for call in (lambda: hr.sum(x, fill_value=fill), lambda: hr.argmax(x, fill_value=fill),
+                 lambda: x.to_padded(fill_value=fill)):
+        with raises(TypeError, r"\bfill_value\b"):
+            call()
+        with raises(ValueError, r"\bfill_value\b"):
+            call()
+
+
+def test_fill_value_the_result_dtype_cannot_hold():
+    x = hr.from_lengths(np.arange(5.0), [2, 0, 3])
+    with raises(ValueError, r"fill_value=1\.5", "int64"):
+        hr.argmax(x, fill_value=1.5)
+    with pytest.raises(ValueError) as info:
+        hr.argmax(x, fill_value=1.5)
+    assert not isinstance(info.value, TypeError)  # a number: the right kind, wrong content
+
+
+def test_to_padded_max_length():
+    x = hr.from_lengths(np.arange(5.0), [2, 0, 3])
+    for bad in ("3", 2.0, True):
+        with raises(TypeError, r"\bmax_length\b"):
+            x.to_padded(max_length=bad)
+    with raises(ValueError, r"\bmax_length\b"):
+        x.to_padded(max_length=-1)
+    assert x.to_padded(max_length=np.int32(1))[0].shape == (3, 1)

@@ -839,3 +839,16 @@ def test_exports_and_methods():
                                   hr.cumsum(x, exclusive=True).values)
     np.testing.assert_array_equal(x.attention_pool(x, fill_value=3.0),
                                   hr.attention_pool(x, x, fill_value=3.0))
+
+
+def test_signatures_as_in_the_api():
+    """API.md's spellings: ``hr.cumsum(x, exclusive=False)`` (also positional, and the
+    method), ``hr.from_list(nested_lists, dtype=None)``."""
+    x = hr.from_lengths(np.arange(5.0), [2, 3])
+    want = [0.0, 0.0, 0.0, 2.0, 5.0]
+    assert hr.cumsum(x, True).values.tolist() == want
+    assert x.cumsum(True).values.tolist() == want
+    assert hr.cumsum(x, exclusive=True).values.tolist() == want
+    y = hr.from_list(nested_lists=[[1.0, 2.0], [3.0]], dtype=np.float32)
+    assert y.to_list() == [[1.0, 2.0], [3.0]]
+    assert y.dtype == np.float32
