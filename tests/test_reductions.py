@@ -62,6 +62,18 @@ def host(a):
     return R.parts(a)[0] if R.is_ragged(a) else to_host(a)
 
 
+def reduce1(op, values, lengths, backend="cpu", **kw):
+    """``hr.op`` of 1-D ``values`` cut by ``lengths``, as a host array. On the CPU it runs in
+    this run's kernel layout for the op and dtype (``strategies.kernel_ndim``: the values as
+    one column of rows where that is 2-D), so that hand-written examples share the kernels
+    the property tests compile (each other layout is one more compile of 1-3 s)."""
+    values = np.asarray(values)
+    rows = backend == "cpu" and hst.kernel_ndim(op, values.dtype) == 2
+    x = ragged_1d(values[:, None] if rows else values, lengths, backend)
+    got = host(getattr(hr, op)(x, **kw))
+    return got[:, 0] if rows else got
+
+
 @st.composite
 def reduction_cases(draw, op, small):
     kinds = ("prod_safe",) if R.base_op(op) == "prod" else None
@@ -316,31 +328,34 @@ def test_result_dtype_spot_checks(op, dtype, expected):
 
 def test_empty_segment_values_literal():
     """Empty segments, hand-written from the table (no warnings: filterwarnings=error)."""
-    xf = ragged_1d(np.array([], dtype=np.float32), [0, 0])
-    xi = ragged_1d(np.array([], dtype=np.int8), [0, 0])
-    xb = ragged_1d(np.array([], dtype=np.bool_), [0, 0])
-    np.testing.assert_array_equal(hr.sum(xf), [0, 0])
-    np.testing.assert_array_equal(hr.prod(xf), [1, 1])
-    np.testing.assert_array_equal(hr.max(xf), [-np.inf, -np.inf])
-    np.testing.assert_array_equal(hr.min(xf), [np.inf, np.inf])
-    np.testing.assert_array_equal(hr.max(xi), [-128, -128])
-    np.testing.assert_array_equal(hr.min(xi), [127, 127])
-    np.testing.assert_array_equal(hr.max(xb), [False, False])
-    np.testing.assert_array_equal(hr.min(xb), [True, True])
-    assert np.isnan(hr.mean(xf)).all()
-    assert np.isnan(hr.var(xf)).all()
-    assert np.isnan(hr.std(xi)).all()
-    np.testing.assert_array_equal(hr.argmax(xf), [-1, -1])
-    np.testing.assert_array_equal(hr.argmin(xi), [-1, -1])
-    np.testing.assert_array_equal(hr.count(xf), [0, 0])
-    np.testing.assert_array_equal(hr.count_nonzero(xf), [0, 0])
-    np.testing.assert_array_equal(hr.any(xf), [False, False])
-    np.testing.assert_array_equal(hr.all(xf), [True, True])
-    np.testing.assert_array_equal(hr.logsumexp(xf), [-np.inf, -np.inf])
-    assert np.isnan(hr.first(xf)).all()
-    np.testing.assert_array_equal(hr.last(xi), [0, 0])
-    assert hr.last(xi).dtype == np.int8
+    ef = np.array([], dtype=np.float32)
+    ei = np.array([], dtype=np.int8)
+    eb = np.array([], dtype=np.bool_)
 
+    def r(op, values):
+        return reduce1(op, values, [0, 0])
+
+    np.testing.assert_array_equal(r("sum", ef), [0, 0])
+    np.testing.assert_array_equal(r("prod", ef), [1, 1])
+    np.testing.assert_array_equal(r("max", ef), [-np.inf, -np.inf])
+    np.testing.assert_array_equal(r("min", ef), [np.inf, np.inf])
+    np.testing.assert_array_equal(r("max", ei), [-128, -128])
+    np.testing.assert_array_equal(r("min", ei), [127, 127])
+    np.testing.assert_array_equal(r("max", eb), [False, False])
+    np.testing.assert_array_equal(r("min", eb), [True, True])
+    assert np.isnan(r("mean", ef)).all()
+    assert np.isnan(r("var", ef)).all()
+    assert np.isnan(r("std", ei)).all()
+    np.testing.assert_array_equal(r("argmax", ef), [-1, -1])
+    np.testing.assert_array_equal(r("argmin", ei), [-1, -1])
+    np.testing.assert_array_equal(r("count", ef), [0, 0])
+    np.testing.assert_array_equal(r("count_nonzero", ef), [0, 0])
+    np.testing.assert_array_equal(r("any", ef), [False, False])
+    np.testing.assert_array_equal(r("all", ef), [True, True])
+    np.testing.assert_array_equal(r("logsumexp", ef), [-np.inf, -np.inf])
+    assert np.isnan(r("first", ef)).all()
+    np.testing.assert_array_equal(r("last", ei), [0, 0])
+    assert r("last", ei).dtype == np.int8
 
 def test_no_segments():
     """offsets ``[0]`` over empty values: zero rows, dtype per the table."""
@@ -364,22 +379,28 @@ def test_zero_width_inner():
 def test_fill_value_examples(backend):
     """fill_value replaces empty results; all-NaN counts as empty for nan*; length <= ddof
     counts as empty for var/std."""
-    x = ragged_1d(np.array([1.0, 2.0, 3.0]), [2, 0, 1], backend)
-    np.testing.assert_array_equal(host(hr.sum(x, fill_value=-1.0)), [3.0, -1.0, 3.0])
-    np.testing.assert_array_equal(host(hr.mean(x, fill_value=0.0)), [1.5, 0.0, 3.0])
-    np.testing.assert_array_equal(host(hr.max(x, fill_value=0.0)), [2.0, 0.0, 3.0])
-    np.testing.assert_array_equal(host(hr.argmax(x, fill_value=-5)), [1, -5, 0])
-    np.testing.assert_array_equal(host(hr.var(x, ddof=1, fill_value=-1.0)), [0.5, -1.0, -1.0])
-    np.testing.assert_array_equal(host(hr.std(x, ddof=0, fill_value=-1.0)), [0.5, -1.0, 0.0])
-    y = ragged_1d(np.array([np.nan, np.nan, 4.0]), [2, 1], backend)
-    np.testing.assert_array_equal(host(hr.nanmax(y)), [-np.inf, 4.0])
-    np.testing.assert_array_equal(host(hr.nanmax(y, fill_value=9.0)), [9.0, 4.0])
-    np.testing.assert_array_equal(host(hr.nanargmin(y, fill_value=-2)), [-2, 0])
-    np.testing.assert_array_equal(host(hr.nansum(y, fill_value=-3.0)), [-3.0, 4.0])
-    np.testing.assert_array_equal(host(hr.nanmean(y, fill_value=0.0)), [0.0, 4.0])
-    np.testing.assert_array_equal(host(hr.nanvar(y, fill_value=-1.0)), [-1.0, 0.0])
+    v = np.array([1.0, 2.0, 3.0])
+
+    def r(op, values, lengths, **kw):
+        return reduce1(op, values, lengths, backend, **kw)
+
+    np.testing.assert_array_equal(r("sum", v, [2, 0, 1], fill_value=-1.0), [3.0, -1.0, 3.0])
+    np.testing.assert_array_equal(r("mean", v, [2, 0, 1], fill_value=0.0), [1.5, 0.0, 3.0])
+    np.testing.assert_array_equal(r("max", v, [2, 0, 1], fill_value=0.0), [2.0, 0.0, 3.0])
+    np.testing.assert_array_equal(r("argmax", v, [2, 0, 1], fill_value=-5), [1, -5, 0])
+    np.testing.assert_array_equal(r("var", v, [2, 0, 1], ddof=1, fill_value=-1.0),
+                                  [0.5, -1.0, -1.0])
+    np.testing.assert_array_equal(r("std", v, [2, 0, 1], ddof=0, fill_value=-1.0),
+                                  [0.5, -1.0, 0.0])
+    y = np.array([np.nan, np.nan, 4.0])
+    np.testing.assert_array_equal(r("nanmax", y, [2, 1]), [-np.inf, 4.0])
+    np.testing.assert_array_equal(r("nanmax", y, [2, 1], fill_value=9.0), [9.0, 4.0])
+    np.testing.assert_array_equal(r("nanargmin", y, [2, 1], fill_value=-2), [-2, 0])
+    np.testing.assert_array_equal(r("nansum", y, [2, 1], fill_value=-3.0), [-3.0, 4.0])
+    np.testing.assert_array_equal(r("nanmean", y, [2, 1], fill_value=0.0), [0.0, 4.0])
+    np.testing.assert_array_equal(r("nanvar", y, [2, 1], fill_value=-1.0), [-1.0, 0.0])
     # a NaN segment is not empty for the plain op
-    assert np.isnan(host(hr.max(y, fill_value=9.0))[0])
+    assert np.isnan(r("max", y, [2, 1], fill_value=9.0)[0])
 
 
 DTYPE_ARG_CASES = [
@@ -416,19 +437,18 @@ def test_dtype_argument_matches_numpy():
 
 
 def test_integer_sums_promote_and_wrap(backend):
-    x = ragged_1d(np.array([2**31 - 1, 1], np.int32), [2], backend)
-    assert host(hr.sum(x)).tolist() == [2**31]
-    x = ragged_1d(np.array([2**62, 2**62], np.int64), [2], backend)
-    assert host(hr.sum(x)).tolist() == [-(2**63)]  # modular, as NumPy
-    x = ragged_1d(np.array([65535, 1], np.uint16), [2], backend)
-    got = host(hr.sum(x))
+    def r(op, values, lengths):
+        return reduce1(op, values, lengths, backend)
+
+    assert r("sum", np.array([2**31 - 1, 1], np.int32), [2]).tolist() == [2**31]
+    # modular, as NumPy
+    assert r("sum", np.array([2**62, 2**62], np.int64), [2]).tolist() == [-(2**63)]
+    got = r("sum", np.array([65535, 1], np.uint16), [2])
     assert got.dtype == np.uint64
     assert got.tolist() == [65536]
-    x = ragged_1d(np.array([True, True, True]), [3], backend)
-    assert host(hr.sum(x)).tolist() == [3]
-    x = ragged_1d(np.array([127, 127], np.int8), [2], backend)
-    assert host(hr.mean(x)).tolist() == [127.0]
-    assert host(hr.prod(x)).tolist() == [127 * 127]
+    assert r("sum", np.array([True, True, True]), [3]).tolist() == [3]
+    assert r("mean", np.array([127, 127], np.int8), [2]).tolist() == [127.0]
+    assert r("prod", np.array([127, 127], np.int8), [2]).tolist() == [127 * 127]
 
 
 def test_integer_mean_does_not_wrap():
