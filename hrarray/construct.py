@@ -177,7 +177,10 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
 
     The innermost items are scalars or equal-shape arrays; every list level
     above them becomes a ragged level. ``dtype`` chooses the values dtype
-    (NumPy's inference otherwise).
+    (NumPy's inference otherwise). Not a list: ``TypeError``; an innermost
+    item whose shape differs from the first one's: ``ValueError`` naming it
+    (``nested_lists[i][j]...``); a non-list where the nesting needs a list:
+    ``ValueError`` naming the level and the item.
     """
     if not isinstance(nested_lists, (list, tuple)):
         raise TypeError(
