@@ -42,8 +42,8 @@ def _normalize_offsets(be, offsets, argname: str):
 
 
 class FillValueKindError(TypeError, ValueError):
-    """A ``fill_value`` that is not a numeric scalar (a string, an array, None
-    where a number is needed...): the wrong kind of thing, so a ``TypeError``
+    """A ``fill_value`` that is not a numeric scalar (a string, an array, a
+    list...): the wrong kind of thing, so a ``TypeError``
     (API.md section 6), and also a ``ValueError``, which NumPy raises for the
     same mistake (``np.full(3, "a", dtype=float)``): either ``except`` works."""
 

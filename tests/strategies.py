@@ -297,6 +297,16 @@ def kernel_ndim(op: str, dtype) -> int:
     return 1 + (zlib.crc32(f"{op}:{dtype.name}:{TEST_SEED}".encode()) & 1)
 
 
+def as_kernel_layout(op: str, values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """1-D ``values`` in the CPU kernel layout this run tests ``op`` on their dtype with:
+    ``(values, False)``, or ``(values[:, None], True)`` (one column of rows) where that is 2-D.
+    Hand-written CPU examples then share the kernels the property tests compile (each other
+    layout is one more compile of 1-3 s)."""
+    if kernel_ndim(op, values.dtype) == 2:
+        return values[:, None], True
+    return values, False
+
+
 def kernel_inner_shapes(op: str, dtype) -> tuple:
     """Inner shapes drawn for ``op`` on ``dtype`` by the CPU tests this run."""
     return ((),) if kernel_ndim(op, dtype) == 1 else ((3,), (2, 3))

@@ -19,7 +19,7 @@ import contextlib
 import numpy as np
 import pytest
 from conftest import DLPackOnly
-from strategies import kernel_ndim
+from strategies import as_kernel_layout, kernel_ndim
 
 import hrarray as hr
 from hrarray._ops import OPS
@@ -107,11 +107,13 @@ def _cpu(values, offsets_list, op, **kw):
     def leaf(r):
         return r.leaf_values if isinstance(r, hr.RaggedArray) else r
 
-    layout = kernel_ndim(op, values.dtype)
-    if values.ndim == 1 and layout == 2:
-        r = run(values[:, None])
+    if values.ndim == 1:
+        rows, reshaped = as_kernel_layout(op, values)
+        if not reshaped:
+            return run(values)
+        r = run(rows)
         col = leaf(r)[:, 0]
-    elif values.ndim == 2 and layout == 1:
+    elif kernel_ndim(op, values.dtype) == 1:
         parts = [run(np.ascontiguousarray(values[:, j])) for j in range(values.shape[1])]
         r = parts[0]
         col = np.stack([leaf(p) for p in parts], axis=-1)

@@ -63,13 +63,12 @@ def host(a):
 
 
 def reduce1(op, values, lengths, backend="cpu", **kw):
-    """``hr.op`` of 1-D ``values`` cut by ``lengths``, as a host array. On the CPU it runs in
-    this run's kernel layout for the op and dtype (``strategies.kernel_ndim``: the values as
-    one column of rows where that is 2-D), so that hand-written examples share the kernels
-    the property tests compile (each other layout is one more compile of 1-3 s)."""
-    values = np.asarray(values)
-    rows = backend == "cpu" and hst.kernel_ndim(op, values.dtype) == 2
-    x = ragged_1d(values[:, None] if rows else values, lengths, backend)
+    """``hr.op`` of 1-D ``values`` cut by ``lengths``, as a host array; on the CPU in this
+    run's kernel layout for the op and dtype (``strategies.as_kernel_layout``)."""
+    values, rows = np.asarray(values), False
+    if backend == "cpu":
+        values, rows = hst.as_kernel_layout(op, values)
+    x = ragged_1d(values, lengths, backend)
     got = host(getattr(hr, op)(x, **kw))
     return got[:, 0] if rows else got
 
@@ -500,9 +499,8 @@ def test_nan_inf_hand_examples(op, dtype, backend):
     NaN and treat an all-NaN segment as empty; ±inf follow IEEE (logsumexp of a segment
     holding +inf is +inf, as scipy.special.logsumexp)."""
     values = np.array(SPECIAL_VALUES, dtype=dtype)
-    if backend == "cpu" and hst.kernel_ndim(op, dtype) == 2:
-        # this run's CPU kernel shape for the pair: the values as 3 equal columns
-        values = np.repeat(values[:, None], 3, axis=1)
+    if backend == "cpu":
+        values, _ = hst.as_kernel_layout(op, values)
     x = ragged_1d(values, SPECIAL_LENGTHS, backend)
     got = host(call(op, x))
     expected = np.array(SPECIAL_EXPECTED[op])
