@@ -158,3 +158,32 @@ def test_concurrent_small_reductions_share_no_scratch():
     with ThreadPoolExecutor(8) as ex:
         bad = [b for got in ex.map(work, range(8)) for b in got]
     assert not bad, bad[:10]
+
+
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    """A large call is cut into chunks by its size alone; 1, 2, 3 or 5 threads share the
+    same chunks, so every float result is the same bit for bit (with a chunk per thread,
+    sums on 2, 3 and 7 threads differed from 1 thread's in the last bits)."""
+    import hrarray._kernels.cpu as kc
+
+    # smaller chunks than the library's (1M work each) cut these few-MB inputs into many
+    monkeypatch.setattr(kc, "CHUNK_WORK", 1 << 16)
+    rng = np.random.default_rng(7)
+    lens = rng.poisson(40, 12_000)
+    lens[::5] = 0
+    lens[7] = 200_000  # one segment across several chunks
+    x1 = hr.from_lengths((rng.standard_normal(lens.sum()) * 1e3).astype(np.float32), lens)
+    lens2 = rng.poisson(6, 20_000)
+    lens2[3] = 250_000
+    x2 = hr.from_lengths(rng.standard_normal((lens2.sum(), 4)), lens2)
+    assert kc.nchunks_for(x1.nvalues, len(x1), 1) >= 7  # 3 and 5 threads: uneven shares
+    assert kc.nchunks_for(x2.nvalues, len(x2), 4) >= 7
+    calls = [lambda: hr.sum(x1), lambda: hr.var(x1), lambda: hr.sum(x2),
+             lambda: hr.cumsum(x1).values, lambda: hr.softmax(x1).values]
+    want = None
+    for threads in ("1", "2", "3", "5"):
+        monkeypatch.setenv("HRARRAY_NUM_THREADS", threads)
+        got = [f().tobytes() for f in calls]
+        if want is None:
+            want = got
+        assert got == want, threads

@@ -10,8 +10,9 @@ ends (merge path, as in Merrill & Garland's merge-based SpMV)::
     merged        e0 e1 e2 E0 e3 e4 ... e7 E1 E2 e8 ...
     chunks        |<--- chunk 0 --->|<--- chunk 1 --->| ...
 
-It is cut into ``T`` chunks of equal length (``T`` = number of threads),
-found by a binary search per chunk boundary, so a chunk costs the same
+It is cut into chunks of equal length (their number set by the size of
+the work alone, see ``nchunks_for``; the threads take contiguous runs of
+them), found by a binary search per chunk boundary, so a chunk costs the same
 whether it holds one piece of a huge segment or thousands of empty ones.
 Inside a chunk, every segment that starts and ends in the chunk is reduced
 and written directly. A segment cut by a chunk edge leaves a *tail* partial
@@ -109,20 +110,39 @@ def _get_pool(workers: int):
         return _pool
 
 
-def launch(fn, nchunks: int, *args) -> None:
-    """``fn(c, c + 1, *args)`` for every chunk ``c``: chunk 0 on the calling
-    thread, the others on the pool (``fn`` is compiled with ``nogil``)."""
-    if nchunks == 1:
-        fn(0, 1, *args)
+def workers(nchunks: int) -> int:
+    """Threads that run a call cut into ``nchunks`` chunks (the calling
+    thread included): one per chunk, at most ``_num_threads()``."""
+    return max(1, min(nchunks, _num_threads()))
+
+
+def launch(fn, nchunks: int, *args, row: bool = False) -> None:
+    """Run chunks ``0..nchunks-1``: worker ``w`` of ``workers(nchunks)`` calls
+    ``fn(c0, c1, *args)`` once for its contiguous range of chunks (worker 0
+    on the calling thread, the others on the pool; ``fn`` is compiled with
+    ``nogil``). With ``row``, ``fn(c0, c1, w, *args)``: ``w`` selects the
+    worker's row of working scratch (a stack per worker, not per chunk).
+
+    Which chunks exist depends on the data only (``chunking``), not on how
+    many threads run them, so results do not depend on the thread count."""
+    nw = workers(nchunks)
+    if nw == 1:
+        if row:
+            fn(0, nchunks, 0, *args)
+        else:
+            fn(0, nchunks, *args)
         return
-    workers = min(nchunks, _num_threads()) - 1
-    if workers < 1:
-        fn(0, nchunks, *args)
-        return
-    pool = _get_pool(workers)
-    futures = [pool.submit(fn, c, c + 1, *args) for c in range(1, nchunks)]
+    cut = [(w * nchunks) // nw for w in range(nw + 1)]
+    pool = _get_pool(nw - 1)
+    if row:
+        futures = [pool.submit(fn, cut[w], cut[w + 1], w, *args) for w in range(1, nw)]
+    else:
+        futures = [pool.submit(fn, cut[w], cut[w + 1], *args) for w in range(1, nw)]
     try:
-        fn(0, 1, *args)
+        if row:
+            fn(cut[0], cut[1], 0, *args)
+        else:
+            fn(cut[0], cut[1], *args)
     finally:
         for f in futures:
             f.result()
@@ -132,33 +152,49 @@ def launch(fn, nchunks: int, *args) -> None:
 # row index (range_2d_arg_narrow); written into the kernel source as a literal
 # (tests lower it to reach the row-block path).
 NARROW_ROWS = 2**31 - 1
-# Work (elements x row width + segments) from which a call is cut into one
-# chunk per thread. Below it the pool's hand-off costs more than the second
+# Work (elements x row width + segments) from which a call is cut into
+# several chunks run in parallel. Below it the pool's hand-off costs more than the second
 # thread saves: float32 sum / max, 1 thread against 2 on the 2-core VM (us):
 # 1-D 2**16 work 54 / 121, 2**17 113 / 177, 2**18 285 / 217, 2**19 645 / 465;
 # rows of 768, 2**17 62 / 142, 2**19 269 / 298, 2**20 493 / 454 (max 446 / 461),
 # 2**22 2117 / 1662. (Was 2**16 for both: mid-size calls ran 1.5-2.8x slower.)
 PARALLEL_MIN_WORK = 1 << 18
 PARALLEL_MIN_WORK_2D = 1 << 20
+# Above those, the number of chunks is set by the work alone, one per
+# CHUNK_WORK (at least 2, at most MAX_CHUNKS), never by the thread count: a
+# chunk edge that cuts a segment changes how its pieces are combined, so
+# chunks per thread made float results depend on the machine (and on
+# HRARRAY_NUM_THREADS). Workers take contiguous runs of chunks (``launch``);
+# up to MAX_CHUNKS threads share a large call. The chunk states cost
+# 2 x MAX_CHUNKS x row width per state component; the working stacks are
+# per worker.
+CHUNK_WORK = 1 << 20
+MAX_CHUNKS = 128
 _I64 = np.dtype(np.int64)
 # Tests set this to cut every reduction, map and scan into that many merge-path
 # chunks, so chunk edges cut segments even on tiny inputs.
 FORCE_CHUNKS: int | None = None
 
 
+def nchunks_for(nvals: int, nseg: int, m: int) -> int:
+    """Merge-path chunks of a call over ``nvals`` rows of ``m`` scalars in
+    ``nseg`` segments: a function of the data's size only."""
+    if FORCE_CHUNKS:
+        return int(FORCE_CHUNKS)
+    work = nvals * m + nseg
+    if work < (PARALLEL_MIN_WORK if m == 1 else PARALLEL_MIN_WORK_2D):
+        return 1
+    return min(MAX_CHUNKS, max(2, work // CHUNK_WORK))
+
+
 def chunking(offsets, m: int):
     """``(parallel, bi, bj)``: the merge-path chunks of a reduction, map or
-    scan over validated ``offsets`` with ``m`` scalars per row; one chunk per
-    thread for large work, one chunk below ``PARALLEL_MIN_WORK`` (1-D) or
-    ``PARALLEL_MIN_WORK_2D`` (rows of ``m > 1``)."""
+    scan over validated ``offsets`` with ``m`` scalars per row (one chunk
+    below ``PARALLEL_MIN_WORK`` (1-D) or ``PARALLEL_MIN_WORK_2D`` (rows of
+    ``m > 1``), else ``nchunks_for``)."""
     nseg = offsets.shape[0] - 1
     nvals = int(offsets[-1] - offsets[0])
-    if FORCE_CHUNKS:
-        nchunks = int(FORCE_CHUNKS)
-    elif nvals * m + nseg >= (PARALLEL_MIN_WORK if m == 1 else PARALLEL_MIN_WORK_2D):
-        nchunks = _num_threads()
-    else:
-        nchunks = 1
+    nchunks = nchunks_for(nvals, nseg, m)
     if nchunks == 1:
         # zeros + one store: ~0.3 us less per array than np.array([0, n]), which
         # counts in the per-call overhead of small reductions
@@ -662,7 +698,7 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_LSE_HELPERS)
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
-    stk_alloc = "".join(f"    k{i} = ks{i}[c0]\n" for i in range(K1))
+    stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
     sc = _scratch(decl)
 
     def extra(fname: str) -> str:
@@ -675,8 +711,8 @@ def _source(decl: Decl, cache: bool) -> str:
         # elements they stay unset, and only empty segments read them (masked)
         wfill = "            wpad[t] = w[pb + min(t, kp - 1)]\n" if aux else ""
         pad_fill = (
-            "    vpad = vp[c0]\n"
-            + ("    wpad = wp[c0]\n" if aux else "")
+            "    vpad = vp[r]\n"
+            + ("    wpad = wp[r]\n" if aux else "")
             + "    kp = min(nv, 8)\n"
             "    pb = nv - kp\n"
             "    pbu = np.uint64(pb)\n"
@@ -687,8 +723,9 @@ def _source(decl: Decl, cache: bool) -> str:
         )
 
     nv = "min(values.shape[0], w.shape[0])" if aux else "values.shape[0]"
-    # Chunks c0..c1-1: the serial call runs the one chunk, the parallel
-    # launch (``launch``) one call per chunk on the thread pool. A chunk
+    # Chunks c0..c1-1: the serial call runs them all, the parallel launch
+    # (``launch``) one contiguous run per worker; r is the worker's row of
+    # working scratch (the stack, the end copies). A chunk
     # reduces the segments ending in it, then its head and open tail pieces.
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
@@ -756,7 +793,7 @@ def _source(decl: Decl, cache: bool) -> str:
 """
     src.append(f"""
 @numba.njit(**_OPTS)
-def chunks_1d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
+def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
 {stk_alloc}    nv = {nv}
@@ -1011,21 +1048,21 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     # AT{i}: the 2-D per-column accumulator type (see CpuKernel: float64 for the
     # float32/float16 values of argmax/argmin, exact, and LLVM then vectorises
     # the (value, index) select across columns: 2.5x measured).
-    acc_alloc1 = "".join(f"    a{i} = as{i}[c0]\n" for i in range(max(K, 1)))
+    acc_alloc1 = "".join(f"    a{i} = as{i}[r]\n" for i in range(max(K, 1)))
     if style == "extreme" and not aux and K == 2:
         # the argmax/argmin row-block pass: block best in the values' width,
         # its row in the index width of the values (see range_2d_argblocks)
         acc_alloc1 += (
-            "    bm = bms[c0]\n    ix = ixs[c0]\n"
+            "    bm = bms[r]\n    ix = ixs[r]\n"
             "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
         )
     if not (style == "extreme" and not aux):
         acc_alloc1 += "".join(
-            f"    g{i} = gs{i}[c0]\n" for i in range(max(K, 1))
+            f"    g{i} = gs{i}[r]\n" for i in range(max(K, 1))
         )
     src.append(f"""
 @numba.njit(**_OPTS)
-def chunks_2d(c0, c1, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X2d}):
+def chunks_2d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X2d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     m = values.shape[1]
@@ -1094,30 +1131,62 @@ def fixup_2d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{extra('fixup_2d')})
     return "".join(src)
 
 
-def merge_path(offsets, nchunks):
-    """Chunk boundaries ``(bi, bj)``: chunk ``c`` owns segment ends
-    ``bi[c]:bi[c+1]`` and elements ``bj[c]:bj[c+1]`` (relative to offsets[0]).
+_MERGE_PATH_SRC = """
+import numba
 
-    A binary search per boundary in Python (a few dozen offsets reads for the
-    handful of chunks, ~10 us): not a kernel, so a fresh process's first large
-    reduction compiles nothing for it and the native path needs no entry."""
+
+@numba.njit(nogil=True, cache=CACHE)
+def merge_path_k(offsets, bi, bj):
     nseg = offsets.shape[0] - 1
-    base = int(offsets[0])
-    total = (int(offsets[nseg]) - base) + nseg
-    bi = np.empty(nchunks + 1, np.int64)
-    bj = np.empty(nchunks + 1, np.int64)
+    base = offsets[0]
+    total = (offsets[nseg] - base) + nseg
+    nchunks = bi.shape[0] - 1
     for c in range(nchunks + 1):
         d = (total * c) // nchunks
         lo = 0
         hi = nseg
         while lo < hi:  # first segment whose end lies at or after diagonal d
             mid = (lo + hi) // 2
-            if int(offsets[mid + 1]) - base + mid < d:
+            if offsets[mid + 1] - base + mid < d:
                 lo = mid + 1
             else:
                 hi = mid
         bi[c] = lo
         bj[c] = d - lo
+"""
+_merge_path_fn = None
+
+
+def _merge_path_kernel():
+    """``merge_path_k`` (a ``NativeFunction``: a disk-cached native entry
+    where there is one, so a warm process still imports no Numba)."""
+    global _merge_path_fn
+    if _merge_path_fn is None:
+        with _compiled_lock:
+            if _merge_path_fn is None:
+                folder, disk = cg.generated_dir()
+                src = _MERGE_PATH_SRC.replace("CACHE", repr(bool(disk)))
+                path = cg.module_path(src, "merge-path")
+                (_merge_path_fn,) = native.functions(
+                    folder if disk else None, path.stem, ("merge_path_k",),
+                    native.Lazy(lambda: cg.import_module(path, {})))
+    return _merge_path_fn
+
+
+def merge_path(offsets, nchunks):
+    """Chunk boundaries ``(bi, bj)``: chunk ``c`` owns segment ends
+    ``bi[c]:bi[c+1]`` and elements ``bj[c]:bj[c+1]`` (relative to offsets[0]).
+
+    Boundary ``c`` lies on merge diagonal ``d = total * c // nchunks``; ``bi[c]``
+    is the first segment whose end lies at or after ``d`` in the merged
+    sequence of elements and segment ends (``offsets[k + 1] - offsets[0] + k``
+    grows strictly with ``k``). One binary search per boundary in a small
+    kernel: ~3 us for 24 chunks over 12.5M segments, where the same loop in
+    Python took ~100 us (NumPy in lockstep: ~80 us)."""
+    bi = np.empty(nchunks + 1, np.int64)
+    bj = np.empty(nchunks + 1, np.int64)
+    fn = _merge_path_kernel()
+    fn.resolve(None, (offsets, bi, bj))(offsets, bi, bj)
     return bi, bj
 
 
@@ -1134,8 +1203,9 @@ def _acc_dtypes(decl: Decl) -> list[np.dtype]:
 def _scratch(decl: Decl) -> dict:
     """The scratch arrays each kernel function takes after its states:
     ``(parameter, dtype, shape)``, where a shape entry ``"c"`` is the number
-    of chunks (a chunk call uses row ``c0``) and ``"m"`` the row width. run()
-    allocates them, so that no kernel allocates (see ``native``)."""
+    of workers (a chunk call uses row ``r``, its worker's: working stacks and
+    accumulators, not results) and ``"m"`` the row width. run() allocates
+    them, so that no kernel allocates (see ``native``)."""
     dts = cg.component_dtypes(decl.identity)
     ats = _acc_dtypes(decl)
     K1 = len(dts)
@@ -1218,14 +1288,15 @@ class CpuKernel:
         m = self._lazy.loaded
         return [] if m is None else [getattr(m, n) for n in _FUNCTIONS]
 
-    def scratch_for(self, fname: str, nchunks: int, m: int, vdt=None, adt=None) -> list:
-        """The scratch arrays of kernel function ``fname`` (see _scratch)."""
-        key = (fname, nchunks, m, vdt, adt)
+    def scratch_for(self, fname: str, rows: int, m: int, vdt=None, adt=None) -> list:
+        """The scratch arrays of kernel function ``fname`` (see _scratch), with
+        ``rows`` rows (one per worker)."""
+        key = (fname, rows, m, vdt, adt)
         specs = self._specs.get(key)
         if specs is None:
             # resolved once per kernel and shape (building them per call:
             # 1.6 us, measured; the one-chunk 1-D path skips this altogether)
-            sub = {"c": nchunks, "m": m}
+            sub = {"c": rows, "m": m}
             dts = {"values": vdt, "aux": adt}
             specs = [(tuple(sub.get(d, d) for d in dims), dts[dt] if isinstance(dt, str) else dt)
                      for _, dt, dims in self.scratch[fname]]
@@ -1263,7 +1334,7 @@ class CpuKernel:
             shape = (nchunks, m) if two_d else nchunks
             # every chunk's head states, then its tail states
             scratch = tuple(np.empty(shape, dt) for dt in self.dtypes + self.dtypes)
-            work = self.scratch_for(cname, nchunks, m, values.dtype, adt)
+            work = self.scratch_for(cname, workers(nchunks), m, values.dtype, adt)
         if self.decl.aux:
             args = (values, aux, offsets, bi, bj, out, fill, use_fill, *scratch, *work)
             short = (values.dtype, values.ndim, values.flags.num, aux.dtype, aux.ndim,
@@ -1276,7 +1347,7 @@ class CpuKernel:
         # the other arguments are made here (C-contiguous, of the kernel's
         # types): with the given ones' types, the short key fixes the type of
         # every argument (native.resolve)
-        launch(chunk.resolve(short, (0, 1, *args)), nchunks, *args)
+        launch(chunk.resolve(short, (0, 1, 0, *args)), nchunks, *args, row=True)
         if parallel:
             fargs = (offsets, bi, bj, out, fill, use_fill, *scratch,
                      *self.scratch_for(fname, 1, m))

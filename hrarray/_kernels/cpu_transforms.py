@@ -24,8 +24,9 @@ plain reduction; each backend implements them from the same declarations
 
 Schedule
 --------
-Like the reductions (``hrarray._kernels.cpu``), the work is cut into one
-chunk per thread along the *merge path* of elements and segment ends, so a
+Like the reductions (``hrarray._kernels.cpu``), the work is cut into
+chunks (as many as its size calls for, whatever the thread count) along the
+*merge path* of elements and segment ends, so a
 chunk costs the same whether it holds a piece of one huge segment or
 thousands of empty ones. A map needs no fix-up: each chunk writes the
 elements it owns. A scan is *reduce-then-scan*::
