@@ -432,7 +432,7 @@ class CpuScanKernel:
         carries = [np.empty(shape, dt) for dt in self.dtypes]
         if two_d:
             scan_fn, tails_fn, carry_fn = self.scan_2d, self.tails_2d, self.carry_2d
-            accs = [np.empty((nchunks, m), dt) for dt in self.dtypes]
+            accs = [_cpu.worker_rows((nchunks, m), dt) for dt in self.dtypes]
         else:
             scan_fn, tails_fn, carry_fn = self.scan_1d, self.tails_1d, self.carry_1d
             accs = []
@@ -615,7 +615,7 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
     heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     tails = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     args = (values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails,
-            np.empty((nchunks, ncol), np.float64))
+            _cpu.worker_rows((nchunks, ncol), np.float64))
     launch(fn.resolve(None, (0, 1, *args)), nchunks, *args)
     if not parallel:
         return out
