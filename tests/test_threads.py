@@ -210,3 +210,53 @@ def test_worker_rows_own_their_cache_lines():
         lead = a.ctypes.data - buf.ctypes.data
         assert lead >= 64
         assert buf.nbytes - lead - a.nbytes >= 64
+
+
+class _GuardedNumpy:
+    """``numpy`` for a kernel module under test, except that ``np.empty`` returns arrays
+    with 256 bytes of a known pattern before and after them: a kernel writing past an
+    array it was given (Numba does not bounds-check) changes the pattern."""
+
+    def __init__(self):
+        self.bufs = []
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def empty(self, shape, dtype=float, **kw):
+        dt = np.dtype(dtype)
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        buf = np.full(nbytes + 512, 0xAB, np.uint8)
+        self.bufs.append(buf)
+        return buf[256:256 + nbytes].view(dt).reshape(shape)
+
+    def intact(self) -> bool:
+        return all((b[:256] == 0xAB).all() and (b[-256:] == 0xAB).all() for b in self.bufs)
+
+
+def test_kernels_write_only_inside_their_scratch(monkeypatch):
+    """Chunk states and padded accumulator rows (worker_rows) are written within their
+    arrays: every scratch array the CPU kernel modules allocate is fenced, and a 2-D
+    reduction, attention pool and scan cut into 5 chunks on 2 threads leave the fences
+    alone (attention pool's chunk-state store once looped over the padded width)."""
+    import hrarray._kernels.cpu as kc
+    import hrarray._kernels.cpu_transforms as kt
+
+    fenced = _GuardedNumpy()
+    monkeypatch.setattr(kc, "np", fenced)
+    monkeypatch.setattr(kt, "np", fenced)
+    monkeypatch.setattr(kc, "FORCE_CHUNKS", 5)
+    monkeypatch.setenv("HRARRAY_NUM_THREADS", "2")
+    rng = np.random.default_rng(3)
+    lens = [0, 7, 40, 1, 0, 90, 3, 33]
+    x = hr.from_lengths(rng.standard_normal((sum(lens), 3)), lens)
+    scores = hr.from_lengths(rng.standard_normal(sum(lens)), lens)
+    got = hr.attention_pool(x, scores)
+    np.testing.assert_allclose(got[2], (np.exp(scores[2] - scores[2].max())
+                                        / np.exp(scores[2] - scores[2].max()).sum()) @ x[2])
+    hr.sum(x)
+    hr.max(x)
+    hr.cumsum(x)
+    assert len(fenced.bufs) > 10
+    assert fenced.intact()

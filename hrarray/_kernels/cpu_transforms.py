@@ -527,7 +527,8 @@ def rows_piece(values, w, a, e, acc):
 
 @numba.njit(inline="always", **_OPTS, **_NOWRAP)
 def store(hm, hs, ha, c, m, s, acc):
-    for col in range(acc.shape[0]):
+    # the states' width, not acc's: acc rows are padded to whole cache lines
+    for col in range(ha.shape[1]):
         hm[c, col] = m
         hs[c, col] = s
         ha[c, col] = acc[col]
