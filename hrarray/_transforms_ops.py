@@ -67,12 +67,16 @@ class MapDecl:
     read: ``broadcast``). ``key`` identifies the declaration for the kernel
     cache. ``out_dtype`` is the dtype of the result; ``value_dtype`` the dtype
     the kernel reads the values as (float16 is read as float32).
+    ``cpu_exp_shift``: ``fn`` is ``exp(v - p.real) / p.imag`` (NaN where
+    ``p.real`` is not finite), which the CPU kernel computes with its own
+    vectorisable exp instead of compiling ``fn`` (see ``cpu_transforms``).
     """
 
     key: tuple
     fn: Callable
     out_dtype: np.dtype
     value_dtype: np.dtype | None = None
+    cpu_exp_shift: bool = False
 
     @property
     def reads_values(self) -> bool:
@@ -160,7 +164,7 @@ def softmax_map(name: str, in_dtype: np.dtype) -> MapDecl:
                 return nan
             return math.exp(f64(v) - m) / p.imag
 
-    return MapDecl(("softmax_map", log, vdt.str), fn, out, vdt)
+    return MapDecl(("softmax_map", log, vdt.str), fn, out, vdt, cpu_exp_shift=not log)
 
 
 # ---------------------------------------------------------------- cumsum
