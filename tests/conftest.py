@@ -72,6 +72,47 @@ CUDA_MODE = _cuda_mode()
 REAL_GPU = CUDA_MODE == "gpu"
 
 
+def _lock_simulator_shared_arrays():
+    """Make the simulator's ``cuda.shared.array`` allocate once per block, race-free.
+
+    numba-cuda's simulator (``simulator/kernelapi.py``, ``FakeCUDAShared.array``) looks a
+    block's shared array up by the calling line and creates it when missing, unlocked: two
+    simulated threads of a block can both miss and each get their own array, so one
+    thread's writes are invisible to the other (seen: an index read from a shared array
+    came out of range in ``reduce_2d``, once in a CI run, after the switch interval above
+    made thread switches 50x more frequent). Same keying (the caller's file and line),
+    looked up and created under a lock; ``sys._getframe`` instead of the original's
+    ``traceback.extract_stack``, which read the source of the whole stack per call.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    cls = kernelapi.FakeCUDAShared
+    original = cls.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    cls.array = array
+
+
+if CUDA_MODE == "sim":
+    _lock_simulator_shared_arrays()
+
+
 def _known_failures() -> dict:
     """Node id -> reason, from tests/known_failures.txt (work items, not passes)."""
     path = os.path.join(os.path.dirname(__file__), "known_failures.txt")
