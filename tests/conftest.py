@@ -14,7 +14,7 @@ if shutil.which("nvidia-smi") is None:
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     # The simulator runs each GPU thread of a block as a Python thread while
-    # the launching thread busy-polls them (simulator/kernel.py, BlockRunner.run):
+    # the launching thread busy-polls them (simulator/kernel.py, BlockManager.run):
     # every hand-over of the GIL from the poller to a simulated thread waits
     # out the switch interval (5 ms by default), at each syncthreads and each
     # thread's start. At 0.1 ms test_cuda.py::test_every_op_1d_matches_cpu's
