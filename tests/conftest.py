@@ -87,10 +87,14 @@ def _lock_simulator_shared_arrays():
     import sys
     import threading
 
-    from numba.cuda.simulator import kernelapi
+    try:
+        from numba.cuda.simulator import kernelapi
 
-    cls = kernelapi.FakeCUDAShared
-    original = cls.array
+        cls = kernelapi.FakeCUDAShared
+        original = cls.array
+        kernelapi.types.Type, kernelapi.numpy_support.as_dtype  # noqa: B018
+    except (ImportError, AttributeError):  # another simulator layout: leave it as it is
+        return
     lock = threading.Lock()
 
     def array(self, shape, dtype, alignment=None):
