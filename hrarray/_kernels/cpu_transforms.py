@@ -494,7 +494,9 @@ class CpuScanKernel:
         carries = [np.empty(shape, dt) for dt in self.dtypes]
         if two_d:
             scan_fn, tails_fn, carry_fn = self.scan_2d, self.tails_2d, self.carry_2d
-            accs = [_cpu.worker_rows((nchunks, m), dt) for dt in self.dtypes]
+            # rows per chunk on their own cache lines when chunks run in parallel
+            alloc = _cpu.worker_rows if parallel else (lambda shape, dt: np.empty(shape, dt))
+            accs = [alloc((nchunks, m), dt) for dt in self.dtypes]
         else:
             scan_fn, tails_fn, carry_fn = self.scan_1d, self.tails_1d, self.carry_1d
             accs = []
@@ -678,7 +680,8 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
     heads = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     tails = [np.empty((nchunks, ncol), np.float64) for _ in range(3)]
     args = (values, aux, offsets, bi, bj, out, fill, use_fill, *heads, *tails,
-            _cpu.worker_rows((nchunks, ncol), np.float64))
+            _cpu.worker_rows((nchunks, ncol), np.float64) if parallel
+            else np.empty((1, ncol), np.float64))
     launch(fn.resolve(None, (0, 1, *args)), nchunks, *args)
     if not parallel:
         return out
