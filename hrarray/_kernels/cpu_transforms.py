@@ -58,6 +58,7 @@ from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
 from hrarray._kernels import native
 from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, get_kernel, launch
+from hrarray._transforms_ops import exp_nonpos
 from hrarray.reducer import Decl
 
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
@@ -93,68 +94,14 @@ def _finish(out, dt: np.dtype):
 # ====================================================================== map
 
 
-# softmax's map on the CPU: exp(v - m) / s with the logsumexp kernel's
-# polynomial exp (v - m <= 0 here, m being the column's max). math.exp is a
-# scalar libm call the loop cannot vectorise: 25M float32, one thread, 131 ms
-# against 28 ms, the same float32 results. Unlike exp_le0 (whose sums can
-# drop terms below 1e-307), the result goes down to the subnormals as
-# math.exp's: 2**(k + 64) is scaled by 2**-64 in one rounding. It is not
-# inline="always" (Numba inlines that into the caller's IR, whose fast-math
-# flags then apply): under reassoc LLVM folded the two-part ln2 argument
-# reduction into one product, 1.2e-14 median relative error on v - m in
-# [-700, 0]; as a call (LLVM still inlines it, keeping its flags) the results
-# match math.exp's to 2.6e-16, most bit for bit. 25M float32 1-D softmax on
-# 2 threads: 122 ms -> 66 ms (the inlined form: 60 ms). A NaN (then m
-# is NaN), +inf (m is +inf) or an all -inf column (m is -inf) take the NaN
-# branch, so the no-NaN fast-math never meets a NaN; -inf elements give 0.
-_EXP_SHIFT_FN = '''
-INF = np.inf
-NAN = np.nan
-I1087 = np.int64(1087)
-TWO_M64 = 2.0 ** -64
-
-
-@numba.njit(fastmath={"nsz", "contract", "nnan"}, cache=_OPTS["cache"], **_NOWRAP)
-def exp_le0_sub(d):
-    dc = d if d > -746.0 else -746.0
-    k = np.floor(dc * LN2_INV + 0.5)
-    r = (dc - k * LN2_HI) - k * LN2_LO
-    p = E13 * r + E12
-    p = p * r + E11
-    p = p * r + E10
-    p = p * r + E9
-    p = p * r + E8
-    p = p * r + E7
-    p = p * r + E6
-    p = p * r + E5
-    p = p * r + E4
-    p = p * r + E3
-    p = p * r + E2
-    p = p * r + 1.0
-    p = p * r + 1.0
-    res = (p * bitcast_to_float((np.int64(k) + I1087) << I52)) * TWO_M64
-    return res if d > -746.0 else 0.0
-
-
-@numba.njit(inline="always", **_OPTS, **_NOWRAP)
-def fn(v, p):
-    m = p.real
-    if not (m > -INF and m < INF):
-        return NAN
-    return exp_le0_sub(np.float64(v) - m) / p.imag
-'''
-
-
-def _map_source(reads_values: bool, cache: bool, exp_shift: bool = False) -> str:
+def _map_source(reads_values: bool, cache: bool) -> str:
     """``map_1d`` / ``map_2d`` (serial and parallel): chunk ``c`` writes the
     elements ``bj[c]:bj[c+1]`` it owns, segment piece by segment piece.
-    ``exp_shift``: the module defines ``fn`` itself (``_EXP_SHIFT_FN``)."""
+    The module also defines the CPU's ``exp_nonpos`` (``_cpu._EXP_NONPOS_SRC``),
+    compiled with the map so that LLVM can inline and vectorise it."""
     src = _header(cache)
-    if exp_shift:
-        src.append(f"_NOWRAP = {NO_WRAPPERS!r}\n")
-        src.append(_cpu._PREFETCH_HELPER)
-        src.append(_cpu._LSE_HELPERS)
-        src.append(_EXP_SHIFT_FN)
+    src.append("from hrarray._kernels._cpu_bits import bitcast_to_float\n")
+    src.append(_cpu._EXP_NONPOS_SRC)
     v = "values, " if reads_values else ""
     if reads_values:
         row1, elem1 = "p = per[k]", "fn(values[j], p)"
@@ -216,17 +163,19 @@ class CpuMapKernel:
     def __init__(self, mdecl):
         self.mdecl = mdecl
         folder, disk = cg.generated_dir()
-        exp_shift = mdecl.cpu_exp_shift
-        path = cg.module_path(_map_source(mdecl.reads_values, disk, exp_shift),
-                              repr(("map",) + mdecl.key))
+        path = cg.module_path(_map_source(mdecl.reads_values, disk), repr(("map",) + mdecl.key))
 
         def load():
-            if exp_shift:
-                return cg.import_module(path, {})
             import numba
 
             jit = numba.njit(**CALLEE_OPTS)
-            return cg.import_module(path, {"fn": cg.jitify(mdecl.fn, jit, {})})
+            # the CPU's own exp for declarations that close over exp_nonpos
+            # (softmax: math.exp is a scalar libm call the loop cannot vectorise;
+            # 25M float32, one thread, 131 ms against 28 ms). Set before any
+            # function of the module compiles (they read fn then).
+            mod = cg.import_module(path, {})
+            mod.fn = cg.jitify(mdecl.fn, jit, {id(exp_nonpos): mod.exp_nonpos})
+            return mod
 
         # native entries where cached (see hrarray._kernels.native)
         self._lazy = native.Lazy(load)
