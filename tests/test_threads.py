@@ -191,25 +191,28 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
 
 def test_worker_rows_own_their_cache_lines():
     """The 2-D kernels' per-worker accumulator rows (kc.worker_rows) each start on a 64-byte
-    line, fill whole lines and have a guard line before and after: no two workers, nor a
-    neighbouring allocation, share a line with them (measured: up to 4x slower otherwise)."""
+    line, fill whole lines and lie at least kc.ROW_GAP (two lines) from any other row or
+    allocation: no two workers, nor a neighbouring allocation, share a line or its
+    prefetch neighbour (measured: up to 4x slower otherwise)."""
     import hrarray._kernels.cpu as kc
 
+    assert kc.ROW_GAP >= 128
     for dt, shape in ((np.float32, (2, 64)), (np.float64, (3, 5)), (np.complex128, (2, 64, 7)),
-                      (np.int8, (4, 3)), (np.float32, (1, 16))):
+                      (np.int8, (4, 3)), (np.float32, (1, 16)), (np.float64, (2, 16))):
         a = kc.worker_rows(shape, dt)
+        isz = np.dtype(dt).itemsize
         assert a.flags.c_contiguous
         assert a.dtype == dt
         assert a.shape[:-1] == shape[:-1]
-        assert a.shape[-1] >= shape[-1]
         assert a.ctypes.data % 64 == 0
         assert a.strides[-2] % 64 == 0
+        # the unused end of every row is the gap to the next row (or the allocation's end)
+        assert a.shape[-1] * isz - shape[-1] * isz >= kc.ROW_GAP
         buf = a.base
         while buf.base is not None:
             buf = buf.base
-        lead = a.ctypes.data - buf.ctypes.data
-        assert lead >= 64
-        assert buf.nbytes - lead - a.nbytes >= 64
+        assert a.ctypes.data - buf.ctypes.data >= kc.ROW_GAP
+        assert buf.ctypes.data + buf.nbytes >= a.ctypes.data + a.nbytes
 
 
 class _GuardedNumpy:

@@ -119,25 +119,34 @@ def workers(nchunks: int) -> int:
     return max(1, min(nchunks, _num_threads()))
 
 
+# Bytes between two rows of worker_rows, and before the first and after the
+# last: two cache lines (the spatial prefetchers pull neighbouring lines).
+ROW_GAP = 128
+
+
 def worker_rows(shape: tuple, dtype) -> np.ndarray:
     """Scratch of ``shape`` (``(workers, ..., m)``) whose rows of ``m`` each
-    start on a 64-byte cache line and share no line with another row or
-    another allocation: the last axis is padded to a multiple of 64 bytes
-    and a guard line lies before and after (the array stays C-contiguous;
-    the kernels use the first ``m`` columns).
+    start on a 64-byte cache line, fill whole lines and are kept ``ROW_GAP``
+    bytes (two lines) away from any other row or allocation: each row is
+    padded to whole lines plus the gap, and a gap lies before the first (the
+    array stays C-contiguous; the kernels use the first ``m`` columns).
 
     The 2-D kernels update a worker's row of column accumulators once per
     input row. From a plain ``np.empty`` (16-byte aligned), float32 rows of
     64 columns straddled lines: every vector update touched two, and the
     two workers' rows shared one. 25M float32 as (n, 64), 2 threads: sum
     1.9 ms or 8.6 ms, max 1.9 ms or 3.9-6.3 ms, by where malloc put the
-    scratch; aligned, 1.9-2.3 ms for both at every chunk count."""
+    scratch; line-aligned, 1.9-2.3 ms. Rows on their own lines but adjacent
+    (one worker's last line next to the other's first) still cost the
+    kernels that select (masked stores): float64 max 9.6 against 6.2-6.6 ms
+    with a 128-byte gap or more (64 bytes: 8.0-8.6 ms), float32 argmax 4.4
+    against 2.5 ms; sum unchanged."""
     dt = np.dtype(dtype)
     m = shape[-1]
-    mp = -(-m * dt.itemsize // 64) * 64 // dt.itemsize
+    mp = -(-(-(-m * dt.itemsize // 64) * 64 + ROW_GAP) // dt.itemsize)
     n = math.prod(shape[:-1]) * mp  # (np.prod: ~4 us per call on small tuples)
-    buf = np.empty(n * dt.itemsize + 192, np.uint8)
-    lead = 64 + (-(buf.ctypes.data + 64)) % 64
+    buf = np.empty(n * dt.itemsize + ROW_GAP + 64, np.uint8)
+    lead = ROW_GAP + (-(buf.ctypes.data + ROW_GAP)) % 64
     return buf[lead:lead + n * dt.itemsize].view(dt).reshape(*shape[:-1], mp)
 
 
