@@ -1212,25 +1212,28 @@ def test_reduce_by_name_equals_function(op):
     assert a.tobytes() == b.tobytes() == c.tobytes()
 
 
+@pytest.mark.parametrize("inner", [(), (5,)], ids=["1d", "2d"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_logsumexp_long_segments(dtype, backend):
+def test_logsumexp_long_segments(dtype, inner, backend):
     """Long segments take the CPU's all-finite block path (a polynomial exp LLVM
-    vectorises, exps below -708 flushed to 0): wide ranges, differences that overflow
-    to -inf (float64 values near the range ends), a NaN or an inf in one block only,
+    vectorises, exps below -708 flushed to 0; in 2-D, blocks of rows, two passes across
+    the columns): wide ranges, differences that overflow to -inf (float64 values near
+    the range ends), a NaN or an inf in one block only (in 2-D, in one column of it),
     against the fsum-exact oracle."""
     rng = np.random.default_rng(11)
     lens = [300, 129, 17, 1000, 256, 5, 700, 400, 400, 300] if backend == "cpu" else [40, 17, 33]
     n = int(sum(lens))
-    values = (rng.standard_normal(n) * 200).astype(dtype)
+    values = (rng.standard_normal((n, *inner)) * 200).astype(dtype)
     offs = hst.offsets_from_lengths(lens)
+    col = (1,) if inner else ()  # the specials' column; the others stay finite
     if backend == "cpu":
-        values[offs[1] : offs[1] + 60] = rng.uniform(-800, 0, 60)  # exps underflow
+        values[offs[1] : offs[1] + 60] = rng.uniform(-800, 0, (60, *inner))  # exps underflow
         if dtype == "float64":
-            values[offs[3] + 5] = 1.7e308  # x - max overflows to -inf elsewhere in the block
-            values[offs[3] + 9] = -1.7e308
-        values[offs[6] + 300] = np.nan  # one block of a long segment
-        values[offs[7] + 200] = np.inf
-        values[offs[8] + 200] = -np.inf
+            values[(offs[3] + 5, *col)] = 1.7e308  # x - max overflows to -inf in the block
+            values[(offs[3] + 9, *col)] = -1.7e308
+        values[(offs[6] + 300, *col)] = np.nan  # one block of a long segment
+        values[(offs[7] + 200, *col)] = np.inf
+        values[(offs[8] + 200, *col)] = -np.inf
     got = hr.logsumexp(make_ragged(values, [offs], backend))
     R.assert_result(got, R.reduce("logsumexp", values, [offs]))
 

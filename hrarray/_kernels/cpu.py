@@ -519,6 +519,47 @@ def lse_block(values, ub, nt):
     for t in range(nt):
         s += exp_le0(np.float64(values[ub + t]) - m)
     return (m, s)
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"},
+            cache=_OPTS["cache"], **_NOWRAP)
+def lse_rows_max(values, p, q, a0, a1, pfr, pfs):
+    # 2-D rows p..q (a block, at most BLOCK rows): each column's max into a0,
+    # and whether every value is finite (x * 0 is 0 only for finite x; no
+    # nnan/ninf flags here, so it is not folded away). a1 is scratch.
+    m = values.shape[1]
+    nr = values.shape[0]
+    for col in range(m):
+        a0[col] = np.float64(values[p, col])
+        a1[col] = 0.0
+    for j in range(p, q):
+        jp = j + pfr
+        if jp < nr:
+            for col in range(0, m, pfs):
+                prefetch2(values, jp, col)
+        for col in range(m):
+            v = np.float64(values[j, col])
+            av = a0[col]
+            a0[col] = v if v > av else av
+            a1[col] += v * 0.0
+    z = 0.0
+    for col in range(m):
+        z += a1[col]
+    return z == 0.0
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"], **_NOWRAP)
+def lse_rows_sum(values, p, q, a0, a1):
+    # rows p..q, all finite (lse_rows_max said so), a0 their column maxima:
+    # each column's sum of exp(x - max) into a1, the polynomial exp
+    # vectorised across the columns (the block is in L1/L2 from the first pass)
+    m = values.shape[1]
+    for col in range(m):
+        a1[col] = 0.0
+    for j in range(p, q):
+        for col in range(m):
+            a1[col] += exp_le0(np.float64(values[j, col]) - a0[col])
 '''
 
 # The CPU map kernels' exp_nonpos (hrarray._transforms_ops.exp_nonpos, which
@@ -1057,6 +1098,38 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
 
         a_col = cg.load("a", K, "col")
         i1_, i2_, i3_ = ind + "    ", ind + "        ", ind + "            "
+
+        def rows(i1: str) -> str:
+            # the block's rows p..q, one combine per element (the declaration)
+            i2, i3 = i1 + "    ", i1 + "        "
+            loop = (
+                f"{i1}for j in range(p, q):\n"
+                # the prefetch stream: row j + pfr, one prefetch per cache line
+                f"{i2}jp = j + pfr\n"
+                f"{i2}if jp < nr:\n"
+                f"{i3}for col in range(0, m, pfs):\n"
+                f"{i3}    prefetch2(values, jp, col)\n"
+                f"{i2}jj = j - s\n"
+                f"{i2}for col in range(m):\n"
+                f"{i3}st = combine({a_col}, map_(values[j, col], {wjc}jj))\n"
+                + cg.store("a", K, "col", "st", i3)
+            )
+            if style != "lse":
+                return loop
+            # logsumexp / softmax statistics: an all-finite block's column
+            # states (max, sum of exp(x - max)) from two passes with the
+            # polynomial exp (the 1-D kernel's lse_block, across columns);
+            # a block holding NaN or +-inf runs the declaration. The block
+            # starts from the identity, so its state is the block's own.
+            # 25M as (n, 64), 2 threads: float32 86 -> 14.6 ms, float64 85 ->
+            # 19.5 ms (the declaration's math.exp per element is a scalar call).
+            return (
+                f"{i1}if lse_rows_max(values, p, q, a0, a1, pfr, pfs):\n"
+                f"{i2}lse_rows_sum(values, p, q, a0, a1)\n"
+                f"{i1}else:\n"
+                f"{i2}for col in range(m):\n{reset(i3)}"
+                + "".join("    " + ln + "\n" for ln in loop.splitlines())
+            )
         # Rows in blocks of BLOCK, each block's per-column states merged
         # pairwise through a binary-counter stack (g0, g1, ...: STACK x m), as
         # in 1-D: a column summed row after row lost n*u (found by the
@@ -1071,16 +1144,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i1_}q = p + {BLOCK}\n"
             f"{i1_}if q > {end}:\n"
             f"{i2_}q = {end}\n"
-            f"{i1_}for j in range(p, q):\n"
-            # the prefetch stream: row j + pfr, one prefetch per cache line
-            f"{i2_}jp = j + pfr\n"
-            f"{i2_}if jp < nr:\n"
-            f"{i3_}for col in range(0, m, pfs):\n"
-            f"{i3_}    prefetch2(values, jp, col)\n"
-            f"{i2_}jj = j - s\n"
-            f"{i2_}for col in range(m):\n"
-            f"{i3_}st = combine({a_col}, map_(values[j, col], {wjc}jj))\n"
-            + cg.store("a", K, "col", "st", i3_)
+            + rows(i1_)
             + f"{i1_}if cnt == 0 and q == {end}:\n"
             f"{i2_}break\n"  # one block: its states are the result
             f"{i1_}cnt += 1\n"
