@@ -15,6 +15,7 @@ full-size cross-check of every op.
 from __future__ import annotations
 
 import contextlib
+import zlib
 
 import numpy as np
 import pytest
@@ -137,7 +138,23 @@ def settings(block=None, items=None, warp=None):
 
 # ---------------------------------------------------------------- data
 
-RNG = np.random.default_rng(20240611)
+RNG = np.random.default_rng(20240611)  # module-level data only; tests get _fresh_rng's
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng(request):
+    """Each test draws its data from a generator seeded by its own id, so its data
+    do not depend on which tests ran before it in the process (test order, xdist's
+    distribution): a failure replays by running that one test."""
+    global RNG
+    kept = RNG
+    RNG = np.random.default_rng([20240611, zlib.crc32(request.node.nodeid.encode())])
+    try:
+        yield
+    finally:
+        RNG = kept
+
+
 # empty segments first, middle and last; short ones inside one thread; one
 # (segment 11) across threads and across the two blocks of the simulator's
 # tile (32 threads x 4 items = 128 merged items)
