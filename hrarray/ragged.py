@@ -89,6 +89,8 @@ class RaggedArray:
         are converted to int64 (a copy of the offsets only).
     validate : bool, default True
         Check the offsets (O(nsegments), compiled, on the offsets' device).
+        Only ``True`` or ``False`` (a NumPy bool too); anything else is a
+        ``TypeError``, so that ``None`` or ``0`` never skips the check.
         ``validate=False`` is for trusted input only: kernels do not bounds
         check, so invalid offsets then read out of bounds.
 
@@ -116,6 +118,9 @@ class RaggedArray:
                 raise TypeError("values has unsupported dtype object")
             nvals = vals.shape[0]
             what = "values"
+        if validate is not True and validate is not False and type(validate) is not np.bool_:
+            # the memory-safety switch: validate=None or 0 must not silently skip the check
+            raise TypeError(f"validate must be True or False, got {validate!r}")
         offs = _normalize_offsets(be, offsets, "offsets")
         if validate:
             be.validate(offs, nvals, "offsets", what)

@@ -79,6 +79,18 @@ def test_uint64_offsets_beyond_int64():
 def test_validate_false_skips_the_check():
     x = hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=False)
     assert len(x) == 3
+    y = hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=np.False_)
+    assert len(y) == 3
+
+
+@pytest.mark.parametrize("flag", [None, 0, 1, "no", "false", []])
+def test_validate_takes_only_a_bool(flag):
+    """validate is the memory-safety switch: a non-bool (None, 0, a string) is refused
+    rather than read as truthy or falsy (None or 0 would otherwise skip the check)."""
+    with raises(TypeError, r"\bvalidate\b"):
+        hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=flag)
+    with raises(ValueError, r"\boffsets\b"):
+        hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=np.True_)
 
 
 # --------------------------------------------------------------------------
