@@ -1238,18 +1238,37 @@ def test_logsumexp_long_segments(dtype, inner, backend):
     R.assert_result(got, R.reduce("logsumexp", values, [offs]))
 
 
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
+def test_2d_int_argextreme_long_pieces(dtype):
+    """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of
+    hundreds of rows: ties everywhere, a dtype extreme first met late in a segment, an
+    all-minimum column."""
+    rng = np.random.default_rng(8)
+    lengths = [1, 64, 65, 300, 0, 129, 700, 3]
+    n, m = sum(lengths), 64
+    info = np.iinfo(dtype)
+    v = rng.integers(max(info.min, -3), min(info.max, 4), size=(n, m)).astype(dtype)
+    v[250, 3] = info.max  # late in the 300-row segment
+    v[500, 4] = info.min
+    v[:, 6] = info.min
+    v[900:, 7] = info.max  # first met in a later block of the 700-row segment
+    offsets = hst.offsets_from_lengths(lengths)
+    x = make_ragged(v, [offsets], "cpu")
+    for op in ("argmax", "argmin", "max", "min"):
+        R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
+
+
 @pytest.mark.parametrize(("dtype", "inner", "narrow_rows"),
                          [("float32", (64,), None), ("float32", (64,), 100),
                           ("float64", (64,), None),
                           ("float64", (1024,), None)])
 def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, monkeypatch):
-    """CPU 2-D argmax/argmin reduce rows in blocks (a few KiB of rows: 8 rows of 1024
-    float64, 64 of 64 float64): the best value per block, then its first row; later
-    blocks that improve, ties across blocks, a NaN or an infinity first seen in a
-    later block, all-(-inf) columns. float32 runs every piece in one pass with an
-    int32 row index (rows beyond NARROW_ROWS, 2**31 - 1, take the blocks):
-    ``narrow_rows`` lowers that limit (a kernel generated for the test) so the
-    float32 pieces longer than it take the row blocks too."""
+    """CPU 2-D argmax/argmin over long pieces: later rows that improve, ties, a NaN or
+    an infinity first seen late in a 200-row segment, all-(-inf) columns. float64 runs
+    every piece in one (value, row) pass; float32 in one pass with an int32 row index,
+    and pieces beyond NARROW_ROWS (2**31 - 1 rows) in blocks of rows (the best value per
+    block, then its first row): ``narrow_rows`` lowers that limit (a kernel generated
+    for the test) so the float32 pieces longer than it take the row blocks."""
     if narrow_rows is not None:
         from hrarray._kernels import cpu as kc
 

@@ -962,11 +962,14 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i2}a0[col] = IDENT[0]\n{i2}a1[col] = IDENT[1]\n" if arg
             else f"{i2}a0[col] = IDENT\n"
         )
-        # float32 argmax/argmin: one narrow pass (range_2d_arg_narrow).
-        # float64 argmax/argmin pieces longer than rb rows take the two-pass
-        # path (range_2d_argblocks); shorter ones keep the pass below (float32,
-        # when it ran this: the two passes were 1.3x (uniform) and 1.5x (tiny)
-        # slower there, 1.5x faster on powerlaw).
+        # float32 argmax/argmin: one narrow pass (range_2d_arg_narrow), the
+        # row blocks (range_2d_argblocks) only beyond its int32 row range.
+        # float64: the one pass below, value and row in 8-byte lanes. Its
+        # pieces longer than 32 KiB of rows took the row blocks until the
+        # workers' scratch rows were kept apart (ROW_GAP); since, the one
+        # pass is 1.3-1.45x faster on every large workload (25M float64 as
+        # (n, 64), 2 threads: uniform 8.74 -> 6.33 ms, one_huge 8.15 -> 5.52).
+        # (Integer argmax/argmin are style "simd", not this.)
         if arg and _widened_arg(decl):
             return range_2d_arg_narrow(end, ind, cmp) + range_2d_argblocks(end, ind, cmp) + (
                 f"{ind}else:\n"
@@ -974,7 +977,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
                 + ident
             )
         return (
-            f"{ind}if a < {end}{f' and {end} - a <= rb' if arg else ''}:\n"
+            f"{ind}if a < {end}:\n"
             f"{i1}for col in range(m):\n"
             f"{i2}a0[col] = values[a, col]\n"
             + (f"{i2}a1[col] = a - s\n" if arg else "")
@@ -990,7 +993,6 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i3}tk = {_takes('v', 'av', f'v {cmp} av')}\n"
             f"{i3}a0[col] = v if tk else av\n"
             + (f"{i3}a1[col] = jj if tk else a1[col]\n" if arg else "")
-            + (range_2d_argblocks(end, ind, cmp) if arg else "")
             + f"{ind}else:\n"
             f"{i1}for col in range(m):\n"
             + ident
@@ -1030,7 +1032,9 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         )
 
     def range_2d_argblocks(end: str, ind: str, cmp: str) -> str:
-        # argmax/argmin rows in blocks of rb rows (a block stays in L1):
+        # float32 argmax/argmin pieces longer than NARROW_ROWS (beyond the
+        # narrow pass's int32 row index): rows in blocks of rb rows (a block
+        # stays in L1):
         # pass 1 keeps only each column's best value in the values' width
         # (NaN sticky: the block's best is NaN iff it holds one), pass 2 --
         # only when some column improved -- walks the block's rows backwards
@@ -1177,9 +1181,9 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     # float32/float16 values of argmax/argmin, exact, and LLVM then vectorises
     # the (value, index) select across columns: 2.5x measured).
     acc_alloc1 = "".join(f"    a{i} = as{i}[r]\n" for i in range(max(K, 1)))
-    if style == "extreme" and not aux and K == 2:
-        # the argmax/argmin row-block pass: block best in the values' width,
-        # its row in the index width of the values (see range_2d_argblocks)
+    if style == "extreme" and not aux and K == 2 and _widened_arg(decl):
+        # float32 argmax/argmin: the narrow pass's best and row, and the
+        # row-block pass's block best (range_2d_arg_narrow, _argblocks)
         acc_alloc1 += (
             "    bm = bms[r]\n    ix = ixs[r]\n"
             "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
@@ -1339,7 +1343,7 @@ def _scratch(decl: Decl) -> dict:
     K1 = len(dts)
     style = decl.meta.get("style", "lanes")
     c2 = [(f"as{i}", ats[i], ("c", "m")) for i in range(K1)]
-    if style == "extreme" and not decl.aux and decl.arity == 2:
+    if style == "extreme" and not decl.aux and decl.arity == 2 and _widened_arg(decl):
         bits = dts[0].itemsize * 8
         c2 += [("bms", dts[0], ("c", "m")), ("ixs", np.dtype(f"i{bits // 8}"), ("c", "m"))]
     if not (style == "extreme" and not decl.aux):
