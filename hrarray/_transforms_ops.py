@@ -265,6 +265,6 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
         aux=True,
         # a backend may run 2-D values with one state (m, s) per row: the row
         # step must equal combine(state, map_(v, w, j)) column by column
-        meta={"rows": "online_softmax"},
+        meta={"rows": "online_softmax", "style": "pool"},
     )
     return Spec(decl, out, vdt)

@@ -639,6 +639,35 @@ def test_attention_nan_inf(backend):
     assert not np.isnan(got[6])
 
 
+@pytest.mark.parametrize(("vdt", "wdt"), [("float32", "float32"), ("float64", "float64"),
+                                         ("float32", "int16"), ("float64", "bool")])
+def test_attention_pool_long_segments(vdt, wdt, backend):
+    """1-D attention_pool over long segments, where the CPU reduces an all-finite block
+    of scores and values with a polynomial exp (underflowing exps flushed to 0): wide
+    score ranges, integer and bool scores, a NaN or an infinity in one block of a long
+    segment (the declaration runs there), against the fsum-exact weights."""
+    rng = np.random.default_rng(12)
+    lens = [300, 129, 17, 1000, 256, 5, 700, 400, 400, 300] if backend == "cpu" else [40, 17, 33]
+    n = int(sum(lens))
+    offs = hst.offsets_from_lengths(lens)
+    v = (rng.standard_normal(n) * 5).astype(vdt)
+    if wdt == "bool":
+        w = rng.random(n) < 0.3
+    elif np.dtype(wdt).kind == "i":
+        w = rng.integers(-300, 300, n).astype(wdt)
+    else:
+        w = (rng.standard_normal(n) * 100).astype(wdt)
+        if backend == "cpu":
+            w[offs[1] : offs[1] + 60] = rng.uniform(-800, 0, 60)  # exps underflow
+            w[offs[6] + 300] = np.nan  # one block of a long segment
+            w[offs[7] + 200] = np.inf
+            w[offs[8] + 200] = -np.inf  # weight 0, the rest of the segment finite
+            v[offs[9] + 100] = np.nan
+    x, sc = ragged_1d(v, lens, backend), ragged_1d(w, lens, backend)
+    got = to_host(run(backend, hr.attention_pool, x, sc))
+    R.assert_result(got, R.attention_pool(v, [offs], w))
+
+
 def test_empty_segments_and_no_segments(backend):
     for lens in ([0, 0, 0], []):
         n_seg = len(lens)

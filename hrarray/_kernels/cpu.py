@@ -373,6 +373,15 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
             + f"{ind}else:\n"
             + f"{ind}    blk = lse_block(values, ub, nt)\n"
         )
+    if style == "pool":
+        # attention_pool: see _POOL_HELPERS
+        assert aux
+        return (
+            f"{ind}if pool_nonfinite(values, w, ub, nt):\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
+            + f"{ind}    blk = pool_block(values, w, ub, nt)\n"
+        )
     return _lanes_code(aux, ind)
 
 
@@ -502,11 +511,46 @@ def {name}(d):
 # 3.3e-308) it gives 0, below that rounding by ~300 orders of magnitude.
 # Only called on all-finite blocks (nonfinite() said so): nnan is then true.
 # No ninf: x - m may overflow to -inf for float64 values near the range ends.
-_LSE_HELPERS = _EXP_CONSTS + _exp_source(
+_EXP_LE0 = _EXP_CONSTS + _exp_source(
     "exp_le0",
     '@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},\n'
     '            cache=_OPTS["cache"], **_NOWRAP)',
-    -708.0, subnormal=False) + '''
+    -708.0, subnormal=False)
+
+# attention_pool (1-D values, style "pool"): an all-finite block's state
+# (max score, sum of exp(w - max), sum of v * exp(w - max)) from two loops
+# with exp_le0, as lse_block; a block with a NaN or an infinity in its scores
+# or values runs the declaration (math.exp and a branch per element).
+_POOL_HELPERS = _EXP_LE0 + '''
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def pool_nonfinite(values, w, ub, nt):
+    # x * 0 is 0 for finite x and NaN for NaN or +-inf (as nonfinite); in
+    # float64, so integer and bool scores type too
+    acc = 0.0
+    for t in range(nt):
+        acc += np.float64(values[ub + t]) * 0.0 + np.float64(w[ub + t]) * 0.0
+    return acc != 0
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"], **_NOWRAP)
+def pool_block(values, w, ub, nt):
+    m = np.float64(w[ub])
+    for t in range(U1, nt):
+        x = np.float64(w[ub + t])
+        m = x if x > m else m
+    s = 0.0
+    a = 0.0
+    for t in range(nt):
+        f = exp_le0(np.float64(w[ub + t]) - m)
+        s += f
+        a += np.float64(values[ub + t]) * f
+    return (m, s, a)
+'''
+
+_LSE_HELPERS = _EXP_LE0 + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
@@ -801,6 +845,8 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_EXTREME_HELPERS)
     if style == "lse":
         src.append(_LSE_HELPERS)
+    if style == "pool":
+        src.append(_POOL_HELPERS)
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
     stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
