@@ -1258,6 +1258,26 @@ def test_2d_int_argextreme_long_pieces(dtype):
         R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_logsumexp_short_segments(dtype, backend):
+    """Segments of 0-16 elements (on the CPU: masked steps of 4 and 8, then one block,
+    with the polynomial exp when all finite): single elements exact, wide ranges,
+    underflowing exps, NaN and +-inf at every position of a short segment, and segments
+    at the array's end (the padded copies)."""
+    rng = np.random.default_rng(13)
+    lens = [int(x) for x in rng.integers(0, 17, 300)]
+    n = int(sum(lens))
+    values = (rng.standard_normal(n) * rng.choice([1.0, 50.0, 500.0], n)).astype(dtype)
+    offs = hst.offsets_from_lengths(lens)
+    for k in range(0, 300, 7):  # a special at position k % len in every 7th segment
+        if lens[k]:
+            values[offs[k] + k % lens[k]] = (np.nan, np.inf, -np.inf)[k % 3]
+    got = hr.logsumexp(make_ragged(values, [offs], backend))
+    R.assert_result(got, R.reduce("logsumexp", values, [offs]))
+    ones = np.flatnonzero(np.asarray(lens) == 1)
+    np.testing.assert_array_equal(to_host(got)[ones], values[offs[ones]])
+
+
 @pytest.mark.parametrize(("dtype", "inner", "narrow_rows"),
                          [("float32", (64,), None), ("float32", (64,), 100),
                           ("float64", (64,), None),

@@ -693,15 +693,46 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         arr, wa = ("vpad", wu.replace("w[", "wpad[")) if padded else ("values", wu)
         cond = f"b - a <= {width}" if padded else f"b - a <= {width} and a + {width} <= nv"
         u = "np.uint64(a - pb)" if padded else "np.uint64(a)"
-        return (
-            f"{ind}{kw} {cond}:\n"
+        decl_steps = (
             f"{ind}    st = IDENT\n"
-            f"{ind}    L = b - a\n"
             f"{ind}    off = a - s\n"
-            f"{ind}    u = {u}\n"
             f"{ind}    for t in range({width}):\n"
             f"{ind}        cst = combine(st, map_({arr}[u + np.uint64(t)], {wa}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
+        )
+        if style == "lse":
+            # logsumexp / softmax statistics: the segment's max, then its sum
+            # of exp(x - max) with the polynomial exp, as masked steps; a
+            # segment with NaN or +-inf runs the declaration's combines (a
+            # math.exp call and branches per element: segments of 0-4
+            # elements took ~20 ns each). One element gives (x, 1), as the
+            # declaration does.
+            i2, i3 = ind + "        ", ind + "            "
+            return (
+                f"{ind}{kw} {cond}:\n"
+                f"{ind}    L = b - a\n"
+                f"{ind}    u = {u}\n"
+                f"{ind}    z = 0.0\n"
+                f"{ind}    mx = -np.inf\n"
+                f"{ind}    for t in range({width}):\n"
+                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
+                f"{i2}z += v * 0.0 if t < L else 0.0\n"
+                f"{i2}mx = v if (t < L) & (v > mx) else mx\n"
+                f"{ind}    if z == 0.0:\n"
+                f"{i2}sx = 0.0\n"
+                f"{i2}for t in range({width}):\n"
+                f"{i3}d = np.float64({arr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
+                f"{i3}ex = exp_le0(d)\n"
+                f"{i3}sx += ex if t < L else 0.0\n"
+                f"{i2}st = (mx, sx)\n"
+                f"{ind}    else:\n"
+                + "".join("    " + ln + "\n" for ln in decl_steps.splitlines())
+            )
+        return (
+            f"{ind}{kw} {cond}:\n"
+            f"{ind}    L = b - a\n"
+            f"{ind}    u = {u}\n"
+            + decl_steps
         )
 
     def masked_extreme(width: int, kw: str) -> str:
@@ -772,6 +803,19 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     # behind ``a``: restart the stream at ``a`` rather than re-prefetching
     # the lines already read.
     seg_pf_in = f"{ind}    pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
+    short = (
+        f"{ind}    st = IDENT\n"
+        f"{ind}    for j in range(a, b):\n"
+        f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
+    )
+    if style == "lse":
+        # as a block (lse_block) when all finite (see masked)
+        short = (
+            f"{ind}    if nonfinite(values, np.uint64(a), np.uint64(b - a)):\n"
+            + "".join("    " + ln + "\n" for ln in short.splitlines())
+            + f"{ind}    else:\n"
+            f"{ind}        st = lse_block(values, np.uint64(a), np.uint64(b - a))\n"
+        )
     return (
         # Tiny: a fixed-trip, branch-free loop over 4 (or 8) elements whose
         # extra iterations are masked by a select (random lengths would
@@ -788,10 +832,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         # Short: one plain loop, no block machinery.
         + f"{ind}elif b - a <= {SHORT}:\n"
         + seg_pf_in
-        + f"{ind}    st = IDENT\n"
-        f"{ind}    for j in range(a, b):\n"
-        f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
-        f"{ind}else:\n"
+        + short
+        + f"{ind}else:\n"
         + seg_pf_in
         + blocked
     )
