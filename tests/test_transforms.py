@@ -668,6 +668,36 @@ def test_attention_pool_long_segments(vdt, wdt, backend):
     R.assert_result(got, R.attention_pool(v, [offs], w))
 
 
+@pytest.mark.parametrize(("vdt", "wdt"), [("float32", "float32"), ("float64", "float64"),
+                                         ("float64", "int8")])
+def test_attention_pool_short_segments(vdt, wdt, backend):
+    """1-D attention_pool over segments of 0-16 elements (on the CPU: masked steps of 4
+    and 8, then one block, with the polynomial exp when all finite): a single element
+    gives its value exactly, NaN and +-inf scores or NaN values at every position of a
+    short segment, segments at the array's end (the padded copies)."""
+    rng = np.random.default_rng(14)
+    lens = [int(x) for x in rng.integers(0, 17, 300)]
+    n = int(sum(lens))
+    offs = hst.offsets_from_lengths(lens)
+    v = (rng.standard_normal(n) * 5).astype(vdt)
+    if np.dtype(wdt).kind == "i":
+        w = rng.integers(-100, 100, n).astype(wdt)
+    else:
+        w = (rng.standard_normal(n) * rng.choice([1.0, 50.0, 500.0], n)).astype(wdt)
+        for k in range(0, 300, 5):  # a special at position k % len in every 5th segment
+            if lens[k]:
+                j = offs[k] + k % lens[k]
+                if k % 4 == 3:
+                    v[j] = np.nan
+                else:
+                    w[j] = (np.nan, np.inf, -np.inf)[k % 4]
+    x, sc = ragged_1d(v, lens, backend), ragged_1d(w, lens, backend)
+    got = to_host(run(backend, hr.attention_pool, x, sc))
+    R.assert_result(got, R.attention_pool(v, [offs], w))
+    ones = [k for k in range(300) if lens[k] == 1 and np.isfinite(w[offs[k]])]
+    np.testing.assert_array_equal(got[ones], v[offs[ones]])
+
+
 def test_empty_segments_and_no_segments(backend):
     for lens in ([0, 0, 0], []):
         n_seg = len(lens)

@@ -728,6 +728,34 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
                 f"{ind}    else:\n"
                 + "".join("    " + ln + "\n" for ln in decl_steps.splitlines())
             )
+        if style == "pool":
+            # attention_pool: the same for (max score, sum of exp(w - max),
+            # sum of v * exp(w - max)); one element gives (w, 1, v) exactly
+            i2, i3 = ind + "        ", ind + "            "
+            warr = "wpad" if padded else "w"
+            return (
+                f"{ind}{kw} {cond}:\n"
+                f"{ind}    L = b - a\n"
+                f"{ind}    u = {u}\n"
+                f"{ind}    z = 0.0\n"
+                f"{ind}    mx = -np.inf\n"
+                f"{ind}    for t in range({width}):\n"
+                f"{i2}x = np.float64({warr}[u + np.uint64(t)])\n"
+                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
+                f"{i2}z += x * 0.0 + v * 0.0 if t < L else 0.0\n"
+                f"{i2}mx = x if (t < L) & (x > mx) else mx\n"
+                f"{ind}    if z == 0.0:\n"
+                f"{i2}sx = 0.0\n"
+                f"{i2}ax = 0.0\n"
+                f"{i2}for t in range({width}):\n"
+                f"{i3}d = np.float64({warr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
+                f"{i3}ex = exp_le0(d)\n"
+                f"{i3}sx += ex if t < L else 0.0\n"
+                f"{i3}ax += np.float64({arr}[u + np.uint64(t)]) * ex if t < L else 0.0\n"
+                f"{i2}st = (mx, sx, ax)\n"
+                f"{ind}    else:\n"
+                + "".join("    " + ln + "\n" for ln in decl_steps.splitlines())
+            )
         return (
             f"{ind}{kw} {cond}:\n"
             f"{ind}    L = b - a\n"
@@ -815,6 +843,13 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             + "".join("    " + ln + "\n" for ln in short.splitlines())
             + f"{ind}    else:\n"
             f"{ind}        st = lse_block(values, np.uint64(a), np.uint64(b - a))\n"
+        )
+    if style == "pool":
+        short = (
+            f"{ind}    if pool_nonfinite(values, w, np.uint64(a), np.uint64(b - a)):\n"
+            + "".join("    " + ln + "\n" for ln in short.splitlines())
+            + f"{ind}    else:\n"
+            f"{ind}        st = pool_block(values, w, np.uint64(a), np.uint64(b - a))\n"
         )
     return (
         # Tiny: a fixed-trip, branch-free loop over 4 (or 8) elements whose
