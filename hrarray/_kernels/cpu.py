@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 import threading
 
 import numpy as np
@@ -264,6 +265,11 @@ def _takes(v: str, s: str, better: str) -> str:
     NaN, the order the declaration's combine gives when elements come in
     order (its index tie-break cannot fire then)."""
     return f"({better}) | (({v} != {v}) & ({s} == {s}))"
+
+
+def _indented(src: str) -> str:
+    """Generated code ``src`` one level (4 spaces) deeper: nested in a branch."""
+    return textwrap.indent(src, "    ")
 
 
 def _lanes_code(aux: bool, ind: str) -> str:
@@ -700,14 +706,19 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             f"{ind}        cst = combine(st, map_({arr}[u + np.uint64(t)], {wa}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
         )
-        if style == "lse":
+        if style in ("lse", "pool"):
             # logsumexp / softmax statistics: the segment's max, then its sum
             # of exp(x - max) with the polynomial exp, as masked steps; a
             # segment with NaN or +-inf runs the declaration's combines (a
             # math.exp call and branches per element: segments of 0-4
             # elements took ~20 ns each). One element gives (x, 1), as the
-            # declaration does.
+            # declaration does. attention_pool ("pool"): the same for (max
+            # score, sum of exp(w - max), sum of v * exp(w - max)), NaN or
+            # +-inf in scores or values; one element gives (w, 1, v).
             i2, i3 = ind + "        ", ind + "            "
+            pool = style == "pool"
+            sarr = ("wpad" if padded else "w") if pool else arr  # the scores
+            sv = "x" if pool else "v"
             return (
                 f"{ind}{kw} {cond}:\n"
                 f"{ind}    L = b - a\n"
@@ -715,46 +726,22 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
                 f"{ind}    z = 0.0\n"
                 f"{ind}    mx = -np.inf\n"
                 f"{ind}    for t in range({width}):\n"
-                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
-                f"{i2}z += v * 0.0 if t < L else 0.0\n"
-                f"{i2}mx = v if (t < L) & (v > mx) else mx\n"
+                f"{i2}{sv} = np.float64({sarr}[u + np.uint64(t)])\n"
+                + (f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n" if pool else "")
+                + f"{i2}z += {sv} * 0.0{' + v * 0.0' if pool else ''} if t < L else 0.0\n"
+                f"{i2}mx = {sv} if (t < L) & ({sv} > mx) else mx\n"
                 f"{ind}    if z == 0.0:\n"
                 f"{i2}sx = 0.0\n"
-                f"{i2}for t in range({width}):\n"
-                f"{i3}d = np.float64({arr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
+                + (f"{i2}ax = 0.0\n" if pool else "")
+                + f"{i2}for t in range({width}):\n"
+                f"{i3}d = np.float64({sarr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
                 f"{i3}ex = exp_le0(d)\n"
                 f"{i3}sx += ex if t < L else 0.0\n"
-                f"{i2}st = (mx, sx)\n"
+                + (f"{i3}ax += np.float64({arr}[u + np.uint64(t)]) * ex if t < L else 0.0\n"
+                   if pool else "")
+                + f"{i2}st = {'(mx, sx, ax)' if pool else '(mx, sx)'}\n"
                 f"{ind}    else:\n"
-                + "".join("    " + ln + "\n" for ln in decl_steps.splitlines())
-            )
-        if style == "pool":
-            # attention_pool: the same for (max score, sum of exp(w - max),
-            # sum of v * exp(w - max)); one element gives (w, 1, v) exactly
-            i2, i3 = ind + "        ", ind + "            "
-            warr = "wpad" if padded else "w"
-            return (
-                f"{ind}{kw} {cond}:\n"
-                f"{ind}    L = b - a\n"
-                f"{ind}    u = {u}\n"
-                f"{ind}    z = 0.0\n"
-                f"{ind}    mx = -np.inf\n"
-                f"{ind}    for t in range({width}):\n"
-                f"{i2}x = np.float64({warr}[u + np.uint64(t)])\n"
-                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
-                f"{i2}z += x * 0.0 + v * 0.0 if t < L else 0.0\n"
-                f"{i2}mx = x if (t < L) & (x > mx) else mx\n"
-                f"{ind}    if z == 0.0:\n"
-                f"{i2}sx = 0.0\n"
-                f"{i2}ax = 0.0\n"
-                f"{i2}for t in range({width}):\n"
-                f"{i3}d = np.float64({warr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
-                f"{i3}ex = exp_le0(d)\n"
-                f"{i3}sx += ex if t < L else 0.0\n"
-                f"{i3}ax += np.float64({arr}[u + np.uint64(t)]) * ex if t < L else 0.0\n"
-                f"{i2}st = (mx, sx, ax)\n"
-                f"{ind}    else:\n"
-                + "".join("    " + ln + "\n" for ln in decl_steps.splitlines())
+                + _indented(decl_steps)
             )
         return (
             f"{ind}{kw} {cond}:\n"
@@ -836,20 +823,15 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         f"{ind}    for j in range(a, b):\n"
         f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
     )
-    if style == "lse":
-        # as a block (lse_block) when all finite (see masked)
+    if style in ("lse", "pool"):
+        # as one block (lse_block, pool_block) when all finite (see masked)
+        check, blk, arrs = (("nonfinite", "lse_block", "values") if style == "lse"
+                            else ("pool_nonfinite", "pool_block", "values, w"))
         short = (
-            f"{ind}    if nonfinite(values, np.uint64(a), np.uint64(b - a)):\n"
-            + "".join("    " + ln + "\n" for ln in short.splitlines())
+            f"{ind}    if {check}({arrs}, np.uint64(a), np.uint64(b - a)):\n"
+            + _indented(short)
             + f"{ind}    else:\n"
-            f"{ind}        st = lse_block(values, np.uint64(a), np.uint64(b - a))\n"
-        )
-    if style == "pool":
-        short = (
-            f"{ind}    if pool_nonfinite(values, w, np.uint64(a), np.uint64(b - a)):\n"
-            + "".join("    " + ln + "\n" for ln in short.splitlines())
-            + f"{ind}    else:\n"
-            f"{ind}        st = pool_block(values, w, np.uint64(a), np.uint64(b - a))\n"
+            f"{ind}        st = {blk}({arrs}, np.uint64(a), np.uint64(b - a))\n"
         )
     return (
         # Tiny: a fixed-trip, branch-free loop over 4 (or 8) elements whose
@@ -1255,7 +1237,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
                 f"{i2}lse_rows_sum(values, p, q, a0, a1)\n"
                 f"{i1}else:\n"
                 f"{i2}for col in range(m):\n{reset(i3)}"
-                + "".join("    " + ln + "\n" for ln in loop.splitlines())
+                + _indented(loop)
             )
         # Rows in blocks of BLOCK, each block's per-column states merged
         # pairwise through a binary-counter stack (g0, g1, ...: STACK x m), as
