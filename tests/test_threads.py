@@ -240,9 +240,10 @@ class _GuardedNumpy:
 
 def test_kernels_write_only_inside_their_scratch(monkeypatch):
     """Chunk states and padded accumulator rows (worker_rows) are written within their
-    arrays: every scratch array the CPU kernel modules allocate is fenced, and a 2-D
-    reduction, attention pool and scan cut into 5 chunks on 2 threads leave the fences
-    alone (attention pool's chunk-state store once looped over the padded width)."""
+    arrays: every scratch array the CPU kernel modules allocate is fenced, and 2-D
+    reductions (logsumexp's block passes too), attention pools (2-D rows, 1-D blocks and
+    masked short steps) and a scan cut into 5 chunks on 2 threads leave the fences alone
+    (attention pool's chunk-state store once looped over the padded width)."""
     import hrarray._kernels.cpu as kc
     import hrarray._kernels.cpu_transforms as kt
 
@@ -260,6 +261,10 @@ def test_kernels_write_only_inside_their_scratch(monkeypatch):
                                         / np.exp(scores[2] - scores[2].max()).sum()) @ x[2])
     hr.sum(x)
     hr.max(x)
+    hr.logsumexp(x)
     hr.cumsum(x)
+    x1 = hr.from_lengths(rng.standard_normal(sum(lens)), lens)
+    hr.attention_pool(x1, scores)
+    hr.logsumexp(x1)
     assert len(fenced.bufs) > 10
     assert fenced.intact()
