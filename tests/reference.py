@@ -240,6 +240,12 @@ def empty_value(op: str, in_dtype, res_dtype=None):
     raise ValueError(f"unknown op {op!r}")
 
 
+# Unit roundoff of float64: the precision logsumexp, softmax and attention_pool compute in
+# for every input dtype (their docstrings); their oracles' tolerances use it for the
+# computation and the result dtype's ``u`` only for the final rounding.
+U_F64 = 2.0**-53
+
+
 def unit_roundoff(dtype) -> float:
     """``u`` of a float/complex dtype (eps / 2); 0 for integer and bool dtypes."""
     dtype = np.dtype(dtype)
@@ -500,7 +506,7 @@ def _logsumexp_cell(xs, in_dtype, res_dtype) -> Cell:
         return Cell(-math.inf, -math.inf, 0.0, False)
     s = math.fsum(math.exp(x - m) for x in fs)
     value = m + math.log(s)
-    u_c = unit_roundoff(in_dtype) if in_dtype.kind == "f" else 2.0**-53
+    u_c = U_F64  # (m, s) in float64 for every input dtype
     u_res = unit_roundoff(res_dtype)
     tol = (n + 8) * u_c * (1 + abs(m)) + 2 * u_res * abs(value) + tiny(res_dtype)
     return Cell(value, value, tol, False)
@@ -720,7 +726,7 @@ def softmax(values, offsets_list, levels=1, *, log=False) -> TransformRef:
     values = np.asarray(values)
     res_dtype = result_dtype("log_softmax" if log else "softmax", values.dtype)
     u_res = unit_roundoff(res_dtype)
-    u_c = unit_roundoff(values.dtype) if values.dtype.kind == "f" else 2.0**-53
+    u_c = U_F64  # statistics and map in float64 for every input dtype
 
     floor = tiny(res_dtype)
 
@@ -818,7 +824,7 @@ def attention_pool(values, offsets_list, score_values, levels=1, *, fill_value=N
     if res_dtype.kind in "biu":
         res_dtype = np.dtype(np.float64)
     u_res = unit_roundoff(res_dtype)
-    u_c = max(unit_roundoff(values.dtype), unit_roundoff(scores.dtype), 2.0**-53)
+    u_c = U_F64  # state (m, s, acc) in float64 for every dtype pair
     composed = compose(offsets_list, levels)
     inner = values.shape[1:]
     ncols = math.prod(inner)
