@@ -62,6 +62,8 @@ PAD = 16
 # Software prefetch distance in bytes (see _PREFETCH_HELPER): 4-16 KiB
 # measured equal, 1 KiB worse.
 PF_BYTES = 8192
+# Offsets entries the 1-D segment loops prefetch ahead (see _source).
+OFFSETS_PF = 512
 FASTMATH = {"reassoc", "nsz", "contract"}
 JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
 # Functions only ever called from other kernels (a declaration's map/combine/
@@ -718,6 +720,19 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     li = ind + "    "  # indentation of the blocked path
     block = _block_code(style, aux, li + "    ")
 
+    # In the masked short-segment paths, every 8th segment prefetches the
+    # offsets OFFSETS_PF entries ahead and continues the values' stream
+    # (pf_1d): runs of short segments had prefetched nothing and waited on
+    # memory. 12.5M segments of 0-4 float32, a minimal masked loop, 1 thread:
+    # 69 ms -> 28 ms with both (54 offsets only, 43 values only; the output
+    # stream needs none). Not in the segment loop itself: a prefetch check
+    # per segment there cost segments of ~100 elements 5 %.
+    tiny_pf = (
+        f"{ind}    if (k & 7) == 0:\n"
+        f"{ind}        prefetch(offsets, min(k + OFFSETS_PF, nseg))\n"
+        f"{ind}        pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
+    )
+
     def masked(width: int, kw: str, padded: bool = False) -> str:
         if style == "extreme" and not aux:
             return masked_extreme(width, kw)
@@ -749,7 +764,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             sv = "x" if pool else "v"
             return (
                 f"{ind}{kw} {cond}:\n"
-                f"{ind}    L = b - a\n"
+                + ("" if padded else tiny_pf)
+                + f"{ind}    L = b - a\n"
                 f"{ind}    u = {u}\n"
                 f"{ind}    z = 0.0\n"
                 f"{ind}    mx = -np.inf\n"
@@ -773,7 +789,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             )
         return (
             f"{ind}{kw} {cond}:\n"
-            f"{ind}    L = b - a\n"
+            + ("" if padded else tiny_pf)
+            + f"{ind}    L = b - a\n"
             f"{ind}    u = {u}\n"
             + decl_steps
         )
@@ -788,7 +805,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
         return (
             f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
-            f"{ind}    L = b - a\n"
+            + tiny_pf
+            + f"{ind}    L = b - a\n"
             f"{ind}    off = a - s\n"
             f"{ind}    u = np.uint64(a)\n"
             f"{ind}    v = VT(values[u])\n"
@@ -924,7 +942,7 @@ def _source(decl: Decl, cache: bool) -> str:
     K1 = max(K, 1)
     style = decl.meta.get("style", "lanes")
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
-    src.append(f"PF_BYTES = {PF_BYTES}\nM8 = ~np.uint64(7)\n")
+    src.append(f"PF_BYTES = {PF_BYTES}\nOFFSETS_PF = {OFFSETS_PF}\nM8 = ~np.uint64(7)\n")
     src.append(_PREFETCH_HELPER)
     if style == "lse":
         src.append(_NONFINITE_HELPER)
