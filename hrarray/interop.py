@@ -348,7 +348,8 @@ def to_awkward(x: RaggedArray):
         ``ListOffsetArray`` levels over a ``NumpyArray`` of the values (inner
         dimensions as regular dimensions: ``var * 64 * float32``). Zero-copy:
         offsets (int32 or int64) and values are the same buffers; offsets that
-        do not start at 0 are kept.
+        do not start at 0 are kept. Values in non-native byte order are the
+        one copy (Awkward takes native order only).
 
     Raises
     ------
@@ -369,5 +370,9 @@ def _ak_layout(x: RaggedArray, ak):
     if isinstance(x.values, RaggedArray):
         content = _ak_layout(x.values, ak)
     else:
-        content = ak.contents.NumpyArray(x.values)
+        vals = x.values
+        if not vals.dtype.isnative:
+            # Awkward takes native byte order only: one copy, as to_arrow's
+            vals = vals.astype(vals.dtype.newbyteorder("="))
+        content = ak.contents.NumpyArray(vals)
     return ak.contents.ListOffsetArray(index, content)

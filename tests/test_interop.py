@@ -234,6 +234,19 @@ def test_to_awkward_types(ak_):
 
 
 @needs_ak
+@pytest.mark.parametrize("dt", [">f8", ">i2", "<f4"])
+def test_to_awkward_any_byte_order(ak_, dt):
+    # Awkward takes native byte order only; the other order is converted once
+    v = np.arange(6).astype(dt)
+    x = hr.nest(v, np.array([0, 2, 6]), np.array([0, 1, 2]))
+    a = x.to_awkward()
+    assert a.tolist() == [[[0, 1]], [[2, 3, 4, 5]]]
+    assert a.layout.content.content.data.dtype == v.dtype.newbyteorder("=")
+    assert shares(a.layout.content.content.data, v) == v.dtype.isnative
+    assert hr.from_awkward(a).to_list() == x.to_list()
+
+
+@needs_ak
 def test_from_awkward_errors(ak_):
     ak = ak_
     with pytest.raises(ValueError, match="missing value at position 1"):
