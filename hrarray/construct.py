@@ -96,6 +96,14 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
     ``padded`` has shape ``(nsegments, L, *inner)``. Give ``lengths`` (the
     first ``lengths[i]`` entries of row ``i`` are kept) or ``mask`` (the True
     entries of each row are kept, in order); with neither, every entry is kept.
+
+    Raises
+    ------
+    TypeError
+        ``mask`` is not a bool array, or an argument lives on another device.
+    ValueError
+        both ``lengths`` and ``mask`` given; ``padded`` below 2-D; ``mask``
+        not of shape ``padded.shape[:2]``; bad ``lengths``.
     """
     be = backend_of(("padded", padded), ("lengths", lengths), ("mask", mask))
     xp = be.xp
@@ -107,8 +115,10 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
         raise ValueError("give lengths or mask, not both")
     if mask is not None:
         m = be.asarray(mask, "mask")
-        if m.dtype != np.bool_ or m.shape != (n, L):
-            raise ValueError(f"mask must be a bool array of shape {(n, L)}")
+        if m.dtype != np.bool_:
+            raise TypeError(f"mask must be a bool array, got dtype {m.dtype}")
+        if m.shape != (n, L):
+            raise ValueError(f"mask must have shape {(n, L)} (padded's first two), got {m.shape}")
     else:
         if lengths is None:
             lens = xp.full(n, L, np.int64)

@@ -285,6 +285,17 @@ def test_padded_round_trip(spec, fill, grow):
     assert hr.from_padded(wide, mask=wmask).to_list() == x.to_list()
 
 
+def test_from_padded_mask_errors():
+    padded = np.zeros((2, 3))
+    # wrong kind of thing (an int mask, as a 0/1 array would be): TypeError
+    with pytest.raises(TypeError, match="mask must be a bool array, got dtype int64"):
+        hr.from_padded(padded, mask=np.ones((2, 3), np.int64))
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 3\).*got \(3, 2\)"):
+        hr.from_padded(padded, mask=np.ones((3, 2), bool))
+    with pytest.raises(ValueError, match="lengths or mask, not both"):
+        hr.from_padded(padded, lengths=[1, 2], mask=np.ones((2, 3), bool))
+
+
 def test_nest():
     values = np.arange(10.0)
     o1 = np.array([0, 2, 2, 5, 10])
