@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -35,6 +36,11 @@ class Spec:
     decl: Decl
     out_dtype: np.dtype
     value_dtype: np.dtype
+    # The result dtype when the kernel's (``out_dtype``, float64) differs: a
+    # NaN-for-empty op (mean, var, std and their nan* forms) asked for an
+    # integer or bool ``dtype=``; the caller checks the float64 results are
+    # finite (NaN is not representable) and casts them, as NumPy's mean does.
+    cast_to: np.dtype | None = None
 
 
 # ---------------------------------------------------------------- dtype rules
@@ -74,6 +80,26 @@ def _acc_of(out: np.dtype) -> np.dtype:
     if out.kind == "c":
         return np.dtype(np.complex128)
     return out
+
+
+# np.exceptions from NumPy 1.25 on; np.ComplexWarning before (removed in 2.0)
+_COMPLEX_WARNING = getattr(np, "exceptions", np).ComplexWarning
+
+
+def _to_acc(dt: np.dtype, out: np.dtype, acc):
+    """``map`` of sum, prod and mean: the element as the accumulator. Complex
+    values into a real or integer ``dtype=`` keep their real part, as NumPy's
+    cast does (it warns ComplexWarning: see ``build``)."""
+    if dt.kind == "c" and out.kind != "c":
+
+        def map_(v, j):
+            return acc(v.real)
+    else:
+
+        def map_(v, j):
+            return acc(v)
+
+    return map_
 
 
 def _value_dtype(dt: np.dtype) -> np.dtype:
@@ -134,8 +160,7 @@ def _sum(name, dt, dtype, ddof):
     acc = _acc_of(out).type
     zero = acc(0)
 
-    def map_(v, j):
-        return acc(v)
+    map_ = _to_acc(dt, out, acc)
 
     def combine(a, b):
         return a + b
@@ -151,8 +176,7 @@ def _prod(name, dt, dtype, ddof):
     acc = _acc_of(out).type
     one = acc(1)
 
-    def map_(v, j):
-        return acc(v)
+    map_ = _to_acc(dt, out, acc)
 
     def combine(a, b):
         return a * b
@@ -167,10 +191,9 @@ def _mean(name, dt, dtype, ddof):
     out = _float_out(dt, dtype)
     acc = _acc_of(out).type
     zero = acc(0)
-    nan = acc(NAN)
-
-    def map_(v, j):
-        return acc(v)
+    # an integer dtype= accumulates in it (as NumPy) and divides into float64
+    nan = acc(NAN) if out.kind in "fc" else np.float64(NAN)
+    map_ = _to_acc(dt, out, acc)
 
     def combine(a, b):
         return a + b
@@ -550,7 +573,19 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
     """
     in_dtype = np.dtype(in_dtype)
     dtype = None if dtype is None else np.dtype(dtype)
-    return _build(name, in_dtype, dtype, int(ddof))
+    spec = _build(name, in_dtype, dtype, int(ddof))
+    if (
+        dtype is not None
+        and in_dtype.kind == "c"
+        and dtype.kind != "c"
+        and name.removeprefix("nan") in ("sum", "prod", "mean")
+    ):
+        warnings.warn(
+            f"{name}() of complex values into dtype={dtype} discards the imaginary part",
+            _COMPLEX_WARNING,
+            stacklevel=4,
+        )
+    return spec
 
 
 @functools.lru_cache(maxsize=1024)
@@ -566,6 +601,15 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
         raise TypeError(f"{name}() is not defined for complex values (dtype {in_dtype})")
     if dtype is not None and np.dtype(dtype).kind not in "biufc":
         raise TypeError(f"dtype={dtype!r} is not a numeric dtype")
+    if (
+        dtype is not None
+        and name in ("nanmean", "nanvar", "nanstd")
+        and in_dtype.kind in "fc"
+        and dtype.kind not in "fc"
+    ):
+        # as NumPy: NaN-skipping means of inexact values stay inexact
+        raise TypeError(f"{name}() of {in_dtype} values needs a float or complex dtype=, "
+                        f"got dtype={dtype}")
     if ddof < 0:
         raise ValueError(f"ddof must be >= 0, got {ddof}")
     base = name.removeprefix("nan") if name in NAN_OPS else name
@@ -582,6 +626,9 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
         var_name = "nanvar" if name in NAN_OPS else "var"
         var64 = _build(var_name, in_dtype, np.dtype(np.float64), ddof).decl
         decl = replace(decl, meta={**decl.meta, "var64": (var64, base == "std")})
+    if base in ("mean", "var", "std") and out.kind in "biu":
+        # NaN for empty: the kernel gives float64, the caller casts (Spec.cast_to)
+        return Spec(decl, np.dtype(np.float64), _value_dtype(in_dtype), cast_to=out)
     return Spec(decl, out, _value_dtype(in_dtype))
 
 

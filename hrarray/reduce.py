@@ -68,6 +68,23 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
     return _ops.build(op, in_dtype, dtype=dtype, ddof=ddof)
 
 
+def _cast_result(be, out, dtype: np.dtype, op):
+    """float64 results of mean/var/std (and nan*) cast to an integer or bool
+    ``dtype=``: NaN (an empty segment, or NaN/inf values) has no such value,
+    so a non-finite result is a ValueError naming its segment (NumPy casts
+    it to an arbitrary integer and warns). The check reads the results on
+    the host (O(nsegments x inner); on CUDA a copy, as CuPy may be absent)."""
+    h = be.to_host(out)
+    bad = ~np.isfinite(h.reshape(h.shape[0], -1)).all(axis=1)
+    if bad.any():
+        name = op if isinstance(op, str) else "reduce"
+        raise ValueError(
+            f"{name}() gives NaN for segment {int(np.argmax(bad))} (empty, or NaN/inf values), "
+            f"which dtype={dtype} cannot represent: pass fill_value= or a float dtype"
+        )
+    return be.astype(out, dtype)
+
+
 def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     """Reduce the ``levels`` innermost ragged levels of ``x`` with ``op``.
 
@@ -124,11 +141,15 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
             _SPECS[key] = spec
     use_fill = fill_value is not None
     if use_fill:
-        check_fill(fill_value, spec.out_dtype)
-    if flat:
+        check_fill(fill_value, spec.out_dtype if spec.cast_to is None else spec.cast_to)
+    if flat and spec.cast_to is None:
         return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)
-    above, offsets, leaf = _split(x, levels)
+    above, offsets, leaf = (), x._offsets, x._values
+    if not flat:
+        above, offsets, leaf = _split(x, levels)
     out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
+    if spec.cast_to is not None:
+        out = _cast_result(be, out, spec.cast_to, op)
     for lvl in reversed(above):
         out = RaggedArray._trusted(out, lvl._offsets)
     return out

@@ -8,6 +8,7 @@ max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
 import math
 import pickle
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -422,6 +423,55 @@ def test_dtype_argument(op, values, dtype, backend):
     ref = R.reduce(op, values, [hst.offsets_from_lengths([3, 0, 1])], dtype=dtype)
     R.assert_result(got, ref)
     assert host(got).dtype == np.dtype(dtype)
+
+
+def test_nan_for_empty_ops_into_integer_dtype(backend):
+    """mean/var/std with an integer dtype=: accumulated as NumPy's mean (elements cast,
+    summed in the dtype, divided, truncated); an empty segment (NaN) is a ValueError
+    naming it unless fill_value= is given; nan* of float values need a float dtype."""
+    values = np.array([1.7, 2.6, 5.0, -1.0, -2.0, 1.0, 3.0])
+    lengths = [2, 1, 2, 0, 2]
+    x = ragged_1d(values, lengths, backend)
+    cuts = np.cumsum([0, *lengths])
+    segs = np.split(values, cuts[1:-1])
+    got = host(hr.mean(x, dtype=np.int64, fill_value=-9))
+    want = [np.mean(s, dtype=np.int64) if len(s) else -9 for s in segs]
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)  # [1, 5, -1, -9, 2]: truncated
+    with pytest.raises(ValueError, match=r"mean\(\) gives NaN for segment 3 .*dtype=int64"):
+        hr.mean(x, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"fill_value=0\.5 cannot be represented as int16"):
+        hr.mean(x, dtype=np.int16, fill_value=0.5)
+    got = host(hr.std(x, dtype=np.int32, fill_value=0))
+    want = [np.std(s.astype(np.float64)).astype(np.int32) if len(s) else 0 for s in segs]
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="segment 3"):
+        hr.var(x, dtype=np.int64)
+    with pytest.raises(TypeError, match=r"nanmean.*needs a float or complex dtype="):
+        hr.nanmean(x, dtype=np.int64)
+    xi = ragged_1d(np.array([1, 2, 4], np.int64), [3], backend)
+    np.testing.assert_array_equal(host(hr.nanmean(xi, dtype=np.int32)), [2])
+
+
+@pytest.mark.parametrize("op", ["sum", "prod", "mean", "nansum", "nanmean"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+def test_complex_into_real_dtype(op, dtype, backend):
+    """As NumPy: complex values into a real or integer dtype= keep the real part and
+    warn ComplexWarning (nanmean into an integer dtype: TypeError, as NumPy)."""
+    values = np.array([1 + 1j, 2.5 - 3j, 3 - 2j, 7j], np.complex64)
+    x = ragged_1d(values, [2, 2], backend)
+    if op == "nanmean" and dtype == "int64":
+        with pytest.raises(TypeError, match="dtype="):
+            hr.nanmean(x, dtype=dtype)
+        return
+    with pytest.warns(np.exceptions.ComplexWarning, match="imaginary part"):
+        got = host(call(op, x, dtype=dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        want = [getattr(np, op)(values[:2], dtype=dtype), getattr(np, op)(values[2:], dtype=dtype)]
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_dtype_argument_matches_numpy():
