@@ -75,7 +75,8 @@ def _cast_result(be, out, dtype: np.dtype, op):
     it to an arbitrary integer and warns). The check reads the results on
     the host (O(nsegments x inner); on CUDA a copy, as CuPy may be absent)."""
     h = be.to_host(out)
-    bad = ~np.isfinite(h.reshape(h.shape[0], -1)).all(axis=1)
+    # (no rows, or rows of zero size: nothing to check; reshape cannot infer -1)
+    bad = ~np.isfinite(h).reshape(h.shape[0], -1).all(axis=1) if h.size else h[:0]
     if bad.any():
         name = op if isinstance(op, str) else "reduce"
         raise ValueError(

@@ -452,6 +452,12 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
         hr.nanmean(x, dtype=np.int64)
     xi = ragged_1d(np.array([1, 2, 4], np.int64), [3], backend)
     np.testing.assert_array_equal(host(hr.nanmean(xi, dtype=np.int32)), [2])
+    # no segments (a Dask meta), and rows of zero size: nothing to check
+    none = host(hr.mean(ragged_1d(np.zeros(0), [], backend), dtype=np.int64))
+    assert none.shape == (0,)
+    assert none.dtype == np.int64
+    flat0 = make_ragged(np.zeros((2, 0)), [hst.offsets_from_lengths([1, 0, 1])], backend)
+    assert host(hr.mean(flat0, dtype=np.int8)).shape == (3, 0)
 
 
 @pytest.mark.parametrize("op", ["sum", "prod", "mean", "nansum", "nanmean"])
