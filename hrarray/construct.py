@@ -186,7 +186,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     """Build from nested Python lists (``nested_lists``) of any depth.
 
     The innermost items are scalars or equal-shape arrays; every list level
-    above them becomes a ragged level. ``dtype`` chooses the values dtype
+    above them becomes a ragged level. A flat list of NumPy arrays is a list
+    of segments (each array's rows are its items). ``dtype`` chooses the values dtype
     (NumPy's inference otherwise). Not a list: ``TypeError``; an innermost
     item whose shape differs from the first one's: ``ValueError`` naming it
     (``nested_lists[i][j]...``); a non-list where the nesting needs a list:
@@ -212,6 +213,20 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     depth = depth_of(nested_lists)
     if depth == 1 and len(nested_lists) == 0:
         return RaggedArray(np.empty(0, dtype=dtype or np.float64), np.zeros(1, np.int64))
+    if depth == 1 and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in nested_lists):
+        # a list of arrays: each array is a segment (its rows the items), the
+        # one reading possible at this depth (as Awkward's)
+        shapes = {a.shape[1:] for a in nested_lists}
+        if len(shapes) > 1:
+            i = next(i for i, a in enumerate(nested_lists)
+                     if a.shape[1:] != nested_lists[0].shape[1:])
+            raise ValueError(f"from_list: nested_lists[{i}] has rows of shape "
+                             f"{nested_lists[i].shape[1:]}, nested_lists[0] of "
+                             f"{nested_lists[0].shape[1:]}")
+        values = np.concatenate(nested_lists)
+        if dtype is not None:
+            values = values.astype(dtype, copy=False)
+        return from_lengths(values, np.array([len(a) for a in nested_lists], np.int64))
     if depth < 2:
         raise ValueError("from_list needs a list of segments (a list of lists)")
     offs: list[list[int]] = [[0] for _ in range(depth)]

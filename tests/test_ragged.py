@@ -229,6 +229,23 @@ def test_from_list_array_items():
     assert y.inner_shape == (2, 3)
 
 
+def test_from_list_of_arrays_is_a_list_of_segments():
+    """A flat list of arrays can only be segments (from_list needs a list of segments):
+    each array's rows are its items, as Awkward reads it."""
+    x = hr.from_list([np.array([1.0, 2.0, 3.0]), np.array([], float), np.array([4.0])])
+    assert x.to_list() == [[1.0, 2.0, 3.0], [], [4.0]]
+    assert x.depth == 1
+    y = hr.from_list([np.ones((2, 3), np.int8), np.zeros((1, 3), np.int8)], dtype=np.float32)
+    assert y.dtype == np.float32
+    assert y.inner_shape == (3,)
+    np.testing.assert_array_equal(y.lengths, [2, 1])
+    with pytest.raises(ValueError, match=r"nested_lists\[1\] has rows of shape \(2,\)"):
+        hr.from_list([np.ones((2, 3)), np.zeros((1, 2))])
+    # a flat list of scalars is still not a list of segments
+    with pytest.raises(ValueError, match="list of segments"):
+        hr.from_list([1.0, 2.0])
+
+
 def test_from_segment_ids():
     values = np.arange(6.0)
     x = hr.from_segment_ids(values, np.array([0, 0, 2, 2, 2, 3]))
