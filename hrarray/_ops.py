@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, replace
 
@@ -84,6 +86,17 @@ def _acc_of(out: np.dtype) -> np.dtype:
 
 # np.exceptions from NumPy 1.25 on; np.ComplexWarning before (removed in 2.0)
 _COMPLEX_WARNING = getattr(np, "exceptions", np).ComplexWarning
+
+
+def _caller_level() -> int:
+    """``stacklevel`` for a warning raised in the caller of this function that
+    names the first frame outside hrarray (the user's call, whichever of
+    ``hr.sum``, ``x.sum`` or ``hr.reduce`` led here)."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    f, level = sys._getframe(1), 1
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
+        f, level = f.f_back, level + 1
+    return level
 
 
 def _to_acc(dt: np.dtype, out: np.dtype, acc):
@@ -583,7 +596,7 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
         warnings.warn(
             f"{name}() of complex values into dtype={dtype} discards the imaginary part",
             _COMPLEX_WARNING,
-            stacklevel=4,
+            stacklevel=_caller_level(),
         )
     return spec
 

@@ -471,8 +471,9 @@ def test_complex_into_real_dtype(op, dtype, backend):
         with pytest.raises(TypeError, match="dtype="):
             hr.nanmean(x, dtype=dtype)
         return
-    with pytest.warns(np.exceptions.ComplexWarning, match="imaginary part"):
+    with pytest.warns(np.exceptions.ComplexWarning, match="imaginary part") as rec:
         got = host(call(op, x, dtype=dtype))
+    assert rec[0].filename == __file__  # points at the caller, not into hrarray
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
         want = [getattr(np, op)(values[:2], dtype=dtype), getattr(np, op)(values[2:], dtype=dtype)]
