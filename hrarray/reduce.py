@@ -104,7 +104,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
         segments; for ``var``/``std`` also segments with length <= ``ddof``).
     dtype : dtype, optional
         Accumulator/result dtype, as in NumPy (sum, prod, mean, var, std and
-        their nan variants).
+        their nan variants). Complex values into a real or integer dtype keep
+        their real part (``ComplexWarning``). An integer or bool dtype for
+        mean/var/std cannot hold NaN: see Raises.
     ddof : int, default 0
         Delta degrees of freedom of ``var``/``std``.
 
@@ -114,6 +116,18 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
         Dense ``(nsegments_top, *inner)`` when ``levels == x.depth``, else a
         compact ``RaggedArray`` of depth ``x.depth - levels``; same array
         library and device as ``x``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a RaggedArray; ``op`` unknown in kind; ``dtype=`` for an
+        op that takes none, or an integer ``dtype`` for nanmean/nanvar/nanstd
+        of float values; ordering ops on complex values.
+    ValueError
+        Unknown op name; ``levels`` out of range; ``ddof < 0``; a
+        ``fill_value`` the result dtype cannot hold; mean/var/std into an
+        integer or bool ``dtype`` with a segment whose result is NaN (empty,
+        or NaN/inf values) and no ``fill_value`` (the message names it).
     """
     if not isinstance(x, RaggedArray):
         hd = _partitioned(x)
