@@ -38,6 +38,9 @@ def _normalize_offsets(be, offsets, argname: str):
                     "(it does not even fit int64)"
                 )
         offsets = be.astype(offsets, np.int64)
+        if offsets.__class__ is np.ndarray:
+            # hrarray's own copy, validated once: nothing may write into it
+            offsets.flags.writeable = False
     return offsets
 
 
@@ -130,7 +133,16 @@ class RaggedArray:
 
     @classmethod
     def _trusted(cls, values, offsets):
-        """Build without checks (internal: offsets already valid)."""
+        """Build without checks (internal: offsets already valid).
+
+        Every array hrarray derives (results, slices, ``with_values``) comes
+        through here, often sharing offsets with its input: NumPy offsets are
+        kept as a read-only view, so that writing into a derived array's
+        offsets cannot change (and invalidate) the validated offsets of the
+        array it came from -- its kernels would then read out of bounds."""
+        if offsets.__class__ is np.ndarray and offsets.flags.writeable:
+            offsets = offsets.view()
+            offsets.flags.writeable = False
         self = object.__new__(cls)
         self._backend = values._backend if isinstance(values, RaggedArray) else backend_of(
             ("values", values)

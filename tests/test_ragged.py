@@ -517,3 +517,31 @@ def test_reduction_results_are_compact(backend):
         assert int(offs[-1]) == len(to_host(r.values))
         assert len(r) == 2
     np.testing.assert_array_equal(to_host(hr.sum(x).values), [0.0, 4 + 5 + 6 + 7 + 8, 9 + 10])
+
+
+def test_derived_offsets_are_read_only_views():
+    """Results, slices and with_values share offsets with their input: as read-only views,
+    so writing into a derived array cannot invalidate the input's validated offsets (whose
+    kernels would then read out of bounds). The caller's own offsets stay theirs."""
+    v = np.arange(10.0)
+    o = np.array([0, 3, 3, 7, 10])
+    x = hr.RaggedArray(v, o)
+    assert x.offsets is o
+    assert o.flags.writeable
+    n = hr.nest(np.arange(10.0), o, np.array([0, 1, 4]))
+    derived = [
+        hr.cumsum(x), hr.cumsum(x, exclusive=True), hr.softmax(x), hr.log_softmax(x),
+        hr.broadcast(np.arange(4.0), x), x.with_values(v * 2), x[1:3],
+        hr.sum(n, levels=1), hr.softmax(n), hr.attention_pool(n, n.with_values(v), levels=1),
+    ]
+    for y in derived:
+        assert not y.offsets.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            y.offsets[-1] = 50_000_000
+    np.testing.assert_array_equal(o, [0, 3, 3, 7, 10])
+    np.testing.assert_array_equal(hr.sum(x), [3.0, 0.0, 18.0, 24.0])
+    # offsets hrarray converted (uint8 -> int64) are its own copy: read-only too
+    xu = hr.RaggedArray(v, o.astype(np.uint8))
+    assert not xu.offsets.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        xu.offsets[-1] = 200
