@@ -200,7 +200,9 @@ class Reducer:
         non-commutative: hrarray always passes the earlier range first.
     map : callable, optional
         ``map(v) -> state`` applied to each element first. Without it the
-        element itself is the state.
+        element itself is the state, in the promoted type of the identity and
+        the element (``np.result_type``: an integer identity over float
+        values gives a float64 state).
     finalize : callable, optional
         ``finalize(acc, n) -> scalar`` with ``n`` the segment length; it runs
         for every segment, empty ones too (``n == 0``). Without it an empty
@@ -292,7 +294,11 @@ class Reducer:
     def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype) -> Decl:
         user_map, user_fin, ident = self.map, self.finalize, self.identity
         if user_map is None:
-            st_type = type(ident)
+            # The element is the state: of the identity's and the element's
+            # promoted type (an integer identity over floats was an int64 state
+            # that truncated 0.5 to 0 and NaN to INT64_MIN).
+            st_type = np.result_type(np.asarray(ident).dtype, in_dtype).type
+            ident = st_type(ident)
 
             def map_(v, j):
                 return st_type(v)

@@ -1120,6 +1120,21 @@ def test_user_reducer_without_finalize_gives_identity(backend):
     np.testing.assert_array_equal(host(hr.reduce(x, reducer, fill_value=5.0)), [3.0, 5.0, 2.0])
 
 
+def test_user_reducer_without_map_promotes_the_state(backend):
+    """Without map the element is the state, in the promoted type of identity and
+    element: an integer identity over floats sums floats (it truncated 0.5 to 0 and
+    NaN to INT64_MIN), over int8 it stays an integer."""
+    add = hr.Reducer(0, lambda a, b: a + b)
+    x = ragged_1d(np.array([0.5, 2.0, np.nan, -1.25]), [2, 1, 0, 1], backend)
+    got = host(hr.reduce(x, add))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [2.5, np.nan, 0.0, -1.25])
+    xi = ragged_1d(np.array([100, 100, 3], np.int8), [2, 1], backend)
+    got = host(hr.reduce(xi, add))
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [200, 3])
+
+
 def test_user_reducer_tuple_state(backend):
     """A tuple state ``(sum, count)`` with a finalize that divides: the mean."""
     mean = hr.Reducer(
