@@ -6,6 +6,7 @@ semantics live in :mod:`hrarray._ops` (built-ins) or a :class:`Reducer`.
 
 from __future__ import annotations
 
+import builtins
 import sys
 
 import numpy as np
@@ -66,6 +67,16 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
     if not isinstance(op, str):
         raise TypeError(f"op must be an op name or a hrarray.Reducer, got {type(op).__name__}")
     return _ops.build(op, in_dtype, dtype=dtype, ddof=ddof)
+
+
+_NUMBA_NOISE = ("Failed in", "During:", "File ", "<source", "^", "def ", "Rewrite", "[")
+
+
+def _is_numba_error(exc: BaseException) -> bool:
+    """Numba's compile errors (TypingError, ...) derive from NumbaError, not
+    TypeError; told by class name so that this module need not import Numba."""
+    # (builtins.any: this module's ``any`` is the reduction)
+    return builtins.any(c.__name__ == "NumbaError" for c in type(exc).__mro__)
 
 
 def _cast_result(be, out, dtype: np.dtype, op):
@@ -157,12 +168,26 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     use_fill = fill_value is not None
     if use_fill:
         check_fill(fill_value, spec.out_dtype if spec.cast_to is None else spec.cast_to)
-    if flat and spec.cast_to is None:
-        return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)
-    above, offsets, leaf = (), x._offsets, x._values
-    if not flat:
-        above, offsets, leaf = _split(x, levels)
-    out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
+    try:
+        if flat and spec.cast_to is None:
+            return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)
+        above, offsets, leaf = (), x._offsets, x._values
+        if not flat:
+            above, offsets, leaf = _split(x, levels)
+        out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
+    except Exception as exc:
+        if isinstance(op, Reducer) and _is_numba_error(exc):
+            # a user function Numba cannot compile: the wrong kind of thing
+            # the first line of Numba's message that says what failed (not
+            # which pipeline step, not where)
+            lines = [ln.strip() for ln in str(exc).splitlines()]
+            lines = [ln for ln in lines if ln and not ln.startswith(_NUMBA_NOISE)]
+            first = lines[0] if lines else type(exc).__name__
+            raise TypeError(
+                f"Reducer {op.name!r}: Numba cannot compile its combine/map/finalize for "
+                f"{in_dtype} values ({first}); they must be plain numeric Python"
+            ) from exc
+        raise
     if spec.cast_to is not None:
         out = _cast_result(be, out, spec.cast_to, op)
     for lvl in reversed(above):

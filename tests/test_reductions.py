@@ -5,6 +5,7 @@ Float sums are never compared bitwise: each result must be within the bound of
 max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
 """
 
+import fractions
 import math
 import pickle
 import sys
@@ -1133,6 +1134,18 @@ def test_user_reducer_without_map_promotes_the_state(backend):
     got = host(hr.reduce(xi, add))
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, [200, 3])
+
+
+def test_uncompilable_reducer_is_a_type_error():
+    """A user function Numba cannot compile is the wrong kind of thing: TypeError naming
+    the Reducer and Numba's reason (its TypingError is not a TypeError). CPU only: the
+    simulator runs the functions as Python."""
+    x = ragged_1d(np.array([0.5, 2.0, 3.0]), [2, 1])
+    frac = hr.Reducer(0.0, lambda a, b: float(fractions.Fraction(a) + b), name="frac")
+    with pytest.raises(TypeError, match=r"Reducer 'frac': Numba cannot compile .*'Fraction'"):
+        hr.reduce(x, frac)
+    with pytest.raises(TypeError, match=r"Numba cannot compile .*Cannot unify float64"):
+        hr.reduce(x, hr.Reducer(0.0, lambda a, b: "s"))
 
 
 def test_user_reducer_tuple_state(backend):
