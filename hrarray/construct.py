@@ -58,6 +58,15 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     ``values`` may be an array or a ``RaggedArray`` (one id per segment of it:
     a new level). ``nsegments`` defaults to ``ids[-1] + 1``; segments without
     ids are empty.
+
+    Raises
+    ------
+    TypeError
+        ``ids`` not an integer array, ``nsegments`` not an integer.
+    ValueError
+        ``ids`` unsorted or negative (naming the first bad position), of
+        another length than ``values``; ``nsegments`` negative or not above
+        the largest id.
     """
     nested = isinstance(values, RaggedArray)  # ids group its segments: a new level
     be = backend_of(("values", values.leaf_values if nested else values), ("ids", ids))
@@ -83,7 +92,11 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     top = int(ids[-1]) + 1 if ids.shape[0] else 0
     if nsegments is None:
         nsegments = top
+    elif isinstance(nsegments, (bool, np.bool_)) or not isinstance(nsegments, (int, np.integer)):
+        raise TypeError(f"nsegments must be an integer, got {type(nsegments).__name__}")
     nsegments = int(nsegments)
+    if nsegments < 0:
+        raise ValueError(f"nsegments must be >= 0, got {nsegments}")
     if nsegments < top:
         raise ValueError(f"ids[-1]={top - 1} >= nsegments={nsegments}")
     offs = xp.searchsorted(ids, xp.arange(nsegments + 1), side="left").astype(np.int64)

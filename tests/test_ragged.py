@@ -263,6 +263,13 @@ def test_from_segment_ids():
     assert w.to_list() == [[[0.0, 1.0], []], [[2.0, 3.0, 4.0], [5.0]]]
     with pytest.raises(ValueError, match="4 segments"):
         hr.from_segment_ids(x, np.array([0, 1]))
+    # nsegments: an integer (NumPy's too), at least ids[-1] + 1
+    assert len(hr.from_segment_ids(values, np.zeros(6, int), nsegments=np.int32(2))) == 2
+    for bad in ("3", 2.7, True, None.__class__):
+        with pytest.raises(TypeError, match="nsegments must be an integer"):
+            hr.from_segment_ids(values, np.zeros(6, int), nsegments=bad)
+    with pytest.raises(ValueError, match="nsegments must be >= 0, got -1"):
+        hr.from_segment_ids(np.empty(0), np.empty(0, np.int64), nsegments=-1)
 
 
 @settings(max_examples=30)
