@@ -44,6 +44,12 @@ def _normalize_offsets(be, offsets, argname: str):
     return offsets
 
 
+class SegmentIndexError(IndexError, ValueError):
+    """An index out of range (or of the wrong shape) for ``x[...]``: an
+    ``IndexError`` as NumPy raises, and a ``ValueError`` (API.md section 6:
+    right kind, wrong content), so either ``except`` works."""
+
+
 class FillValueKindError(TypeError, ValueError):
     """A ``fill_value`` that is not a numeric scalar (a string, an array, a
     list...): the wrong kind of thing, so a ``TypeError``
@@ -249,7 +255,7 @@ class RaggedArray:
         if isinstance(key, (int, np.integer)):
             i = int(key)
             if i < -n or i >= n:
-                raise IndexError(f"segment index {i} is out of range for {n} segments")
+                raise SegmentIndexError(f"segment index {i} is out of range for {n} segments")
             i %= n
             lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
             return self._values[lo:hi]
@@ -263,7 +269,7 @@ class RaggedArray:
                 key = be.xp.asarray(key)
         if isinstance(key, tuple):
             # NumPy reads x[i, j] as two dimensions; a segment's elements are x[i][j]
-            raise IndexError(
+            raise SegmentIndexError(
                 "a RaggedArray takes one index (a segment, a slice, an integer or boolean "
                 "array); use x[i][j] for an element of segment i"
             )
@@ -276,10 +282,14 @@ class RaggedArray:
         idx = be.asarray(key, "index")
         if idx.dtype == np.bool_:
             if idx.shape != (n,):
-                raise IndexError(f"boolean index has shape {idx.shape}, expected ({n},)")
+                raise SegmentIndexError(f"boolean index has shape {idx.shape}, expected ({n},)")
             idx = be.xp.nonzero(idx)[0]
         elif idx.dtype.kind not in _INT_KINDS:
             raise TypeError(f"index must be an integer or boolean array, got dtype {idx.dtype}")
+        elif idx.ndim == 0:  # a 0-d integer array is an integer, as in NumPy
+            return self[int(idx)]
+        elif idx.ndim != 1:
+            raise SegmentIndexError(f"an integer index array must be 1-D, got shape {idx.shape}")
         return self._take(idx.astype(np.int64, copy=False))
 
     def _take(self, idx):
@@ -288,7 +298,9 @@ class RaggedArray:
         n = self.nsegments
         if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
             bad = int(xp.nonzero((idx < -n) | (idx >= n))[0][0])
-            raise IndexError(f"index[{bad}]={int(idx[bad])} is out of range for {n} segments")
+            raise SegmentIndexError(
+                f"index[{bad}]={int(idx[bad])} is out of range for {n} segments"
+            )
         idx = xp.where(idx < 0, idx + n, idx)
         starts = self._offsets[idx].astype(np.int64)
         lens = (self._offsets[idx + 1] - self._offsets[idx]).astype(np.int64)

@@ -292,6 +292,25 @@ def test_tuple_index_is_not_a_gather():
     assert x[[0, 1]].to_list() == [[1.0, 2.0], [3.0]]
 
 
+def test_bad_indices_are_index_and_value_errors():
+    """Out-of-range or ill-shaped indices: IndexError (as NumPy) that is also a ValueError
+    (API.md section 6: right kind, wrong content), naming the bad position."""
+    x = hr.from_list([[1.0, 2.0], [3.0], []])
+    cases = [
+        (10, "segment index 10 is out of range for 3 segments"),
+        (-4, "segment index -4"),
+        (np.array([0, 7]), r"index\[1\]=7 is out of range for 3 segments"),
+        (np.array([True, False]), r"boolean index has shape \(2,\), expected \(3,\)"),
+        (np.array([[0, 1]]), r"must be 1-D, got shape \(1, 2\)"),
+        ((0, 1), r"x\[i\]\[j\]"),
+    ]
+    for key, msg in cases:
+        for kind in (IndexError, ValueError):
+            with pytest.raises(kind, match=msg):
+                x[key]
+    np.testing.assert_array_equal(x[np.array(1)], [3.0])  # 0-d: an integer, as NumPy
+
+
 @pytest.mark.parametrize("fill", ["a", np.zeros(2), object(), [1.0, 2.0]])
 def test_fill_value_of_the_wrong_kind(fill):
     """Not a numeric scalar: the wrong kind of thing, a TypeError (API.md section 6), which
