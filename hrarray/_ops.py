@@ -585,7 +585,11 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
     per-call cost is a dictionary lookup.
     """
     in_dtype = np.dtype(in_dtype)
-    dtype = None if dtype is None else np.dtype(dtype)
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"{name}(): dtype={dtype!r} is not a dtype ({exc})") from None
     spec = _build(name, in_dtype, dtype, int(ddof))
     if (
         dtype is not None

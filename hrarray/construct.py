@@ -282,9 +282,13 @@ def concatenate(arrays) -> RaggedArray:
     ``hrarray.dask.RaggedDaskArray`` among them, returns one (see
     ``hrarray.dask.concatenate``).
     """
+    if isinstance(arrays, RaggedArray) or not hasattr(arrays, "__iter__"):
+        raise TypeError(
+            f"concatenate(): arrays must be a sequence of RaggedArrays, got {type(arrays).__name__}"
+        )
     arrays = list(arrays)
     if not arrays:
-        raise ValueError("concatenate needs at least one RaggedArray")
+        raise ValueError("concatenate(): arrays is empty; it needs at least one RaggedArray")
     for k, a in enumerate(arrays):
         if not isinstance(a, RaggedArray):
             # hrarray.dask's partitioned arrays join lazily

@@ -69,6 +69,8 @@ class Decl:
 def _as_state(value):
     """Normalise an identity: NumPy scalars, tuples of NumPy scalars."""
     if isinstance(value, tuple):
+        if not value:
+            raise TypeError("Reducer identity must be a number or a non-empty tuple of numbers")
         return tuple(_as_state(v) for v in value)
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)

@@ -292,6 +292,27 @@ def test_tuple_index_is_not_a_gather():
     assert x[[0, 1]].to_list() == [[1.0, 2.0], [3.0]]
 
 
+def test_arguments_of_the_wrong_kind_are_named():
+    """A string where an array goes, a non-sequence or empty list for concatenate, an
+    unknown dtype, an empty tuple identity: TypeError/ValueError naming the argument."""
+    x = hr.from_list([[1.0, 2.0], [3.0]])
+    with raises(TypeError, r"new_values must be an array, got str"):
+        x.with_values("aaa")
+    with raises(TypeError, r"per_segment must be an array, got str"):
+        hr.broadcast("ab", x)
+    with raises(TypeError, r"arrays must be a sequence of RaggedArrays, got NoneType"):
+        hr.concatenate(None)
+    with raises(TypeError, r"arrays must be a sequence of RaggedArrays, got RaggedArray"):
+        hr.concatenate(x)
+    with raises(ValueError, r"arrays is empty"):
+        hr.concatenate([])
+    for f in (hr.sum, hr.cumsum, hr.mean):
+        with raises(TypeError, r"dtype='foo' is not a dtype"):
+            f(x, dtype="foo")
+    with raises(TypeError, r"identity must be a number or a non-empty tuple"):
+        hr.Reducer((), lambda a, b: a)
+
+
 def test_bad_indices_are_index_and_value_errors():
     """Out-of-range or ill-shaped indices: IndexError (as NumPy) that is also a ValueError
     (API.md section 6: right kind, wrong content), naming the bad position."""
