@@ -330,6 +330,8 @@ def from_awkward(array) -> RaggedArray:
     """
     import awkward as ak
 
+    if array is None or isinstance(array, (str, bytes, int, float, complex)):
+        raise TypeError(f"array must be an Awkward array, got {type(array).__name__}")
     layout = ak.to_layout(array, allow_record=False)
     if not _ak_has_ragged(_ak_unwrap(layout, "array")):
         raise TypeError(

@@ -253,8 +253,9 @@ def broadcast(per_segment, x, *, levels=1):
     -------
     RaggedArray
         Compact, with ``x``'s structure; leaf values of shape
-        ``(x.nvalues_leaf, *row)`` and ``per_segment``'s dtype. Empty segments
-        stay empty; NaN is copied like any value.
+        ``(n, *row)``, ``n`` the leaf elements inside ``x``'s segments, and
+        ``per_segment``'s dtype. Empty segments stay empty; NaN is copied
+        like any value.
 
     Raises
     ------

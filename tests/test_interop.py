@@ -249,6 +249,8 @@ def test_to_awkward_any_byte_order(ak_, dt):
 @needs_ak
 def test_from_awkward_errors(ak_):
     ak = ak_
+    with pytest.raises(TypeError, match="array must be an Awkward array, got NoneType"):
+        hr.from_awkward(None)
     with pytest.raises(ValueError, match="missing value at position 1"):
         hr.from_awkward(ak.Array([[1.0, None]]))
     with pytest.raises(ValueError, match="missing value at position 1"):
