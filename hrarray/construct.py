@@ -167,19 +167,25 @@ def nest(values, *offsets) -> RaggedArray:
 
 
 def _unequal_leaf(nested, depth: int, leaves: list) -> None:
-    """Raise the ``ValueError`` naming the first innermost item whose shape
-    differs from the first one's, as ``nested[i][j]...`` (if there is one)."""
+    """Raise the ``ValueError`` naming, as ``nested[i][j]...``, the first
+    innermost item that is no number (a None) or whose shape differs from the
+    first one's (if there is one)."""
     first = np.shape(leaves[0])
+    # a None (a missing value) or another object NumPy cannot make a number of
+    odd = next((i for i, v in enumerate(leaves) if np.asarray(v).dtype == object), None)
     k = next((i for i, v in enumerate(leaves) if np.shape(v) != first), None)
-    if k is None:
+    if odd is not None and (k is None or odd < k):
+        k = None
+    if k is None and odd is None:
         return
     count = 0
+    target = odd if k is None else k
 
     def find(obj, path):
         nonlocal count
         for i, item in enumerate(obj):
             if len(path) + 1 == depth:
-                if count == k:
+                if count == target:
                     return (*path, i)
                 count += 1
             else:
@@ -189,6 +195,11 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
         return None
 
     where = "".join(f"[{i}]" for i in find(nested, ()))
+    if k is None:
+        raise ValueError(
+            f"from_list: nested_lists{where} is {leaves[odd]!r}, not a number or an array "
+            "of numbers (missing values are not supported)"
+        )
     raise ValueError(
         f"from_list: innermost items must be scalars or equal-shape arrays; "
         f"nested_lists{where} has shape {np.shape(leaves[k])}, the first item {first}"

@@ -229,6 +229,13 @@ def test_from_list_array_items():
     assert y.inner_shape == (2, 3)
 
 
+def test_from_list_names_a_missing_value():
+    with pytest.raises(ValueError, match=r"nested_lists\[0\]\[1\] is None, not a number"):
+        hr.from_list([[1.0, None]])
+    with pytest.raises(ValueError, match=r"nested_lists\[1\]\[1\]\[1\] is None"):
+        hr.from_list([[[1, 2]], [[3], [4, None]]])
+
+
 def test_from_list_of_arrays_is_a_list_of_segments():
     """A flat list of arrays can only be segments (from_list needs a list of segments):
     each array's rows are its items, as Awkward reads it."""
