@@ -258,15 +258,30 @@ class Reducer:
     def __repr__(self) -> str:
         return f"Reducer(name={self.name!r}, identity={self.identity!r})"
 
+    def _try(self, what: str, in_dtype: np.dtype, f, *args):
+        """``f(*args)``; a failure is a TypeError naming the Reducer and the call."""
+        try:
+            return f(*args)
+        except Exception as exc:
+            raise TypeError(
+                f"Reducer {self.name!r}: {what} fails on a {in_dtype} element: {exc}"
+            ) from exc
+
     def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
         """Infer the result dtype by running the declaration once in Python."""
         v = in_dtype.type(0)
-        try:
-            st = self.map(v) if self.map is not None else v
-            st = self.combine(self.identity, st)
-            res = self.finalize(st, 1) if self.finalize is not None else st
-        except Exception as exc:
-            raise TypeError(f"Reducer {self.name!r} fails on a {in_dtype} element: {exc}") from exc
+        ident = self.identity
+        st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
+        if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
+            who = "map must return" if self.map is not None else "without map the state is"
+            raise TypeError(
+                f"Reducer {self.name!r}: identity is a tuple of {len(ident)}, so {who} one; "
+                f"got {type(st).__name__}"
+            )
+        st = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
+        res = st
+        if self.finalize is not None:
+            res = self._try("finalize(state, n)", in_dtype, self.finalize, st, 1)
         if isinstance(res, tuple):
             raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
         return np.asarray(res).dtype

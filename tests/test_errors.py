@@ -313,6 +313,24 @@ def test_arguments_of_the_wrong_kind_are_named():
         hr.Reducer((), lambda a, b: a)
 
 
+def test_reducer_mistakes_name_the_function():
+    """A user function with the wrong arity, or a map that does not return the identity's
+    tuple shape: TypeError naming the Reducer and which call failed."""
+    x = hr.from_lengths(np.array([0.5, 2.0, 3.0]), [2, 1])
+    cases = [
+        (hr.Reducer(0.0, lambda a: a, name="r"), r"'r': combine\(identity, state\) fails"),
+        (hr.Reducer(0.0, lambda a, b: a + b, finalize=lambda a: a, name="r"),
+         r"'r': finalize\(state, n\) fails"),
+        (hr.Reducer(0.0, lambda a, b: a + b, map=lambda v, w: v, name="r"),
+         r"'r': map\(element\) fails"),
+        (hr.Reducer((0.0, 0), lambda a, b: a, map=lambda v: v, finalize=lambda a, n: a[0],
+                    name="r"), r"'r': identity is a tuple of 2, so map must return one"),
+    ]
+    for reducer, msg in cases:
+        with raises(TypeError, msg):
+            hr.reduce(x, reducer)
+
+
 def test_bad_indices_are_index_and_value_errors():
     """Out-of-range or ill-shaped indices: IndexError (as NumPy) that is also a ValueError
     (API.md section 6: right kind, wrong content), naming the bad position."""
