@@ -171,21 +171,20 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
     innermost item that is no number (a None) or whose shape differs from the
     first one's (if there is one)."""
     first = np.shape(leaves[0])
-    # a None (a missing value) or another object NumPy cannot make a number of
-    odd = next((i for i, v in enumerate(leaves) if np.asarray(v).dtype == object), None)
-    k = next((i for i, v in enumerate(leaves) if np.shape(v) != first), None)
-    if odd is not None and (k is None or odd < k):
-        k = None
-    if k is None and odd is None:
+
+    def missing(v):  # a None, or another object NumPy cannot make a number of
+        return np.asarray(v).dtype == object
+
+    k = next((i for i, v in enumerate(leaves) if missing(v) or np.shape(v) != first), None)
+    if k is None:
         return
     count = 0
-    target = odd if k is None else k
 
     def find(obj, path):
         nonlocal count
         for i, item in enumerate(obj):
             if len(path) + 1 == depth:
-                if count == target:
+                if count == k:
                     return (*path, i)
                 count += 1
             else:
@@ -195,9 +194,9 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
         return None
 
     where = "".join(f"[{i}]" for i in find(nested, ()))
-    if k is None:
+    if missing(leaves[k]):
         raise ValueError(
-            f"from_list: nested_lists{where} is {leaves[odd]!r}, not a number or an array "
+            f"from_list: nested_lists{where} is {leaves[k]!r}, not a number or an array "
             "of numbers (missing values are not supported)"
         )
     raise ValueError(

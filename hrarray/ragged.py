@@ -358,8 +358,6 @@ class RaggedArray:
 
         The result is compact (offsets start at 0).
         """
-        if isinstance(new_values, (str, bytes)):
-            raise TypeError(f"new_values must be an array, got {type(new_values).__name__}")
         c = self._compact()
         levels = c._levels()
         leaf = levels[-1]

@@ -79,6 +79,19 @@ def _is_numba_error(exc: BaseException) -> bool:
     return builtins.any(c.__name__ == "NumbaError" for c in type(exc).__mro__)
 
 
+def _uncompilable(op: Reducer, in_dtype: np.dtype, exc: BaseException) -> TypeError:
+    """A user function Numba cannot compile is the wrong kind of thing: a
+    TypeError quoting the first line of Numba's message that says what failed
+    (not which pipeline step, not where)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(_NUMBA_NOISE)]
+    first = lines[0] if lines else type(exc).__name__
+    return TypeError(
+        f"Reducer {op.name!r}: Numba cannot compile its combine/map/finalize for "
+        f"{in_dtype} values ({first}); they must be plain numeric Python"
+    )
+
+
 def _cast_result(be, out, dtype: np.dtype, op):
     """float64 results of mean/var/std (and nan*) cast to an integer or bool
     ``dtype=``: NaN (an empty segment, or NaN/inf values) has no such value,
@@ -177,16 +190,7 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
         out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
     except Exception as exc:
         if isinstance(op, Reducer) and _is_numba_error(exc):
-            # a user function Numba cannot compile: the wrong kind of thing
-            # the first line of Numba's message that says what failed (not
-            # which pipeline step, not where)
-            lines = [ln.strip() for ln in str(exc).splitlines()]
-            lines = [ln for ln in lines if ln and not ln.startswith(_NUMBA_NOISE)]
-            first = lines[0] if lines else type(exc).__name__
-            raise TypeError(
-                f"Reducer {op.name!r}: Numba cannot compile its combine/map/finalize for "
-                f"{in_dtype} values ({first}); they must be plain numeric Python"
-            ) from exc
+            raise _uncompilable(op, in_dtype, exc) from exc
         raise
     if spec.cast_to is not None:
         out = _cast_result(be, out, spec.cast_to, op)

@@ -298,10 +298,6 @@ def broadcast(per_segment, x, *, levels=1):
                 )
         per = pc.leaf_values
     else:
-        if isinstance(per_segment, (str, bytes)):
-            raise TypeError(
-                f"broadcast(): per_segment must be an array, got {type(per_segment).__name__}"
-            )
         be = backend_of(("x", x.leaf_values), ("per_segment", per_segment))
         per = be.asarray(per_segment, "per_segment")
     be = x._backend

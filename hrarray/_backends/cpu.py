@@ -69,6 +69,8 @@ class CpuBackend:
     def asarray(self, obj, argname: str) -> np.ndarray:
         if isinstance(obj, np.ndarray):
             return obj
+        if isinstance(obj, (str, bytes)):  # NumPy would make a 0-d string array of it
+            raise TypeError(f"{argname} must be an array, got {type(obj).__name__}")
         if hasattr(obj, "__dlpack__") and not isinstance(obj, (list, tuple)):
             try:
                 return np.from_dlpack(obj)
