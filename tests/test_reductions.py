@@ -638,6 +638,40 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_argextreme_across_blocks(dtype, backend):
+    """Long segments, where the CPU argmax/argmin search a block only when its extreme
+    beats the earlier blocks' strictly: a segment of nothing but the dtype's lowest
+    (highest) value, the extreme tied in two blocks, -0.0 before 0.0, a NaN of either
+    sign after the extreme, a NaN before a larger value."""
+    sim = backend == "cuda" and not REAL_GPU
+    L = 140 if sim else 300  # BLOCK is 128 on the CPU
+    cases = []
+    for op, worst in (("argmax", -np.inf), ("argmin", np.inf)):
+        sign = 1.0 if op == "argmax" else -1.0
+        segs = [np.full(L, worst)]
+        s = -sign * np.arange(L, dtype=float)
+        s[5] = s[L - 3] = sign * 7.0  # tie: the first wins
+        segs.append(s)
+        s = np.full(L, -sign)
+        s[3], s[L - 2] = -0.0, 0.0  # equal extremes: the first wins
+        segs.append(s)
+        for nan in (np.nan, -np.nan):
+            s = -sign * np.arange(L, dtype=float)
+            s[2], s[L - 4] = sign * 9.0, nan  # the first NaN wins
+            segs.append(s)
+        s = -sign * np.arange(L, dtype=float)
+        s[1], s[L - 1] = np.nan, sign * 9.0
+        segs.append(s)
+        cases.append((op, segs))
+    for op, segs in cases:
+        v = np.concatenate(segs).astype(dtype)
+        offsets = hst.offsets_from_lengths([len(s) for s in segs])
+        got = host(call(op, make_ragged(v, [offsets], backend)))
+        R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
+        assert got.tolist() == [0, 5, 3, L - 4, L - 4, 1], op
+
+
 def test_argmax_levels_nan_index(backend):
     """With levels=2 the argmax index is the position in the flattened leaf range."""
     values = np.array([9.0, 1.0, 2.0, 3.0, np.nan, 8.0, 5.0, 5.0])

@@ -855,6 +855,37 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
         f"{li}            st = combine({cg.load('k', K, 'nb')}, st)\n"
         f"{li}        break\n"
     )
+    if style == "extreme" and K == 2 and not aux:
+        # argmax/argmin: blocks in order, no pairwise stack (the result is
+        # exact in any order), and a NaN-free block's index search
+        # (first_index, a second pass over the block) only where its extreme
+        # beats the state's strictly (the state holds the first NaN or the
+        # first of equal extremes; -0.0 == 0.0 as the declaration compares).
+        # Merging every block had searched every block: one_huge float32
+        # argmax read at 0.49 of the flat read, max at 0.75.
+        better = "(mv > st[0]) if IS_MAX else (mv < st[0])"
+        blocked = (
+            f"{li}st = IDENT\n"
+            f"{li}pos = a\n"
+            f"{li}while pos < b:\n"
+            f"{li}    q = pos + {BLOCK}\n"
+            f"{li}    if q > b:\n"
+            f"{li}        q = b\n"
+            f"{li}    ub = np.uint64(pos)\n"
+            f"{li}    nt = np.uint64(q - pos)\n"
+            f"{li}    off = pos - s\n"
+            f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
+            f"{li}    khi, klo = block_keys(values, ub, nt)\n"
+            f"{li}    if khi > KPINF or klo < KNINF:\n"
+            + _lanes_code(aux, li + "        ")
+            + f"{li}        st = combine(st, blk)\n"
+            f"{li}    else:\n"
+            f"{li}        kx = khi if IS_MAX else klo\n"
+            f"{li}        mv = VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG))))\n"
+            f"{li}        if st[1] < 0 or ({better}):\n"
+            f"{li}            st = fast_block(values, ub, nt, off, kx)\n"
+            f"{li}    pos = q\n"
+        )
     seg_pf = f"{ind}pf = pf_1d(values, pf, a + pfd, nv, pfs)\n"
     if not small:
         # an empty piece must not reach the block code: the fast block
