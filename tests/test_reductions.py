@@ -640,12 +640,20 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_argextreme_across_blocks(dtype, backend):
-    """Long segments, where the CPU argmax/argmin search a block only when its extreme
-    beats the earlier blocks' strictly: a segment of nothing but the dtype's lowest
-    (highest) value, the extreme tied in two blocks, -0.0 before 0.0, a NaN of either
-    sign after the extreme, a NaN before a larger value."""
+    """Long segments, which the CPU argmax/argmin read block by block (unit-stride
+    blocks of 16 or more elements in one vector pass, others as order keys and then an
+    index search where the block's extreme beats the earlier blocks' strictly): a
+    segment of nothing but the dtype's lowest (highest) value, the extreme tied in two
+    blocks, -0.0 before 0.0, a NaN of either sign after the extreme, a NaN before a
+    larger value; contiguous and strided values."""
     sim = backend == "cuda" and not REAL_GPU
-    L = 140 if sim else 300  # BLOCK is 128 on the CPU
+    # the CPU reads blocks of 1 KiB (256 float32, 128 float64); a last block
+    # of 16 or more elements takes the one-pass search, a shorter one not
+    for L in (140,) if sim else (300, 260, 1030):
+        _argextreme_across_blocks(dtype, backend, L)
+
+
+def _argextreme_across_blocks(dtype, backend, L):
     cases = []
     for op, worst in (("argmax", -np.inf), ("argmin", np.inf)):
         sign = 1.0 if op == "argmax" else -1.0
@@ -654,7 +662,7 @@ def test_argextreme_across_blocks(dtype, backend):
         s[5] = s[L - 3] = sign * 7.0  # tie: the first wins
         segs.append(s)
         s = np.full(L, -sign)
-        s[3], s[L - 2] = -0.0, 0.0  # equal extremes: the first wins
+        s[3], s[20], s[L - 2] = -0.0, 0.0, 0.0  # equal extremes: the first wins
         segs.append(s)
         for nan in (np.nan, -np.nan):
             s = -sign * np.arange(L, dtype=float)
@@ -667,9 +675,11 @@ def test_argextreme_across_blocks(dtype, backend):
     for op, segs in cases:
         v = np.concatenate(segs).astype(dtype)
         offsets = hst.offsets_from_lengths([len(s) for s in segs])
-        got = host(call(op, make_ragged(v, [offsets], backend)))
-        R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
-        assert got.tolist() == [0, 5, 3, L - 4, L - 4, 1], op
+        layouts = [v] if backend != "cpu" else [v, np.repeat(v, 2)[::2]]  # strided
+        for vv in layouts:
+            got = host(call(op, make_ragged(vv, [offsets], backend)))
+            R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
+            assert got.tolist() == [0, 5, 3, L - 4, L - 4, 1], (op, L, vv.strides)
 
 
 def test_argmax_levels_nan_index(backend):

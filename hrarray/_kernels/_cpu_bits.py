@@ -83,3 +83,118 @@ def prefetch2(typingctx, ary, i, j):
     ):
         return None
     return types.none(ary, i, j), _prefetch_codegen
+
+
+def _arg_keys(is_max: bool):
+    """One pass over a contiguous float block: its largest and smallest order
+    keys and the first position of the extreme one (the max's for argmax, the
+    min's for argmin).
+
+    LLVM does not vectorise a reduction that carries an index along with its
+    extreme (the two depend on one compare), so argmax/argmin searched the
+    block a second time for the first element equal to the extreme (after
+    the key pass, ``first_index``). Here the loop is written in LLVM vector
+    IR: per lane a key extreme and its position (strictly better replaces:
+    a lane sees its positions in increasing order), then the extreme over the
+    lanes and the least position among the lanes that hold it. The block's
+    last ``W`` elements are read once more for a length that is not a
+    multiple of ``W`` (no remainder loop; a position seen twice is the same
+    position, with the same key, both times). Uniform float32 segments of ~100
+    elements, one thread: 9.1-9.5 ms for the two passes, 6.2-6.3 ms here
+    (max's key pass alone: 6.1-6.2).
+
+    -0.0 and 0.0 count as equal (their keys differ); a NaN's key is its own.
+    ``values`` 1-D float32 or float64; the caller guarantees that its elements
+    ``ub .. ub + nt - 1`` are contiguous in memory (unit stride) and ``nt >=
+    16``. Returns ``(hi key, lo key, position)``; keys as ``_key`` makes them
+    (NaNs lie above +inf's or below -inf's key; the caller checks).
+    """
+
+    def typer(typingctx, values, ub, nt):
+        if not isinstance(values, types.Array) or values.ndim != 1:
+            return None
+        if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
+            return None
+        ity = _INT_OF.get(values.dtype)
+        if ity is None:
+            return None
+        return types.Tuple((ity, ity, types.int64))(values, ub, nt), _arg_keys_codegen(is_max)
+
+    typer.__name__ = typer.__qualname__ = "arg_keys_max" if is_max else "arg_keys_min"
+    return intrinsic(typer)
+
+
+def _arg_keys_codegen(is_max: bool):
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty = sig.args[0]
+        fty = aryty.dtype
+        bits = fty.bitwidth
+        w = 512 // bits  # 16 float32 or 8 float64 lanes: one AVX-512 register
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        nt = context.cast(builder, args[2], sig.args[2], types.intp)
+        it = ir.IntType(bits)
+        i32 = ir.IntType(32)
+        i64 = ir.IntType(64)
+        vi = ir.VectorType(it, w)
+        vf = ir.VectorType(context.get_value_type(fty), w)
+        top = (1 << (bits - 1)) - 1
+
+        def splat(c):
+            return ir.Constant(vi, [c] * w)
+
+        def broadcast(x):
+            v = builder.insert_element(ir.Constant(vi, ir.Undefined), x, i32(0))
+            zeros = ir.Constant(ir.VectorType(i32, w), [0] * w)
+            return builder.shuffle_vector(v, ir.Constant(vi, ir.Undefined), zeros)
+
+        p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
+        # loop-carried vectors as allocas: LLVM's SROA makes them registers
+        hi_a = cgutils.alloca_once_value(builder, splat(-top - 1))
+        lo_a = cgutils.alloca_once_value(builder, splat(top))
+        ix_a = cgutils.alloca_once_value(builder, splat(0))
+        lanes = ir.Constant(vi, list(range(w)))
+
+        def step(start):
+            p = builder.bitcast(builder.gep(p0, [start]), vf.as_pointer())
+            # align=1: values may be unaligned (read in place, API.md);
+            # x86's unaligned vector loads cost nothing extra on aligned data
+            k = builder.bitcast(builder.load(p, align=1), vi)
+            key = builder.xor(k, builder.and_(builder.ashr(k, splat(bits - 1)), splat(top)))
+            # -0.0's key (-1) as +0.0's (0): the two compare equal, and the
+            # first of them is the one to find
+            key = builder.select(builder.icmp_signed("==", key, splat(-1)), splat(0), key)
+            pos = builder.add(broadcast(builder.trunc(start, it) if bits < 64 else start), lanes)
+            hi, lo, ix = builder.load(hi_a), builder.load(lo_a), builder.load(ix_a)
+            up = builder.icmp_signed(">", key, hi)
+            down = builder.icmp_signed("<", key, lo)
+            builder.store(builder.select(up, key, hi), hi_a)
+            builder.store(builder.select(down, key, lo), lo_a)
+            builder.store(builder.select(up if is_max else down, pos, ix), ix_a)
+
+        with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
+            step(builder.mul(loop.index, i64(w)))
+        step(builder.sub(nt, i64(w)))
+
+        def reduce(name, v):
+            fnty = ir.FunctionType(it, [vi])
+            fn = cgutils.get_or_insert_function(
+                builder.module, fnty, f"llvm.vector.reduce.{name}.v{w}i{bits}")
+            return builder.call(fn, [v])
+
+        hi, lo, ix = builder.load(hi_a), builder.load(lo_a), builder.load(ix_a)
+        khi = reduce("smax", hi)
+        klo = reduce("smin", lo)
+        held = builder.icmp_signed("==", hi if is_max else lo, broadcast(khi if is_max else klo))
+        first = reduce("smin", builder.select(held, ix, splat(top)))
+        first = builder.sext(first, i64) if bits < 64 else first
+        return context.make_tuple(builder, sig.return_type, [khi, klo, first])
+
+    return codegen
+
+
+arg_keys_max = _arg_keys(True)
+arg_keys_min = _arg_keys(False)

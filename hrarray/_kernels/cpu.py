@@ -53,6 +53,12 @@ SHORT = 16
 # block_keys' vector step for float32 max/min (see there): LLVM's vector
 # width x interleave for its loop (8 x 4 int32 keys).
 EXTREME_STEP = 32
+# Bytes of the blocks argmax/argmin read a long segment in (exact in any
+# order: no pairwise tree to keep short). A/B, one thread, segments of ~200
+# (empty_heavy) float32: 6.7-6.9 ms in 128-element blocks, 5.4-5.6 in 256;
+# float64 powerlaw / one_huge best at 128 (10.6-11.4 / 9.6-10.1 ms; 256:
+# 11.9-12.0 / 9.9-10.6; 512: 13-14 / 12.5-13): 1 KiB either way.
+ARG_BLOCK_BYTES = 1024
 STACK = 64  # pairwise stack depth: 2**64 blocks
 # Copies of the last 8 elements of the values (and of the attention scores),
 # padded to 16 so that a masked step of 8 starting within them stays inside:
@@ -874,14 +880,18 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             f"{li}st = IDENT\n"
             f"{li}pos = a\n"
             f"{li}while pos < b:\n"
-            f"{li}    q = pos + {BLOCK}\n"
+            f"{li}    q = pos + ABLK\n"
             f"{li}    if q > b:\n"
             f"{li}        q = b\n"
             f"{li}    ub = np.uint64(pos)\n"
             f"{li}    nt = np.uint64(q - pos)\n"
             f"{li}    off = pos - s\n"
             f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
-            f"{li}    khi, klo = block_keys(values, ub, nt)\n"
+            f"{li}    if unit and nt >= U16:\n"
+            f"{li}        khi, klo, kix = arg_keys(values, ub, nt)\n"
+            f"{li}    else:\n"
+            f"{li}        khi, klo = block_keys(values, ub, nt)\n"
+            f"{li}        kix = np.int64(-1)\n"
             f"{li}    if khi > KPINF or klo < KNINF:\n"
             + _lanes_code(aux, li + "        ")
             + f"{li}        st = combine(st, blk)\n"
@@ -889,7 +899,10 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
             f"{li}        kx = khi if IS_MAX else klo\n"
             f"{li}        mv = VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG))))\n"
             f"{li}        if st[1] < 0 or ({better}):\n"
-            f"{li}            st = fast_block(values, ub, nt, off, kx)\n"
+            f"{li}            if kix >= 0:\n"
+            f"{li}                st = (mv, off + kix)\n"
+            f"{li}            else:\n"
+            f"{li}                st = fast_block(values, ub, nt, off, kx)\n"
             f"{li}    pos = q\n"
         )
     seg_pf = f"{ind}pf = pf_1d(values, pf, a + pfd, nv, pfs)\n"
@@ -1084,6 +1097,10 @@ def _source(decl: Decl, cache: bool) -> str:
                     out[k] = finalize(st, n)
             s = e
 """
+    # argmax/argmin's one-pass block search (arg_keys) reads whole vectors:
+    # values of unit stride only
+    unit = ("    unit = values.strides[0] == values.itemsize\n"
+            if style == "extreme" and K == 2 and not aux else "")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1093,7 +1110,7 @@ def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, 
     nvu = np.uint64(nv)
 {pad_fill}    pfd = PF_BYTES // values.itemsize
     pfs = pf_step(values.strides[0])
-    for c in range(c0, c1):
+{unit}    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
@@ -1605,6 +1622,11 @@ class CpuKernel:
             ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["WIDE_KEYS"] = bits > 32
             ns["UW"] = np.uint64(EXTREME_STEP)
+            ns["U16"] = np.uint64(16)
+            ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
+            from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min
+
+            ns["arg_keys"] = arg_keys_max if ns["IS_MAX"] else arg_keys_min
             ns["MW"] = ~np.uint64(EXTREME_STEP - 1)
         return cg.import_module(self.path, ns)
 
