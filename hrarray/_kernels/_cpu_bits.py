@@ -85,7 +85,7 @@ def prefetch2(typingctx, ary, i, j):
     return types.none(ary, i, j), _prefetch_codegen
 
 
-def _arg_keys(is_max: bool):
+def _arg_keys(is_max: bool, index: bool = True):
     """One pass over a contiguous float block: its largest and smallest order
     keys and the first position of the extreme one (the max's for argmax, the
     min's for argmin).
@@ -108,6 +108,11 @@ def _arg_keys(is_max: bool):
     ``ub .. ub + nt - 1`` are contiguous in memory (unit stride) and ``nt >=
     16``. Returns ``(hi key, lo key, position)``; keys as ``_key`` makes them
     (NaNs lie above +inf's or below -inf's key; the caller checks).
+
+    ``index=False``: the key pass alone, ``(hi key, lo key)``, for max/min
+    (whose result is the extreme's own float: -0.0 keeps its key below
+    0.0's). Float32 max over ~100-element segments, 2 threads: 3.00-3.05 ms
+    through LLVM's vectorised key loop (``block_keys``), 2.26-2.32 here.
     """
 
     def typer(typingctx, values, ub, nt):
@@ -118,13 +123,16 @@ def _arg_keys(is_max: bool):
         ity = _INT_OF.get(values.dtype)
         if ity is None:
             return None
-        return types.Tuple((ity, ity, types.int64))(values, ub, nt), _arg_keys_codegen(is_max)
+        if not index:
+            return types.UniTuple(ity, 2)(values, ub, nt), _arg_keys_codegen(is_max, False)
+        return types.Tuple((ity, ity, types.int64))(values, ub, nt), _arg_keys_codegen(is_max, True)
 
-    typer.__name__ = typer.__qualname__ = "arg_keys_max" if is_max else "arg_keys_min"
+    name = ("arg_keys_" if index else "block_keys_") + ("max" if is_max else "min")
+    typer.__name__ = typer.__qualname__ = name
     return intrinsic(typer)
 
 
-def _arg_keys_codegen(is_max: bool):
+def _arg_keys_codegen(is_max: bool, index: bool):
     def codegen(context, builder, sig, args):
         from llvmlite import ir
         from numba.core import cgutils
@@ -166,14 +174,16 @@ def _arg_keys_codegen(is_max: bool):
             key = builder.xor(k, builder.and_(builder.ashr(k, splat(bits - 1)), splat(top)))
             # -0.0's key (-1) as +0.0's (0): the two compare equal, and the
             # first of them is the one to find
-            key = builder.select(builder.icmp_signed("==", key, splat(-1)), splat(0), key)
+            if index:
+                key = builder.select(builder.icmp_signed("==", key, splat(-1)), splat(0), key)
             pos = builder.add(broadcast(builder.trunc(start, it) if bits < 64 else start), lanes)
             hi, lo, ix = builder.load(hi_a), builder.load(lo_a), builder.load(ix_a)
             up = builder.icmp_signed(">", key, hi)
             down = builder.icmp_signed("<", key, lo)
             builder.store(builder.select(up, key, hi), hi_a)
             builder.store(builder.select(down, key, lo), lo_a)
-            builder.store(builder.select(up if is_max else down, pos, ix), ix_a)
+            if index:
+                builder.store(builder.select(up if is_max else down, pos, ix), ix_a)
 
         with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
             step(builder.mul(loop.index, i64(w)))
@@ -188,6 +198,8 @@ def _arg_keys_codegen(is_max: bool):
         hi, lo, ix = builder.load(hi_a), builder.load(lo_a), builder.load(ix_a)
         khi = reduce("smax", hi)
         klo = reduce("smin", lo)
+        if not index:
+            return context.make_tuple(builder, sig.return_type, [khi, klo])
         held = builder.icmp_signed("==", hi if is_max else lo, broadcast(khi if is_max else klo))
         first = reduce("smin", builder.select(held, ix, splat(top)))
         first = builder.sext(first, i64) if bits < 64 else first
@@ -198,3 +210,5 @@ def _arg_keys_codegen(is_max: bool):
 
 arg_keys_max = _arg_keys(True)
 arg_keys_min = _arg_keys(False)
+# the key pass alone (max/min): the keys as they are (-0.0 below 0.0)
+block_keys_vec = _arg_keys(True, index=False)

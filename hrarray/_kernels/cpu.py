@@ -379,7 +379,10 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
         # extreme is the key's float (infinities order correctly), else the
         # exact declaration runs. Same result either way, by construction.
         return (
-            f"{ind}khi, klo = block_keys(values, ub, nt)\n"
+            f"{ind}if unit and nt >= U16:\n"
+            f"{ind}    khi, klo = block_keys_vec(values, ub, nt)\n"
+            f"{ind}else:\n"
+            f"{ind}    khi, klo = block_keys(values, ub, nt)\n"
             f"{ind}if khi > KPINF or klo < KNINF:\n"
             + _lanes_code(aux, ind + "    ")
             + f"{ind}else:\n"
@@ -650,7 +653,9 @@ def block_keys(values, ub, nt):
     # magnitude flipped for negatives: they order like the floats), in one
     # pass LLVM vectorises (a float select reduction it does not). A NaN's
     # key lies above +inf's (sign clear) or below -inf's (sign set), so the
-    # same pass tells whether the block holds a NaN.
+    # same pass tells whether the block holds a NaN. Blocks of 16 or more
+    # unit-stride elements take the vector-IR passes instead (block_keys_vec,
+    # arg_keys: _cpu_bits); this one reads strided values and short blocks.
     if nt < UW or IS_ARG or WIDE_KEYS:
         k = _key(values[ub])
         hi = k
@@ -1100,7 +1105,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # argmax/argmin's one-pass block search (arg_keys) reads whole vectors:
     # values of unit stride only
     unit = ("    unit = values.strides[0] == values.itemsize\n"
-            if style == "extreme" and K == 2 and not aux else "")
+            if style == "extreme" and not aux else "")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1624,9 +1629,10 @@ class CpuKernel:
             ns["UW"] = np.uint64(EXTREME_STEP)
             ns["U16"] = np.uint64(16)
             ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
-            from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min
+            from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min, block_keys_vec
 
             ns["arg_keys"] = arg_keys_max if ns["IS_MAX"] else arg_keys_min
+            ns["block_keys_vec"] = block_keys_vec
             ns["MW"] = ~np.uint64(EXTREME_STEP - 1)
         return cg.import_module(self.path, ns)
 
