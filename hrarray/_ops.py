@@ -578,19 +578,23 @@ NAN_OPS = ("nansum", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nanargm
 OPS = tuple(_BASE) + NAN_OPS
 
 
-def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
+def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None = None) -> Spec:
     """Declaration, result dtype and kernel value dtype of op ``name``.
+
+    ``label``: the function the user called, for messages, where it is not
+    ``name`` (``cumsum`` builds ``sum``'s declaration).
 
     Specs are memoised: the same request returns the same declaration, so the
     per-call cost is a dictionary lookup.
     """
+    shown = label or name
     in_dtype = np.dtype(in_dtype)
     if dtype is not None:
         try:
             dtype = np.dtype(dtype)
         except TypeError as exc:
-            raise TypeError(f"{name}(): dtype={dtype!r} is not a dtype ({exc})") from None
-    spec = _build(name, in_dtype, dtype, int(ddof))
+            raise TypeError(f"{shown}(): dtype={dtype!r} is not a dtype ({exc})") from None
+    spec = _build(name, in_dtype, dtype, int(ddof), shown)
     if (
         dtype is not None
         and in_dtype.kind == "c"
@@ -598,7 +602,7 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
         and name.removeprefix("nan") in ("sum", "prod", "mean")
     ):
         warnings.warn(
-            f"{name}() of complex values into dtype={dtype} discards the imaginary part",
+            f"{shown}() of complex values into dtype={dtype} discards the imaginary part",
             _COMPLEX_WARNING,
             stacklevel=_caller_level(),
         )
@@ -606,13 +610,14 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0) -> Spec:
 
 
 @functools.lru_cache(maxsize=1024)
-def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
+def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
     if name not in OPS:
         raise ValueError(f"unknown reduction {name!r}; choose one of {', '.join(OPS)}")
     _check_dtype_kw(name, dtype)
     if in_dtype.kind not in "biufc":
         raise TypeError(
-            f"unsupported dtype {in_dtype} for {name}(): use bool, integer, float or complex values"
+            f"unsupported dtype {in_dtype} for {shown}(): "
+            "use bool, integer, float or complex values"
         )
     if in_dtype.kind == "c" and name.removeprefix("nan") not in _COMPLEX_OK:
         raise TypeError(f"{name}() is not defined for complex values (dtype {in_dtype})")
@@ -641,7 +646,7 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int) -> Spec:
         # them -- one compile per input dtype and ddof instead of up to four, same bits; the
         # CUDA backend runs ``decl`` itself.
         var_name = "nanvar" if name in NAN_OPS else "var"
-        var64 = _build(var_name, in_dtype, np.dtype(np.float64), ddof).decl
+        var64 = _build(var_name, in_dtype, np.dtype(np.float64), ddof, var_name).decl
         decl = replace(decl, meta={**decl.meta, "var64": (var64, base == "std")})
     if base in ("mean", "var", "std") and out.kind in "biu":
         # NaN for empty: the kernel gives float64, the caller casts (Spec.cast_to)

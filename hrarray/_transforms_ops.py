@@ -181,7 +181,7 @@ def cumsum_spec(in_dtype: np.dtype, dtype=None) -> Spec:
     running sum (float16/float32 accumulated in float64), ``finalize`` the
     identity; result dtype as ``sum`` (bool/int -> int64, uint -> uint64,
     floats and complex -> same)."""
-    return _ops.build("sum", np.dtype(in_dtype), dtype=dtype)
+    return _ops.build("sum", np.dtype(in_dtype), dtype=dtype, label="cumsum")
 
 
 # ---------------------------------------------------------------- broadcast

@@ -27,6 +27,15 @@ def from_lengths(values, lengths) -> RaggedArray:
 
     ``values`` may be an array or a ``RaggedArray`` (to add a level). The
     lengths may sum to less than ``len(values)`` (trailing values unused).
+
+    Raises
+    ------
+    TypeError
+        ``lengths`` not an integer array.
+    ValueError
+        ``values`` 0-d; ``lengths`` not 1-D, or one negative or past the rows
+        of ``values``, or their running total past them (naming the first
+        such ``lengths[i]``).
     """
     be = backend_of(
         ("values", values._values if isinstance(values, RaggedArray) else values),
@@ -34,13 +43,27 @@ def from_lengths(values, lengths) -> RaggedArray:
     )
     lens = _check_int_array(be, lengths, "lengths")
     xp = be.xp
+    nested = isinstance(values, RaggedArray)
+    if not nested:
+        vals = be.asarray(values, "values")
+        if vals.ndim == 0:
+            raise ValueError("values must be at least 1-D")
+    nrows = len(values) if nested else vals.shape[0]
     if lens.size and bool((lens < 0).any()):
         bad = int(xp.nonzero(lens < 0)[0][0])
         raise ValueError(f"lengths[{bad}]={int(lens[bad])} is negative")
+    if lens.size and bool((lens > nrows).any()):
+        # one length past the rows: named before the running total, which a
+        # huge length (a uint64 past int64's range, or a sum of them) wraps
+        bad = int(xp.nonzero(lens > nrows)[0][0])
+        raise ValueError(
+            f"lengths[{bad}]={int(lens[bad])} exceeds the {nrows} "
+            f"{'segments' if nested else 'rows'} of values"
+        )
     offs = xp.zeros(lens.shape[0] + 1, np.int64)
-    xp.cumsum(lens, out=offs[1:])  # int64: never wraps like an int32 cumsum
-    nested = isinstance(values, RaggedArray)
-    nrows = len(values) if nested else be.asarray(values, "values").shape[0]
+    # int64: never wraps like an int32 cumsum; each length is at most nrows,
+    # so the running total passes nrows long before it could wrap
+    xp.cumsum(lens, out=offs[1:])
     if lens.size and int(offs[-1]) > nrows:
         # name the lengths (the caller's argument), not the offsets made from them
         k = int(xp.nonzero(offs[1:] > nrows)[0][0])
@@ -89,6 +112,10 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
             )
     if ids.shape[0] and int(ids[0]) < 0:
         raise ValueError(f"ids[0]={int(ids[0])} is negative")
+    if ids.shape[0] and int(ids[-1]) >= np.iinfo(np.int64).max:
+        # (uint64 ids) no segment count or offset can hold it
+        i = int(xp.nonzero(ids >= np.uint64(np.iinfo(np.int64).max))[0][0])
+        raise ValueError(f"ids[{i}]={int(ids[i])} is too large (segment ids must be < 2**63 - 1)")
     top = int(ids[-1]) + 1 if ids.shape[0] else 0
     if nsegments is None:
         nsegments = top
@@ -166,18 +193,18 @@ def nest(values, *offsets) -> RaggedArray:
     return x
 
 
-def _unequal_leaf(nested, depth: int, leaves: list) -> None:
-    """Raise the ``ValueError`` naming, as ``nested[i][j]...``, the first
-    innermost item that is no number (a None) or whose shape differs from the
-    first one's (if there is one)."""
-    first = np.shape(leaves[0])
+def _overflows(v, dtype) -> bool:
+    try:
+        np.asarray(v, dtype=dtype)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        pass
+    return False
 
-    def missing(v):  # a None, or another object NumPy cannot make a number of
-        return np.asarray(v).dtype == object
 
-    k = next((i for i, v in enumerate(leaves) if missing(v) or np.shape(v) != first), None)
-    if k is None:
-        return
+def _leaf_path(nested, depth: int, k: int) -> str:
+    """``[i][j]...``: where the ``k``-th innermost item of ``nested`` is."""
     count = 0
 
     def find(obj, path):
@@ -193,7 +220,22 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
                     return got
         return None
 
-    where = "".join(f"[{i}]" for i in find(nested, ()))
+    return "".join(f"[{i}]" for i in find(nested, ()))
+
+
+def _unequal_leaf(nested, depth: int, leaves: list) -> None:
+    """Raise the ``ValueError`` naming, as ``nested[i][j]...``, the first
+    innermost item that is no number (a None) or whose shape differs from the
+    first one's (if there is one)."""
+    first = np.shape(leaves[0])
+
+    def missing(v):  # a None, or another object NumPy cannot make a number of
+        return np.asarray(v).dtype == object
+
+    k = next((i for i, v in enumerate(leaves) if missing(v) or np.shape(v) != first), None)
+    if k is None:
+        return
+    where = _leaf_path(nested, depth, k)
     if missing(leaves[k]):
         raise ValueError(
             f"from_list: nested_lists{where} is {leaves[k]!r}, not a number or an array "
@@ -214,12 +256,21 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     (NumPy's inference otherwise). Not a list: ``TypeError``; an innermost
     item whose shape differs from the first one's: ``ValueError`` naming it
     (``nested_lists[i][j]...``); a non-list where the nesting needs a list:
-    ``ValueError`` naming the level and the item.
+    ``ValueError`` naming the level and the item; an integer ``dtype`` cannot
+    hold: ``ValueError`` naming it; ``dtype=object`` or not a dtype:
+    ``TypeError``.
     """
     if not isinstance(nested_lists, (list, tuple)):
         raise TypeError(
             f"from_list: nested_lists must be a list, got {type(nested_lists).__name__}"
         )
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise TypeError(f"from_list: dtype={dtype!r} is not a dtype ({exc})") from None
+        if dtype.kind == "O":
+            raise TypeError("from_list: dtype=object is not supported (values are numbers)")
 
     def depth_of(obj):
         # The deepest list nesting anywhere: a branch of empty lists such as
@@ -235,7 +286,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
 
     depth = depth_of(nested_lists)
     if depth == 1 and len(nested_lists) == 0:
-        return RaggedArray(np.empty(0, dtype=dtype or np.float64), np.zeros(1, np.int64))
+        empty = np.empty(0, dtype=np.float64 if dtype is None else dtype)
+        return RaggedArray(empty, np.zeros(1, np.int64))
     if depth == 1 and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in nested_lists):
         # a list of arrays: each array is a segment (its rows the items), the
         # one reading possible at this depth (as Awkward's)
@@ -274,8 +326,16 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
         except ValueError as exc:  # NumPy's "inhomogeneous shape" names no item
             _unequal_leaf(nested_lists, depth, leaves)
             raise ValueError(f"from_list: {exc}") from None
+        except OverflowError as exc:  # a Python int past dtype's range
+            k = next((i for i, v in enumerate(leaves) if _overflows(v, dtype)), None)
+            if k is None:
+                raise ValueError(f"from_list: {exc}") from None
+            raise ValueError(
+                f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}={leaves[k]!r} "
+                f"does not fit dtype {dtype}"
+            ) from None
     else:
-        values = np.empty(0, dtype=dtype or np.float64)
+        values = np.empty(0, dtype=np.float64 if dtype is None else dtype)
     if values.dtype == object:
         _unequal_leaf(nested_lists, depth, leaves)
         raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")

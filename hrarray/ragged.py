@@ -252,7 +252,8 @@ class RaggedArray:
     def __getitem__(self, key):
         be = self._backend
         n = self.nsegments
-        if isinstance(key, (int, np.integer)):
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            # (a bool is a 0-d boolean index below, as np.True_: an error, not x[1])
             i = int(key)
             if i < -n or i >= n:
                 raise SegmentIndexError(f"segment index {i} is out of range for {n} segments")
@@ -274,7 +275,8 @@ class RaggedArray:
                 "array); use x[i][j] for an element of segment i"
             )
         if isinstance(key, list):
-            key = np.asarray(key)
+            # an empty list gathers nothing, as in NumPy (not a float64 array)
+            key = np.asarray(key) if key else np.zeros(0, np.int64)
             if be.name != "cpu":
                 key = be.xp.asarray(key)
         if device_of(key) != be.name:
@@ -363,6 +365,8 @@ class RaggedArray:
         leaf = levels[-1]
         be = backend_of(("x", leaf._values), ("new_values", new_values))
         new = be.asarray(new_values, "new_values")
+        if be.dtype(new) == np.dtype(object):  # as the constructor
+            raise TypeError("new_values has unsupported dtype object")
         n_need = leaf.nvalues
         if new.ndim == 0 or new.shape[0] != n_need:
             got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"

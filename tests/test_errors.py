@@ -313,6 +313,38 @@ def test_arguments_of_the_wrong_kind_are_named():
         hr.Reducer((), lambda a, b: a)
 
 
+def test_constructor_and_index_mistakes_are_named():
+    """From an audit: a 0-d values, lengths or ids past int64's range (which had wrapped
+    into a message about offsets), a from_list item its dtype cannot hold or an object
+    dtype, an object with_values, a cumsum dtype error (it said sum()), a bool index
+    (it was x[1]): each an error naming the argument and position."""
+    with raises(ValueError, r"values must be at least 1-D"):
+        hr.from_lengths(np.array(1.0), np.array([0]))
+    with raises(ValueError, r"lengths\[0\]=18446744073709551615 exceeds the 3 rows"):
+        hr.from_lengths(np.zeros(3), np.array([2**64 - 1], np.uint64))
+    with raises(ValueError, r"lengths\[2\]=4611686018427387904 exceeds the 3 rows"):
+        hr.from_lengths(np.zeros(3), np.array([1, 0, 2**62, 2**62, 2**62, 2**62]))
+    for ns in (None, 3):
+        with raises(ValueError, r"ids\[1\]=9223372036854775808 is too large"):
+            hr.from_segment_ids(np.zeros(2), np.array([0, 2**63], np.uint64), nsegments=ns)
+    with raises(ValueError, r"nested_lists\[1\]\[1\]=1000 does not fit dtype uint8"):
+        hr.from_list([[1], [2, 1000]], dtype="uint8")
+    with raises(TypeError, r"dtype=object is not supported"):
+        hr.from_list([[1]], dtype=object)
+    with raises(TypeError, r"dtype='nope' is not a dtype"):
+        hr.from_list([[1]], dtype="nope")
+    x = hr.from_list([[1.0, 2.0], [], [3.0]])
+    with raises(TypeError, r"new_values has unsupported dtype object"):
+        x.with_values(np.array([None, 1, 2], object))
+    with raises(TypeError, r"^cumsum\(\): dtype='nope'"):
+        hr.cumsum(x, dtype="nope")
+    with raises(TypeError, r"for cumsum\(\)"):
+        hr.cumsum(hr.RaggedArray(np.array(["a", "b"]), np.array([0, 2])))
+    for key in (True, False, np.True_):
+        with raises(IndexError, r"boolean index has shape \(\)"):
+            x[key]
+
+
 def test_reducer_mistakes_name_the_function():
     """A user function with the wrong arity, or a map that does not return the identity's
     tuple shape: TypeError naming the Reducer and which call failed."""

@@ -426,6 +426,11 @@ def test_getitem(backend):
         assert picked.to_list() == [r for r, m in zip(ref, mask, strict=True) if m]
         if backend == "cpu" and gathered.nvalues:
             assert not np.shares_memory(gathered.leaf_values, spec.values)
+        if backend == "cpu":  # a list index, an empty one too, as in NumPy
+            as_list = [int(k) for k in idx]
+            assert x[as_list].to_list() == [ref[k] for k in as_list]
+            assert x[[]].to_list() == []
+            assert x[[]].dtype == x.dtype
 
     check()
 
