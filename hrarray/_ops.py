@@ -161,6 +161,16 @@ def _empty_value(dt: np.dtype):
 _SIMD = {"style": "simd"}
 
 
+def _vsum(dt: np.dtype, acc) -> dict:
+    """sum/mean's meta: float32 values summed in float64 (map the plain cast,
+    combine ``+``) take the CPU's vector-IR block sum (``_cpu_bits.block_sum``).
+    Not float64: uniform and one_huge gained ~5 %, runs of 0-4-element
+    segments lost 7-8 % (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
+    if dt == np.float32 and acc is np.float64:
+        return {**_SIMD, "vsum": True}
+    return _SIMD
+
+
 def _extreme_meta(name: str, dt: np.dtype) -> dict:
     if name.startswith("nan") or _value_dtype(dt).kind != "f":
         return {"style": "simd"} if dt.kind in "biu" else {}
@@ -181,7 +191,7 @@ def _sum(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=_SIMD), out
+    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
 
 
 def _prod(name, dt, dtype, ddof):
@@ -215,7 +225,7 @@ def _mean(name, dt, dtype, ddof):
         # explicit: 0/0 would raise ZeroDivisionError under Python semantics
         return s / n if n > 0 else nan
 
-    return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_SIMD), out
+    return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
 
 
 def _var_common(name, dt, dtype, ddof, take_sqrt):

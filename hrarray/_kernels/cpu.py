@@ -322,7 +322,7 @@ def _lanes_code(aux: bool, ind: str) -> str:
     return "".join(lines)
 
 
-def _block_code(style: str, aux: bool, ind: str) -> str:
+def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
     """Source that reduces block ``values[ub:ub + nt]`` into ``blk``.
 
     Indices are unsigned (``ub``, ``nt``, ``t`` are uint64): LLVM then needs
@@ -330,6 +330,18 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
     for a slice, but no array object (and no atomic refcount) is created.
     """
     ww = "w[ub + t], " if aux else ""
+    if vsum:
+        # float sum/mean (float64 accumulator, the element as it is): unit-
+        # stride blocks in one vector-IR pass with a masked tail (block_sum);
+        # strided values take the loop below
+        assert style == "simd"
+        assert not aux
+        return (
+            f"{ind}if unit:\n"
+            f"{ind}    blk = vsum_block(values, ub, nt)\n"
+            f"{ind}else:\n"
+            + _indented(_block_code(style, aux, ind))
+        )
     if style == "simd" and not aux:
         # A plain loop over the multiple of 8 (with reassoc LLVM vectorises
         # sums, products, counts), the last 1-7 elements as one masked step
@@ -419,7 +431,8 @@ def _block_code(style: str, aux: bool, ind: str) -> str:
 # ``pf`` is the first element not yet prefetched; one prefetch per cache
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
-from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int, prefetch, prefetch2
+from hrarray._kernels._cpu_bits import (
+    bitcast_to_float, bitcast_to_int, block_sum, prefetch, prefetch2)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -645,6 +658,16 @@ _EXP_NONPOS_SRC = "\n" + _EXP_CONSTS + _exp_source(
     '            no_cpython_wrapper=True, no_cfunc_wrapper=True)',
     -746.0, subnormal=True)
 
+# block_sum in a function of its own (a call per block of 17 or more
+# elements): inlined into the segment loop it made runs of 0-4-element
+# segments, which never reach it, 5-7 % slower (sum, mean; float32, float64).
+_VSUM_HELPER = '''
+
+@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
+def vsum_block(values, ub, nt):
+    return block_sum(values, ub, nt)
+'''
+
 _EXTREME_HELPERS = '''
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
@@ -722,7 +745,8 @@ def fast_block(values, ub, nt, off, k):
 '''
 
 
-def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True) -> str:
+def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
+                    vsum: bool = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
@@ -735,7 +759,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True)
     wu = "w[u + np.uint64(t)], " if aux else ""
     wj = "w[j], " if aux else ""
     li = ind + "    "  # indentation of the blocked path
-    block = _block_code(style, aux, li + "    ")
+    block = _block_code(style, aux, li + "    ", vsum)
 
     # In the masked short-segment paths, every 8th segment prefetches the
     # offsets OFFSETS_PF entries ahead and continues the values' stream
@@ -1003,6 +1027,8 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_NONFINITE_HELPER)
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
+    if decl.meta.get("vsum"):
+        src.append(_VSUM_HELPER)
     if style == "lse":
         src.append(_LSE_HELPERS)
     if style == "pool":
@@ -1040,7 +1066,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # reduces the segments ending in it, then its head and open tail pieces.
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
-    red = _reduce_1d_code(style, aux, K, "            ")
+    vsum = bool(decl.meta.get("vsum"))
+    red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
         # head/tail branch, each start is the previous end (one offsets read
@@ -1050,7 +1077,7 @@ def _source(decl: Decl, cache: bool) -> str:
         # the test suite, compiling ~900 signatures, could not afford), though
         # argmax gained 2.4x on tiny segments (a next step: a smaller edge
         # path).
-        red_edge = _reduce_1d_code(style, aux, K, "            ", small=False)
+        red_edge = _reduce_1d_code(style, aux, K, "            ", small=False, vsum=vsum)
         loop = f"""        lo = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0
         s = offsets[lo]
         for k in range(lo, i1):
@@ -1105,7 +1132,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # argmax/argmin's one-pass block search (arg_keys) reads whole vectors:
     # values of unit stride only
     unit = ("    unit = values.strides[0] == values.itemsize\n"
-            if style == "extreme" and not aux else "")
+            if (style == "extreme" and not aux) or vsum else "")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
