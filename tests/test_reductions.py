@@ -648,8 +648,9 @@ def test_argextreme_across_blocks(dtype, backend):
     larger value; contiguous and strided values."""
     sim = backend == "cuda" and not REAL_GPU
     # the CPU reads blocks of 1 KiB (256 float32, 128 float64); a last block
-    # of 16 or more elements takes the one-pass search, a shorter one not
-    for L in (140,) if sim else (300, 260, 1030):
+    # of 16 or more elements takes the one-pass search, a shorter one not;
+    # a float32 segment of 200 is one block (searched in the chunk loop)
+    for L in (140,) if sim else (200, 300, 260, 1030):
         _argextreme_across_blocks(dtype, backend, L)
 
 

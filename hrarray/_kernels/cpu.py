@@ -897,42 +897,21 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         f"{li}        break\n"
     )
     if style == "extreme" and K == 2 and not aux:
-        # argmax/argmin: blocks in order, no pairwise stack (the result is
-        # exact in any order), and a NaN-free block's index search
-        # (first_index, a second pass over the block) only where its extreme
-        # beats the state's strictly (the state holds the first NaN or the
-        # first of equal extremes; -0.0 == 0.0 as the declaration compares).
-        # Merging every block had searched every block: one_huge float32
-        # argmax read at 0.49 of the flat read, max at 0.75.
-        better = "(mv > st[0]) if IS_MAX else (mv < st[0])"
+        # argmax/argmin: a segment of one unit-stride block (16 elements to
+        # 1 KiB) without NaN here, in one arg_keys pass; all others through
+        # arg_long (see _arg_long_source)
         blocked = (
-            f"{li}st = IDENT\n"
-            f"{li}pos = a\n"
-            f"{li}while pos < b:\n"
-            f"{li}    q = pos + ABLK\n"
-            f"{li}    if q > b:\n"
-            f"{li}        q = b\n"
-            f"{li}    ub = np.uint64(pos)\n"
-            f"{li}    nt = np.uint64(q - pos)\n"
-            f"{li}    off = pos - s\n"
-            f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
-            f"{li}    if unit and nt >= U16:\n"
-            f"{li}        khi, klo, kix = arg_keys(values, ub, nt)\n"
-            f"{li}    else:\n"
-            f"{li}        khi, klo = block_keys(values, ub, nt)\n"
-            f"{li}        kix = np.int64(-1)\n"
+            f"{li}kix = np.int64(-1)\n"
+            f"{li}if unit and b - a <= ABLK and b - a >= 16:\n"
+            f"{li}    pf = pf_1d(values, pf, b + pfd, nv, pfs)\n"
+            f"{li}    khi, klo, kix = arg_keys(values, np.uint64(a), np.uint64(b - a))\n"
             f"{li}    if khi > KPINF or klo < KNINF:\n"
-            + _lanes_code(aux, li + "        ")
-            + f"{li}        st = combine(st, blk)\n"
-            f"{li}    else:\n"
-            f"{li}        kx = khi if IS_MAX else klo\n"
-            f"{li}        mv = VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG))))\n"
-            f"{li}        if st[1] < 0 or ({better}):\n"
-            f"{li}            if kix >= 0:\n"
-            f"{li}                st = (mv, off + kix)\n"
-            f"{li}            else:\n"
-            f"{li}                st = fast_block(values, ub, nt, off, kx)\n"
-            f"{li}    pos = q\n"
+            f"{li}        kix = np.int64(-1)\n"
+            f"{li}if kix >= 0:\n"
+            f"{li}    kx = khi if IS_MAX else klo\n"
+            f"{li}    st = (VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG)))), (a - s) + kix)\n"
+            f"{li}else:\n"
+            f"{li}    st, pf = arg_long(values, a, b, s, pf, nv, pfd, pfs, unit)\n"
         )
     seg_pf = f"{ind}pf = pf_1d(values, pf, a + pfd, nv, pfs)\n"
     if not small:
@@ -978,6 +957,63 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         + f"{ind}else:\n"
         + seg_pf_in
         + blocked
+    )
+
+
+def _arg_long_source() -> str:
+    """``arg_long``: argmax/argmin of ``values[a:b]`` (segment start ``s``),
+    a segment past the short paths (or a chunk's edge piece).
+
+    Blocks of ABLK elements (1 KiB) in order, no pairwise stack (the result
+    is exact in any order); a NaN-free block's extreme and first position
+    from arg_keys (one vector pass), or, for strided values and blocks under
+    16 elements, from block_keys and then first_index (a second pass), only
+    where the block's extreme beats the state's strictly (the state holds
+    the first NaN or the first of equal extremes; -0.0 == 0.0 as the
+    declaration compares). Merging every block had searched every block:
+    one_huge float32 argmax read at 0.49 of the flat read, max at 0.75.
+
+    A function of its own, called once per such segment: written into the
+    chunk loop, its code made the loop's runs of 0-4-element segments (which
+    never reach it) 1.1-1.5x slower (float32 argmax, tiny, 2 threads: 48.4
+    before the blocks went in order, 69-72 ms with this code in the loop,
+    45 as a function). A segment of one NaN-free unit-stride block stays in
+    the loop (arg_keys and a select): through the call, uniform float32
+    argmax took 3.2-3.4 ms, 2.5 this way.
+    """
+    li = "    "
+    better = "(mv > st[0]) if IS_MAX else (mv < st[0])"
+    return (
+        '\n@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)\n'
+        "def arg_long(values, a, b, s, pf, nv, pfd, pfs, unit):\n"
+        f"{li}st = IDENT\n"
+        f"{li}pos = a\n"
+        f"{li}while pos < b:\n"
+        f"{li}    q = pos + ABLK\n"
+        f"{li}    if q > b:\n"
+        f"{li}        q = b\n"
+        f"{li}    ub = np.uint64(pos)\n"
+        f"{li}    nt = np.uint64(q - pos)\n"
+        f"{li}    off = pos - s\n"
+        f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
+        f"{li}    if unit and nt >= U16:\n"
+        f"{li}        khi, klo, kix = arg_keys(values, ub, nt)\n"
+        f"{li}    else:\n"
+        f"{li}        khi, klo = block_keys(values, ub, nt)\n"
+        f"{li}        kix = np.int64(-1)\n"
+        f"{li}    if khi > KPINF or klo < KNINF:\n"
+        + _lanes_code(False, li + "        ")
+        + f"{li}        st = combine(st, blk)\n"
+        f"{li}    else:\n"
+        f"{li}        kx = khi if IS_MAX else klo\n"
+        f"{li}        mv = VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG))))\n"
+        f"{li}        if st[1] < 0 or ({better}):\n"
+        f"{li}            if kix >= 0:\n"
+        f"{li}                st = (mv, off + kix)\n"
+        f"{li}            else:\n"
+        f"{li}                st = fast_block(values, ub, nt, off, kx)\n"
+        f"{li}    pos = q\n"
+        f"{li}return st, pf\n"
     )
 
 
@@ -1027,6 +1063,8 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_NONFINITE_HELPER)
     if style == "extreme":
         src.append(_EXTREME_HELPERS)
+        if K == 2 and not aux:
+            src.append(_arg_long_source())
     if decl.meta.get("vsum"):
         src.append(_VSUM_HELPER)
     if style == "lse":
