@@ -218,13 +218,15 @@ block_keys_vec = _arg_keys(True, index=False)
 def block_sum(typingctx, values, ub, nt):
     """The float64 sum of a contiguous float32/float64 block, in LLVM vector IR.
 
-    16 float64 lanes: whole vectors of 16 elements, then the last ``nt % 16``
-    elements as one masked load (lanes past the block read nothing and add
-    0.0; a masked load never touches them), then the lanes summed as a fixed
-    tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: the same order on every target). No
-    remainder loop: LLVM's vectorised loop had one or two whose exits were
-    mispredicted per block. NaN and inf propagate as in any sum. The caller
-    guarantees unit stride for ``values[ub:ub + nt]``.
+    16 float64 lanes: whole vectors of 16 elements, then the block's last 16
+    elements once more with the lanes already summed zeroed (so the last
+    ``nt % 16`` elements are added once; nothing outside the block is read),
+    then the lanes summed as a fixed tree (8 + 8, 4 + 4, 2 + 2, 1 + 1: the
+    same order on every target). No remainder loop: LLVM's vectorised loop
+    had one or two whose exits were mispredicted per block. NaN and inf
+    propagate as in any sum (a zeroed lane adds 0.0, not its element). The
+    caller guarantees unit stride for ``values[ub:ub + nt]`` and ``nt >=
+    16``.
     """
     if not isinstance(values, types.Array) or values.ndim != 1:
         return None
@@ -243,7 +245,7 @@ def block_sum(typingctx, values, ub, nt):
         ary = context.make_array(aryty)(context, builder, args[0])
         ub = context.cast(builder, args[1], sig.args[1], types.intp)
         nt = context.cast(builder, args[2], sig.args[2], types.intp)
-        i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
         f64 = ir.DoubleType()
         ft = context.get_value_type(fty)
         vf = ir.VectorType(ft, w)
@@ -259,18 +261,18 @@ def block_sum(typingctx, values, ub, nt):
             p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
             v = builder.load(builder.bitcast(p, vf.as_pointer()), align=1)
             builder.store(builder.fadd(builder.load(acc_a), widen(v)), acc_a)
-        # the tail: lanes below nt % 16 read, the others 0.0
+        # the tail: the block's last 16 elements, of which the lanes already
+        # summed (below 16 - nt % 16) are zeroed; a plain in-bounds load (a
+        # masked-load intrinsic's name depends on the LLVM version's pointers)
         rem = builder.trunc(builder.urem(nt, i64(w)), i32)
         vi = ir.VectorType(i32, w)
+        first_new = builder.sub(i32(w), rem)
         splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vi, ir.Undefined), rem, i32(0)),
+            builder.insert_element(ir.Constant(vi, ir.Undefined), first_new, i32(0)),
             ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
-        mask = builder.icmp_unsigned("<", ir.Constant(vi, list(range(w))), splat)
-        ptail = builder.bitcast(builder.gep(p0, [builder.mul(ng, i64(w))]), vf.as_pointer())
-        mty = ir.FunctionType(vf, [vf.as_pointer(), i32, ir.VectorType(i1, w), vf])
-        name = f"llvm.masked.load.v{w}f{fty.bitwidth}.p0"
-        mload = cgutils.get_or_insert_function(builder.module, mty, name)
-        tail = builder.call(mload, [ptail, i32(1), mask, ir.Constant(vf, [0.0] * w)])
+        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))), splat)
+        ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vf.as_pointer())
+        tail = builder.select(keep, builder.load(ptail, align=1), ir.Constant(vf, [0.0] * w))
         acc = builder.fadd(builder.load(acc_a), widen(tail))
         n = w
         while n > 1:  # a fixed tree: halves added lane by lane

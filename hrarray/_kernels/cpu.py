@@ -210,8 +210,8 @@ PARALLEL_MIN_WORK_2D = 1 << 20
 # CHUNK_WORK (at least 2, at most MAX_CHUNKS; rounded, see nchunks_for),
 # never by the thread count: a chunk edge that cuts a segment changes how
 # its pieces are combined, so chunks per thread made float results depend
-# on the machine (and on HRARRAY_NUM_THREADS). Workers take contiguous runs of chunks (``launch``);
-# up to MAX_CHUNKS threads share a large call. The chunk states cost
+# on the machine (and on HRARRAY_NUM_THREADS). Workers take contiguous runs
+# of chunks (``launch``); up to MAX_CHUNKS threads share a large call. The chunk states cost
 # 2 x MAX_CHUNKS x row width per state component; the working stacks are
 # per worker.
 CHUNK_WORK = 1 << 20
@@ -337,7 +337,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
         assert style == "simd"
         assert not aux
         return (
-            f"{ind}if unit:\n"
+            f"{ind}if unit and nt >= U16:\n"
             f"{ind}    blk = vsum_block(values, ub, nt)\n"
             f"{ind}else:\n"
             + _indented(_block_code(style, aux, ind))
@@ -660,7 +660,7 @@ _EXP_NONPOS_SRC = "\n" + _EXP_CONSTS + _exp_source(
 
 # block_sum in a function of its own (a call per block of 17 or more
 # elements): inlined into the segment loop it made runs of 0-4-element
-# segments, which never reach it, 5-7 % slower (sum, mean; float32, float64).
+# segments, which never reach it, 5-7 % slower (float32 sum and mean).
 _VSUM_HELPER = '''
 
 @numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
@@ -1057,7 +1057,8 @@ def _source(decl: Decl, cache: bool) -> str:
     K1 = max(K, 1)
     style = decl.meta.get("style", "lanes")
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
-    src.append(f"PF_BYTES = {PF_BYTES}\nOFFSETS_PF = {OFFSETS_PF}\nM8 = ~np.uint64(7)\n")
+    src.append(f"PF_BYTES = {PF_BYTES}\nOFFSETS_PF = {OFFSETS_PF}\nM8 = ~np.uint64(7)\n"
+               "U16 = np.uint64(16)\n")
     src.append(_PREFETCH_HELPER)
     if style == "lse":
         src.append(_NONFINITE_HELPER)
@@ -1692,7 +1693,6 @@ class CpuKernel:
             ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["WIDE_KEYS"] = bits > 32
             ns["UW"] = np.uint64(EXTREME_STEP)
-            ns["U16"] = np.uint64(16)
             ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
             from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min, block_keys_vec
 
