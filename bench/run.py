@@ -276,6 +276,16 @@ class Runner:
         )
         self.cpu_anchors, self.gpu_anchors = [], []
         opt_in = tuple(want or ())
+        if want is not None:
+            # a misspelt name must not silently drop an anchor
+            known = [a.name for a in anchors_mod.cpu_anchors(opt_in) + anchors_mod.gpu_anchors()]
+            known.append(anchors_mod.TorchSegmentReduce("cpu").name)
+            bad = sorted(want - set(known) - {"none"})
+            if bad:
+                raise SystemExit(
+                    f"unknown anchors: {', '.join(bad)} (choose from "
+                    f"{', '.join(dict.fromkeys(known))}, all or none)"
+                )
         pool = [(a, "cpu") for a in anchors_mod.cpu_anchors(opt_in)] if args.run_cpu else []
         if self.cuda_on:
             pool += [(a, "cuda") for a in anchors_mod.gpu_anchors()]
@@ -615,9 +625,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     if args.from_json:
-        with open(args.from_json) as f:
-            doc = json.load(f)
-        for p in write_outputs(doc, out, final=True):
+        try:
+            with open(args.from_json) as f:
+                doc = json.load(f)
+            paths = write_outputs(doc, out, final=True)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--from-json {args.from_json}: {exc}") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise SystemExit(
+                f"--from-json {args.from_json}: not a results.json of this bench "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        for p in paths:
             print(p)
         return 0
 
