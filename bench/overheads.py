@@ -118,19 +118,45 @@ import numpy as np
 import hrarray as hr
 sigs = json.loads(sys.argv[1]) if len(sys.argv) > 1 else SIGS
 out = []
-for op, dtype, ndim in sigs:
-    v = np.arange(100 * (1 if ndim == 1 else 4), dtype=dtype)
-    v = v if ndim == 1 else v.reshape(100, 4)
-    x = hr.RaggedArray(v, np.arange(0, 101, 10))
-    f = getattr(hr, op)
-    t0 = time.perf_counter(); f(x); t1 = time.perf_counter(); f(x); t2 = time.perf_counter()
-    row = {"op": op, "dtype": dtype, "ndim": ndim, "first_s": t1 - t0, "second_s": t2 - t1,
-           "compile_s": (t1 - t0) - (t2 - t1)}
+def ragged(rows, ndim, dtype):
+    v = (np.arange(rows * (1 if ndim == 1 else 4)) % 97).astype(dtype)
+    v = v if ndim == 1 else v.reshape(rows, 4)
+    return hr.RaggedArray(v, np.arange(0, rows + 1, 10))
+
+
+def call(op, x):
+    if op == "attention_pool":
+        return hr.attention_pool(x, hr.RaggedArray(np.ones(len(x.leaf_values)), x.offsets))
+    return getattr(hr, op)(x)
+
+
+def timed(op, x):
+    t0 = time.perf_counter(); call(op, x); t1 = time.perf_counter(); call(op, x)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def count():
     try:
         from hrarray import _kernels
-        row["compiled_count"] = _kernels.compiled_count()
+        return _kernels.compiled_count()
     except Exception:
-        pass
+        return None
+
+
+for op, dtype, ndim in sigs:
+    first, second = timed(op, ragged(100, ndim, dtype))
+    row = {"op": op, "dtype": dtype, "ndim": ndim, "first_s": first, "second_s": second,
+           "compile_s": first - second}
+    c = count()
+    if c is not None:
+        row["compiled_count"] = c
+    # then an input large enough to be cut into parallel chunks (2**20 scalars in
+    # 1-D, 2**21 in 2-D): the kernels only that path uses
+    first, second = timed(op, ragged(1 << 20 if ndim == 1 else 1 << 19, ndim, dtype))
+    row["parallel_compile_s"] = first - second
+    c2 = count()
+    if c2 is not None:
+        row["parallel_compiled"] = c2 - c
     out.append(row)
 print(json.dumps(out))
 """
@@ -311,7 +337,11 @@ def measure_all(hr, quick: bool = False, log=print) -> dict:
                     ("mean", "float32", 1),
                     ("max", "float32", 1),
                     ("argmax", "float32", 1),
+                    ("max", "float32", 2),
+                    ("argmax", "float32", 2),
                     ("logsumexp", "float32", 1),
+                    ("softmax", "float32", 1),
+                    ("attention_pool", "float32", 1),
                 ],
             ),
         ),

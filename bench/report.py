@@ -630,6 +630,10 @@ def _overheads_md(ov) -> list[str]:
             f"{s['compile_s']:.2f} s | - | "
             f"first call {s['first_s']:.2f} s, then {s['second_s'] * 1e6:.0f} µs"
             + (f"; compiled_count {s['compiled_count']}" if "compiled_count" in s else "")
+            + (f"; a first call cut into parallel chunks: {s['parallel_compile_s']:.2f} s more"
+               + (f" ({s['parallel_compiled']} more compiled)" if "parallel_compiled" in s
+                  else "")
+               if "parallel_compile_s" in s else "")
             + " |"
         )
     if cc.get("error"):
