@@ -110,6 +110,27 @@ def _cast_result(be, out, dtype: np.dtype, op):
     return be.astype(out, dtype)
 
 
+def _finite_for_int_mean(be, leaf, offsets, dtype: np.dtype):
+    """``mean`` of float values into an integer or bool ``dtype`` accumulates
+    in that dtype (as NumPy), so a NaN or inf element was cast before the
+    division and the result, finite, said nothing of it (NumPy warns and
+    returns an arbitrary integer). A ValueError naming the first segment that
+    holds one, as for the NaN results of var/std (``_cast_result``). Reads the
+    values in the segments on the host (on CUDA a copy)."""
+    o = be.to_host(offsets)
+    lo, hi = int(o[0]), int(o[-1])
+    v = be.to_host(leaf)[lo:hi]
+    if v.dtype.kind == "c":
+        v = v.real  # the part the cast keeps
+    bad = ~np.isfinite(v).reshape(hi - lo, -1).all(axis=1) if v.size else v[:0]
+    if bad.any():
+        seg = int(np.searchsorted(o, lo + int(np.argmax(bad)), side="right")) - 1
+        raise ValueError(
+            f"mean() of segment {seg} meets a NaN or inf value, which dtype={dtype} "
+            "cannot represent: pass a float dtype"
+        )
+
+
 def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     """Reduce the ``levels`` innermost ragged levels of ``x`` with ``op``.
 
@@ -193,6 +214,8 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
             raise _uncompilable(op, in_dtype, exc) from exc
         raise
     if spec.cast_to is not None:
+        if op == "mean" and in_dtype.kind in "fc":
+            _finite_for_int_mean(be, leaf, offsets, spec.cast_to)
         out = _cast_result(be, out, spec.cast_to, op)
     for lvl in reversed(above):
         out = RaggedArray._trusted(out, lvl._offsets)

@@ -459,6 +459,13 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
     assert none.dtype == np.int64
     flat0 = make_ragged(np.zeros((2, 0)), [hst.offsets_from_lengths([1, 0, 1])], backend)
     assert host(hr.mean(flat0, dtype=np.int8)).shape == (3, 0)
+    # a NaN or inf element: mean accumulates in the integer dtype, so the cast
+    # element gave a finite garbage result; a ValueError naming its segment
+    for bad, dt in ((np.nan, np.int64), (np.inf, np.int32), (-np.inf, np.bool_)):
+        vb = values.copy()
+        vb[4] = bad  # segment 2
+        with pytest.raises(ValueError, match=r"mean\(\) of segment 2 meets a NaN or inf"):
+            hr.mean(ragged_1d(vb, lengths, backend), dtype=dt, fill_value=0)
 
 
 @pytest.mark.parametrize("op", ["sum", "prod", "mean", "nansum", "nanmean"])
@@ -1066,6 +1073,25 @@ def test_layouts(layout):
         assert got.dtype.isnative
         R.assert_result(got, R.reduce(op, values, [offsets]), err_msg=f"{op} {layout}")
     np.testing.assert_array_equal(values, before)
+
+
+def test_first_last_read_only_their_rows():
+    """first/last gather one row per segment from strided values (np.take had copied all
+    of the values first: 16 MB for a 2-row gather)."""
+    import tracemalloc
+
+    values = np.arange(2_000_000.0)[::2]
+    x = hr.RaggedArray(values, np.array([0, 1000, 1000, 300_000]))
+    hr.first(x)
+    tracemalloc.start()
+    try:
+        f, last = hr.first(x), hr.last(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(f, [0.0, np.nan, 2000.0])
+    np.testing.assert_array_equal(last, [1998.0, np.nan, 599_998.0])
+    assert peak < 100_000, peak
 
 
 def test_strided_and_readonly_offsets():

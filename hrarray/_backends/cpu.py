@@ -194,9 +194,10 @@ def _gather_rows(kind, spec, values, offsets, fill, use_fill):
         out = np.empty((nseg, *inner), spec.out_dtype)
     else:
         rows = offsets[:-1] if kind == "first" else offsets[1:] - 1
-        # mode="clip": an empty segment's row may be -1 or len(values); it
-        # reads a valid row instead, overwritten below
-        out = np.take(values, rows, axis=0, mode="clip")
+        # clipped: an empty segment's row may be -1 or len(values); it reads
+        # a valid row instead, overwritten below. Indexing, not np.take:
+        # np.take copied the whole of strided values first
+        out = values[np.clip(rows, 0, values.shape[0] - 1)]
         if not out.dtype.isnative:
             out = out.astype(spec.out_dtype)
     # the declaration's identity: NaN for floats and complex, else 0
