@@ -315,8 +315,8 @@ def from_awkward(array) -> RaggedArray:
     -------
     RaggedArray
         Zero-copy for ``ListOffsetArray`` levels (offsets int32 or int64 as
-        they are; uint32 and int8 offsets are converted to int64, a copy of
-        the offsets only). A ``ListArray`` level copies only its offsets when
+        they are; uint32 offsets are converted to int64, a copy of the
+        offsets only). A ``ListArray`` level copies only its offsets when
         its lists are back to back, else it is repacked by Awkward (a copy);
         ``IndexedArray`` content is projected (a copy).
 
