@@ -43,6 +43,10 @@ class Spec:
     # integer or bool ``dtype=``; the caller checks the float64 results are
     # finite (NaN is not representable) and casts them, as NumPy's mean does.
     cast_to: np.dtype | None = None
+    # With ``cast_to``: the elements are summed in the integer dtype (``mean``
+    # of float values, as NumPy), so a NaN or inf element is cast away before
+    # the result could show it; the caller checks the values themselves.
+    finite_values: bool = False
 
 
 # ---------------------------------------------------------------- dtype rules
@@ -660,7 +664,8 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
         decl = replace(decl, meta={**decl.meta, "var64": (var64, base == "std")})
     if base in ("mean", "var", "std") and out.kind in "biu":
         # NaN for empty: the kernel gives float64, the caller casts (Spec.cast_to)
-        return Spec(decl, np.dtype(np.float64), _value_dtype(in_dtype), cast_to=out)
+        return Spec(decl, np.dtype(np.float64), _value_dtype(in_dtype), cast_to=out,
+                    finite_values=base == "mean" and in_dtype.kind in "fc")
     return Spec(decl, out, _value_dtype(in_dtype))
 
 

@@ -214,7 +214,7 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
             raise _uncompilable(op, in_dtype, exc) from exc
         raise
     if spec.cast_to is not None:
-        if op == "mean" and in_dtype.kind in "fc":
+        if spec.finite_values:
             _finite_for_int_mean(be, leaf, offsets, spec.cast_to)
         out = _cast_result(be, out, spec.cast_to, op)
     for lvl in reversed(above):

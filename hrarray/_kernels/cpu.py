@@ -745,6 +745,22 @@ def fast_block(values, ub, nt, off, k):
 '''
 
 
+def _block_head(ind: str, size: str) -> str:
+    """Source opening a block of a long segment's loop: the block
+    ``pos:q`` (at most ``size`` elements, clamped to ``b``), its unsigned
+    start ``ub`` and length ``nt``, its offset ``off`` in the segment, and the
+    prefetch stream moved to its end."""
+    return (
+        f"{ind}q = pos + {size}\n"
+        f"{ind}if q > b:\n"
+        f"{ind}    q = b\n"
+        f"{ind}ub = np.uint64(pos)\n"
+        f"{ind}nt = np.uint64(q - pos)\n"
+        f"{ind}off = pos - s\n"
+        f"{ind}pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
+    )
+
+
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                     vsum: bool = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
@@ -861,41 +877,6 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{ind}    st = {res}\n"
         )
 
-    # Long: blocks of BLOCK elements merged through a binary-counter stack
-    # (k0, k1, ...), i.e. in pairwise order.
-    blocked = (
-        f"{li}nb = 0\n"
-        f"{li}cnt = 0\n"
-        f"{li}pos = a\n"
-        f"{li}while True:\n"
-        f"{li}    q = pos + {BLOCK}\n"
-        f"{li}    if q > b:\n"
-        f"{li}        q = b\n"
-        f"{li}    ub = np.uint64(pos)\n"
-        f"{li}    nt = np.uint64(q - pos)\n"
-        f"{li}    off = pos - s\n"
-        f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
-        + block
-        + f"{li}    if cnt == 0 and q == b:\n"
-        f"{li}        st = blk\n"
-        f"{li}        break\n"
-        f"{li}    cnt += 1\n"
-        f"{li}    m = cnt\n"
-        f"{li}    while (m & 1) == 0:\n"
-        f"{li}        nb -= 1\n"
-        f"{li}        blk = combine({cg.load('k', K, 'nb')}, blk)\n"
-        f"{li}        m >>= 1\n"
-        + cg.store("k", K, "nb", "blk", li + "    ")
-        + f"{li}    nb += 1\n"
-        f"{li}    pos = q\n"
-        f"{li}    if pos >= b:\n"
-        f"{li}        nb -= 1\n"
-        f"{li}        st = {cg.load('k', K, 'nb')}\n"
-        f"{li}        while nb > 0:\n"
-        f"{li}            nb -= 1\n"
-        f"{li}            st = combine({cg.load('k', K, 'nb')}, st)\n"
-        f"{li}        break\n"
-    )
     if style == "extreme" and K == 2 and not aux:
         # argmax/argmin: a segment of one unit-stride block (16 elements to
         # 1 KiB) without NaN here, in one arg_keys pass; all others through
@@ -912,6 +893,36 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{li}    st = (VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG)))), (a - s) + kix)\n"
             f"{li}else:\n"
             f"{li}    st, pf = arg_long(values, a, b, s, pf, nv, pfd, pfs, unit)\n"
+        )
+    else:
+        # Long: blocks of BLOCK elements merged through a binary-counter stack
+        # (k0, k1, ...), i.e. in pairwise order.
+        blocked = (
+            f"{li}nb = 0\n"
+            f"{li}cnt = 0\n"
+            f"{li}pos = a\n"
+            f"{li}while True:\n"
+            + _block_head(li + "    ", str(BLOCK))
+            + block
+            + f"{li}    if cnt == 0 and q == b:\n"
+            f"{li}        st = blk\n"
+            f"{li}        break\n"
+            f"{li}    cnt += 1\n"
+            f"{li}    m = cnt\n"
+            f"{li}    while (m & 1) == 0:\n"
+            f"{li}        nb -= 1\n"
+            f"{li}        blk = combine({cg.load('k', K, 'nb')}, blk)\n"
+            f"{li}        m >>= 1\n"
+            + cg.store("k", K, "nb", "blk", li + "    ")
+            + f"{li}    nb += 1\n"
+            f"{li}    pos = q\n"
+            f"{li}    if pos >= b:\n"
+            f"{li}        nb -= 1\n"
+            f"{li}        st = {cg.load('k', K, 'nb')}\n"
+            f"{li}        while nb > 0:\n"
+            f"{li}            nb -= 1\n"
+            f"{li}            st = combine({cg.load('k', K, 'nb')}, st)\n"
+            f"{li}        break\n"
         )
     seg_pf = f"{ind}pf = pf_1d(values, pf, a + pfd, nv, pfs)\n"
     if not small:
@@ -989,14 +1000,8 @@ def _arg_long_source() -> str:
         f"{li}st = IDENT\n"
         f"{li}pos = a\n"
         f"{li}while pos < b:\n"
-        f"{li}    q = pos + ABLK\n"
-        f"{li}    if q > b:\n"
-        f"{li}        q = b\n"
-        f"{li}    ub = np.uint64(pos)\n"
-        f"{li}    nt = np.uint64(q - pos)\n"
-        f"{li}    off = pos - s\n"
-        f"{li}    pf = pf_1d(values, pf, q + pfd, nv, pfs)\n"
-        f"{li}    if unit and nt >= U16:\n"
+        + _block_head(li + "    ", "ABLK")
+        + f"{li}    if unit and nt >= U16:\n"
         f"{li}        khi, klo, kix = arg_keys(values, ub, nt)\n"
         f"{li}    else:\n"
         f"{li}        khi, klo = block_keys(values, ub, nt)\n"
