@@ -1434,17 +1434,22 @@ def test_logsumexp_short_segments(dtype, backend):
     np.testing.assert_array_equal(to_host(got)[ones], values[offs[ones]])
 
 
-@pytest.mark.parametrize(("dtype", "inner", "narrow_rows"),
-                         [("float32", (64,), None), ("float32", (64,), 100),
-                          ("float64", (64,), None),
-                          ("float64", (1024,), None)])
-def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, monkeypatch):
-    """CPU 2-D argmax/argmin over long pieces: later rows that improve, ties, a NaN or
-    an infinity first seen late in a 200-row segment, all-(-inf) columns. float64 runs
-    every piece in one (value, row) pass; float32 in one pass with an int32 row index,
-    and pieces beyond NARROW_ROWS (2**31 - 1 rows) in blocks of rows (the best value per
-    block, then its first row): ``narrow_rows`` lowers that limit (a kernel generated
-    for the test) so the float32 pieces longer than it take the row blocks."""
+@pytest.mark.parametrize(("dtype", "inner", "narrow_rows", "strided"),
+                         [("float32", (64,), None, False), ("float32", (64,), 100, False),
+                          ("float32", (20,), None, False), ("float32", (8,), None, False),
+                          ("float32", (64,), None, True),
+                          ("float64", (64,), None, False),
+                          ("float64", (1024,), None, False)])
+def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, strided, monkeypatch):
+    """CPU 2-D argmax/argmin over long pieces: later rows that improve, ties (0.0 and
+    -0.0 among them), a NaN or an infinity first seen late in a 200-row segment,
+    all-(-inf) columns. float64 runs every piece in one (value, row) pass. float32 with
+    unit column stride and at least 16 columns runs strips of 16 columns over blocks of
+    rows (20 columns: the last strip overlaps the first); narrower or ``strided``
+    values one row-by-row pass with an int32 row index; either way pieces beyond
+    NARROW_ROWS (2**31 - 1 rows) in blocks of rows (the best value per block, then its
+    first row): ``narrow_rows`` lowers that limit (a kernel generated for the test) so
+    the float32 pieces longer than it take the row blocks."""
     if narrow_rows is not None:
         from hrarray._kernels import cpu as kc
 
@@ -1458,6 +1463,7 @@ def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, monkeypatch):
     # a rising and a falling trend: most blocks improve on the last, for max and min
     v = np.where(np.arange(m) % 2 == 0, rows, -rows) + rng.integers(-3, 4, size=(n, m))
     v[rng.random(v.shape) < 0.3] = 0.0  # ties within and across blocks
+    v[rng.random(v.shape) < 0.1] = -0.0
     v = v.astype(dtype)
     pick = rng.integers(0, n, size=(6, 2))
     v[pick[0, 0], pick[0, 1] % m] = np.nan
@@ -1467,6 +1473,9 @@ def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, monkeypatch):
     v[:, 5 % m] = -np.inf
     v[150:, 7 % m] = np.nan  # a NaN first met in a later block of the 200-row segment
     v = v.reshape(n, *inner)
+    if strided:
+        v = np.repeat(v, 2, axis=1)[:, ::2]
+        assert v.strides[1] == 2 * v.itemsize
     offsets = hst.offsets_from_lengths(lengths)
     x = make_ragged(v, [offsets], "cpu")
     for op in ("argmax", "argmin", "max", "min"):

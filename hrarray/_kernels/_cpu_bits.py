@@ -284,3 +284,98 @@ def block_sum(typingctx, values, ub, nt):
         return builder.extract_element(acc, i32(0))
 
     return types.float64(values, ub, nt), codegen
+
+
+def _strip_arg(is_max: bool):
+    """Rows ``p .. q - 1`` of one strip of 2-D float32 values into a column
+    state held in vector registers: argmax/argmin across rows.
+
+    The 2-D narrow pass keeps each column's running best and its row in
+    scratch arrays, loaded and stored for every row (LLVM cannot keep them in
+    registers across a row loop whose width ``m`` it does not know): 16
+    bytes of state moved per 4-byte element. Here one strip of 16 columns
+    (one AVX-512 register) is loaded once, carried through the rows as
+    vectors and stored once; the caller walks a few rows (a block in L1)
+    strip by strip.
+
+    A row replaces a column's best when it is strictly better or the first
+    NaN (``ugt``/``ult`` and an ordered best: a NaN best stays), as the
+    declaration's combine: the first NaN, else the first extreme; -0.0 and
+    0.0 compare equal (the first stays). ``values`` 2-D with unit column
+    stride (the caller checks), columns ``c .. c + 15`` inside the row;
+    ``bm`` (float32) and ``ix`` (int32: the row of the best relative to the
+    piece; ``jb`` is row ``p``'s) are 1-D and contiguous. A strip may
+    overlap the one before it (the last strip of a width that is not a
+    multiple of 16): rows seen twice by a column change nothing the second
+    time.
+    """
+
+    def check(values, p, q, c, bm):
+        return (
+            isinstance(values, types.Array) and values.ndim == 2
+            and values.dtype == types.float32
+            and isinstance(bm, types.Array) and bm.ndim == 1 and bm.dtype == values.dtype
+            and all(isinstance(t, types.Integer) for t in (p, q, c))
+        )
+
+    def typer(typingctx, values, p, q, c, bm, ix, jb):
+        if not check(values, p, q, c, bm) or jb != types.int32:
+            return None
+        if not isinstance(ix, types.Array) or ix.ndim != 1 or ix.dtype != types.int32:
+            return None
+        return types.none(values, p, q, c, bm, ix, jb), _strip_codegen(is_max)
+
+    name = "strip_arg" + ("max" if is_max else "min")
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+def _strip_codegen(is_max: bool):
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty, bmty = sig.args[0], sig.args[4]
+        w = 16
+        i32 = ir.IntType(32)
+        vf = ir.VectorType(ir.FloatType(), w)
+        vi = ir.VectorType(i32, w)
+        ary = context.make_array(aryty)(context, builder, args[0])
+        p, q, c = (context.cast(builder, a, t, types.intp)
+                   for a, t in zip(args[1:4], sig.args[1:4], strict=True))
+
+        def vec_ptr(arrty, arr, vty):
+            a = context.make_array(arrty)(context, builder, arr)
+            ptr = cgutils.get_item_pointer(context, builder, arrty, a, [c], wraparound=False)
+            return builder.bitcast(ptr, vty.as_pointer())
+
+        # loop-carried vectors as allocas: LLVM's SROA makes them registers
+        pbm = vec_ptr(bmty, args[4], vf)
+        bm_a = cgutils.alloca_once_value(builder, builder.load(pbm, align=1))
+        pix = vec_ptr(sig.args[5], args[5], vi)
+        ix_a = cgutils.alloca_once_value(builder, builder.load(pix, align=1))
+        jb = args[6]
+        with cgutils.for_range(builder, builder.sub(q, p)) as loop:
+            j = builder.add(p, loop.index)
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [j, c], wraparound=False)
+            # align=1: values are read in place (API.md), any alignment
+            v = builder.load(builder.bitcast(ptr, vf.as_pointer()), align=1)
+            b = builder.load(bm_a)
+            # strictly better, or v NaN; never over a NaN best (sticky)
+            up = builder.and_(builder.fcmp_unordered(">" if is_max else "<", v, b),
+                              builder.fcmp_ordered("ord", b, b))
+            builder.store(builder.select(up, v, b), bm_a)
+            row = builder.add(jb, builder.trunc(loop.index, i32))
+            splat = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vi, ir.Undefined), row, i32(0)),
+                ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
+            builder.store(builder.select(up, splat, builder.load(ix_a)), ix_a)
+        builder.store(builder.load(bm_a), pbm, align=1)
+        builder.store(builder.load(ix_a), pix, align=1)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+strip_argmax = _strip_arg(True)
+strip_argmin = _strip_arg(False)

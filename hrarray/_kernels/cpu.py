@@ -1252,7 +1252,9 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # (n, 64), 2 threads: uniform 8.74 -> 6.33 ms, one_huge 8.15 -> 5.52).
         # (Integer argmax/argmin are style "simd", not this.)
         if arg and _widened_arg(decl):
-            return range_2d_arg_narrow(end, ind, cmp) + range_2d_argblocks(end, ind, cmp) + (
+            return range_2d_strips(end, ind) + (
+                range_2d_arg_narrow(end, ind, cmp) + range_2d_argblocks(end, ind, cmp)
+            ).replace(f"{ind}if ", f"{ind}elif ", 1) + (
                 f"{ind}else:\n"
                 f"{i1}for col in range(m):\n"
                 + ident
@@ -1277,6 +1279,43 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             + f"{ind}else:\n"
             f"{i1}for col in range(m):\n"
             + ident
+        )
+
+    def range_2d_strips(end: str, ind: str) -> str:
+        # float32 argmax/argmin, values with unit column stride and at least
+        # SW columns: rows in blocks of srb (in L1), each block strip by strip
+        # (SW columns, one vector register), the strip's best and row carried
+        # in registers through the block's rows (_cpu_bits.strip_arg*): the
+        # narrow pass below loads and stores each column's best and row once
+        # per row. The last strip of a width that is not a multiple of SW
+        # overlaps the one before (idempotent). The row is int32, local to
+        # the piece: pieces beyond NARROW_ROWS rows take the row blocks.
+        # 25M float32 as (n, 64), one thread: uniform 4.5-5.1 -> 3.9-4.0 ms,
+        # one_huge 5.7-6.3 -> 4.8-5.0. Not float64 (8 lanes; 5-10 % slower:
+        # its row-by-row pass is bound by memory, not by the state) nor
+        # max/min (no faster).
+        i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
+        return (
+            f"{ind}if a < {end} and sw > 0 and {end} - a <= {int(NARROW_ROWS)}:\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}bm[col] = values[a, col]\n"
+            f"{i2}ix[col] = np.int32(0)\n"
+            f"{i1}p = a + 1\n"
+            f"{i1}while p < {end}:\n"
+            f"{i2}q = p + srb\n"
+            f"{i2}if q > {end}:\n"
+            f"{i3}q = {end}\n"
+            f"{i2}for jp in range(p + pfr, min(q + pfr, nr)):\n"
+            f"{i3}for col in range(0, m, pfs):\n"
+            f"{i4}prefetch2(values, jp, col)\n"
+            f"{i2}cw = 0\n"
+            f"{i2}while cw < m:\n"
+            f"{i3}strip(values, p, q, cw if cw + sw <= m else m - sw, bm, ix, np.int32(p - a))\n"
+            f"{i3}cw += sw\n"
+            f"{i2}p = q\n"
+            f"{i1}for col in range(m):\n"
+            f"{i2}a0[col] = AT0(bm[col])\n"
+            f"{i2}a1[col] = (a - s) + np.int64(ix[col])\n"
         )
 
     def range_2d_arg_narrow(end: str, ind: str, cmp: str) -> str:
@@ -1463,11 +1502,14 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
     # the (value, index) select across columns: 2.5x measured).
     acc_alloc1 = "".join(f"    a{i} = as{i}[r]\n" for i in range(max(K, 1)))
     if style == "extreme" and not aux and K == 2 and _widened_arg(decl):
-        # float32 argmax/argmin: the narrow pass's best and row, and the
-        # row-block pass's block best (range_2d_arg_narrow, _argblocks)
+        # float32 argmax/argmin: the strips' and the narrow pass's best and
+        # row, the row-block pass's block best (range_2d_strips, _arg_narrow,
+        # _argblocks); the strips' width (0: not this layout) and block rows
         acc_alloc1 += (
             "    bm = bms[r]\n    ix = ixs[r]\n"
             "    rb = max(8, 32768 // max(1, m * values.itemsize))\n"
+            "    sw = SW if values.strides[1] == values.itemsize and m >= SW else 0\n"
+            "    srb = max(4, 4096 // max(1, m * values.itemsize))\n"
         )
     if not (style == "extreme" and not aux):
         acc_alloc1 += "".join(
@@ -1625,8 +1667,7 @@ def _scratch(decl: Decl) -> dict:
     style = decl.meta.get("style", "lanes")
     c2 = [(f"as{i}", ats[i], ("c", "m")) for i in range(K1)]
     if style == "extreme" and not decl.aux and decl.arity == 2 and _widened_arg(decl):
-        bits = dts[0].itemsize * 8
-        c2 += [("bms", dts[0], ("c", "m")), ("ixs", np.dtype(f"i{bits // 8}"), ("c", "m"))]
+        c2 += [("bms", dts[0], ("c", "m")), ("ixs", np.dtype(np.int32), ("c", "m"))]
     if not (style == "extreme" and not decl.aux):
         c2 += [(f"gs{i}", ats[i], ("c", STACK, "m")) for i in range(K1)]
     # "values"/"aux": the dtype of that argument (known only in run())
@@ -1704,6 +1745,10 @@ class CpuKernel:
             ns["arg_keys"] = arg_keys_max if ns["IS_MAX"] else arg_keys_min
             ns["block_keys_vec"] = block_keys_vec
             ns["MW"] = ~np.uint64(EXTREME_STEP - 1)
+            from hrarray._kernels._cpu_bits import strip_argmax, strip_argmin
+
+            ns["strip"] = strip_argmax if ns["IS_MAX"] else strip_argmin
+            ns["SW"] = 16  # float32 lanes of the strips (_widened_arg: float32 only)
         return cg.import_module(self.path, ns)
 
     def functions(self):
