@@ -59,6 +59,9 @@ def _csv(s: str | None, allowed: tuple[str, ...], what: str) -> list[str]:
     bad = [x for x in items if x not in allowed]
     if bad:
         raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
+    if not items:
+        # an empty list ran nothing and reported an empty table
+        raise SystemExit(f"--{what} names none of {', '.join(allowed)}")
     return items
 
 
