@@ -1290,8 +1290,9 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # per row. The last strip of a width that is not a multiple of SW
         # overlaps the one before (idempotent). The row is int32, local to
         # the piece: pieces beyond NARROW_ROWS rows take the row blocks.
-        # 25M float32 as (n, 64), one thread: uniform 4.5-5.1 -> 3.9-4.0 ms,
-        # one_huge 5.7-6.3 -> 4.8-5.0. Not float64 (8 lanes; 5-10 % slower:
+        # 25M float32 as (n, 64), best of 4 rounds, one thread: uniform 5.33
+        # -> 3.83 ms, empty_heavy 4.66 -> 3.96, one_huge 6.57 -> 5.23; two
+        # threads 1.1-1.2x. Not float64 (8 lanes; 5-10 % slower:
         # its row-by-row pass is bound by memory, not by the state) nor
         # max/min (no faster). Blocks of 2 KiB of rows (at least 4 rows):
         # A/B, 3 rounds, 1 and 2 threads, against 4 KiB 0.92-0.97x the time,
