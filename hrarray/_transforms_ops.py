@@ -208,15 +208,21 @@ def attention_out_dtype(x_dtype: np.dtype, score_dtype: np.dtype) -> np.dtype:
 
 @functools.lru_cache(maxsize=256)
 def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
-    """The online softmax-weighted sum, one pass: state ``(m, s, acc)`` in float64.
+    """The online softmax-weighted sum, one pass: state ``(m, s, mean)`` in float64.
 
+    ``m`` is the running max score, ``s`` the sum of ``exp(w - m)``, ``mean``
+    the values' mean weighted by those terms (``sum v exp(w - m) / s``).
     ``map(v, w, j)`` turns an element ``v`` with score ``w`` into
     ``(w, 1, v)``; ``combine`` rescales the state with the smaller running
     max by ``exp(m_small - m_big)`` (Milakov & Gimelshein's online softmax),
     so the weights ``softmax(scores)`` are never materialised and the scores
-    and values are read once. ``finalize`` gives ``acc / s``; an empty segment
-    gives 0 (``fill_value=`` replaces it); a NaN score or value, an all
-    ``-inf`` or a ``+inf`` score column gives NaN (as ``softmax``).
+    and values are read once. The mean, not the weighted sum, is carried: a
+    convex combination of two means cannot overflow, where the sum did for
+    values near the float64 range's end (17 values of 1e308 summed to inf;
+    then, weighted by an ``exp`` that underflowed to 0, inf * 0 gave NaN for
+    a finite result). ``finalize`` gives the mean; an empty segment gives 0
+    (``fill_value=`` replaces it); a NaN score or value, an all ``-inf`` or a
+    ``+inf`` score column gives NaN (as ``softmax``).
     """
     x_dtype, score_dtype = np.dtype(x_dtype), np.dtype(score_dtype)
     _float_kind("attention_pool", x_dtype)
@@ -229,10 +235,20 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
     zero = f64(0)
     one = f64(1)
     nan = f64(NAN)
+    big = f64(np.finfo(np.float64).max)
     ident = (f64(-INF), zero, zero)
 
     def map_(v, w, j):
         return (f64(w), one, f64(v))
+
+    def mix(xa, xb, r):
+        # (1 - r) xa + r xb, r in [0, 1]: xa + (xb - xa) r (exactly xa when
+        # the two are equal), or, where xb - xa overflows (means of opposite
+        # sign near the range's end) or is NaN, the convex form
+        d = xb - xa
+        if abs(d) <= big:
+            return xa + d * r
+        return xa * (one - r) + xb * r
 
     def combine(a, b):
         ma, sa, xa = a
@@ -240,20 +256,25 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
         if ma != ma or mb != mb:
             return (ma + mb, sa + sb, xa + xb)  # NaN score propagates
         if ma == mb:  # also both -inf (the identity) and both +inf
-            return (ma, sa + sb, xa + xb)
+            s = sa + sb
+            if s == zero:  # two identities
+                return (ma, s, xa + xb)
+            return (ma, s, mix(xa, xb, sb / s))
         if ma > mb:
-            f = math.exp(mb - ma)
-            return (ma, sa + sb * f, xa + xb * f)
-        f = math.exp(ma - mb)
-        return (mb, sb + sa * f, xb + xa * f)
+            t = sb * math.exp(mb - ma)
+            s = sa + t
+            return (ma, s, mix(xa, xb, t / s))
+        t = sa * math.exp(ma - mb)
+        s = sb + t
+        return (mb, s, mix(xb, xa, t / s))
 
     def finalize(st, n):
-        m, s, acc = st
+        m, _s, mean = st
         if n == 0:
             return zero
         if not (m > -INF and m < INF):
             return nan
-        return acc / s
+        return mean
 
     vdt = _ops._value_dtype(x_dtype)
     decl = Decl(
@@ -265,6 +286,9 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
         aux=True,
         # a backend may run 2-D values with one state (m, s) per row: the row
         # step must equal combine(state, map_(v, w, j)) column by column
-        meta={"rows": "online_softmax", "style": "pool"},
+        # strict_fp: its functions compiled without fastmath's reassoc, which
+        # folds mix's convex form back into xa + (xb - xa) r, the overflowing
+        # one (-inf for the means 1e308 and -1e308)
+        meta={"rows": "online_softmax", "style": "pool", "strict_fp": True},
     )
     return Spec(decl, out, vdt)

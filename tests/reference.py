@@ -824,7 +824,7 @@ def attention_pool(values, offsets_list, score_values, levels=1, *, fill_value=N
     if res_dtype.kind in "biu":
         res_dtype = np.dtype(np.float64)
     u_res = unit_roundoff(res_dtype)
-    u_c = U_F64  # state (m, s, acc) in float64 for every dtype pair
+    u_c = U_F64  # state (m, s, mean) in float64 for every dtype pair
     composed = compose(offsets_list, levels)
     inner = values.shape[1:]
     ncols = math.prod(inner)

@@ -639,6 +639,38 @@ def test_attention_nan_inf(backend):
     assert not np.isnan(got[6])
 
 
+@pytest.mark.parametrize("inner", [(), (2,)])
+def test_attention_pool_values_near_float64_max(inner, backend):
+    """Values near the end of float64's range, whose weighted mean is finite: the state
+    carried the weighted sum, which overflowed (17 values of 1e308: inf), and a sum
+    weighted by an exp that underflowed to 0 then gave inf * 0 = NaN. Each case on
+    its own segment: equal scores, a single high score among low ones (the high one
+    last, then first), 128 huge values whose scores 800 below the rest zero their
+    weights, means of opposite sign (+-1e308 alternating), a 3-element segment (the
+    masked steps), and 2-D values (the CPU's row kernel)."""
+    big = 1e308
+    segs = [
+        (np.full(17, big), np.zeros(17)),
+        (np.full(17, big), np.r_[np.full(16, -big), big]),
+        (np.full(17, big), np.r_[big, np.full(16, -big)]),
+        (np.full(16, big), np.r_[np.zeros(15), 800.0]),
+        (np.r_[np.full(128, big), np.ones(128)], np.r_[np.zeros(128), np.full(128, 800.0)]),
+        (np.tile([big, -big], 256), np.zeros(512)),
+        (np.full(3, big), np.array([-big, -big, big])),
+        (np.full(40, -big), np.linspace(0.0, 1.0, 40)),
+    ]
+    lens = [len(v) for v, _ in segs]
+    v = np.concatenate([v for v, _ in segs])
+    w = np.concatenate([w for _, w in segs])
+    if inner:
+        v = np.stack([v, -v / 2], axis=1)
+    offs = hst.offsets_from_lengths(lens)
+    x, sc = make_ragged(v, [offs], backend), ragged_1d(w, lens, backend)
+    got = to_host(run(backend, hr.attention_pool, x, sc))
+    assert np.isfinite(got).all(), got
+    R.assert_result(got, R.attention_pool(v, [offs], w))
+
+
 @pytest.mark.parametrize(("vdt", "wdt"), [("float32", "float32"), ("float64", "float64"),
                                          ("float32", "int16"), ("float64", "bool")])
 def test_attention_pool_long_segments(vdt, wdt, backend):

@@ -557,19 +557,30 @@ _EXP_LE0 = _EXP_CONSTS + _exp_source(
     -708.0, subnormal=False)
 
 # attention_pool (1-D values, style "pool"): an all-finite block's state
-# (max score, sum of exp(w - max), sum of v * exp(w - max)) from two loops
-# with exp_le0, as lse_block; a block with a NaN or an infinity in its scores
-# or values runs the declaration (math.exp and a branch per element).
+# (max score, sum of exp(w - max), the values' mean weighted by those terms;
+# see _transforms_ops.attention_spec) from two loops with exp_le0, as
+# lse_block; a block with a NaN or an infinity in its scores or values, or a
+# value beyond POOL_BIG in magnitude, runs the declaration (math.exp and a
+# branch per element). POOL_BIG = 2**1016: a block's sum of v * exp(w - max)
+# over at most 128 elements (BLOCK, SHORT, the masked steps' 8) then stays
+# below 2**1023, so it cannot overflow before it is divided by the sum of
+# the exps (values of 1e308 had summed to inf, and the result was inf or
+# NaN where the weighted mean was finite).
+POOL_BIG = 2.0**1016
 _POOL_HELPERS = _EXP_LE0 + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
             **_NOWRAP)
 def pool_nonfinite(values, w, ub, nt):
     # x * 0 is 0 for finite x and NaN for NaN or +-inf (as nonfinite); in
-    # float64, so integer and bool scores type too
+    # float64, so integer and bool scores type too. (Under reassoc LLVM sums
+    # v + w before the multiply, so v + w overflowing sends a finite block to
+    # the declaration too: slower, the same result.) A value beyond POOL_BIG
+    # adds 1.
     acc = 0.0
     for t in range(nt):
-        acc += np.float64(values[ub + t]) * 0.0 + np.float64(w[ub + t]) * 0.0
+        v = np.float64(values[ub + t])
+        acc += v * 0.0 + np.float64(w[ub + t]) * 0.0 + (1.0 if abs(v) > POOL_BIG else 0.0)
     return acc != 0
 
 
@@ -586,7 +597,7 @@ def pool_block(values, w, ub, nt):
         f = exp_le0(np.float64(w[ub + t]) - m)
         s += f
         a += np.float64(values[ub + t]) * f
-    return (m, s, a)
+    return (m, s, a / s)  # s >= 1: the max's own term is exp(0)
 '''
 
 _LSE_HELPERS = _EXP_LE0 + '''
@@ -819,6 +830,9 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             pool = style == "pool"
             sarr = ("wpad" if padded else "w") if pool else arr  # the scores
             sv = "x" if pool else "v"
+            # attention_pool: a value beyond POOL_BIG runs the declaration
+            # too (see _POOL_HELPERS)
+            pool_z = " + v * 0.0 + (1.0 if abs(v) > POOL_BIG else 0.0)" if pool else ""
             return (
                 f"{ind}{kw} {cond}:\n"
                 + ("" if padded else tiny_pf)
@@ -829,7 +843,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                 f"{ind}    for t in range({width}):\n"
                 f"{i2}{sv} = np.float64({sarr}[u + np.uint64(t)])\n"
                 + (f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n" if pool else "")
-                + f"{i2}z += {sv} * 0.0{' + v * 0.0' if pool else ''} if t < L else 0.0\n"
+                + f"{i2}z += {sv} * 0.0{pool_z} if t < L else 0.0\n"
                 f"{i2}mx = {sv} if (t < L) & ({sv} > mx) else mx\n"
                 f"{ind}    if z == 0.0:\n"
                 f"{i2}sx = 0.0\n"
@@ -840,7 +854,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                 f"{i3}sx += ex if t < L else 0.0\n"
                 + (f"{i3}ax += np.float64({arr}[u + np.uint64(t)]) * ex if t < L else 0.0\n"
                    if pool else "")
-                + f"{i2}st = {'(mx, sx, ax)' if pool else '(mx, sx)'}\n"
+                # (an empty segment: sx = 0, the identity (-inf, 0, 0))
+                + f"{i2}st = {'(mx, sx, ax / sx if sx > 0.0 else 0.0)' if pool else '(mx, sx)'}\n"
                 f"{ind}    else:\n"
                 + _indented(decl_steps)
             )
@@ -1076,7 +1091,7 @@ def _source(decl: Decl, cache: bool) -> str:
     if style == "lse":
         src.append(_LSE_HELPERS)
     if style == "pool":
-        src.append(_POOL_HELPERS)
+        src.append(f"POOL_BIG = {POOL_BIG!r}\n" + _POOL_HELPERS)
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
     stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
@@ -1718,7 +1733,11 @@ class CpuKernel:
 
         decl = self.decl
         helpers = shared_helpers()
-        ns = cg.decl_namespace(decl, numba.njit(**CALLEE_OPTS), self.dtypes, is_empty=True)
+        # a declaration whose arithmetic fastmath would break (strict_fp, see
+        # _transforms_ops.attention_spec): its functions compiled without it
+        # (fastmath flags are per instruction: they stay off when inlined)
+        opts = {**CALLEE_OPTS, "fastmath": False} if decl.meta.get("strict_fp") else CALLEE_OPTS
+        ns = cg.decl_namespace(decl, numba.njit(**opts), self.dtypes, is_empty=True)
         ns["pf_1d"] = helpers.pf_1d
         ns["pf_step"] = helpers.pf_step
         for i, at in enumerate(_acc_dtypes(decl)):
