@@ -285,7 +285,10 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
         finalize,
         aux=True,
         # a backend may run 2-D values with one state (m, s) per row: the row
-        # step must equal combine(state, map_(v, w, j)) column by column
+        # step must agree with combine(state, map_(v, w, j)) column by column
+        # (the CPU's row kernel: weighted sums divided at the piece's end,
+        # equal up to rounding; the declaration's own steps where they
+        # overflow)
         # strict_fp: its functions compiled without fastmath's reassoc, which
         # folds mix's convex form back into xa + (xb - xa) r, the overflowing
         # one (-inf for the means 1e308 and -1e308)
