@@ -586,9 +586,16 @@ def rows_piece(values, w, a, e, acc):
             for col in range(ncol):
                 acc[col] = np.float64(values[j, col]) + acc[col] * f
             m = wj
+    return m, s
+
+
+@numba.njit(inline="always", **_OPTS, **_NOWRAP)
+def to_mean(values, w, a, e, acc, m, s):
+    # rows_piece's sums divided by s in place (a piece cut by a chunk edge,
+    # whose state the fix-up combines); rows_exact where one is not finite
     if s > 0.0:  # else no row: the identity (-inf, 0, 0)
         bad = 0
-        for col in range(ncol):
+        for col in range(values.shape[1]):
             x = acc[col]
             bad += 0 if abs(x) <= BIG else 1
             acc[col] = x / s
@@ -627,19 +634,36 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
             a = s0 if s0 > j0 else j0
             m, s = rows_piece(values, w, a, e, acc)
             if s0 < j0:
+                m, s = to_mean(values, w, a, e, acc, m, s)
                 store(h0, h1, h2, c, m, s, acc)
             else:
+                # a whole segment: its sums divided and checked in the loop
+                # that writes its row (a pass of its own cost segments of 0-4
+                # rows 1.13x the time)
                 n = e - s0
+                d = s if s > 0.0 else 1.0
+                bad = 0
                 for col in range(ncol):
-                    st = (m, s, acc[col])
+                    x = acc[col]
+                    bad += 0 if abs(x) <= BIG else 1
+                    st = (m, s, x / d)
                     if use_fill and is_empty(st, n):
                         out[k, col] = fill
                     else:
                         out[k, col] = finalize(st, n)
+                if bad:
+                    m, s = rows_exact(values, w, a, e, acc)
+                    for col in range(ncol):
+                        st = (m, s, acc[col])
+                        if use_fill and is_empty(st, n):
+                            out[k, col] = fill
+                        else:
+                            out[k, col] = finalize(st, n)
         if i1 < nseg:
             s0 = offsets[i1]
             a = s0 if s0 > j0 else j0
             m, s = rows_piece(values, w, a, j1, acc)
+            m, s = to_mean(values, w, a, j1, acc, m, s)
             store(t0, t1, t2, c, m, s, acc)
 """
 
