@@ -79,6 +79,14 @@ JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
 NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 CALLEE_OPTS = {**JIT_OPTS, **NO_WRAPPERS}
 
+
+def decl_opts(decl) -> dict:
+    """Numba options for a declaration's functions: CALLEE_OPTS, without
+    fastmath for a declaration whose arithmetic it would break (``strict_fp``,
+    see _transforms_ops.attention_spec). Fastmath flags are per instruction:
+    they stay off when LLVM inlines the functions into a fastmath kernel."""
+    return {**CALLEE_OPTS, "fastmath": False} if decl.meta.get("strict_fp") else CALLEE_OPTS
+
 # Parallelism: the kernels are plain (non-parallel) nogil functions over a
 # range of merge-path chunks, and a large input's chunks are run on a pool of
 # Python threads (the calling thread takes chunk 0). Not Numba's
@@ -1733,11 +1741,7 @@ class CpuKernel:
 
         decl = self.decl
         helpers = shared_helpers()
-        # a declaration whose arithmetic fastmath would break (strict_fp, see
-        # _transforms_ops.attention_spec): its functions compiled without it
-        # (fastmath flags are per instruction: they stay off when inlined)
-        opts = {**CALLEE_OPTS, "fastmath": False} if decl.meta.get("strict_fp") else CALLEE_OPTS
-        ns = cg.decl_namespace(decl, numba.njit(**opts), self.dtypes, is_empty=True)
+        ns = cg.decl_namespace(decl, numba.njit(**decl_opts(decl)), self.dtypes, is_empty=True)
         ns["pf_1d"] = helpers.pf_1d
         ns["pf_step"] = helpers.pf_step
         for i, at in enumerate(_acc_dtypes(decl)):

@@ -57,7 +57,7 @@ import numpy as np
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
 from hrarray._kernels import native
-from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, get_kernel, launch
+from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, decl_opts, get_kernel, launch
 from hrarray._transforms_ops import exp_nonpos
 from hrarray.reducer import Decl
 
@@ -421,7 +421,7 @@ class CpuScanKernel:
         def load():
             import numba
 
-            ns = cg.decl_namespace(decl, numba.njit(**CALLEE_OPTS), self.dtypes)
+            ns = cg.decl_namespace(decl, numba.njit(**decl_opts(decl)), self.dtypes)
             return cg.import_module(path, ns)
 
         # native entries where cached (see hrarray._kernels.native)
@@ -501,59 +501,31 @@ def segment_scan(spec, values, offsets, exclusive: bool):
 # the columns, then divides them by the sum of the exps: the declaration's
 # state (m, s, mean), which its fix-up combines at chunk edges. A piece whose
 # sums are not all finite (a value near the float64 range's end, or a NaN or
-# an infinity) runs again in ``rows_exact``: the declaration's
-# ``combine(state, (w, 1, v))`` written out, its ``mix`` too, compiled
-# without fastmath as the declaration is (``strict_fp``: reassoc folds mix's
-# convex form into the overflowing one). Carrying the mean on every row, as
-# rows_exact does, took 1.25-1.5x the time (2-D float32 uniform, one thread:
-# 11.2-11.5 ms, 14.2-14.5 mean, 16.9-17.9 with mix's overflow check).
+# an infinity) runs again in ``rows_exact``: the declaration's own map and
+# combine, column by column (an exp per element; only such pieces). Carrying
+# the mean on every row took 1.25-1.5x the time (2-D float32 uniform, one
+# thread: 11.2-11.5 ms, 14.2-14.5 mean, 16.9-17.9 with the overflow check).
 _ROWS_SRC = """
 import math
 import numba
 import numpy as np
 
 _OPTS = dict(nogil=True, error_model='numpy', fastmath=FASTMATH, cache=CACHE)
-_EXACT = dict(nogil=True, error_model='numpy', fastmath=False, cache=CACHE)
 _NOWRAP = WRAPPER_OPTS
 BIG = np.finfo(np.float64).max
 
 
-@numba.njit(**_EXACT, **_NOWRAP)
-def mix(xa, xb, r):
-    d = xb - xa
-    if abs(d) <= BIG:
-        return xa + d * r
-    return xa * (1.0 - r) + xb * r
-
-
-@numba.njit(**_EXACT, **_NOWRAP)
+@numba.njit(**_OPTS, **_NOWRAP)
 def rows_exact(values, w, a, e, acc):
-    ncol = values.shape[1]
+    # the declaration's steps, combine(state, map_(v, w, j)), column by
+    # column; m and s depend on the scores only, the same in every column
     m = -np.inf
     s = 0.0
-    for col in range(ncol):
-        acc[col] = 0.0
-    for j in range(a, e):
-        wj = np.float64(w[j])
-        if m != m or wj != wj:
-            m = m + wj
-            s = s + 1.0
-            for col in range(ncol):
-                acc[col] = acc[col] + np.float64(values[j, col])
-        elif m < wj:
-            # the row's score is the new max: the state is the smaller side
-            t = s * math.exp(m - wj)
-            s = 1.0 + t
-            r = t / s
-            m = wj
-            for col in range(ncol):
-                acc[col] = mix(np.float64(values[j, col]), acc[col], r)
-        else:
-            t = 1.0 if m == wj else math.exp(wj - m)
-            s = s + t
-            r = t / s
-            for col in range(ncol):
-                acc[col] = mix(acc[col], np.float64(values[j, col]), r)
+    for col in range(values.shape[1]):
+        st = IDENT
+        for j in range(a, e):
+            st = combine(st, map_(values[j, col], w[j], j - a))
+        m, s, acc[col] = st
     return m, s
 
 
@@ -686,12 +658,8 @@ def _rows_function(decl: Decl):
                 def load():
                     import numba
 
-                    jit = numba.njit(**CALLEE_OPTS)
-                    memo: dict = {}
-                    ns = {
-                        "finalize": cg.jitify(decl.finalize, jit, memo),
-                        "is_empty": cg.jitify(decl.is_empty, jit, memo),
-                    }
+                    ns = cg.decl_namespace(decl, numba.njit(**decl_opts(decl)),
+                                           cg.component_dtypes(decl.identity), is_empty=True)
                     return cg.import_module(path, ns)
 
                 (fn,) = native.functions(folder if disk else None, path.stem, ("pool_rows",),
