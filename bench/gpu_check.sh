@@ -7,23 +7,28 @@
 # wheels found in ./.whl (e.g. cuda-cccl for the cuda.compute anchor) are
 # installed offline into a temporary folder if present.
 #
-# Steps, each under `timeout`, each continuing on failure:
+# Steps, each under `timeout`, each continuing on failure (except the smoke test):
 #   1. versions (python, numpy, numba, numba-cuda, cupy, torch, nvidia-smi -L)
-#   2. python3 -m pytest -m cuda -x -q                          -> $OUT/pytest.log
-#   3. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
+#   2. smoke test: hrarray sum/max/argmax of a small CuPy and numba device array
+#      against the CPU; if it fails the script stops here (the rest would only fail
+#      the same way, on a lease's minutes)
+#   3. python3 -m hrarray bench --device all: sum/mean/max/argmax, float32,
+#      all workloads, 1-D and 2-D, 1e8 scalars, the GPU anchors (the CPU anchors
+#      are measured on the development machine; at 1e8 they would eat the budget)
+#                                                                -> $OUT/bench.log, $OUT/bench/*
+#   4. python3 -m pytest -k "cuda or gpu" -n 12 -v: every CUDA-backend test on the real GPU
+#      (hypothesis's full example counts), per-test timeout     -> $OUT/pytest.log
+#   5. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
 #      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
-#   4. python3 -m hrarray bench --device all: sum/mean/max/argmax, float32,
-#      all workloads, 1-D and 2-D, 1e8 scalars                  -> $OUT/bench.log, $OUT/bench/*
-#   5. a short summary table: the LAST lines of stdout.
+#   6. a short summary table: the LAST lines of stdout.
 # At most 8 files under $OUT: gpu_check.log pytest.log sweep.log bench.log
 # bench/results.md bench/results.json bench/plot_float32_1d.png bench/plot_float32_2d.png
 #
 # Usage (from anywhere):  OUT=/some/dir bash bench/gpu_check.sh
-# Time limits (seconds, env): PYTEST_TIMEOUT=120 SWEEP_BUDGET=150 BENCH_BUDGET=100
-# (each step's `timeout` adds 30 s to its budget for writing results): < 8 min in all.
-# The sweep checks float32 first; cases past its deadline are listed as skipped (at 1e8
-# scalars, with first-call compilation, not all 24 cases fit in 150 s): give it
-# SWEEP_BUDGET=600 for the full sweep when the 8-minute limit does not apply.
+# Time limits (seconds, env): BENCH_BUDGET=240 PYTEST_TIMEOUT=110 SWEEP_BUDGET=80
+# (the bench's and the sweep's `timeout` add 30 s to their budgets for writing results):
+# at most ~9 min in all. The sweep checks float32 first; cases past its deadline are listed
+# as skipped: give it SWEEP_BUDGET=600 for the full sweep when no lease limit applies.
 
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -32,9 +37,9 @@ OUT=${OUT:-$ROOT/bench/out/gpu}
 mkdir -p "$OUT/bench"
 LOG=$OUT/gpu_check.log
 : >"$LOG"
-PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-120}
-SWEEP_BUDGET=${SWEEP_BUDGET:-150}
-BENCH_BUDGET=${BENCH_BUDGET:-100}
+PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-110}
+SWEEP_BUDGET=${SWEEP_BUDGET:-80}
+BENCH_BUDGET=${BENCH_BUDGET:-240}
 T_START=$(date +%s)
 
 say() { echo "$*" | tee -a "$LOG"; }
@@ -43,6 +48,7 @@ elapsed() { echo $(($(date +%s) - T_START)); }
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
+export NUMBA_CUDA_WARN_ON_IMPLICIT_COPY=0
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # numba-cuda finds NVVM through CUDA_HOME when it is not in a wheel
 if [ -z "${CUDA_HOME:-}" ] && [ -z "${CUDA_PATH:-}" ] && command -v nvcc >/dev/null 2>&1; then
@@ -91,30 +97,46 @@ except Exception as e:
 EOF
 if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>&1 | tee -a "$LOG"; else say "nvidia-smi not found"; fi
 
-say "== 2. pytest -m cuda (timeout ${PYTEST_TIMEOUT}s) at $(elapsed)s"
+say "== 2. smoke test at $(elapsed)s"
+timeout 150 $PY bench/gpu_smoke.py >>"$LOG" 2>&1
+RC_SMOKE=$?
+tail -n 14 "$LOG"
+if [ "$RC_SMOKE" -ne 0 ]; then
+  say "smoke test FAILED (rc=$RC_SMOKE): stopping here at $(elapsed)s"
+  exit 1
+fi
+
+say "== 3. benchmark, --device all, float32, sum/mean/max/argmax, 1e8 (budget ${BENCH_BUDGET}s) at $(elapsed)s"
+timeout $((BENCH_BUDGET + 30)) $PY -m hrarray bench --device all --dtypes float32 --ndims 1,2 \
+  --ops sum,mean,max,argmax --repeats 5 --cap-s 1 --budget-s "$BENCH_BUDGET" --no-overheads \
+  --anchors "torch.segment_reduce,cuda.compute,awkward cuda,cupy cumsum-diff f32,cupy cumsum-diff f64" \
+  --out "$OUT/bench" >"$OUT/bench.log" 2>&1
+RC_BENCH=$?
+grep -E "FAILURE|WRONG|BENCH BUG|Traceback" "$OUT/bench.log" | head -n 12 | tee -a "$LOG"
+say "bench rc=$RC_BENCH"
+
+say "== 4. pytest -k 'cuda or gpu' on the GPU (timeout ${PYTEST_TIMEOUT}s) at $(elapsed)s"
 # NumPy >= 2.5 warns (DeprecationWarning) when numba-cuda imports its datetime helpers; the
-# suite's `filterwarnings = error` would turn that into a collection error, so it is ignored here
-timeout "$PYTEST_TIMEOUT" $PY -m pytest -m cuda -x -q -p no:cacheprovider \
+# suite's `filterwarnings = error` would turn that into a collection error, so it is ignored here.
+# -v: with xdist each test's outcome is a line as it ends, so a run cut by `timeout` still says
+# what passed and what failed.
+timeout "$PYTEST_TIMEOUT" $PY -m pytest -k "cuda or gpu" -n 12 -v --tb=short -rfE \
+  -p no:cacheprovider --timeout 60 \
   -W "ignore:The 'generic' unit for NumPy timedelta:DeprecationWarning" >"$OUT/pytest.log" 2>&1
 RC_PYTEST=$?
-tail -n 5 "$OUT/pytest.log" | tee -a "$LOG"
+grep -cE "PASSED" "$OUT/pytest.log" | sed 's/^/pytest lines PASSED: /' | tee -a "$LOG"
+grep -E "FAILED|ERROR" "$OUT/pytest.log" | head -n 15 | tee -a "$LOG"
+tail -n 3 "$OUT/pytest.log" | tee -a "$LOG"
 say "pytest rc=$RC_PYTEST"
 
-say "== 3. correctness sweep at 1e8 (budget ${SWEEP_BUDGET}s) at $(elapsed)s"
+say "== 5. correctness sweep at 1e8 (budget ${SWEEP_BUDGET}s) at $(elapsed)s"
 timeout $((SWEEP_BUDGET + 30)) $PY bench/gpu_sweep.py --budget-s "$SWEEP_BUDGET" >"$OUT/sweep.log" 2>&1
 RC_SWEEP=$?
 grep -E "WRONG|ERROR|DIFFER" "$OUT/sweep.log" | head -n 20 | tee -a "$LOG"
 tail -n 1 "$OUT/sweep.log" | tee -a "$LOG"
 say "sweep rc=$RC_SWEEP"
 
-say "== 4. benchmark, --device all, float32, sum/mean/max/argmax, 1e8 (budget ${BENCH_BUDGET}s) at $(elapsed)s"
-timeout $((BENCH_BUDGET + 30)) $PY -m hrarray bench --device all --dtypes float32 --ndims 1,2 \
-  --ops sum,mean,max,argmax --repeats 3 --cap-s 1 --budget-s "$BENCH_BUDGET" --no-overheads \
-  --out "$OUT/bench" >"$OUT/bench.log" 2>&1
-RC_BENCH=$?
-say "bench rc=$RC_BENCH"
-
-say "== 5. summary at $(elapsed)s"
+say "== 6. summary at $(elapsed)s"
 python3 - "$OUT" "$RC_PYTEST" "$RC_SWEEP" "$RC_BENCH" 2>&1 <<'EOF' | tee -a "$LOG"
 import json, os, re, sys
 out, rc_pytest, rc_sweep, rc_bench = sys.argv[1], *sys.argv[2:5]
@@ -126,7 +148,7 @@ def last(path, pat=None):
     if pat:
         lines = [l for l in lines if re.search(pat, l)]
     return lines[-1].strip() if lines else "(empty)"
-print(f"pytest -m cuda: rc={rc_pytest}: {last(os.path.join(out, 'pytest.log'), r'passed|failed|error|skipped|deselected|no tests')}")
+print(f"pytest (cuda):  rc={rc_pytest}: {last(os.path.join(out, 'pytest.log'), r'passed|failed|error|skipped|deselected|no tests')}")
 print(f"gpu_sweep:      rc={rc_sweep}: {last(os.path.join(out, 'sweep.log'), r'^gpu_sweep:')}")
 print(f"bench:          rc={rc_bench}")
 try:
