@@ -106,6 +106,22 @@ if [ "$RC_SMOKE" -ne 0 ]; then
   exit 1
 fi
 
+if [ -n "${PROFILE:-}" ]; then
+  # kernel split and host profile (bench/gpu_profile.py); PROFILE_OLD=DIR also runs the
+  # hrarray package under DIR (an older tree) the same way, for a same-machine A/B
+  say "== 2b. profile at $(elapsed)s"
+  {
+    if [ -n "${PROFILE_OLD:-}" ]; then
+      echo "-- old tree: $PROFILE_OLD"
+      PYTHONPATH="$PROFILE_OLD:$PYTHONPATH" timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
+    fi
+    echo "-- this tree"
+    timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
+    timeout 60 $PY bench/gpu_profile.py --cprofile
+  } >"$OUT/profile.log" 2>&1
+  grep -E "^--|events|host time" "$OUT/profile.log" | tee -a "$LOG"
+fi
+
 say "== 3. benchmark, --device all, float32, sum/mean/max/argmax, 1e8 (budget ${BENCH_BUDGET}s) at $(elapsed)s"
 timeout $((BENCH_BUDGET + 30)) $PY -m hrarray bench --device all --dtypes float32 --ndims 1,2 \
   --ops sum,mean,max,argmax --repeats 5 --cap-s 1 --budget-s "$BENCH_BUDGET" --no-overheads \
@@ -121,7 +137,7 @@ say "== 4. pytest -k 'cuda or gpu' on the GPU (timeout ${PYTEST_TIMEOUT}s) at $(
 # -v: with xdist each test's outcome is a line as it ends, so a run cut by `timeout` still says
 # what passed and what failed.
 timeout "$PYTEST_TIMEOUT" $PY -m pytest -k "cuda or gpu" -n 12 -v --tb=short -rfE \
-  -p no:cacheprovider --timeout 60 \
+  -p no:cacheprovider -p no:benchmark --timeout 60 \
   -W "ignore:The 'generic' unit for NumPy timedelta:DeprecationWarning" >"$OUT/pytest.log" 2>&1
 RC_PYTEST=$?
 grep -cE "PASSED" "$OUT/pytest.log" | sed 's/^/pytest lines PASSED: /' | tee -a "$LOG"
@@ -129,12 +145,17 @@ grep -E "FAILED|ERROR" "$OUT/pytest.log" | head -n 15 | tee -a "$LOG"
 tail -n 3 "$OUT/pytest.log" | tee -a "$LOG"
 say "pytest rc=$RC_PYTEST"
 
+if [ "${SKIP_SWEEP:-0}" = 1 ]; then
+  say "== 5. correctness sweep skipped (SKIP_SWEEP=1)"
+  RC_SWEEP=skipped
+else
 say "== 5. correctness sweep at 1e8 (budget ${SWEEP_BUDGET}s) at $(elapsed)s"
 timeout $((SWEEP_BUDGET + 30)) $PY bench/gpu_sweep.py --budget-s "$SWEEP_BUDGET" >"$OUT/sweep.log" 2>&1
 RC_SWEEP=$?
 grep -E "WRONG|ERROR|DIFFER" "$OUT/sweep.log" | head -n 20 | tee -a "$LOG"
 tail -n 1 "$OUT/sweep.log" | tee -a "$LOG"
 say "sweep rc=$RC_SWEEP"
+fi
 
 say "== 6. summary at $(elapsed)s"
 python3 - "$OUT" "$RC_PYTEST" "$RC_SWEEP" "$RC_BENCH" 2>&1 <<'EOF' | tee -a "$LOG"
