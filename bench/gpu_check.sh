@@ -18,6 +18,8 @@
 #                                                                -> $OUT/bench.log, $OUT/bench/*
 #   4. python3 -m pytest -k "cuda or gpu" -n 12 -v: every CUDA-backend test on the real GPU
 #      (hypothesis's full example counts), per-test timeout     -> $OUT/pytest.log
+#   4b. (PROFILE=1) bench/gpu_profile.py: each launch's time and the host-side cost of a call
+#                                                                -> $OUT/profile.log
 #   5. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
 #      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
 #   6. a short summary table: the LAST lines of stdout.
@@ -106,22 +108,6 @@ if [ "$RC_SMOKE" -ne 0 ]; then
   exit 1
 fi
 
-if [ -n "${PROFILE:-}" ]; then
-  # kernel split and host profile (bench/gpu_profile.py); PROFILE_OLD=DIR also runs the
-  # hrarray package under DIR (an older tree) the same way, for a same-machine A/B
-  say "== 2b. profile at $(elapsed)s"
-  {
-    if [ -n "${PROFILE_OLD:-}" ]; then
-      echo "-- old tree: $PROFILE_OLD"
-      PYTHONPATH="$PROFILE_OLD:$PYTHONPATH" timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
-    fi
-    echo "-- this tree"
-    timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
-    timeout 60 $PY bench/gpu_profile.py --cprofile
-  } >"$OUT/profile.log" 2>&1
-  grep -E "^--|events|host time" "$OUT/profile.log" | tee -a "$LOG"
-fi
-
 say "== 3. benchmark, --device all, float32, sum/mean/max/argmax, 1e8 (budget ${BENCH_BUDGET}s) at $(elapsed)s"
 timeout $((BENCH_BUDGET + 30)) $PY -m hrarray bench --device all --dtypes float32 --ndims 1,2 \
   --ops sum,mean,max,argmax --repeats 5 --cap-s 1 --budget-s "$BENCH_BUDGET" --no-overheads \
@@ -144,6 +130,22 @@ grep -cE "PASSED" "$OUT/pytest.log" | sed 's/^/pytest lines PASSED: /' | tee -a 
 grep -E "FAILED|ERROR" "$OUT/pytest.log" | head -n 15 | tee -a "$LOG"
 tail -n 3 "$OUT/pytest.log" | tee -a "$LOG"
 say "pytest rc=$RC_PYTEST"
+
+if [ -n "${PROFILE:-}" ]; then
+  # kernel split and host profile (bench/gpu_profile.py); PROFILE_OLD=DIR also runs the
+  # hrarray package under DIR (an older tree) the same way, for a same-machine A/B
+  say "== 4b. profile at $(elapsed)s"
+  {
+    if [ -n "${PROFILE_OLD:-}" ]; then
+      echo "-- old tree: $PROFILE_OLD"
+      PYTHONPATH="$PROFILE_OLD:$PYTHONPATH" timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
+    fi
+    echo "-- this tree"
+    timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
+    timeout 60 $PY bench/gpu_profile.py --cprofile
+  } >"$OUT/profile.log" 2>&1
+  grep -E "^--|events|host time" "$OUT/profile.log" | tee -a "$LOG"
+fi
 
 if [ "${SKIP_SWEEP:-0}" = 1 ]; then
   say "== 5. correctness sweep skipped (SKIP_SWEEP=1)"
