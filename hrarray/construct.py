@@ -19,7 +19,7 @@ def _check_int_array(be, a, argname):
         raise TypeError(f"{argname} must have an integer dtype, got {a.dtype}")
     if a.ndim != 1:
         raise ValueError(f"{argname} must be 1-D, got ndim={a.ndim}")
-    return a
+    return be.xpa(a)  # compared and summed with be.xp (CuPy on CUDA; zero-copy)
 
 
 def from_lengths(values, lengths) -> RaggedArray:
@@ -147,14 +147,14 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
     """
     be = backend_of(("padded", padded), ("lengths", lengths), ("mask", mask))
     xp = be.xp
-    p = be.asarray(padded, "padded")
+    p = be.xpa(be.asarray(padded, "padded"))
     if p.ndim < 2:
         raise ValueError(f"padded must be at least 2-D (nsegments, L, ...), got ndim={p.ndim}")
     n, L = p.shape[:2]
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
     if mask is not None:
-        m = be.asarray(mask, "mask")
+        m = be.xpa(be.asarray(mask, "mask"))
         if m.dtype != np.bool_:
             raise TypeError(f"mask must be a bool array, got dtype {m.dtype}")
         if m.shape != (n, L):

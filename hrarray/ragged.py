@@ -57,6 +57,23 @@ class FillValueKindError(TypeError, ValueError):
     same mistake (``np.full(3, "a", dtype=float)``): either ``except`` works."""
 
 
+def repeat_by(xp, a, counts, *, general: bool = False):
+    """``a[k]`` repeated ``counts[k]`` times along axis 0 (``np.repeat(a, counts, axis=0)``).
+
+    NumPy's ``repeat`` where ``xp`` is NumPy; otherwise the segment of each output row is
+    found by a search in the running total of ``counts``, because CuPy's ``repeat`` takes no
+    array of counts (it raises ``ValueError``). ``general=True`` takes that path on NumPy
+    too (tests).
+    """
+    if xp is np and not general:
+        return np.repeat(a, counts, axis=0)
+    ends = xp.cumsum(counts.astype(np.int64))
+    total = int(ends[-1]) if counts.shape[0] else 0
+    # side="right": the first segment ending after row j holds it (empty ones end earlier)
+    k = xp.searchsorted(ends, xp.arange(total, dtype=np.int64), side="right")
+    return a[k]
+
+
 def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
     """Raise unless ``fill_value`` is a scalar that ``dtype`` can hold:
     ``FillValueKindError`` (a ``TypeError`` and a ``ValueError``) for a
@@ -281,7 +298,7 @@ class RaggedArray:
                 key = be.xp.asarray(key)
         if device_of(key) != be.name:
             raise TypeError(f"index array is on {device_of(key)} but the array is on {be.name}")
-        idx = be.asarray(key, "index")
+        idx = be.xpa(be.asarray(key, "index"))
         if idx.dtype == np.bool_:
             if idx.shape != (n,):
                 raise SegmentIndexError(f"boolean index has shape {idx.shape}, expected ({n},)")
@@ -304,16 +321,17 @@ class RaggedArray:
                 f"index[{bad}]={int(idx[bad])} is out of range for {n} segments"
             )
         idx = xp.where(idx < 0, idx + n, idx)
-        starts = self._offsets[idx].astype(np.int64)
-        lens = (self._offsets[idx + 1] - self._offsets[idx]).astype(np.int64)
+        offs = self._backend.xpa(self._offsets)
+        starts = offs[idx].astype(np.int64)
+        lens = (offs[idx + 1] - offs[idx]).astype(np.int64)
         new_offs = xp.zeros(idx.shape[0] + 1, np.int64)
         xp.cumsum(lens, out=new_offs[1:])
         total = int(new_offs[-1])
-        elem = xp.repeat(starts - new_offs[:-1], lens) + xp.arange(total, dtype=np.int64)
+        elem = repeat_by(xp, starts - new_offs[:-1], lens) + xp.arange(total, dtype=np.int64)
         if isinstance(self._values, RaggedArray):
             inner = self._values._take(elem)
         else:
-            inner = self._values[elem]
+            inner = self._backend.xpa(self._values)[elem]
         return RaggedArray._trusted(inner, new_offs)
 
     # ------------------------------------------------------------ conversions
@@ -334,8 +352,8 @@ class RaggedArray:
         array([0, 0, 2, 2, 2])
         """
         xp = self._backend.xp
-        lens = self.lengths
-        return xp.repeat(xp.arange(self.nsegments, dtype=np.int64), lens)
+        lens = self._backend.xpa(self.lengths)
+        return repeat_by(xp, xp.arange(self.nsegments, dtype=np.int64), lens)
 
     def local_index(self):
         """Position of each of the ``nvalues`` elements inside its segment (int64).
@@ -350,10 +368,12 @@ class RaggedArray:
         >>> hr.sum(x.with_values(x.values * W[x.local_index()]))
         array([ 10.,   0., 432.])
         """
-        xp = self._backend.xp
-        lens = self.lengths
-        starts = (self._offsets[:-1] - self._offsets[0]).astype(np.int64)
-        return xp.arange(self.nvalues, dtype=np.int64) - xp.repeat(starts, lens)
+        be = self._backend
+        xp = be.xp
+        lens = be.xpa(self.lengths)
+        offs = be.xpa(self._offsets)
+        starts = (offs[:-1] - offs[0]).astype(np.int64)
+        return xp.arange(self.nvalues, dtype=np.int64) - repeat_by(xp, starts, lens)
 
     def with_values(self, new_values) -> RaggedArray:
         """Same structure, new leaf values (one per leaf element inside segments).
@@ -433,7 +453,7 @@ class RaggedArray:
         if self.depth != 1:
             raise ValueError("to_padded needs a depth-1 RaggedArray; reduce or flatten first")
         xp = self._backend.xp
-        lens = self.lengths
+        lens = self._backend.xpa(self.lengths)
         if max_length is not None and (
             isinstance(max_length, (bool, np.bool_))
             or not isinstance(max_length, (int, np.integer))
@@ -451,7 +471,7 @@ class RaggedArray:
         pos = self.local_index()
         keep = pos < L
         src = xp.arange(self.nvalues, dtype=np.int64) + lo
-        padded[seg[keep], pos[keep]] = self._values[src[keep]]
+        padded[seg[keep], pos[keep]] = self._backend.xpa(self._values)[src[keep]]
         return padded, mask
 
     # ------------------------------------------------------------ display

@@ -460,6 +460,25 @@ def test_slice_is_a_view_of_values():
 # --------------------------------------------------------------------------
 
 
+@settings(max_examples=60)
+@given(
+    counts=st.lists(st.sampled_from([0, 0, 0, 1, 2, 5]), max_size=12),
+    inner=st.sampled_from([(), (3,)]),
+)
+def test_repeat_by_search_path_matches_numpy_repeat(counts, inner):
+    """The segment structure's repeat on CUDA (CuPy's repeat takes no array of counts, a
+    ValueError seen on an H200 in segment_ids, local_index, gathers and to_padded) is a
+    search in the counts' running total: the same rows as np.repeat, many empty segments."""
+    from hrarray.ragged import repeat_by
+
+    c = np.asarray(counts, dtype=np.int64)
+    a = np.arange(len(counts) * int(np.prod(inner)), dtype=np.float64).reshape(-1, *inner)
+    got = repeat_by(np, a, c, general=True)
+    np.testing.assert_array_equal(got, np.repeat(a, c, axis=0))
+    assert got.shape == (int(c.sum()), *inner)
+    np.testing.assert_array_equal(repeat_by(np, a, c), np.repeat(a, c, axis=0))
+
+
 def test_segment_ids_and_local_index(backend):
     needs_cupy_on_cuda(backend)
 

@@ -87,6 +87,10 @@ class CpuBackend:
     def astype(self, a, dtype):
         return np.asarray(a).astype(np.dtype(dtype).newbyteorder("="))
 
+    def xpa(self, a) -> np.ndarray:
+        """``a`` as an array of :attr:`xp` (NumPy) for the structural operations."""
+        return np.asarray(a)
+
     def dtype(self, a) -> np.dtype:
         return a.dtype
 

@@ -272,6 +272,15 @@ class CudaBackend:
             ) from exc
         return cupy
 
+    def xpa(self, a):
+        """``a`` as a CuPy array over the same memory (zero-copy, through its CUDA array
+        interface): the structural operations index, compare and sum with CuPy, whose
+        functions take no numba device array or other producer."""
+        xp = self.xp
+        if isinstance(a, xp.ndarray):
+            return a
+        return xp.asarray(_detach(a))
+
     # ------------------------------------------------------------ inputs
     def asarray(self, obj, argname: str):
         """The caller's CUDA array as it is (zero-copy); DLPack-only
