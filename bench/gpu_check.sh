@@ -121,8 +121,9 @@ say "== 4. pytest -k 'cuda or gpu' on the GPU (timeout ${PYTEST_TIMEOUT}s) at $(
 # NumPy >= 2.5 warns (DeprecationWarning) when numba-cuda imports its datetime helpers; the
 # suite's `filterwarnings = error` would turn that into a collection error, so it is ignored here.
 # -v: with xdist each test's outcome is a line as it ends, so a run cut by `timeout` still says
-# what passed and what failed.
-timeout "$PYTEST_TIMEOUT" $PY -m pytest -k "cuda or gpu" -n 12 -v --tb=short -rfE \
+# what passed and what failed; `timeout -s INT` interrupts pytest as Ctrl-C would, so it still
+# prints the tracebacks of the failures so far (a SIGTERM lost them on the H200 run).
+timeout -s INT -k 30 "$PYTEST_TIMEOUT" $PY -m pytest -k "cuda or gpu" -n 12 -v --tb=short -rfE \
   -p no:cacheprovider -p no:benchmark --timeout 60 \
   -W "ignore:The 'generic' unit for NumPy timedelta:DeprecationWarning" >"$OUT/pytest.log" 2>&1
 RC_PYTEST=$?
