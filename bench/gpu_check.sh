@@ -148,7 +148,7 @@ if [ -n "${PROFILE:-}" ]; then
     timeout 90 $PY bench/gpu_profile.py ${PROFILE_ARGS:-}
     timeout 60 $PY bench/gpu_profile.py --cprofile
   } >"$OUT/profile.log" 2>&1
-  grep -E "^--|events|host time" "$OUT/profile.log" | tee -a "$LOG"
+  grep -E "^--|events|host|launch|as_cuda|cupy.empty" "$OUT/profile.log" | tee -a "$LOG"
 fi
 
 if [ "${SKIP_SWEEP:-0}" = 1 ]; then
