@@ -87,14 +87,31 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
         raise FillValueKindError(f"{argname} must be a numeric scalar, got {fill_value!r}")
     bad = False
     if dtype.kind in "biu":
-        v = complex(f)
-        if v.imag != 0 or not np.isfinite(v.real) or v.real != int(v.real):
+        if f.dtype.kind in "biu":
+            iv = int(f)  # exact: through complex() int64's max would round to 2**63
+        else:
+            v = complex(f)
+            ok = v.imag == 0 and np.isfinite(v.real) and v.real == int(v.real)
+            iv = int(v.real) if ok else None
+        if iv is None:
             bad = True
-        elif dtype.kind in "iu":
+        elif dtype.kind == "b":
+            bad = iv not in (0, 1)  # NumPy would make 2 or -1 True
+        else:
             info = np.iinfo(dtype)
-            bad = not info.min <= int(v.real) <= info.max
-    elif dtype.kind == "f" and f.dtype.kind == "c":
-        bad = complex(f).imag != 0
+            bad = not info.min <= iv <= info.max
+    elif dtype.kind in "fc":
+        if dtype.kind == "f" and f.dtype.kind == "c":
+            bad = complex(f).imag != 0
+        if not bad:
+            # a finite value past the dtype's range would become inf
+            with np.errstate(over="ignore", invalid="ignore"):
+                c = f.astype(dtype)
+            if f.dtype.kind == "c" and dtype.kind == "c":
+                pairs = ((f.real, c.real), (f.imag, c.imag))
+            else:
+                pairs = ((f.real if f.dtype.kind == "c" else f, c),)
+            bad = any(np.isfinite(a) and not np.isfinite(b) for a, b in pairs)
     if bad:
         raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
 
@@ -309,6 +326,13 @@ class RaggedArray:
             return self[int(idx)]
         elif idx.ndim != 1:
             raise SegmentIndexError(f"an integer index array must be 1-D, got shape {idx.shape}")
+        if idx.dtype.kind == "u" and idx.size:
+            # checked before the int64 cast, where 2**63 and up would wrap negative
+            big = idx >= np.uint64(n)
+            if bool(big.any()):
+                k = int(be.xp.nonzero(big)[0][0])
+                raise SegmentIndexError(
+                    f"index[{k}]={int(idx[k])} is out of range for {n} segments")
         return self._take(idx.astype(np.int64, copy=False))
 
     def _take(self, idx):

@@ -371,6 +371,10 @@ def test_bad_indices_are_index_and_value_errors():
         (10, "segment index 10 is out of range for 3 segments"),
         (-4, "segment index -4"),
         (np.array([0, 7]), r"index\[1\]=7 is out of range for 3 segments"),
+        # uint64 past int64: named as given, not wrapped to a negative index (which would
+        # pick the last segment)
+        (np.array([1, 2**64 - 1], np.uint64), r"index\[1\]=18446744073709551615 is out of"),
+        ([2**63], r"index\[0\]=9223372036854775808 is out of range"),
         (np.array([True, False]), r"boolean index has shape \(2,\), expected \(3,\)"),
         (np.array([[0, 1]]), r"must be 1-D, got shape \(1, 2\)"),
         ((0, 1), r"x\[i\]\[j\]"),
@@ -402,6 +406,29 @@ def test_fill_value_the_result_dtype_cannot_hold():
     with pytest.raises(ValueError) as info:
         hr.argmax(x, fill_value=1.5)
     assert not isinstance(info.value, TypeError)  # a number: the right kind, wrong content
+    # past the range of a bool, or a float dtype's finite range (it would become inf)
+    cases = [(np.array([True, False]), 2), (np.array([True, False]), -1),
+             (np.ones(2, np.float32), 1e300), (np.ones(2, np.float16), 1e5),
+             (np.ones(2, np.complex64), 1e300j), (np.ones(2, np.int64), 2.0**63)]
+    for values, fill in cases:
+        y = hr.from_lengths(values, [1, 0])
+        with raises(ValueError, r"\bfill_value\b", str(values.dtype)):
+            y.to_padded(fill_value=fill)
+
+
+def test_fill_value_at_the_ends_of_integer_ranges():
+    """int64's and uint64's extremes are representable: checked exactly, not through a
+    float64 (where 2**63 - 1 rounds to 2**63 and failed the range check)."""
+    for dt in (np.int64, np.uint64, np.int32):
+        info = np.iinfo(dt)
+        y = hr.from_lengths(np.array([1, 2, 3], dt), [2, 0, 1])
+        for fill in (info.max, info.min, dt(info.max)):
+            padded, _ = y.to_padded(fill_value=fill)
+            assert padded.dtype == dt and padded[1, 0] == fill
+            assert hr.max(y, fill_value=fill)[1] == fill
+    b = hr.from_lengths(np.array([True, False]), [1, 0])
+    assert b.to_padded(fill_value=True)[0].tolist() == [[True], [True]]
+    assert hr.from_lengths(np.ones(2, np.float32), [1, 0]).to_padded(np.inf)[0][1, 0] == np.inf
 
 
 def test_to_padded_max_length():
