@@ -188,8 +188,13 @@ def nest(values, *offsets) -> RaggedArray:
     for k, o in enumerate(offsets, start=1):
         try:
             x = RaggedArray(x, o)
-        except ValueError as exc:
-            raise ValueError(f"level {k}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            try:
+                err = type(exc)(f"level {k}: {exc}")
+            except Exception:  # an exception class with another signature
+                err = (ValueError if isinstance(exc, ValueError) else TypeError)(
+                    f"level {k}: {exc}")
+            raise err from None
     return x
 
 
@@ -201,6 +206,31 @@ def _overflows(v, dtype) -> bool:
     except (TypeError, ValueError):
         pass
     return False
+
+
+def _unfit(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Flat indices of the elements of ``raw`` (numbers as NumPy read them) that the integer
+    ``dtype`` cannot hold exactly: a fraction, NaN/inf, a value out of range. NumPy's cast
+    would wrap or truncate them without a word."""
+    flat = raw.reshape(-1)
+    if flat.dtype.kind in "iu":  # exact: compare in range of both types
+        info, have = np.iinfo(dtype), np.iinfo(flat.dtype)
+        lo, hi = max(info.min, have.min), min(info.max, have.max)
+        bad = (flat < flat.dtype.type(lo)) | (flat > flat.dtype.type(hi))
+    elif flat.dtype.kind in "fc":
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # ComplexWarning, invalid casts
+            back = flat.astype(dtype).astype(flat.dtype)
+        bad = back != flat  # NaN != NaN: flagged too
+    else:
+        bad = np.zeros(flat.shape, bool)
+    return np.flatnonzero(bad)
+
+
+def _not_numbers(kind: str) -> bool:
+    return kind not in "biufc"
 
 
 def _leaf_path(nested, depth: int, k: int) -> str:
@@ -256,9 +286,11 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     (NumPy's inference otherwise). Not a list: ``TypeError``; an innermost
     item whose shape differs from the first one's: ``ValueError`` naming it
     (``nested_lists[i][j]...``); a non-list where the nesting needs a list:
-    ``ValueError`` naming the level and the item; an integer ``dtype`` cannot
-    hold: ``ValueError`` naming it; ``dtype=object`` or not a dtype:
-    ``TypeError``.
+    ``ValueError`` naming the level and the item; a number an integer ``dtype``
+    cannot hold exactly (out of range, a fraction, NaN or inf; in a list or an
+    array item): ``ValueError`` naming it; an item that is no number (text):
+    ``TypeError`` naming it; ``dtype=object``, a non-numeric dtype or not a
+    dtype: ``TypeError``.
     """
     if not isinstance(nested_lists, (list, tuple)):
         raise TypeError(
@@ -269,8 +301,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
             dtype = np.dtype(dtype)
         except TypeError as exc:
             raise TypeError(f"from_list: dtype={dtype!r} is not a dtype ({exc})") from None
-        if dtype.kind == "O":
-            raise TypeError("from_list: dtype=object is not supported (values are numbers)")
+        if _not_numbers(dtype.kind):
+            raise TypeError(f"from_list: dtype={dtype} is not supported (values are numbers)")
 
     def depth_of(obj):
         # The deepest list nesting anywhere: a branch of empty lists such as
@@ -299,9 +331,24 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
                              f"{nested_lists[i].shape[1:]}, nested_lists[0] of "
                              f"{nested_lists[0].shape[1:]}")
         values = np.concatenate(nested_lists)
+        lens = np.array([len(a) for a in nested_lists], np.int64)
+
+        def where(flat):  # nested_lists[i][row] of a flat element index of values
+            row = flat // max(1, int(np.prod(values.shape[1:])))
+            i = int(np.searchsorted(np.cumsum(lens), row, side="right"))
+            return f"[{i}][{row - int(lens[:i].sum())}]"
+
+        if _not_numbers(values.dtype.kind):
+            i = next(i for i, a in enumerate(nested_lists) if _not_numbers(a.dtype.kind))
+            raise TypeError(f"from_list: nested_lists[{i}] has dtype {nested_lists[i].dtype}; "
+                            "values are numbers")
         if dtype is not None:
+            if dtype.kind in "iu" and (bad := _unfit(values, dtype)).size:
+                k = int(bad[0])
+                raise ValueError(f"from_list: nested_lists{where(k)}="
+                                 f"{values.reshape(-1)[k].item()!r} does not fit dtype {dtype}")
             values = values.astype(dtype, copy=False)
-        return from_lengths(values, np.array([len(a) for a in nested_lists], np.int64))
+        return from_lengths(values, lens)
     if depth < 2:
         raise ValueError("from_list needs a list of segments (a list of lists)")
     offs: list[list[int]] = [[0] for _ in range(depth)]
@@ -321,6 +368,26 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     for item in nested_lists:
         walk(item, 1)
     if leaves:
+        if dtype is not None and dtype.kind in "iu":
+            # check before converting: NumPy's cast wraps array items and NaN without a word
+            try:
+                raw = np.asarray(leaves)
+            except ValueError:  # unequal shapes: named below
+                raw = None
+            if raw is not None and raw.dtype.kind in "iufc":
+                size = max(1, int(np.prod(raw.shape[1:])))
+                info = np.iinfo(dtype)
+                for k in _unfit(raw, dtype):
+                    leaf = int(k) // size
+                    v = leaves[leaf]
+                    if (size == 1 and isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                            and info.min <= int(v) <= info.max):
+                        continue  # exact as given; only NumPy's float64 reading rounded it
+                    shown = v if size == 1 else raw.reshape(-1)[k]
+                    shown = shown.item() if isinstance(shown, np.generic) else shown
+                    where = f"nested_lists{_leaf_path(nested_lists, depth, leaf)}"
+                    what = f"={shown!r}" if size == 1 else f" holds {shown!r}, which"
+                    raise ValueError(f"from_list: {where}{what} does not fit dtype {dtype}")
         try:
             values = np.asarray(leaves, dtype=dtype)
         except ValueError as exc:  # NumPy's "inhomogeneous shape" names no item
@@ -339,6 +406,10 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     if values.dtype == object:
         _unequal_leaf(nested_lists, depth, leaves)
         raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")
+    if _not_numbers(values.dtype.kind):  # strings, dates: NumPy made text of the numbers too
+        k = next(i for i, v in enumerate(leaves) if _not_numbers(np.asarray(v).dtype.kind))
+        raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}="
+                        f"{leaves[k]!r} is not a number (values are numbers)")
     x = values
     for level in range(depth - 1, 0, -1):
         x = RaggedArray(x, np.asarray(offs[level], np.int64))

@@ -11,12 +11,15 @@ __all__ = ["RaggedArray"]
 _INT_KINDS = "iu"
 
 
-def _normalize_offsets(be, offsets, argname: str):
+def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     """Type and shape checks of an offsets array (values are checked later).
 
     int32 and int64 are used as they are (zero-copy); other integer dtypes
     are converted to int64 (a copy of the offsets only).
     """
+    if isinstance(offsets, (list, tuple)) and len(offsets) == 0:
+        # NumPy makes [] float64: the length, not the dtype, is what is wrong
+        offsets = np.zeros(0, np.int64)
     offsets = be.asarray(offsets, argname)
     dt = be.dtype(offsets)
     if dt == np.bool_ or dt.kind not in _INT_KINDS:
@@ -34,7 +37,7 @@ def _normalize_offsets(be, offsets, argname: str):
             if bool(big.any()):
                 k = int(be.xp.nonzero(big)[0][0])
                 raise ValueError(
-                    f"{argname}[{k}]={int(offsets[k])} is past the end of values "
+                    f"{argname}[{k}]={int(offsets[k])} is past the end of {what} "
                     "(it does not even fit int64)"
                 )
         offsets = be.astype(offsets, np.int64)
@@ -164,7 +167,7 @@ class RaggedArray:
         if validate is not True and validate is not False and type(validate) is not np.bool_:
             # the memory-safety switch: validate=None or 0 must not silently skip the check
             raise TypeError(f"validate must be True or False, got {validate!r}")
-        offs = _normalize_offsets(be, offsets, "offsets")
+        offs = _normalize_offsets(be, offsets, "offsets", what)
         if validate:
             be.validate(offs, nvals, "offsets", what)
         self._backend = be

@@ -313,6 +313,46 @@ def test_arguments_of_the_wrong_kind_are_named():
         hr.Reducer((), lambda a, b: a)
 
 
+def test_from_list_checks_array_items_and_text():
+    """From an audit: an integer dtype was checked on Python ints only; array items, NumPy
+    scalars and NaN were cast (300 -> 44 in int8, NaN -> int64's min), and text became a
+    string array. Each is now an error naming the item; exact values stay accepted."""
+    bad = [
+        (lambda: hr.from_list([np.array([300, 1])], dtype=np.int8), r"nested_lists\[0\]\[0\]=300"),
+        (lambda: hr.from_list([[np.array([300, 1])]], dtype=np.int8), r"\[0\]\[0\] holds 300"),
+        (lambda: hr.from_list([np.array([-1, 5])], dtype=np.uint8), r"=-1 does not fit .*uint8"),
+        (lambda: hr.from_list([np.array([np.nan])], dtype=np.int64), r"=nan does not fit"),
+        (lambda: hr.from_list([[1.0], [float("nan")]], dtype=np.int64), r"\[1\]\[0\]=nan"),
+        (lambda: hr.from_list([[1], [np.int64(300)]], dtype=np.int8), r"\[1\]\[0\]=300"),
+        (lambda: hr.from_list([[2**63 - 1, 1.5]], dtype=np.int64), r"\[0\]\[1\]=1.5"),
+    ]
+    for call, msg in bad:
+        with raises(ValueError, msg):
+            call()
+    for call in (lambda: hr.from_list([[1, "a"]]), lambda: hr.from_list([["a"]]),
+                 lambda: hr.from_list([[1]], dtype=str)):
+        with pytest.raises(TypeError, match=r"from_list: .*(not a number|not supported)"):
+            call()
+    # exact as given: accepted (NumPy reads [2**63 - 1, 1.0] as float64, which rounds)
+    assert hr.from_list([[2**63 - 1, 1.0]], dtype=np.int64).to_list() == [[2**63 - 1, 1]]
+    assert hr.from_list([[2**64 - 1]], dtype=np.uint64).to_list() == [[2**64 - 1]]
+    assert hr.from_list([np.array([1, 2], np.uint64), np.array([3])], dtype=np.int8).to_list() \
+        == [[1, 2], [3]]
+
+
+def test_offsets_mistakes_name_the_level():
+    """An empty offsets list is a length error (NumPy would make it float64, a dtype
+    error); nest() prefixes the level to TypeErrors too, and a nested level's huge offset
+    is past the end of the inner level, not of values."""
+    with raises(ValueError, r"offsets must have at least one element"):
+        hr.RaggedArray(np.arange(3.0), [])
+    with pytest.raises(TypeError, match=r"^level 2: offsets must have an integer dtype"):
+        hr.nest(np.arange(10.0), [0, 3, 10], np.array([0.0, 1.0]))
+    with raises(ValueError, r"level 2: offsets\[1\]=9223372036854775808 is past the end of the "
+                r"inner level"):
+        hr.nest(np.arange(10.0), [0, 3, 10], np.array([0, 2**63], np.uint64))
+
+
 def test_constructor_and_index_mistakes_are_named():
     """From an audit: a 0-d values, lengths or ids past int64's range (which had wrapped
     into a message about offsets), a from_list item its dtype cannot hold or an object
@@ -424,7 +464,8 @@ def test_fill_value_at_the_ends_of_integer_ranges():
         y = hr.from_lengths(np.array([1, 2, 3], dt), [2, 0, 1])
         for fill in (info.max, info.min, dt(info.max)):
             padded, _ = y.to_padded(fill_value=fill)
-            assert padded.dtype == dt and padded[1, 0] == fill
+            assert padded.dtype == dt
+            assert padded[1, 0] == fill
             assert hr.max(y, fill_value=fill)[1] == fill
     b = hr.from_lengths(np.array([True, False]), [1, 0])
     assert b.to_padded(fill_value=True)[0].tolist() == [[True], [True]]
