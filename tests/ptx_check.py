@@ -233,6 +233,12 @@ def check_backend_kernels() -> None:
                             (3, np.zeros((2, 3, 4), np.int32).transpose(2, 0, 1), np.int32)):
         dst = np.zeros(src.shape, dst_dt)
         _compile(B._cast_kernel(nd), (src, dst, np.int64(src.size)), "backend")
+    # byte swap of non-native values (word views: a strided one, a complex's halves)
+    for nd, word, unit, src in ((1, 4, 4, np.zeros(8, np.uint32)[::2]),
+                                (2, 8, 4, np.zeros((3, 4), np.uint64)),
+                                (1, 2, 2, np.zeros(5, np.uint16))):
+        dst = np.zeros(src.shape, src.dtype)
+        _compile(B._swap_kernel(nd, word, unit), (src, dst, np.int64(src.size)), "backend")
 
 
 def _nvjitlink():

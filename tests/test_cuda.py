@@ -673,3 +673,31 @@ def test_shared_arrays_are_one_per_block():
     for _ in range(5):
         k[4, 32](out)
         np.testing.assert_array_equal(out.copy_to_host(), 3 * (31 * 32 // 2))
+
+
+def test_non_native_byte_order_is_swapped_on_the_device():
+    """API.md section 2: values in non-native byte order are converted to native order once,
+    on every backend. On CUDA it had been a TypeError (an audit found it; CuPy cannot make such
+    arrays, numba's to_device can): a device kernel now swaps the bytes of each element (of
+    each half of a complex), strided views too; a strided non-native complex128 is a
+    TypeError (its word view needs a contiguous array)."""
+    offs = np.array([0, 2, 2, 7, 9])
+    for dt in (">f4", ">f8", ">i2", ">u8", ">c8", ">c16", ">f2"):
+        v = np.arange(9) * 3.5 - 7
+        if dt[1] == "c":
+            v = v + 1j * (np.arange(9) - 2)
+        big = v.astype(dt)
+        native = big.astype(big.dtype.newbyteorder("="))
+        want = hr.sum(hr.RaggedArray(native, offs))
+        got = hr.sum(hr.RaggedArray(dev(big), dev(offs)))
+        np.testing.assert_array_equal(host(got), want, err_msg=dt)
+        if dt != ">c16":  # a strided device view (every other element)
+            base = np.zeros(18, dt)
+            base[::2] = big
+            got = hr.sum(hr.RaggedArray(dev(base)[::2], dev(offs)))
+            np.testing.assert_array_equal(host(got), want, err_msg=dt + " strided")
+    base = np.zeros(18, ">c16")
+    with pytest.raises(TypeError, match=r"must be C-contiguous"):
+        hr.sum(hr.RaggedArray(dev(base)[::2], dev(offs)))
+    got = hr.sum(hr.RaggedArray(dev(np.arange(6.0)), dev(np.array([0, 2, 6], ">i8"))))
+    np.testing.assert_array_equal(host(got), [1.0, 14.0])  # offsets swapped too

@@ -115,6 +115,43 @@ def _cast_kernel(nd: int):
         return mod.cast
 
 
+_swap_kernels: dict = {}
+
+
+def _swap_kernel(nd: int, itemsize: int, unit: int):
+    """Copy of an ``nd``-D (any strides) array of ``itemsize``-byte unsigned words into a
+    C-contiguous one, reversing the bytes of each ``unit``-byte part (a complex number's
+    two halves are swapped separately): non-native byte order to native."""
+    key = (nd, itemsize, unit)
+    with _cast_lock:
+        k = _swap_kernels.get(key)
+        if k is not None:
+            return k
+        idx = ", ".join(f"i{d}" for d in range(nd))
+        body = ["    r = i\n"]
+        for d in range(nd - 1, 0, -1):
+            body.append(f"    i{d} = r % src.shape[{d}]\n    r //= src.shape[{d}]\n")
+        body.append("    i0 = r\n")
+        moves = "".join(
+            f"    y |= ((x >> np.uint64({8 * p})) & np.uint64(255)) << "
+            f"np.uint64({8 * ((p // unit) * unit + unit - 1 - p % unit)})\n"
+            for p in range(itemsize)
+        )
+        src = (
+            "import numpy as np\nfrom numba import cuda\n\n"
+            "@cuda.jit\n"
+            "def swap(src, dst, size):\n"
+            "    i = cuda.grid(1)\n"
+            "    if i >= size:\n"
+            "        return\n" + "".join(body)
+            + f"    x = np.uint64(src[{idx}])\n    y = np.uint64(0)\n" + moves
+            + f"    dst[{idx}] = y\n"
+        )
+        mod = cg.load_module(src, f"cuda-swap-{nd}-{itemsize}-{unit}", {}, persistent=False)
+        _swap_kernels[key] = mod.swap
+        return mod.swap
+
+
 def _grid(n: int) -> int:
     return max(1, -(-n // _TPB))
 
@@ -330,11 +367,29 @@ class CudaBackend:
 
     def _readable(self, a):
         """A numba view a kernel can read: non-native byte order is swapped
-        (the one documented copy)."""
+        into a native copy (the one documented copy; API.md section 2)."""
         v = _view(a)
-        if not v.dtype.isnative:
-            raise TypeError("non-native byte order CUDA arrays are not supported")
-        return v
+        if v.dtype.isnative:
+            return v
+        dt = v.dtype
+        native = dt.newbyteorder("=")
+        unit = dt.itemsize // 2 if dt.kind == "c" else dt.itemsize
+        word = min(dt.itemsize, 8)  # the swap kernel moves unsigned words of up to 8 bytes
+        if dt.itemsize > 8 and not _c_contiguous(v):
+            # (a word view of another size needs a contiguous array)
+            raise TypeError(f"non-native byte order {dt} CUDA arrays must be C-contiguous "
+                            "(only contiguous ones are swapped)")
+        stream = _stream_of(a)
+        with _device_ctx(a):
+            out = _empty(a, tuple(v.shape), native, stream)
+            n = int(np.prod(v.shape)) if v.ndim else 1
+            if n:
+                wdt = np.dtype(f"u{word}")
+                src, dst = v.view(wdt), _view(out).view(wdt)
+                nw = n * (dt.itemsize // word)
+                launch(_swap_kernel(max(src.ndim, 1), word, min(unit, word)), _grid(nw), _TPB,
+                       stream, (src, dst, nw))
+        return _view(out)
 
     # ------------------------------------------------------------ offsets
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
