@@ -623,20 +623,31 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None =
     return spec
 
 
+def kernel_dtype(dt) -> bool:
+    """Whether the kernels take ``dt``: bool, integers, float16/32/64, complex64/128.
+    Not ``longdouble`` / ``clongdouble`` (Numba has no such type: its TypingError would
+    surface) nor text, dates or objects."""
+    dt = np.dtype(dt)
+    if dt.kind in "biu":
+        return True
+    return (dt.kind == "f" and dt.itemsize <= 8) or (dt.kind == "c" and dt.itemsize <= 16)
+
+
 @functools.lru_cache(maxsize=1024)
 def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
     if name not in OPS:
         raise ValueError(f"unknown reduction {name!r}; choose one of {', '.join(OPS)}")
     _check_dtype_kw(name, dtype)
-    if in_dtype.kind not in "biufc":
+    if not kernel_dtype(in_dtype):
         raise TypeError(
             f"unsupported dtype {in_dtype} for {shown}(): "
-            "use bool, integer, float or complex values"
+            "use bool, integer, float (up to float64) or complex (up to complex128) values"
         )
     if in_dtype.kind == "c" and name.removeprefix("nan") not in _COMPLEX_OK:
         raise TypeError(f"{name}() is not defined for complex values (dtype {in_dtype})")
-    if dtype is not None and np.dtype(dtype).kind not in "biufc":
-        raise TypeError(f"dtype={dtype!r} is not a numeric dtype")
+    if dtype is not None and not kernel_dtype(dtype):
+        raise TypeError(f"dtype={dtype!r} is not a numeric dtype the kernels take "
+                        "(bool, integer, float up to float64, complex up to complex128)")
     if (
         dtype is not None
         and name in ("nanmean", "nanvar", "nanstd")

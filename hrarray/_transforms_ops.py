@@ -80,9 +80,9 @@ class MapDecl:
 
 
 def _float_kind(name: str, dt: np.dtype) -> None:
-    if dt.kind not in "biuf":
+    if dt.kind not in "biuf" or not _ops.kernel_dtype(dt):
         raise TypeError(
-            f"{name}() needs bool, integer or real float values, got dtype {dt}"
+            f"{name}() needs bool, integer or real float (up to float64) values, got dtype {dt}"
         )
 
 
@@ -226,7 +226,7 @@ def attention_spec(x_dtype: np.dtype, score_dtype: np.dtype) -> Spec:
     """
     x_dtype, score_dtype = np.dtype(x_dtype), np.dtype(score_dtype)
     _float_kind("attention_pool", x_dtype)
-    if score_dtype.kind not in "biuf":
+    if score_dtype.kind not in "biuf" or not _ops.kernel_dtype(score_dtype):
         raise TypeError(
             f"attention_pool() needs bool, integer or real float scores, got dtype {score_dtype}"
         )

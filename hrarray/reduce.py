@@ -60,7 +60,7 @@ def _split(x: RaggedArray, levels: int):
 def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
     if isinstance(op, Reducer):
         vdt = np.dtype(np.float32) if in_dtype == np.float16 else in_dtype
-        if in_dtype.kind not in "biufc":
+        if not _ops.kernel_dtype(in_dtype):
             raise TypeError(f"unsupported dtype {in_dtype} for a Reducer")
         out = np.dtype(dtype) if dtype is not None else op._result_dtype(vdt)
         return _ops.Spec(op._decl(vdt, out), out, vdt)

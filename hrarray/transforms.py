@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrarray import _ops
 from hrarray import _transforms_ops as T
 from hrarray._backends import backend_of
 from hrarray.ragged import RaggedArray
@@ -309,7 +310,7 @@ def broadcast(per_segment, x, *, levels=1):
             f"level-{levels} segments"
         )
     dt = np.dtype(be.dtype(per))
-    if dt.kind not in "biufc":
+    if not _ops.kernel_dtype(dt):
         raise TypeError(f"broadcast(): per_segment has unsupported dtype {dt}")
     mdecl = T.broadcast_map(_native(dt))
     seg_map = _kernel(be, "segment_map", "broadcast")

@@ -340,6 +340,34 @@ def test_from_list_checks_array_items_and_text():
         == [[1, 2], [3]]
 
 
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="longdouble is float64 here")
+def test_longdouble_is_a_type_error_not_numbas():
+    """From an audit: longdouble / clongdouble values (or dtype=) reached Numba, whose
+    TypingError (no TypeError, naming a generated file) surfaced; max/argmax said "data type
+    'i16' not understood". Each op now refuses them by name, as text or dates."""
+    x = hr.RaggedArray(np.ones(3, np.longdouble), [0, 3])
+    xc = hr.RaggedArray(np.ones(3, np.clongdouble), [0, 3])
+    xf = hr.RaggedArray(np.arange(3.0), [0, 3])
+    calls = [
+        (lambda: hr.sum(x), r"unsupported dtype float\d+ for sum\(\)"),
+        (lambda: hr.argmax(x), r"for argmax\(\)"),
+        (lambda: hr.var(x), r"for var\(\)"),
+        (lambda: hr.sum(xc), r"unsupported dtype complex\d+ for sum"),
+        (lambda: hr.sum(xf, dtype=np.longdouble), r"dtype=.* is not a numeric dtype the kernels"),
+        (lambda: hr.cumsum(x), r"for cumsum\(\)"),
+        (lambda: hr.softmax(x), r"softmax\(\) needs"),
+        (lambda: hr.attention_pool(x, xf), r"attention_pool\(\) needs"),
+        (lambda: hr.attention_pool(xf, x), r"attention_pool\(\) needs .* scores"),
+        (lambda: hr.broadcast(np.ones(1, np.longdouble), xf), r"per_segment has unsupported"),
+        (lambda: hr.reduce(x, hr.Reducer(identity=0.0, combine=lambda a, b: a + b)),
+         r"for a Reducer"),
+    ]
+    for call, msg in calls:
+        with pytest.raises(TypeError, match=msg) as info:
+            call()
+        assert type(info.value).__module__ == "builtins"  # not numba's TypingError
+
+
 def test_offsets_mistakes_name_the_level():
     """An empty offsets list is a length error (NumPy would make it float64, a dtype
     error); nest() prefixes the level to TypeErrors too, and a nested level's huge offset
