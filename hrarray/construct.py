@@ -374,6 +374,10 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
                 raw = np.asarray(leaves)
             except ValueError:  # unequal shapes: named below
                 raw = None
+            if raw is not None and _not_numbers(raw.dtype.kind) and raw.dtype != object:
+                k = next(i for i, v in enumerate(leaves) if _not_numbers(np.asarray(v).dtype.kind))
+                raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}="
+                                f"{leaves[k]!r} is not a number (values are numbers)")
             if raw is not None and raw.dtype.kind in "iufc":
                 size = max(1, int(np.prod(raw.shape[1:])))
                 info = np.iinfo(dtype)
@@ -389,7 +393,11 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
                     what = f"={shown!r}" if size == 1 else f" holds {shown!r}, which"
                     raise ValueError(f"from_list: {where}{what} does not fit dtype {dtype}")
         try:
-            values = np.asarray(leaves, dtype=dtype)
+            if (dtype is not None and dtype.kind in "iu" and raw is not None
+                    and raw.dtype.kind == "c"):
+                values = raw.real.astype(dtype)  # checked above: no imaginary parts
+            else:
+                values = np.asarray(leaves, dtype=dtype)
         except ValueError as exc:  # NumPy's "inhomogeneous shape" names no item
             _unequal_leaf(nested_lists, depth, leaves)
             raise ValueError(f"from_list: {exc}") from None

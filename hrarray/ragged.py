@@ -81,7 +81,9 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
     """Raise unless ``fill_value`` is a scalar that ``dtype`` can hold:
     ``FillValueKindError`` (a ``TypeError`` and a ``ValueError``) for a
     non-numeric or non-scalar one, ``ValueError`` for a number ``dtype``
-    cannot represent."""
+    cannot represent. Returns the value to write: a complex with no imaginary
+    part as its real part for a real ``dtype`` (the kernels' ``float()`` /
+    ``int()`` of a Python complex would raise), else ``fill_value``."""
     try:
         f = np.asarray(fill_value)
     except (TypeError, ValueError):  # a ragged list, an object NumPy rejects
@@ -108,15 +110,19 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
             bad = complex(f).imag != 0
         if not bad:
             # a finite value past the dtype's range would become inf
+            src = f.real if f.dtype.kind == "c" and dtype.kind == "f" else f  # imag is 0
             with np.errstate(over="ignore", invalid="ignore"):
-                c = f.astype(dtype)
-            if f.dtype.kind == "c" and dtype.kind == "c":
-                pairs = ((f.real, c.real), (f.imag, c.imag))
+                c = src.astype(dtype)
+            if src.dtype.kind == "c":
+                pairs = ((src.real, c.real), (src.imag, c.imag))
             else:
-                pairs = ((f.real if f.dtype.kind == "c" else f, c),)
+                pairs = ((src, c),)
             bad = any(np.isfinite(a) and not np.isfinite(b) for a, b in pairs)
     if bad:
         raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
+    if f.dtype.kind == "c" and dtype.kind != "c":
+        return f.real[()]
+    return fill_value
 
 
 class RaggedArray:
@@ -489,7 +495,7 @@ class RaggedArray:
         L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
         if L < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
-        check_fill(fill_value, np.dtype(self._backend.dtype(self._values)))
+        fill_value = check_fill(fill_value, np.dtype(self._backend.dtype(self._values)))
         n = self.nsegments
         padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
         mask = xp.arange(L)[None, :] < lens[:, None]

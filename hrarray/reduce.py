@@ -201,7 +201,8 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
             _SPECS[key] = spec
     use_fill = fill_value is not None
     if use_fill:
-        check_fill(fill_value, spec.out_dtype if spec.cast_to is None else spec.cast_to)
+        fill_value = check_fill(fill_value,
+                                spec.out_dtype if spec.cast_to is None else spec.cast_to)
     try:
         if flat and spec.cast_to is None:
             return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)

@@ -399,7 +399,7 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
     spec = T.attention_spec(_native(x.dtype), _native(scores.dtype))
     use_fill = fill_value is not None
     if use_fill:
-        _fill_ok(fill_value, spec.out_dtype)
+        fill_value = _fill_ok(fill_value, spec.out_dtype)
     pool = _kernel(be, "reduce_aux", "attention_pool")
     out = pool(spec, leaf, offsets, svals, fill_value if use_fill else 0, use_fill)
     for lvl in reversed(lv[: len(lv) - levels]):

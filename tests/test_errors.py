@@ -368,6 +368,25 @@ def test_longdouble_is_a_type_error_not_numbas():
         assert type(info.value).__module__ == "builtins"  # not numba's TypingError
 
 
+def test_complex_without_imaginary_part_and_text_items():
+    """From an audit: a complex fill_value with no imaginary part passed the check and then
+    crashed the kernels' float()/int() (TypeError) for real results; from_list took an exact
+    complex item into an integer dtype as NumPy's TypeError, and text there as a ValueError
+    naming nothing."""
+    x = hr.from_list([[1.5, 2.0], []])
+    np.testing.assert_array_equal(hr.sum(x, fill_value=1 + 0j), [3.5, 1.0])
+    np.testing.assert_array_equal(hr.max(hr.from_list([[1, 2], []]), fill_value=7 + 0j), [2, 7])
+    assert hr.argmax(x, fill_value=-1 + 0j)[1] == -1
+    assert x.to_padded(fill_value=4 + 0j)[0][1, 0] == 4.0
+    with raises(ValueError, r"fill_value=\(1\+1j\)"):
+        hr.sum(x, fill_value=1 + 1j)
+    assert hr.from_list([[1 + 0j, 2]], dtype=np.int32).to_list() == [[1, 2]]
+    with raises(ValueError, r"nested_lists\[0\]\[0\]=\(1\+2j\) does not fit"):
+        hr.from_list([[1 + 2j]], dtype=np.uint32)
+    with pytest.raises(TypeError, match=r"nested_lists\[0\]\[1\]='a' is not a number"):
+        hr.from_list([[1, "a"]], dtype=np.int8)
+
+
 def test_offsets_mistakes_name_the_level():
     """An empty offsets list is a length error (NumPy would make it float64, a dtype
     error); nest() prefixes the level to TypeErrors too, and a nested level's huge offset
