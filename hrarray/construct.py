@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from hrarray._backends import backend_of
@@ -229,6 +231,25 @@ def _unfit(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.flatnonzero(bad)
 
 
+def _check_int_leaves(nested, depth: int, leaves: list, raw: np.ndarray, dtype) -> None:
+    """``ValueError`` naming the first leaf holding a number the integer ``dtype`` cannot
+    hold exactly. ``raw`` is NumPy's reading of the leaves: a Python int beside a float is
+    read as a float64 that may round, so such a leaf is judged as given."""
+    size = max(1, int(np.prod(raw.shape[1:])))
+    info = np.iinfo(dtype)
+    for k in _unfit(raw, dtype):
+        leaf = int(k) // size
+        v = leaves[leaf]
+        if (size == 1 and isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                and info.min <= int(v) <= info.max):
+            continue  # exact as given; only NumPy's float64 reading rounded it
+        shown = v if size == 1 else raw.reshape(-1)[k]
+        shown = shown.item() if isinstance(shown, np.generic) else shown
+        where = f"nested_lists{_leaf_path(nested, depth, leaf)}"
+        what = f"={shown!r}" if size == 1 else f" holds {shown!r}, which"
+        raise ValueError(f"from_list: {where}{what} does not fit dtype {dtype}")
+
+
 def _not_numbers(kind: str) -> bool:
     return kind not in "biufc"
 
@@ -367,34 +388,24 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
 
     for item in nested_lists:
         walk(item, 1)
+    raw = None  # the leaves as NumPy reads them (None: unequal shapes, named below)
     if leaves:
-        if dtype is not None and dtype.kind in "iu":
-            # check before converting: NumPy's cast wraps array items and NaN without a word
-            try:
-                raw = np.asarray(leaves)
-            except ValueError:  # unequal shapes: named below
-                raw = None
-            if raw is not None and _not_numbers(raw.dtype.kind) and raw.dtype != object:
-                k = next(i for i, v in enumerate(leaves) if _not_numbers(np.asarray(v).dtype.kind))
-                raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}="
-                                f"{leaves[k]!r} is not a number (values are numbers)")
-            if raw is not None and raw.dtype.kind in "iufc":
-                size = max(1, int(np.prod(raw.shape[1:])))
-                info = np.iinfo(dtype)
-                for k in _unfit(raw, dtype):
-                    leaf = int(k) // size
-                    v = leaves[leaf]
-                    if (size == 1 and isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                            and info.min <= int(v) <= info.max):
-                        continue  # exact as given; only NumPy's float64 reading rounded it
-                    shown = v if size == 1 else raw.reshape(-1)[k]
-                    shown = shown.item() if isinstance(shown, np.generic) else shown
-                    where = f"nested_lists{_leaf_path(nested_lists, depth, leaf)}"
-                    what = f"={shown!r}" if size == 1 else f" holds {shown!r}, which"
-                    raise ValueError(f"from_list: {where}{what} does not fit dtype {dtype}")
+        with contextlib.suppress(ValueError):
+            raw = np.asarray(leaves)
+    if raw is not None and raw.dtype != object and _not_numbers(raw.dtype.kind):
+        # text or dates (NumPy makes text of numbers beside a string), whatever the dtype
+        k = next(i for i, v in enumerate(leaves) if _not_numbers(np.asarray(v).dtype.kind))
+        raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}="
+                        f"{leaves[k]!r} is not a number (values are numbers)")
+    to_int = dtype is not None and dtype.kind in "iu" and raw is not None
+    if to_int and raw.dtype.kind in "iufc":
+        # checked before converting: NumPy's cast wraps array items and NaN without a word
+        _check_int_leaves(nested_lists, depth, leaves, raw, dtype)
+    if leaves:
         try:
-            if (dtype is not None and dtype.kind in "iu" and raw is not None
-                    and raw.dtype.kind == "c"):
+            if dtype is None and raw is not None:
+                values = raw
+            elif to_int and raw.dtype.kind == "c":
                 values = raw.real.astype(dtype)  # checked above: no imaginary parts
             else:
                 values = np.asarray(leaves, dtype=dtype)
@@ -414,10 +425,6 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     if values.dtype == object:
         _unequal_leaf(nested_lists, depth, leaves)
         raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")
-    if _not_numbers(values.dtype.kind):  # strings, dates: NumPy made text of the numbers too
-        k = next(i for i, v in enumerate(leaves) if _not_numbers(np.asarray(v).dtype.kind))
-        raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}="
-                        f"{leaves[k]!r} is not a number (values are numbers)")
     x = values
     for level in range(depth - 1, 0, -1):
         x = RaggedArray(x, np.asarray(offs[level], np.int64))

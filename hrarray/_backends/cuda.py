@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import zlib
 
 import numba
 import numpy as np
@@ -86,70 +87,55 @@ def _k_ends(offsets, res):
         res[1] = offsets[offsets.shape[0] - 1]
 
 
-_cast_kernels: dict = {}
+_elementwise: dict = {}
 _cast_lock = threading.Lock()
+
+
+def _elementwise_kernel(name: str, nd: int, body: str):
+    """A kernel ``name(src, dst, size)`` running ``body`` for each element of an ``nd``-D
+    (any strides) ``src`` and the C-contiguous ``dst`` of its shape, one thread per element;
+    ``body`` reads and writes them at ``[IDX]`` (the element's index tuple). Compiled once
+    per (name, nd, body)."""
+    key = (name, nd, body)
+    with _cast_lock:
+        k = _elementwise.get(key)
+        if k is not None:
+            return k
+        idx = ", ".join(f"i{d}" for d in range(nd))
+        lines = ["    r = i\n"]
+        for d in range(nd - 1, 0, -1):
+            lines.append(f"    i{d} = r % src.shape[{d}]\n    r //= src.shape[{d}]\n")
+        lines.append("    i0 = r\n")
+        src = (
+            "import numpy as np\nfrom numba import cuda\n\n"
+            "@cuda.jit\n"
+            f"def {name}(src, dst, size):\n"
+            "    i = cuda.grid(1)\n"
+            "    if i >= size:\n"
+            "        return\n" + "".join(lines) + body.replace("IDX", idx)
+        )
+        tag = f"cuda-{name}-{nd}-{zlib.crc32(body.encode()):08x}"
+        k = _elementwise[key] = getattr(cg.load_module(src, tag, {}, persistent=False), name)
+        return k
 
 
 def _cast_kernel(nd: int):
     """Element-wise cast/copy of an ``nd``-D (any strides) array into a
     C-contiguous one of the same shape."""
-    with _cast_lock:
-        k = _cast_kernels.get(nd)
-        if k is not None:
-            return k
-        idx = ", ".join(f"i{d}" for d in range(nd))
-        body = ["    r = i\n"]
-        for d in range(nd - 1, 0, -1):
-            body.append(f"    i{d} = r % src.shape[{d}]\n    r //= src.shape[{d}]\n")
-        body.append("    i0 = r\n")
-        src = (
-            "from numba import cuda\n\n"
-            "@cuda.jit\n"
-            "def cast(src, dst, size):\n"
-            "    i = cuda.grid(1)\n"
-            "    if i >= size:\n"
-            "        return\n" + "".join(body) + f"    dst[{idx}] = src[{idx}]\n"
-        )
-        mod = cg.load_module(src, f"cuda-cast-{nd}", {}, persistent=False)
-        _cast_kernels[nd] = mod.cast
-        return mod.cast
-
-
-_swap_kernels: dict = {}
+    return _elementwise_kernel("cast", nd, "    dst[IDX] = src[IDX]\n")
 
 
 def _swap_kernel(nd: int, itemsize: int, unit: int):
     """Copy of an ``nd``-D (any strides) array of ``itemsize``-byte unsigned words into a
     C-contiguous one, reversing the bytes of each ``unit``-byte part (a complex number's
     two halves are swapped separately): non-native byte order to native."""
-    key = (nd, itemsize, unit)
-    with _cast_lock:
-        k = _swap_kernels.get(key)
-        if k is not None:
-            return k
-        idx = ", ".join(f"i{d}" for d in range(nd))
-        body = ["    r = i\n"]
-        for d in range(nd - 1, 0, -1):
-            body.append(f"    i{d} = r % src.shape[{d}]\n    r //= src.shape[{d}]\n")
-        body.append("    i0 = r\n")
-        moves = "".join(
-            f"    y |= ((x >> np.uint64({8 * p})) & np.uint64(255)) << "
-            f"np.uint64({8 * ((p // unit) * unit + unit - 1 - p % unit)})\n"
-            for p in range(itemsize)
-        )
-        src = (
-            "import numpy as np\nfrom numba import cuda\n\n"
-            "@cuda.jit\n"
-            "def swap(src, dst, size):\n"
-            "    i = cuda.grid(1)\n"
-            "    if i >= size:\n"
-            "        return\n" + "".join(body)
-            + f"    x = np.uint64(src[{idx}])\n    y = np.uint64(0)\n" + moves
-            + f"    dst[{idx}] = y\n"
-        )
-        mod = cg.load_module(src, f"cuda-swap-{nd}-{itemsize}-{unit}", {}, persistent=False)
-        _swap_kernels[key] = mod.swap
-        return mod.swap
+    moves = "".join(
+        f"    y |= ((x >> np.uint64({8 * p})) & np.uint64(255)) << "
+        f"np.uint64({8 * ((p // unit) * unit + unit - 1 - p % unit)})\n"
+        for p in range(itemsize)
+    )
+    body = "    x = np.uint64(src[IDX])\n    y = np.uint64(0)\n" + moves + "    dst[IDX] = y\n"
+    return _elementwise_kernel("swap", nd, body)
 
 
 def _grid(n: int) -> int:
