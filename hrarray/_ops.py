@@ -379,12 +379,24 @@ def _argextreme(name, dt, dtype, ddof):
             return b
         return a
 
+    def step(a, v, j):
+        # combine(a, map_(v, j)) where j is above a's index: the identity and a
+        # NaN already held settle it, then a NaN or a strictly better value
+        # wins (a tie keeps a, the lower index); ~1/4 of combine's instructions
+        # in the CUDA element loop
+        av, ai = a
+        x = vt(v)
+        # & and |, not and/or: no short-circuit branches, one select per field
+        take = (ai < 0) | ((av == av) & ((x != x) | better(x, av)))
+        return (x if take else av, np.int64(j) if take else ai)
+
     def finalize(s, n):
         return s[1]
 
     key = (name.removeprefix("nan"), dt.str)
     meta = _extreme_meta(name, dt)
-    return Decl(key, ident, map_, combine, finalize, meta=meta), np.dtype(np.int64)
+    return (Decl(key, ident, map_, combine, finalize, meta=meta, step=step),
+            np.dtype(np.int64))
 
 
 def _count(name, dt, dtype, ddof):

@@ -48,7 +48,10 @@ class Decl:
     ``key`` identifies the declaration for the compiled-kernel cache: two
     declarations with the same key must compile to the same kernel.
     ``aux`` is True when ``map`` takes a per-element auxiliary value,
-    ``map(v, w, j)`` (attention scores).
+    ``map(v, w, j)`` (attention scores). ``step``, where given, is
+    ``combine(acc, map(v, j))`` for an element ``j`` after every element folded
+    into ``acc`` (the CUDA element loop runs in index order): a cheaper
+    equivalent where ``combine`` must handle either side's order (argmax).
     """
 
     key: tuple
@@ -59,6 +62,7 @@ class Decl:
     is_empty: Callable = _count_empty
     aux: bool = False
     meta: dict = field(default_factory=dict)
+    step: Callable | None = None
 
     @property
     def arity(self) -> int:
