@@ -180,10 +180,28 @@ def main():
         ov = cuda.as_cuda_array(offs, sync=False)
         bi = cuda.device_array(1000, np.int64)
         part = kc._partition()
+        def numba_launches(f):
+            # the same call with every launch through numba's dispatcher
+            def g():
+                kc.FAST_LAUNCH = False
+                try:
+                    return f()
+                finally:
+                    kc.FAST_LAUNCH = fast
+            return g
+
+        fast = kc.FAST_LAUNCH
+        for name in ("sum", "max", "argmax"):
+            a = cp.asnumpy(getattr(x, name)())
+            b = cp.asnumpy(numba_launches(getattr(x, name))())
+            same = np.array_equal(a, b, equal_nan=True)
+            print(f"x.{name}(): fast launch (on: {fast}) and numba launches agree: {same}")
         print("host us per call (no sync, no profiler):")
         for label, fn in (
             ("x.sum()", x.sum),
+            ("x.sum(), numba launches", numba_launches(x.sum)),
             ("x.max()", x.max),
+            ("x.max(), numba launches", numba_launches(x.max)),
             ("cuda.as_cuda_array(cupy)", lambda: cuda.as_cuda_array(offs, sync=False)),
             ("cupy.empty(1e6 f32)", lambda: cp.empty(1_000_000, np.float32)),
             ("numba launch, 3 args (partition)", lambda: part[4, 256, 0](ov, 2048, bi)),

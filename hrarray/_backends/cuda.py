@@ -31,6 +31,7 @@ from numba import cuda
 
 from hrarray._backends.cpu import offsets_error
 from hrarray._kernels import _codegen as cg
+from hrarray._kernels import cuda as _kcuda
 from hrarray._kernels.cuda import launch
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -206,6 +207,120 @@ def _view(a):
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a, sync=False)
     raise TypeError(f"{type(a).__name__} is not a CUDA array")
+
+
+def _contiguity(shape, strides, itemsize) -> tuple[bool, bool]:
+    """(C, F) contiguity as numba-cuda's device arrays compute it (its
+    dummyarray's _compute_layout): the numba type of a kernel argument."""
+    size = 1
+    for n in shape:
+        size *= n
+    if not shape or size == 0:
+        return True, True
+    if 0 in strides:
+        return False, False
+    c = f = True
+    sd = itemsize
+    for n, st in zip(reversed(shape), reversed(strides), strict=True):
+        if n != 1:
+            if st != sd:
+                c = False
+            sd *= n
+    sd = itemsize
+    for n, st in zip(shape, strides, strict=True):
+        if n != 1:
+            if st != sd:
+                f = False
+                break
+            sd *= n
+    return c, f
+
+
+try:  # numba-cuda's own descriptions of a launched array (private; checked at import)
+    from numba.cuda.cudadrv.devicearray import _StridedLayoutShim, _StridedMemoryViewShim
+except ImportError:  # another numba-cuda: every kernel argument is a numba array
+    _StridedLayoutShim = _StridedMemoryViewShim = None
+
+_array_types: dict = {}
+
+
+def _array_type(dt: np.dtype, ndim: int, layout: str):
+    key = (dt, ndim, layout)
+    t = _array_types.get(key)
+    if t is None:
+        from numba.cuda import types as nt
+        from numba.cuda.np import numpy_support
+
+        t = _array_types[key] = nt.Array(numpy_support.from_dtype(dt), ndim, layout)
+    return t
+
+
+class _DeviceView:
+    """A kernel argument over a CUDA array's memory, made from its pointer, shape
+    and strides alone: ``cuda.as_cuda_array`` costs ~27 us per array (Run 17), and
+    a reduction passes three. numba-cuda types and marshals it as one of its
+    device arrays: ``_numba_type_`` (the type its own array would have) and
+    ``_strided_memory_view_shim`` are all its launch reads (``__cuda_memory__``
+    marks device memory). ``owner`` keeps the array alive for the call."""
+
+    __cuda_memory__ = True
+    __slots__ = (
+        "_numba_type_",
+        "_strided_memory_view_shim",
+        "dtype",
+        "ndim",
+        "owner",
+        "shape",
+        "size",
+        "strides",
+    )
+
+    def __init__(self, owner, ptr: int, shape, strides, dt: np.dtype):
+        self.owner = owner
+        self.shape = shape
+        self.strides = strides
+        self.dtype = dt
+        self.ndim = len(shape)
+        size = 1
+        for n in shape:
+            size *= n
+        self.size = size
+        c, f = _contiguity(shape, strides, dt.itemsize)
+        broadcast = size != 0 and 0 in strides
+        layout = "C" if c and not broadcast else "F" if f and not broadcast else "A"
+        self._numba_type_ = _array_type(dt, self.ndim, layout)
+        self._strided_memory_view_shim = _StridedMemoryViewShim(
+            ptr=ptr, shape=shape, dtype=dt, size=size,
+            _layout=_StridedLayoutShim(strides_in_bytes=strides, is_contiguous_c=c,
+                                       is_contiguous_f=f, is_contiguous_any=c or f),
+        )
+
+
+def _launch_view(a):
+    """``a`` as a kernel argument: a numba device array as it is, a CuPy array or
+    other ``__cuda_array_interface__`` producer as a :class:`_DeviceView`;
+    ``_view`` under the simulator (its kernels index real arrays), for masked
+    interfaces, where numba-cuda lacks the shims, and with the fast launch off
+    (``HRARRAY_CUDA_FAST_LAUNCH=0``: every launch as numba-cuda's own)."""
+    if SIMULATOR or not _kcuda.FAST_LAUNCH or _StridedMemoryViewShim is None or _is_numba(a):
+        return _view(a)
+    if _lib(a) == "cupy":
+        return _DeviceView(a, a.data.ptr, a.shape, a.strides, a.dtype)
+    cai = _cai(a)
+    if cai is None or cai.get("mask") is not None:
+        return _view(a)
+    dt = np.dtype(cai["typestr"])
+    shape = tuple(int(n) for n in cai["shape"])
+    strides = cai.get("strides")
+    if strides is None:  # C-contiguous
+        st, acc = [], dt.itemsize
+        for n in reversed(shape):
+            st.append(acc)
+            acc *= n
+        strides = tuple(reversed(st))
+    else:
+        strides = tuple(int(x) for x in strides)
+    return _DeviceView(a, int(cai["data"][0]), shape, strides, dt)
 
 
 def _stream_of(a):
@@ -487,7 +602,7 @@ class CudaBackend:
                         raise TypeError("this reduction needs an auxiliary array (aux=)")
                     aux = _view(aux)
                 get_kernel(spec.decl, value_dtype=kv.dtype).run(
-                    kv, _view(offsets), _view(out), fill_v, bool(use_fill),
+                    kv, _launch_view(offsets), _launch_view(out), fill_v, bool(use_fill),
                     aux=aux, stream=stream, scratch_key=key,
                 )
         return out.reshape((nseg, *inner))
@@ -520,7 +635,7 @@ class CudaBackend:
                 ov = _view(out)
                 key = self._scratch_key(stream)
                 if heads is None:
-                    kern.run(kv, _view(offsets), ov, fill_v, bool(use_fill), aux=w,
+                    kern.run(kv, _launch_view(offsets), ov, fill_v, bool(use_fill), aux=w,
                              stream=stream, scratch_key=key)
                 else:
                     o = _view(offsets)
@@ -555,7 +670,8 @@ class CudaBackend:
             if mdecl.reads_values:
                 kv = self._kernel_view(values, mdecl.value_dtype)
             if nvals and m:
-                get_kernel(mdecl, "map").run(kv, _view(offsets), per, _view(out), stream=stream,
+                get_kernel(mdecl, "map").run(kv, _launch_view(offsets), per, _launch_view(out),
+                                             stream=stream,
                                              scratch_key=self._scratch_key(stream))
         return out.reshape((nvals, *inner))
 
@@ -573,7 +689,7 @@ class CudaBackend:
             out = _empty(values, (nvals, *kv.shape[1:]), spec.out_dtype, stream)
             if nvals:
                 get_kernel(spec.decl, "scan").run(
-                    kv, _view(offsets), _view(out), bool(exclusive), stream=stream,
+                    kv, _launch_view(offsets), _launch_view(out), bool(exclusive), stream=stream,
                     scratch_key=self._scratch_key(stream))
         return out.reshape((nvals, *inner))
 
@@ -589,6 +705,9 @@ class CudaBackend:
         dimensions that is not C-contiguous (made contiguous, then viewed as
         rows).
         """
+        v = _launch_view(values)
+        if v.dtype == value_dtype and v.dtype.isnative and v.ndim <= 2:
+            return v  # the common case: no numba array made
         v = _view(values)
         if v.dtype != value_dtype or not v.dtype.isnative:
             v = _view(self.astype(v, value_dtype))

@@ -74,6 +74,7 @@ error bound ``|error| <= k(n) * eps * sum|x|``: 1-D,
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import warnings
@@ -684,6 +685,8 @@ def launch(fn, grid, block, stream, args):
     low-occupancy hint (small inputs give small grids) and, under the
     simulator, NumPy's scalar warnings (the simulator runs the declaration as
     Python on NumPy scalars, which warn where a GPU quietly gives inf/NaN)."""
+    if FAST_LAUNCH and _fast_launch(fn, grid, block, stream, args):
+        return
     if not SIMULATOR:
         gx, gy = grid if isinstance(grid, tuple) else (grid, 1)
         if gx * gy >= 128:  # numba-cuda warns below 128 blocks (its min_grid_size)
@@ -696,6 +699,190 @@ def launch(fn, grid, block, stream, args):
             # numba-cuda has its own NumbaPerformanceWarning class: match the text
             warnings.filterwarnings("ignore", message=".*under-utilization")
         fn[grid, block, stream](*args)
+
+
+# ------------------------------------------------------------ fast launch
+#
+# A numba-cuda launch costs ~45 us of host time for a 3-argument kernel (Run 17,
+# H200): typing every argument, the dispatcher's launch-configuration machinery,
+# and a generic per-argument marshalling. A reduction makes three launches of up to
+# 14 arguments, and its kernels take ~0.5 ms for 1e8 values, so the call is
+# host-bound. The fast path launches the compiled kernel itself with cuda.core, as
+# numba-cuda's _Kernel.launch does, from a per-(kernel, device, argument types)
+# entry: the kernel handle and one marshaller per argument. Each entry is made
+# after a launch through numba (which compiles), and kept only if its
+# marshalling gives exactly the kernel arguments numba's own gives for that
+# launch (compared value by value and byte by byte); otherwise, or if numba-cuda's
+# internals differ from what it expects, that kernel keeps numba's launch.
+# The same switch lets the CUDA backend pass CuPy (and other CUDA array interface)
+# arrays as light launch views instead of numba device arrays (_launch_view there).
+# tests/launch_check.py checks both against numba's own arrays and marshalling for
+# every kernel signature ptx_check builds, without a GPU. Not yet timed on a GPU;
+# off with HRARRAY_CUDA_FAST_LAUNCH=0.
+
+FAST_LAUNCH = (not SIMULATOR) and os.environ.get(
+    "HRARRAY_CUDA_FAST_LAUNCH", "1").lower() not in {"0", "false", "no", "off"}
+_fast_entries: dict = {}
+_fast_configs: dict = {}
+_fast_api: list = []  # [numba-cuda's dispatcher module], or [None] when unusable
+_MISSING = object()
+
+
+def _fast_module():
+    if not _fast_api:
+        try:
+            import numba.cuda.dispatcher as nd
+
+            for name in ("launch", "LaunchConfig", "CUDA_CORE_GE_1_0",
+                         "normalize_kernel_dimensions", "driver"):
+                getattr(nd, name)
+            if not hasattr(nd.driver, "_to_core_stream"):
+                raise AttributeError("_to_core_stream")
+            _fast_api.append(nd)
+        except (ImportError, AttributeError):
+            _fast_api.append(None)
+    return _fast_api[0]
+
+
+def _argument_key(a):
+    """What numba types an argument by: the numba type of a device array (a
+    cached property), the Python type of a scalar; None if not handled here."""
+    t = getattr(a, "_numba_type_", None)
+    if t is not None:
+        return t
+    if type(a) is int and not -(1 << 63) <= a < (1 << 63):
+        return None  # typed as uint64 or refused by numba
+    if isinstance(a, (bool, int, float, np.generic)):
+        return type(a)
+    return None
+
+
+def _marshaller(ty, nd):
+    """Appends one argument's kernel parameters (numba-cuda's _prepare_args, for
+    the types hrarray's kernels take); None for any other type."""
+    from numba.cuda import types as nt
+
+    if isinstance(ty, nt.Array):
+        from numba.cuda.np import numpy_support
+
+        def array(a, out):
+            v = a._strided_memory_view_shim  # numba device arrays (a cached property)
+            lay = v._layout
+            itemsize = v.dtype.itemsize
+            out += (0, 0, v.size, itemsize, v.ptr)
+            out.extend(v.shape)
+            out.extend(lay.strides_in_bytes or numpy_support.strides_from_shape(
+                shape=v.shape, itemsize=itemsize, c_contiguous=lay.is_contiguous_c,
+                f_contiguous=lay.is_contiguous_f))
+        return array
+    if isinstance(ty, nt.Integer):
+        ct = getattr(ctypes, f"c_{ty}")
+        return lambda a, out: out.append(ct(a))
+    if ty == nt.float64:
+        return lambda a, out: out.append(ctypes.c_double(a))
+    if ty == nt.float32:
+        return lambda a, out: out.append(ctypes.c_float(a))
+    if ty == nt.boolean:
+        return lambda a, out: out.append(a)
+    if ty == nt.float16:
+        return lambda a, out: out.append(ctypes.c_uint16(np.float16(a).view(np.uint16)))
+    if ty in (nt.complex64, nt.complex128):
+        ct = ctypes.c_float if ty == nt.complex64 else ctypes.c_double
+
+        def complex_(a, out):
+            out += (ct(a.real), ct(a.imag))
+        return complex_
+    return None
+
+
+def _same_parameters(mine, ref) -> bool:
+    if len(mine) != len(ref):
+        return False
+    for x, y in zip(mine, ref, strict=True):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, ctypes._SimpleCData):
+            if bytes(x) != bytes(y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _fast_entry(fn, args, stream, nd):
+    """(cuda.core kernel, marshallers) for ``fn`` on ``args``' types, or None."""
+    try:
+        types_ = tuple(fn.typeof_pyval(a) for a in args)
+        kernel = fn.overloads.get(types_)
+        if kernel is None or getattr(kernel, "debug", False) or kernel.cooperative:
+            return None
+        if getattr(kernel, "extensions", None):
+            return None
+        ms = [_marshaller(t, nd) for t in kernel.argument_types]
+        if any(m is None for m in ms):
+            return None
+        mine: list = []
+        for m, a in zip(ms, args, strict=True):
+            m(a, mine)
+        ref: list = []
+        retr: list = []
+        for t, a in zip(kernel.argument_types, args, strict=True):
+            kernel._prepare_args(t, a, stream, retr, ref)
+        if not _same_parameters(mine, ref):
+            return None
+        return kernel._codelibrary.get_cufunc().kernel, ms
+    except Exception:  # numba-cuda internals not as expected: numba's launch stays
+        return None
+
+
+def _fast_launch(fn, grid, block, stream, args) -> bool:
+    """Launch ``fn`` through its fast entry; False if it has none (the caller
+    then launches through numba)."""
+    nd = _fast_module()
+    if nd is None:
+        return False
+    key = [fn, cuda.get_current_device().id]
+    for a in args:
+        k = _argument_key(a)
+        if k is None:
+            return False
+        key.append(k)
+    key = tuple(key)
+    ent = _fast_entries.get(key, _MISSING)
+    if ent is None:
+        return False
+    if ent is _MISSING:
+        # launch through numba (it compiles on a first use), then build the entry
+        # against the parameters numba marshalled for this very launch
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*under-utilization")
+            fn[grid, block, stream](*args)
+        if len(_fast_entries) >= 4096:
+            _fast_entries.clear()
+        _fast_entries[key] = _fast_entry(fn, args, nd.driver._to_core_stream(stream), nd)
+        return True
+    kernel, ms = ent
+    try:
+        params: list = []
+        for m, a in zip(ms, args, strict=True):
+            m(a, params)
+        cfg = _fast_configs.get((grid, block))
+        if cfg is None:
+            g, b = nd.normalize_kernel_dimensions(grid, block)
+            if nd.CUDA_CORE_GE_1_0:
+                cfg = nd.LaunchConfig(grid=g, block=b, shmem_size=0, is_cooperative=False)
+            else:
+                cfg = nd.LaunchConfig(grid=g, block=b, shmem_size=0, cooperative_launch=False)
+            if len(_fast_configs) >= 4096:
+                _fast_configs.clear()
+            _fast_configs[(grid, block)] = cfg
+        nd.launch(nd.driver._to_core_stream(stream), cfg, kernel, *params)
+    except Exception:
+        # refused before anything ran: this kernel goes back to numba's launch
+        # (every hrarray kernel rewrites its whole output: a relaunch is safe)
+        _fast_entries[key] = None
+        return False
+    return True
 
 
 _partition_fn = None
