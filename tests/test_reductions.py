@@ -1480,3 +1480,18 @@ def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, strided, monkeypatc
     x = make_ragged(v, [offsets], "cpu")
     for op in ("argmax", "argmin", "max", "min"):
         R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
+
+
+def test_long_segment_rows_wider_than_the_fixup_tile(backend):
+    """Rows of 20 columns (the CUDA fix-up's column tiles are FIX_CW = 8 wide: 8, 8 and a
+    last tile of 4) with segments spanning many reduce blocks, so the fix-up's whole-block
+    path combines their carries in every column tile; short and empty segments between."""
+    sim = backend == "cuda" and not REAL_GPU
+    rng = np.random.default_rng(7)
+    lengths = [0, 3, 150, 0, 1, 97, 2] if sim else [0, 3, 5000, 0, 1, 20011, 2, 700]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    v = rng.standard_normal((int(offsets[-1]), 20))
+    v[160, 19] = v[10, 17] = np.nan  # a NaN in the last column tile of each long segment
+    x = make_ragged(v, [offsets], backend)
+    for op in ("sum", "mean", "max", "argmax", "nanargmin"):
+        R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)

@@ -126,6 +126,11 @@ WARP = None
 SMALL = 4
 #: pairwise stack depth of the fix-up (2**STACK block carries)
 STACK = 48
+#: columns per thread group in the 2-D fix-up: a segment spanning R reduce blocks
+#: is combined by BLOCK // FIX_CW groups of R / G carries each (with the reduce's
+#: layout a 64-column row left 4 groups, R / 4 dependent steps: 2.5 ms of 3.25 on
+#: one_huge 2-D in Run 17); 8 columns of a float64 state are two 32-byte sectors
+FIX_CW = 8
 
 _compiled: dict = {}
 _compiled_lock = threading.RLock()
@@ -1074,8 +1079,13 @@ class CudaReduceKernel:
             if two_d:
                 args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
                 self._launch(mod.reduce_2d, "reduce_2d", (nb, ny), args, stream)
-                args = (offsets, bi, nb, g, cw, wg, tile, m, out, fill, use_fill, *heads, *tails)
-                self._launch(mod.fixup_2d, "fixup_2d", (_fix_grid(nb, g), ny), args, stream)
+                # the fix-up's own layout: FIX_CW columns per group, so more groups
+                # share a long span's carries (the reduce's 64-column rows gave 4)
+                fcw, fg, fwg = _layout(True, min(m, FIX_CW), block)
+                args = (offsets, bi, nb, fg, fcw, fwg, tile, m, out, fill, use_fill,
+                        *heads, *tails)
+                self._launch(mod.fixup_2d, "fixup_2d", (_fix_grid(nb, fg), -(-m // fcw)), args,
+                             stream)
             else:
                 args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
                 self._launch(mod.reduce_1d, "reduce_1d", nb, args, stream)
