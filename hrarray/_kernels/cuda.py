@@ -350,17 +350,30 @@ def first_carry(bi, b, k):
     return lo
 """
 
-_MSEARCH = """
-@cuda.jit(device=True)
-def msearch(sOff, bi0, lo, hi, d):
-    # first segment s in [lo, hi] whose end (+ s) reaches merged item d
-    while lo < hi:
-        mid = (lo + hi) >> 1  # lo, hi >= 0
-        if sOff[np.uint64(mid + 1 - bi0)] + mid < d:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+_GROUP_STARTS = """    # group g owns items [d0(g), d0(g + 1)), d0(g) = D0 + g * ITEMS, and segment
+    # ends sI[g] .. sI[g + 1] - 1, where sI[g] is the first segment s whose end
+    # item P(s) = offsets[s + 1] - base + s is at or after d0(g). Scattered, not
+    # searched: segment s = bi0 + q writes the groups with P(s - 1) < d0 <= P(s)
+    # (bi0 from the first group, bi1 to the last): one pass over the window
+    # instead of a binary search per group (~6-11 steps of ~20 instructions)
+    q = tid
+    while q < cnt:
+        s = bi0 + q
+        glo = np.uint64(0)
+        if q > 0:  # P(s - 1) >= D0 here
+            glo = np.uint64(sOff[np.uint64(q)] + s - D0)
+            glo = (glo + np.uint64(ITEMS - 1)) // np.uint64(ITEMS)
+        ghi = np.uint64(G - 1)
+        if q < cnt - 1:  # P(s) < D1 <= D0 + tile here
+            ghi = np.uint64(sOff[np.uint64(q + 1)] + s - D0) // np.uint64(ITEMS)
+        gg = glo
+        while gg <= ghi:
+            sI[gg] = s
+            gg += np.uint64(1)
+        q += BLOCK
+    if tid == 0:
+        sI[G] = bi1
+    cuda.syncthreads()
 """
 
 
@@ -499,31 +512,7 @@ def reduce_{nd}(values{w1}, offsets, bi, G, CW, WG, tile, out, fill, use_fill, {
     m = {m_expr}
     J0 = D0 - bi0
 {stage_src}    cuda.syncthreads()
-    # group g owns items [d0(g), d0(g + 1)), d0(g) = D0 + g * ITEMS, and segment
-    # ends sI[g] .. sI[g + 1] - 1, where sI[g] is the first segment s whose end
-    # item P(s) = offsets[s + 1] - base + s is at or after d0(g). Scattered, not
-    # searched: segment s = bi0 + q writes the groups with P(s - 1) < d0 <= P(s)
-    # (bi0 from the first group, bi1 to the last): one pass over the window
-    # instead of a binary search per group (~6-11 steps of ~20 instructions)
-    q = tid
-    while q < cnt:
-        s = bi0 + q
-        glo = np.uint64(0)
-        if q > 0:  # P(s - 1) >= D0 here
-            glo = np.uint64(sOff[np.uint64(q)] + s - D0)
-            glo = (glo + np.uint64(ITEMS - 1)) // np.uint64(ITEMS)
-        ghi = np.uint64(G - 1)
-        if q < cnt - 1:  # P(s) < D1 <= D0 + tile here
-            ghi = np.uint64(sOff[np.uint64(q + 1)] + s - D0) // np.uint64(ITEMS)
-        gg = glo
-        while gg <= ghi:
-            sI[gg] = s
-            gg += np.uint64(1)
-        q += BLOCK
-    if tid == 0:
-        sI[G] = bi1
-    cuda.syncthreads()
-    st = IDENT
+{_GROUP_STARTS}    st = IDENT
     hst = IDENT
     has_head = False
     i0 = bi1
@@ -1119,7 +1108,7 @@ _BLOCK_HEAD = """    tid = cuda.threadIdx.x
     g = tid // CW
     l = tid - g * CW
     col = cuda.blockIdx.y * CW + l
-"""
+""" + _GROUP_STARTS
 
 _GROUP_RANGE = """        d0 = D0 + g * ITEMS
         if d0 > D1:
@@ -1127,8 +1116,8 @@ _GROUP_RANGE = """        d0 = D0 + g * ITEMS
         d1 = d0 + ITEMS
         if d1 > D1:
             d1 = D1
-        i0 = msearch(sOff, bi0, bi0, bi1, d0)
-        i1 = msearch(sOff, bi0, i0, bi1, d1)
+        i0 = sI[g]
+        i1 = sI[g + 1]
         j0 = d0 - i0
         j1 = d1 - i1
 """
@@ -1137,13 +1126,13 @@ _GROUP_RANGE = """        d0 = D0 + g * ITEMS
 def _header_source(block: int, items: int, cache: bool) -> str:
     return (
         "import numpy as np\nfrom numba import cuda\n\n"
-        f"BLOCK = {block}\nITEMS = {items}\nWIN = {block * items + 1}\n"
+        f"BLOCK = {block}\nITEMS = {items}\nWIN = {block * items + 1}\nBP1 = {block + 1}\n"
         f"STACK = {STACK}\nSMALL = {SMALL}\nCACHE = {cache}\nFULL = 0xFFFFFFFF\n"
     )
 
 
 def _map_source(reads_values: bool, block: int, items: int, cache: bool) -> str:
-    src = [_header_source(block, items, cache), _MSEARCH]
+    src = [_header_source(block, items, cache)]
     v = "values, " if reads_values else ""
     for two_d in (False, True):
         nd = "2d" if two_d else "1d"
@@ -1160,6 +1149,7 @@ def map_{nd}({v}offsets, per, bi, G, CW, tile, out):
     # out[j] = fn(values[j], per[k]) for the elements j of segment k that
     # this group owns (merge-path items of the block tile); out is compact
     sOff = cuda.shared.array(WIN, np.int64)
+    sI = cuda.shared.array(BP1, np.int64)
 {_BLOCK_HEAD}    m = {"out.shape[1]" if two_d else "1"}
     if g < G and col < m:
 {_GROUP_RANGE}        klast = i1 if i1 < nseg else nseg - 1
@@ -1232,7 +1222,6 @@ def _scan_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: 
         _header_source(block, items, cache),
         _warp_scan_source(K, dtypes, warp),
         _block_scan_source(K),
-        _MSEARCH,
     ]
     for two_d in (False, True):
         nd = "2d" if two_d else "1d"
@@ -1264,6 +1253,7 @@ def _scan_source(decl: Decl, dtypes, block: int, items: int, warp: bool, cache: 
 def tails_{nd}(values, offsets, bi, G, CW, WG, tile, {T}):
     # phase 1: t[b] = this block's piece of the segment open at its end
     sOff = cuda.shared.array(WIN, np.int64)
+    sI = cuda.shared.array(BP1, np.int64)
 {_shared_decls(K, dtypes, "    ")}{_BLOCK_HEAD}    m = {m_expr}
 {tail}    if g == G - 1 and col < m and bi1 < nseg:
         r = {cg.load("sh", K, "tid")}
@@ -1316,6 +1306,7 @@ def scan_{nd}(values, offsets, bi, G, CW, WG, tile, exclusive, out, {C}):
     # phase 3: every group scans the elements it owns, its first piece
     # starting from the carry of the earlier groups and blocks
     sOff = cuda.shared.array(WIN, np.int64)
+    sI = cuda.shared.array(BP1, np.int64)
 {_shared_decls(K, dtypes, "    ")}{_BLOCK_HEAD}    m = {m_expr}
 {tail}    if g < G and col < m:
         pre = IDENT
