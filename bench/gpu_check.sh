@@ -18,7 +18,9 @@
 #                                                                -> $OUT/bench.log, $OUT/bench/*
 #   4. python3 -m pytest -k "cuda or gpu" -n 12 -v: every CUDA-backend test on the real GPU
 #      (hypothesis's full example counts), per-test timeout     -> $OUT/pytest.log
-#   4b. (PROFILE=1) bench/gpu_profile.py: each launch's time and the host-side cost of a call
+#   4b. (PROFILE=1) bench/gpu_profile.py: each launch's time and the host-side cost of a call,
+#       with the fast launch on and off                          -> $OUT/profile.log
+#   4c. (CONFIGS="256:16 256:32 ...") the same kernel split per BLOCK:ITEMS schedule
 #                                                                -> $OUT/profile.log
 #   5. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
 #      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
@@ -149,6 +151,20 @@ if [ -n "${PROFILE:-}" ]; then
     timeout 60 $PY bench/gpu_profile.py --cprofile
   } >"$OUT/profile.log" 2>&1
   grep -E "^--|events|host|launch|as_cuda|cupy.empty" "$OUT/profile.log" | tee -a "$LOG"
+fi
+
+if [ -n "${CONFIGS:-}" ]; then
+  # schedule sweep, BLOCK:ITEMS pairs (e.g. CONFIGS="256:16 256:32 512:16 128:16"): each in
+  # a process of its own (the settings are read at import), the kernel split of
+  # bench/gpu_profile.py per case; appended to profile.log (the files under $OUT are few)
+  say "== 4c. schedule sweep ($CONFIGS) at $(elapsed)s"
+  for c in $CONFIGS; do
+    echo "-- HRARRAY_CUDA_BLOCK=${c%%:*} HRARRAY_CUDA_ITEMS=${c##*:}"
+    HRARRAY_CUDA_BLOCK=${c%%:*} HRARRAY_CUDA_ITEMS=${c##*:} timeout "${CONFIG_TIMEOUT:-90}" \
+      $PY bench/gpu_profile.py --ops sum \
+      --cases "${CONFIG_CASES:-uniform1d,tiny1d,one_huge1d,uniform2d,one_huge2d}"
+  done >>"$OUT/profile.log" 2>&1
+  grep -E "^-- HRARRAY|events" "$OUT/profile.log" | tail -n 60 | tee -a "$LOG"
 fi
 
 if [ "${SKIP_SWEEP:-0}" = 1 ]; then

@@ -12,8 +12,9 @@ with the real numba-cuda compiler (the device and its context stood in for, noth
 loaded or launched); over the same made-up device memory it builds numba's own device
 array and hrarray's launch view; it checks both type alike, that the dispatcher's type
 key finds the compiled kernel (as ``_fast_entry`` looks it up), and that the fast
-marshalling of the launch views gives exactly the parameters numba's marshalling of
-its own arrays gives (value by value, ctypes scalars byte by byte).
+marshalling of the launch views, and numba's marshalling of them (a kernel's first
+launch), give exactly the parameters numba's marshalling of its own arrays gives (value
+by value, ctypes scalars byte by byte).
 
 Usage::
 
@@ -147,10 +148,17 @@ def main() -> int:
         ref: list = []
         for t, a in zip(kernel.argument_types, ref_args, strict=True):
             kernel._prepare_args(t, a, 0, [], ref)
-        if K._same_parameters(mine, ref):
-            ok += 1
-        else:
+        # a kernel's first launch is numba's own, on the launch views
+        first: list = []
+        for t, a in zip(kernel.argument_types, dev, strict=True):
+            kernel._prepare_args(t, a, 0, [], first)
+        if not K._same_parameters(mine, ref):
             bad.append(f"{name}: parameters differ:\n  fast  {mine}\n  numba {ref}")
+        elif not K._same_parameters(first, ref):
+            bad.append(f"{name}: numba marshals the launch views otherwise:\n"
+                       f"  views  {first}\n  arrays {ref}")
+        else:
+            ok += 1
     for b in bad:
         print("FAIL", b)
     print(f"{ok} kernel signatures marshal as numba-cuda does, {len(bad)} fail "

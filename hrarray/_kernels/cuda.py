@@ -691,10 +691,12 @@ def _disk_cache(persistent: bool) -> bool:
 
 
 def launch(fn, grid, block, stream, args):
-    """Launch a kernel, silencing the warnings that are noise here: Numba's
-    low-occupancy hint (small inputs give small grids) and, under the
-    simulator, NumPy's scalar warnings (the simulator runs the declaration as
-    Python on NumPy scalars, which warn where a GPU quietly gives inf/NaN)."""
+    """Launch a kernel: through its fast entry where it has one (see
+    ``_fast_launch``), else through numba-cuda, silencing the warnings that are
+    noise here: Numba's low-occupancy hint (small inputs give small grids) and,
+    under the simulator, NumPy's scalar warnings (the simulator runs the
+    declaration as Python on NumPy scalars, which warn where a GPU quietly gives
+    inf/NaN)."""
     if FAST_LAUNCH and _fast_launch(fn, grid, block, stream, args):
         return
     if not SIMULATOR:
