@@ -44,6 +44,7 @@ _spec.loader.exec_module(P)
 import numba  # noqa: E402
 import numba.cuda.cudadrv.devices as _devices  # noqa: E402
 import numpy as np  # noqa: E402
+from numba.cuda.api_util import prepare_shape_strides_dtype  # noqa: E402
 from numba.cuda.cudadrv.devicearray import DeviceNDArray  # noqa: E402
 from numba.cuda.typing.typeof import Purpose, typeof  # noqa: E402
 
@@ -88,6 +89,81 @@ class _CudaArray:
         }
 
 
+class _CupyLike:
+    """What hrarray reads of a CuPy array (its CuPy branch of _launch_view)."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, a: np.ndarray, ptr: int, strides=None):
+        self.data = pytypes.SimpleNamespace(ptr=ptr)
+        self.shape, self.dtype = a.shape, a.dtype
+        self.strides = a.strides if strides is None else strides
+        self.flags = pytypes.SimpleNamespace(c_contiguous=a.flags["C_CONTIGUOUS"])
+        # CuPy's own interface: no strides when C-contiguous
+        self.__cuda_array_interface__ = _CudaArray(a, ptr).__cuda_array_interface__
+
+
+def _numba_from_interface(obj):
+    """numba-cuda's device array for an interface, built as from_cuda_array_interface
+    builds it (strides filled in for a C-contiguous one; a null pointer when empty)."""
+    d = obj.__cuda_array_interface__
+    shape, strides, dt = prepare_shape_strides_dtype(d["shape"], d.get("strides"),
+                                                     d["typestr"], "C")
+    size = int(np.prod(shape))
+    return DeviceNDArray(shape, strides, dt, gpu_data=_Memory(d["data"][0] if size else 0))
+
+
+def _check_views() -> list:
+    """Launch views of interface and CuPy-like arrays against numba's arrays for the
+    same memory, over layouts the kernels' own arguments do not show."""
+    bad = []
+    base = np.zeros(64, np.float64)
+    cases = [
+        ("1-D", base[:10], None),
+        ("2-D C", base[:12].reshape(4, 3), None),
+        ("2-D F", base[:12].reshape(3, 4).T, None),
+        ("2-D strided", base[:24].reshape(4, 6)[:, ::2], None),
+        ("(3, 1), a 0 stride on the size-1 axis", base[:3].reshape(3, 1), (8, 0)),
+        ("(1, 3), a 0 stride on the size-1 axis", base[:3].reshape(1, 3), (0, 8)),
+        ("broadcast (3, 4)", np.broadcast_to(base[:4], (3, 4)), None),
+        ("empty (0, 3)", base[:0].reshape(0, 3), None),
+        ("negative stride", base[:5][::-1], None),
+        ("bool", np.zeros(5, np.bool_), None),
+        ("float16", np.zeros(5, np.float16), None),
+        ("complex128", np.zeros(5, np.complex128), None),
+    ]
+    for name, a, cupy_strides in cases:
+        for kind, obj in (("interface", _CudaArray(a, 0x7F00_0000_1000)),
+                          ("cupy", _CupyLike(a, 0x7F00_0000_1000, cupy_strides))):
+            if kind == "interface" and cupy_strides is not None:
+                continue
+            ref, view = _numba_from_interface(obj), B._launch_view(obj)
+            if type(view) is not B._DeviceView:
+                bad.append(f"view {name} ({kind}): not a launch view")
+                continue
+            x, y = ref._strided_memory_view_shim, view._strided_memory_view_shim
+            got = (view._numba_type_, y.ptr, y.shape, y.size, y.dtype,
+                   y._layout.strides_in_bytes, y._layout.is_contiguous_c,
+                   y._layout.is_contiguous_f)
+            want = (ref._numba_type_, x.ptr, x.shape, x.size, x.dtype,
+                    tuple(x._layout.strides_in_bytes), x._layout.is_contiguous_c,
+                    x._layout.is_contiguous_f)
+            if got != want:
+                bad.append(f"view {name} ({kind}): {got} where numba has {want}")
+    # non-native byte order: numba's own path (as_cuda_array, then the caller swaps)
+    fallback = B._view
+    B._view = lambda a: "numba's path"
+    try:
+        got = B._launch_view(_CudaArray(np.zeros(5, ">f8"), 0x7F00_0000_1000))
+        if not isinstance(got, str):
+            bad.append("view of big-endian float64: not left to numba's path")
+    except Exception as e:
+        bad.append(f"view of big-endian float64: {type(e).__name__}: {e}")
+    finally:
+        B._view = fallback
+    return bad
+
+
 def _both(a, ptr: int):
     """(numba's device array, hrarray's launch view) over the same memory."""
     if not isinstance(a, np.ndarray):
@@ -112,7 +188,8 @@ def main() -> int:
     if nd is None:
         print("launch_check: numba-cuda's dispatcher lacks what the fast launch uses")
         return 1
-    ok, bad, seen = 0, [], set()
+    bad = _check_views()
+    ok, seen = 0, set()
     for fn, args, what in launches:
         argtys = tuple(typeof(a, Purpose.argument) if isinstance(a, np.ndarray)
                        else numba.typeof(a) for a in args)

@@ -285,6 +285,8 @@ class _DeviceView:
         for n in shape:
             size *= n
         self.size = size
+        if size == 0:
+            ptr = 0  # numba's own empty array holds a null pointer
         c, f = _contiguity(shape, strides, dt.itemsize)
         broadcast = size != 0 and 0 in strides
         layout = "C" if c and not broadcast else "F" if f and not broadcast else "A"
@@ -305,22 +307,38 @@ def _launch_view(a):
     if SIMULATOR or not _kcuda.FAST_LAUNCH or _StridedMemoryViewShim is None or _is_numba(a):
         return _view(a)
     if _lib(a) == "cupy":
-        return _DeviceView(a, a.data.ptr, a.shape, a.strides, a.dtype)
-    cai = _cai(a)
-    if cai is None or cai.get("mask") is not None:
-        return _view(a)
-    dt = np.dtype(cai["typestr"])
-    shape = tuple(int(n) for n in cai["shape"])
-    strides = cai.get("strides")
-    if strides is None:  # C-contiguous
-        st, acc = [], dt.itemsize
-        for n in reversed(shape):
-            st.append(acc)
-            acc *= n
-        strides = tuple(reversed(st))
+        # what CuPy's interface says: no strides when C-contiguous (CuPy ignores
+        # size-1 dimensions there, so x[:, None] may carry a 0 stride that numba
+        # would see as a broadcast), for the layout numba's own array gets
+        dt = a.dtype
+        shape = a.shape
+        strides = _c_strides(shape, dt.itemsize) if a.flags.c_contiguous else a.strides
+        ptr = a.data.ptr
     else:
-        strides = tuple(int(x) for x in strides)
-    return _DeviceView(a, int(cai["data"][0]), shape, strides, dt)
+        cai = _cai(a)
+        if cai is None or cai.get("mask") is not None:
+            return _view(a)
+        dt = np.dtype(cai["typestr"])
+        shape = tuple(int(n) for n in cai["shape"])
+        strides = cai.get("strides")
+        if strides is None:
+            strides = _c_strides(shape, dt.itemsize)
+        else:
+            strides = tuple(int(x) for x in strides)
+        ptr = int(cai["data"][0])
+    if not dt.isnative:
+        # numba types a non-native array only when it is launched (as_cuda_array
+        # succeeds and the caller then swaps it): keep its path
+        return _view(a)
+    return _DeviceView(a, ptr, shape, strides, dt)
+
+
+def _c_strides(shape, itemsize: int) -> tuple:
+    st, acc = [], itemsize
+    for n in reversed(shape):
+        st.append(acc)
+        acc *= n
+    return tuple(reversed(st))
 
 
 def _stream_of(a):

@@ -725,7 +725,12 @@ def launch(fn, grid, block, stream, args):
 # after a launch through numba (which compiles), and kept only if its
 # marshalling gives exactly the kernel arguments numba's own gives for that
 # launch (compared value by value and byte by byte); otherwise, or if numba-cuda's
-# internals differ from what it expects, that kernel keeps numba's launch.
+# internals differ from what it expects, that kernel keeps numba's launch. That
+# check proves the marshalling, not the arrays: both sides read the same
+# argument objects, so whether a launch view describes its array as numba's own
+# array would is what tests/launch_check.py checks. A launch that raises sends
+# its kernel back to numba's path for good (cuLaunchKernel enqueues nothing when
+# it fails, so the relaunch is safe).
 # The same switch lets the CUDA backend pass CuPy (and other CUDA array interface)
 # arrays as light launch views instead of numba device arrays (_launch_view there).
 # tests/launch_check.py checks both against numba's own arrays and marshalling for
@@ -828,6 +833,9 @@ def _fast_entry(fn, args, stream, nd):
         kernel = fn.overloads.get(types_)
         if kernel is None or getattr(kernel, "debug", False) or kernel.cooperative:
             return None
+        if getattr(fn, "_launch_config_sensitive", False) or getattr(
+                kernel, "launch_config_sensitive", False):
+            return None  # numba picks such a kernel per grid and block; the key has neither
         if getattr(kernel, "extensions", None):
             return None
         ms = [_marshaller(t, nd) for t in kernel.argument_types]
