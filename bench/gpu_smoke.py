@@ -2,9 +2,11 @@
 
 A small ragged array (300 segments, every 7th empty), 1-D and (n, 3) float32, as CuPy
 arrays (when CuPy imports) and as numba device arrays; sum, max and argmax on each, compared
-with hrarray's CPU result on the same data.  Prints one line per check and the first call's
-seconds (compilation included); exits non-zero at the first wrong or raising call, so the
-check script can stop before spending a lease's minutes on steps that would fail alike.
+with hrarray's CPU result on the same data, twice (the first call launches through numba,
+the second through hrarray's fast launch where it is on).  Prints one line per check and
+its seconds (the first call's include compilation); exits non-zero at the first wrong or
+raising call, so the check script can stop before spending a lease's minutes on steps that
+would fail alike.
 Under ``NUMBA_ENABLE_CUDASIM=1`` it runs on the simulator (numba arrays only).
 """
 
@@ -47,19 +49,25 @@ def main() -> None:
             x_cpu = hr.RaggedArray(vv, offs)
             x_gpu = hr.RaggedArray(conv(vv), conv(offs))
             for op in ("sum", "max", "argmax"):
-                t = time.perf_counter()
-                g = host(getattr(x_gpu, op)())
-                dt = time.perf_counter() - t
                 c = getattr(x_cpu, op)()
-                if op == "sum":
-                    ok = g.shape == c.shape and np.allclose(g, c, rtol=1e-5, atol=1e-5)
-                else:
-                    ok = g.shape == c.shape and np.array_equal(g, c, equal_nan=op == "max")
-                print(f"smoke {name} {op} {vv.ndim}-D: {'ok' if ok else 'WRONG'} "
-                      f"({dt:.2f} s first call)", flush=True)
-                if not ok:
-                    raise SystemExit(f"smoke {name} {op} {vv.ndim}-D: GPU {g[:4]} != CPU {c[:4]}")
-    print("smoke ok")
+                # the first call launches through numba (and compiles); the second
+                # through hrarray's fast launch, where it is on
+                for call in ("first", "second"):
+                    t = time.perf_counter()
+                    g = host(getattr(x_gpu, op)())
+                    dt = time.perf_counter() - t
+                    if op == "sum":
+                        ok = g.shape == c.shape and np.allclose(g, c, rtol=1e-5, atol=1e-5)
+                    else:
+                        ok = g.shape == c.shape and np.array_equal(g, c, equal_nan=op == "max")
+                    print(f"smoke {name} {op} {vv.ndim}-D, {call} call: "
+                          f"{'ok' if ok else 'WRONG'} ({dt:.3f} s)", flush=True)
+                    if not ok:
+                        raise SystemExit(f"smoke {name} {op} {vv.ndim}-D, {call} call: "
+                                         f"GPU {g[:4]} != CPU {c[:4]}")
+    from hrarray._kernels import cuda as kc
+
+    print(f"smoke ok (fast launch {'on' if kc.FAST_LAUNCH else 'off'})")
 
 
 if __name__ == "__main__":
