@@ -1495,3 +1495,44 @@ def test_long_segment_rows_wider_than_the_fixup_tile(backend):
     x = make_ragged(v, [offsets], backend)
     for op in ("sum", "mean", "max", "argmax", "nanargmin"):
         R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
+
+
+_STEP_VALUES = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.0, 7.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "uint16", "bool"])
+@pytest.mark.parametrize("op", ["argmax", "argmin", "nanargmax"])
+@settings(deadline=None, max_examples=examples("cpu", cpu=300))
+@given(data=st.data())
+def test_declared_step_is_combine_of_map(op, dtype, data):
+    """A declaration's in-order ``step(acc, v, j)`` (the CUDA element loop's fold) equals
+    ``combine(acc, map(v, j))`` for every state ``acc`` an in-order fold can hold (the
+    identity, or a value with an index below ``j``) and every value ``v``: NaN of either
+    sign first, ties, -0.0 against 0.0, infinities."""
+    from hrarray import _ops
+
+    decl = _ops.build(op, dtype).decl
+    if decl.step is None:
+        assert op.startswith("nan")  # the nan variants fold through combine
+        return
+    dt = np.dtype(dtype)
+    vt = _ops.build(op, dtype).value_dtype.type
+    if dt.kind == "f":
+        pool = [dt.type(x) for x in _STEP_VALUES]
+    elif dt.kind == "b":
+        pool = [np.bool_(False), np.bool_(True)]
+    else:
+        info = np.iinfo(dt)
+        pool = [dt.type(x) for x in (info.min, info.max, 0, 1, 3)]
+    states = [decl.identity]
+    for _ in range(data.draw(st.integers(0, 3))):  # a state reached in order
+        j = len(states) - 1
+        states.append(decl.combine(states[-1], decl.map(vt(data.draw(st.sampled_from(pool))), j)))
+    acc = states[-1]
+    j = data.draw(st.integers(len(states) - 1, len(states) + 5))
+    v = vt(data.draw(st.sampled_from(pool)))
+    got, want = decl.step(acc, v, j), decl.combine(acc, decl.map(v, j))
+    assert got[1] == want[1], (acc, v, j, got, want)
+    assert np.array_equal(np.array(got[0]), np.array(want[0]), equal_nan=True)
+    if dt.kind == "f":
+        assert np.signbit(got[0]) == np.signbit(want[0]), (acc, v, j, got, want)
