@@ -215,7 +215,7 @@ def main() -> int:
         if fn.overloads.get(types_) is not kernel:
             bad.append(f"{name}: the dispatcher's type key does not find the kernel")
             continue
-        ms = [K._marshaller(t, nd) for t in kernel.argument_types]
+        ms = [K._marshaller(t) for t in kernel.argument_types]
         if any(m is None for m in ms):
             bad.append(f"{name}: no marshaller for {kernel.argument_types}")
             continue

@@ -20,8 +20,7 @@ block owns a fixed tile of ``TILE`` merged items, every thread group a run of
                    are gathered here, read in place); each group's first
                    segment scattered from that window (each segment end
                    marks the groups starting after the previous end; the
-                   map and scan kernels search instead), then a register
-                   loop over the
+                   map and scan kernels too), then a register loop over the
                    group's items (float32 data accumulate in the
                    declaration's float64 state):
                      segment inside the group   -> written directly
@@ -116,7 +115,7 @@ BLOCK = _env_int("HRARRAY_CUDA_BLOCK", 32 if SIMULATOR else 256)
 #: merged items (elements/rows + segment ends) per thread group; 16 on a GPU:
 #: on an H200 (1e8 float32, 1-D, segments of ~100) the reduce kernel ran 1.03 ms
 #: at 8 and 0.53 ms at 16 (Nsight Compute), its fixed cost per thread (window,
-#: merge-path search, block scan) spread over twice the items
+#: merge-path search then, block scan) spread over twice the items
 ITEMS = _env_int("HRARRAY_CUDA_ITEMS", 4 if SIMULATOR else 16)
 #: None: warp shuffles in the block scan on a GPU (when every state component
 #: can be shuffled); False: the shared-memory emulation everywhere (a test
@@ -697,8 +696,21 @@ def launch(fn, grid, block, stream, args):
     under the simulator, NumPy's scalar warnings (the simulator runs the
     declaration as Python on NumPy scalars, which warn where a GPU quietly gives
     inf/NaN)."""
-    if FAST_LAUNCH and _fast_launch(fn, grid, block, stream, args):
-        return
+    key = None
+    if FAST_LAUNCH:
+        key = _fast_key(fn, args)
+        if key is not None and _fast_launch(key, grid, block, stream, args):
+            return
+    _numba_launch(fn, grid, block, stream, args)
+    if key is not None and key not in _fast_entries:
+        # a first launch through numba (it compiled): the entry is built against
+        # the parameters numba marshalled for this very launch
+        if len(_fast_entries) >= 4096:
+            _fast_entries.clear()
+        _fast_entries[key] = _fast_entry(fn, args, stream)
+
+
+def _numba_launch(fn, grid, block, stream, args):
     if not SIMULATOR:
         gx, gy = grid if isinstance(grid, tuple) else (grid, 1)
         if gx * gy >= 128:  # numba-cuda warns below 128 blocks (its min_grid_size)
@@ -742,7 +754,6 @@ FAST_LAUNCH = (not SIMULATOR) and os.environ.get(
 _fast_entries: dict = {}
 _fast_configs: dict = {}
 _fast_api: list = []  # [numba-cuda's dispatcher module], or [None] when unusable
-_MISSING = object()
 
 
 def _fast_module():
@@ -774,7 +785,7 @@ def _argument_key(a):
     return None
 
 
-def _marshaller(ty, nd):
+def _marshaller(ty):
     """Appends one argument's kernel parameters (numba-cuda's _prepare_args, for
     the types hrarray's kernels take); None for any other type."""
     from numba.cuda import types as nt
@@ -826,9 +837,10 @@ def _same_parameters(mine, ref) -> bool:
     return True
 
 
-def _fast_entry(fn, args, stream, nd):
+def _fast_entry(fn, args, stream):
     """(cuda.core kernel, marshallers) for ``fn`` on ``args``' types, or None."""
     try:
+        stream = _fast_module().driver._to_core_stream(stream)
         types_ = tuple(fn.typeof_pyval(a) for a in args)
         kernel = fn.overloads.get(types_)
         if kernel is None or getattr(kernel, "debug", False) or kernel.cooperative:
@@ -838,7 +850,7 @@ def _fast_entry(fn, args, stream, nd):
             return None  # numba picks such a kernel per grid and block; the key has neither
         if getattr(kernel, "extensions", None):
             return None
-        ms = [_marshaller(t, nd) for t in kernel.argument_types]
+        ms = [_marshaller(t) for t in kernel.argument_types]
         if any(m is None for m in ms):
             return None
         mine: list = []
@@ -855,33 +867,28 @@ def _fast_entry(fn, args, stream, nd):
         return None
 
 
-def _fast_launch(fn, grid, block, stream, args) -> bool:
-    """Launch ``fn`` through its fast entry; False if it has none (the caller
-    then launches through numba)."""
-    nd = _fast_module()
-    if nd is None:
-        return False
+def _fast_key(fn, args):
+    """``(fn, device, argument keys)``, or None where an argument is not handled here
+    (or numba-cuda's dispatcher lacks what the fast launch uses)."""
+    if _fast_module() is None:
+        return None
     key = [fn, cuda.get_current_device().id]
     for a in args:
         k = _argument_key(a)
         if k is None:
-            return False
+            return None
         key.append(k)
-    key = tuple(key)
-    ent = _fast_entries.get(key, _MISSING)
+    return tuple(key)
+
+
+def _fast_launch(key, grid, block, stream, args) -> bool:
+    """Launch through the entry of ``key``; False if it has none (yet), or if the
+    launch is refused (the caller then launches through numba)."""
+    ent = _fast_entries.get(key)
     if ent is None:
         return False
-    if ent is _MISSING:
-        # launch through numba (it compiles on a first use), then build the entry
-        # against the parameters numba marshalled for this very launch
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*under-utilization")
-            fn[grid, block, stream](*args)
-        if len(_fast_entries) >= 4096:
-            _fast_entries.clear()
-        _fast_entries[key] = _fast_entry(fn, args, nd.driver._to_core_stream(stream), nd)
-        return True
     kernel, ms = ent
+    nd = _fast_module()
     try:
         params: list = []
         for m, a in zip(ms, args, strict=True):
