@@ -10,6 +10,9 @@ A CUDA backend that lacks one of the transform kernels raises ``NotImplementedEr
 that skips a ``cuda`` case (see :func:`run`).
 """
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import reference as R
@@ -443,6 +446,33 @@ def test_softmax_sums_to_one(dtype, backend):
     got = leaf(sm)
     assert got.dtype == np.dtype(dtype)
     assert ((got >= 0) & (got <= 1)).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32", "int64"])
+@pytest.mark.parametrize("inner", [(), (3,)])
+def test_log_softmax_exact_near_large_values(dtype, inner, backend):
+    """log_softmax is ``(v - m) - log(s)``: near a large max ``m`` its results keep their
+    own precision, not ``|m|``'s (``v - (m + log s)`` rounds at ulp(m): 1.1e-7 absolute
+    error for values near 2**31, which the CPU map once made by reassociating)."""
+    rng = np.random.default_rng(6)
+    lens = [5, 0, 3, 17, 1, 40]
+    n = sum(lens)
+    big = 2**31 - 1 if dtype == "int32" else 2**40
+    v = (big - rng.integers(0, 6, size=(n, *inner))).astype(dtype)
+    x = ragged_1d(v, lens, backend)
+    got = leaf(run(backend, hr.log_softmax, x))
+    want = np.empty(v.shape)
+    starts = np.concatenate([[0], np.cumsum(lens)])
+    for a, b in itertools.pairwise(starts):
+        if a == b:
+            continue
+        seg = v[a:b].astype(np.float64).reshape(b - a, -1)
+        for c in range(seg.shape[1]):
+            d = seg[:, c] - seg[:, c].max()  # exact: integers far below 2**53
+            lse = math.log(math.fsum(math.exp(t) for t in d))
+            want[a:b].reshape(b - a, -1)[:, c] = d - lse
+    # a few ulp of results in [-6, 0] (the bug gave 2e-5 at 2**40)
+    np.testing.assert_allclose(got, want, rtol=0, atol=4e-15)
 
 
 @pytest.mark.parametrize("inner", [(), (3,), (2, 3)])

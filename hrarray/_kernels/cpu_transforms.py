@@ -67,12 +67,20 @@ _compiled: dict = {}
 _compiled_lock = threading.RLock()
 
 
-def _header(cache: bool) -> list[str]:
+# The map kernels compute each element on its own: no reduction for
+# ``reassoc`` to vectorise, and it let LLVM rewrite log_softmax's
+# ``(v - m) - log(s)`` as ``v - (m + log(s))``, whose rounding at ``|m|``
+# (ulp(2**31) = 4.8e-7) showed in results near 0 (abs. error 1.1e-7 for
+# float64 values near 2**31; exact without it, as on CUDA).
+MAP_FASTMATH = FASTMATH - {"reassoc"}
+
+
+def _header(cache: bool, fastmath=FASTMATH) -> list[str]:
     return [
         "import numba\n",
         "import numpy as np\n",
         # sorted: the same source text in every process, so the disk cache is hit
-        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(FASTMATH)!r}), "
+        f"_OPTS = dict(nogil=True, error_model='numpy', fastmath=set({sorted(fastmath)!r}), "
         f"cache={cache})\n\n",
     ]
 
@@ -99,7 +107,7 @@ def _map_source(reads_values: bool, cache: bool) -> str:
     elements ``bj[c]:bj[c+1]`` it owns, segment piece by segment piece.
     The module also defines the CPU's ``exp_nonpos`` (``_cpu._EXP_NONPOS_SRC``),
     compiled with the map so that LLVM can inline and vectorise it."""
-    src = _header(cache)
+    src = _header(cache, MAP_FASTMATH)
     src.append("from hrarray._kernels._cpu_bits import bitcast_to_float\n")
     src.append(_cpu._EXP_NONPOS_SRC)
     v = "values, " if reads_values else ""
@@ -172,7 +180,7 @@ class CpuMapKernel:
         def load():
             import numba
 
-            jit = numba.njit(**CALLEE_OPTS)
+            jit = numba.njit(**{**CALLEE_OPTS, "fastmath": MAP_FASTMATH})
             # the CPU's own exp for declarations that close over exp_nonpos
             # (softmax: math.exp is a scalar libm call the loop cannot vectorise;
             # 25M float32, one thread, 131 ms against 28 ms). Set before any
