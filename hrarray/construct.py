@@ -127,8 +127,15 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     if nsegments < 0:
         raise ValueError(f"nsegments must be >= 0, got {nsegments}")
     if nsegments < top:
-        raise ValueError(f"ids[-1]={top - 1} >= nsegments={nsegments}")
-    offs = xp.searchsorted(ids, xp.arange(nsegments + 1), side="left").astype(np.int64)
+        # ids are sorted: the first one past the segments, by binary search
+        i = int(xp.searchsorted(ids, nsegments, side="left"))
+        raise ValueError(f"ids[{i}]={int(ids[i])} >= nsegments={nsegments}")
+    try:
+        starts = xp.arange(nsegments + 1)
+    except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
+        kind = MemoryError if isinstance(exc, MemoryError) else ValueError
+        raise kind(f"nsegments={nsegments} is too large: {exc}") from None
+    offs = xp.searchsorted(ids, starts, side="left").astype(np.int64)
     return RaggedArray(vals, offs)
 
 
@@ -198,6 +205,14 @@ def nest(values, *offsets) -> RaggedArray:
                     f"level {k}: {exc}")
             raise err from None
     return x
+
+
+def _converts(v, dtype) -> bool:
+    try:
+        np.asarray(v, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _overflows(v, dtype) -> bool:
@@ -287,6 +302,12 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
     if k is None:
         return
     where = _leaf_path(nested, depth, k)
+    v = leaves[k]
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+        raise ValueError(
+            f"from_list: nested_lists{where}={v!r} does not fit any integer dtype "
+            "(int64, uint64); pass dtype=np.float64 to store it as a float"
+        )
     if missing(leaves[k]):
         raise ValueError(
             f"from_list: nested_lists{where} is {leaves[k]!r}, not a number or an array "
@@ -375,19 +396,23 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     offs: list[list[int]] = [[0] for _ in range(depth)]
     leaves: list = []
 
-    def walk(obj, level):
+    def walk(obj, level, path):
         # obj is a list at nesting `level` (1 = a top-level segment)
         if not isinstance(obj, (list, tuple)):
-            raise ValueError(f"from_list: expected a list at nesting level {level}, got {obj!r}")
-        for item in obj:
+            where = "".join(f"[{i}]" for i in path)
+            raise ValueError(
+                f"from_list: nested_lists{where}={obj!r} is not a list, but other items are "
+                f"nested {depth} lists deep (innermost items must all be at one depth)"
+            )
+        for i, item in enumerate(obj):
             if level + 1 == depth:
                 leaves.append(item)
             else:
-                walk(item, level + 1)
+                walk(item, level + 1, (*path, i))
         offs[level].append(len(leaves) if level + 1 == depth else len(offs[level + 1]) - 1)
 
-    for item in nested_lists:
-        walk(item, 1)
+    for i, item in enumerate(nested_lists):
+        walk(item, 1, (i,))
     raw = None  # the leaves as NumPy reads them (None: unequal shapes, named below)
     if leaves:
         with contextlib.suppress(ValueError):
@@ -412,6 +437,14 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
         except ValueError as exc:  # NumPy's "inhomogeneous shape" names no item
             _unequal_leaf(nested_lists, depth, leaves)
             raise ValueError(f"from_list: {exc}") from None
+        except TypeError as exc:  # e.g. a complex number for a real dtype
+            k = next((i for i, v in enumerate(leaves) if not _converts(v, dtype)), None)
+            if k is None:
+                raise TypeError(f"from_list: {exc}") from None
+            raise TypeError(
+                f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)}={leaves[k]!r} "
+                f"cannot be converted to dtype {dtype} ({exc})"
+            ) from None
         except OverflowError as exc:  # a Python int past dtype's range
             k = next((i for i, v in enumerate(leaves) if _overflows(v, dtype)), None)
             if k is None:

@@ -152,6 +152,11 @@ def _arrow_values(values: np.ndarray, pa):
         values = values.astype(dt)  # Arrow buffers are little-endian
     n = values.shape[0]
     inner = values.shape[1:]
+    if 0 in inner:
+        raise ValueError(
+            f"values of inner shape {inner} have no Arrow type (a fixed-size list "
+            "needs a positive size)"
+        )
     flat = np.ascontiguousarray(values).reshape(-1)  # a view when already contiguous
     if dt.kind == "b":
         arr = pa.array(flat, type=pa.bool_())  # bit-packed: a copy

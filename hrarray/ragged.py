@@ -9,6 +9,8 @@ from hrarray._backends import backend_of, device_of
 __all__ = ["RaggedArray"]
 
 _INT_KINDS = "iu"
+_INT32 = np.dtype(np.int32)
+_INT64 = np.dtype(np.int64)
 
 
 def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
@@ -28,7 +30,9 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
         raise ValueError(f"{argname} must be 1-D, got ndim={offsets.ndim}")
     if offsets.shape[0] < 1:
         raise ValueError(f"{argname} must have at least one element (nsegments + 1)")
-    if not (dt.isnative and dt.type in (np.int32, np.int64)):
+    # dtype equality, not the scalar type: np.longlong is int64's equal with
+    # another type object, and is used as it is too
+    if not (dt.isnative and dt in (_INT32, _INT64)):
         if dt.kind == "u" and dt.itemsize == 8 and be.name == "cpu":
             # uint64 beyond int64 would wrap negative: name the value as given
             # (on CUDA the conversion's wrapped value is still rejected by the
@@ -497,7 +501,12 @@ class RaggedArray:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
         fill_value = check_fill(fill_value, np.dtype(self._backend.dtype(self._values)))
         n = self.nsegments
-        padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
+        try:
+            padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
+        except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
+            kind = MemoryError if isinstance(exc, MemoryError) else ValueError
+            raise kind(f"to_padded: a padded array of shape {(n, L, *self.inner_shape)} "
+                       f"(max_length={L}) cannot be allocated: {exc}") from None
         mask = xp.arange(L)[None, :] < lens[:, None]
         lo = int(self._offsets[0]) if n else 0
         seg = self.segment_ids()

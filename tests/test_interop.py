@@ -136,6 +136,8 @@ def test_to_arrow_copies_only_what_it_must(pa_):
         hr.to_arrow(hr.RaggedArray(np.ones(2, np.complex64), np.array([0, 2])))
     with pytest.raises(TypeError, match="RaggedArray"):
         hr.to_arrow(np.ones(3))
+    with pytest.raises(ValueError, match=r"inner shape \(0,\)"):  # no fixed-size list of 0
+        hr.to_arrow(hr.RaggedArray(np.zeros((3, 0)), np.array([0, 1, 3])))
 
 
 @needs_pa

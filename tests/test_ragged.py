@@ -83,6 +83,11 @@ def test_int32_offsets_kept_other_ints_converted():
     x = hr.RaggedArray(values, o32)
     assert x.offsets.dtype == np.int32
     assert np.shares_memory(x.offsets, o32)
+    # C long long is int64 under another type object: kept as it is too
+    oll = np.array([0, 2, 6], np.longlong)
+    z = hr.RaggedArray(values, oll)
+    assert z.offsets is oll
+    np.testing.assert_array_equal(hr.sum(z), [1.0, 14.0])
     for dt in (np.int8, np.int16, np.uint8, np.uint16, np.uint32, np.uint64):
         o = np.array([0, 2, 6], dt)
         y = hr.RaggedArray(values, o)

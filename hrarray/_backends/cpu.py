@@ -56,8 +56,17 @@ def offsets_error(code: int, pos: int, offsets, limit: int, argname: str, what: 
             f"{argname} must be non-decreasing; {argname}[{pos}]={int(offsets[pos])} < "
             f"{argname}[{pos - 1}]={int(offsets[pos - 1])}"
         )
+    # non-decreasing offsets: the first one past the end, by binary search
+    # (scalar reads: on CUDA a few dozen, and only when raising)
+    lo, hi = 0, pos
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(offsets[mid]) > limit:
+            hi = mid
+        else:
+            lo = mid + 1
     return ValueError(
-        f"{argname}[{pos}]={int(offsets[pos])} is past the end of {what} (length {limit})"
+        f"{argname}[{lo}]={int(offsets[lo])} is past the end of {what} (length {limit})"
     )
 
 
@@ -68,19 +77,31 @@ class CpuBackend:
     # ------------------------------------------------------------ inputs
     def asarray(self, obj, argname: str) -> np.ndarray:
         if isinstance(obj, np.ndarray):
+            if type(obj) is not np.ndarray and np.ma.isMaskedArray(obj):
+                # its mask would be ignored (the kernels read .data): refuse
+                raise TypeError(
+                    f"{argname} is a masked array (numpy.ma), which hrarray does not "
+                    f"support: pass {argname}.filled(value) or the unmasked elements only"
+                )
             return obj
         if isinstance(obj, (str, bytes)):  # NumPy would make a 0-d string array of it
             raise TypeError(f"{argname} must be an array, got {type(obj).__name__}")
+        dl_error = None
         if hasattr(obj, "__dlpack__") and not isinstance(obj, (list, tuple)):
             try:
                 return np.from_dlpack(obj)
-            except (TypeError, BufferError, RuntimeError):
-                pass
+            except (TypeError, BufferError, RuntimeError) as exc:
+                dl_error = exc
         try:
             arr = np.asarray(obj)
         except Exception as exc:
             raise TypeError(f"{argname} must be an array, got {type(obj).__name__}") from exc
         if arr.dtype == object:
+            if dl_error is not None:  # say why its DLPack export was not read
+                raise TypeError(
+                    f"{argname}: a {type(obj).__name__} whose DLPack export failed "
+                    f"({type(dl_error).__name__}: {dl_error})"
+                ) from dl_error
             raise TypeError(f"{argname} has unsupported dtype object")
         return arr
 
