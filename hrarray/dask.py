@@ -761,7 +761,7 @@ def _ref(v, i):
     return v
 
 
-def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
+def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
     """Reduce each partition with :func:`hrarray.reduce` (a built-in op or a Reducer).
 
     Parameters

@@ -74,9 +74,15 @@ _NUMBA_NOISE = ("Failed in", "During:", "File ", "<source", "^", "def ", "Rewrit
 
 def _is_numba_error(exc: BaseException) -> bool:
     """Numba's compile errors (TypingError, ...) derive from NumbaError, not
-    TypeError; told by class name so that this module need not import Numba."""
+    TypeError (and UnsupportedBytecodeError, for an ``import`` in a function,
+    from Exception alone); told by class name so that this module need not
+    import Numba."""
     # (builtins.any: this module's ``any`` is the reduction)
-    return builtins.any(c.__name__ == "NumbaError" for c in type(exc).__mro__)
+    return builtins.any(c.__name__ in _NUMBA_ERRORS for c in type(exc).__mro__)
+
+
+_NUMBA_ERRORS = ("NumbaError", "UnsupportedBytecodeError")
+_DDOF_OPS = ("var", "std")
 
 
 def _uncompilable(op: Reducer, in_dtype: np.dtype, exc: BaseException) -> TypeError:
@@ -131,7 +137,7 @@ def _finite_for_int_mean(be, leaf, offsets, dtype: np.dtype):
         )
 
 
-def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
+def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
     """Reduce the ``levels`` innermost ragged levels of ``x`` with ``op``.
 
     Parameters
@@ -152,8 +158,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
         their nan variants). Complex values into a real or integer dtype keep
         their real part (``ComplexWarning``). An integer or bool dtype for
         mean/var/std cannot hold NaN: see Raises.
-    ddof : int, default 0
-        Delta degrees of freedom of ``var``/``std``.
+    ddof : int, optional
+        Delta degrees of freedom of ``var``/``std`` (0 when not given); any
+        other op given one is a ``TypeError``.
 
     Returns
     -------
@@ -166,8 +173,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     ------
     TypeError
         ``x`` is not a RaggedArray; ``op`` unknown in kind; ``dtype=`` for an
-        op that takes none, or an integer ``dtype`` for nanmean/nanvar/nanstd
-        of float values; ordering ops on complex values.
+        op that takes none, ``ddof=`` for an op other than var/std, or an
+        integer ``dtype`` for nanmean/nanvar/nanstd of float values; ordering
+        ops on complex values; a Reducer whose functions Numba cannot compile.
     ValueError
         Unknown op name; ``levels`` out of range; ``ddof < 0``; a
         ``fill_value`` the result dtype cannot hold; mean/var/std into an
@@ -189,10 +197,17 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=0):
     in_dtype = be.dtype(x._values) if flat else x.dtype
     if not in_dtype.isnative:
         in_dtype = in_dtype.newbyteorder("=")
-    if ddof.__class__ is not int and (
-        isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer))
-    ):
-        raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
+    if ddof is None:
+        ddof = 0
+    else:
+        if ddof.__class__ is not int and (
+            isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer))
+        ):
+            raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
+        if not (op.__class__ is str and op.removeprefix("nan") in _DDOF_OPS):
+            what = repr(op) if isinstance(op, str) else "a Reducer"
+            raise TypeError(f"reduce(): ddof applies to var/std (and their nan variants), "
+                            f"not to {what}")
     key = (op, in_dtype, ddof) if dtype is None and op.__class__ is str else None
     spec = _SPECS.get(key) if key is not None else None
     if spec is None:

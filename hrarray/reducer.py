@@ -275,6 +275,12 @@ class Reducer:
         """Infer the result dtype by running the declaration once in Python."""
         v = in_dtype.type(0)
         ident = self.identity
+        if self.map is None and not isinstance(ident, tuple):
+            # the state type the kernels use (see _decl): an int identity over
+            # floats is a float state, whatever combine(0, 0.0) returns in
+            # Python (max(0, 0.0) is the int 0: results were truncated to int)
+            st_type = np.result_type(np.asarray(ident).dtype, in_dtype).type
+            v, ident = st_type(0), st_type(ident)
         st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
         if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
             who = "map must return" if self.map is not None else "without map the state is"

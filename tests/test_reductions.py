@@ -1143,6 +1143,19 @@ def test_complex_ordering_ops_raise(op, backend):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("op", ["var", "std", "nanvar"])
+def test_variance_of_means_whose_difference_overflows(op, backend):
+    """1e308 and -1e308: the variance (1e616) overflows to inf, as NumPy's; Chan's mean
+    update ``ma + (mb - ma) * w`` overflowed to -inf, which then read as a NaN mean. A NaN or
+    inf element still gives NaN."""
+    v = np.array([1e308, -1e308, 1e308, -1e308, 5.0, np.inf, 1.0, 2.0, 4.0])
+    x = ragged_1d(v, [2, 3, 2, 2], backend)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = [getattr(np, op)(v[a:b]) for a, b in ((0, 2), (2, 5), (5, 7), (7, 9))]
+    np.testing.assert_array_equal(want[:3], [np.inf, np.inf, np.nan])
+    np.testing.assert_allclose(host(getattr(hr, op)(x)), want, rtol=1e-15)
+
+
 def test_user_reducer_sum_of_squares(backend):
     reducer = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v)
 
@@ -1207,6 +1220,29 @@ def test_user_reducer_without_map_promotes_the_state(backend):
     np.testing.assert_array_equal(got, [200, 3])
 
 
+def test_user_reducer_int_identity_with_a_python_max(backend):
+    """combine(0, 0.0) is the int 0 in Python (max keeps its first argument on a tie): the
+    result dtype follows the promoted state, as the kernels compute it, not that int (the
+    results were truncated to int64)."""
+    x = ragged_1d(np.array([0.5, 0.25, -3.0, 2.75]), [2, 1, 1], backend)
+    got = host(hr.reduce(x, hr.Reducer(identity=0, combine=lambda a, b: max(a, b))))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [0.5, 0.0, 2.75])
+
+
+def test_reduce_refuses_ddof_for_other_ops():
+    """``ddof=`` means something to var/std only: reduce() with it for another op, or a
+    Reducer, is a TypeError (as hr.sum(x, ddof=1) is), not silently ignored."""
+    x = ragged_1d(np.array([1.0, 2.0, 4.0]), [1, 2])
+    for op in ("sum", "max", "nanmean", hr.Reducer(0.0, lambda a, b: a + b)):
+        for ddof in (0, 1):
+            with pytest.raises(TypeError, match="ddof"):
+                hr.reduce(x, op, ddof=ddof)
+    np.testing.assert_array_equal(hr.reduce(x, "var", ddof=1), [np.nan, 2.0])
+    np.testing.assert_array_equal(hr.reduce(x, "nanstd", ddof=0), [0.0, 1.0])
+    np.testing.assert_array_equal(hr.reduce(x, "var"), hr.var(x))
+
+
 def test_uncompilable_reducer_is_a_type_error():
     """A user function Numba cannot compile is the wrong kind of thing: TypeError naming
     the Reducer and Numba's reason (its TypingError is not a TypeError). CPU only: the
@@ -1217,6 +1253,14 @@ def test_uncompilable_reducer_is_a_type_error():
         hr.reduce(x, frac)
     with pytest.raises(TypeError, match=r"Numba cannot compile .*Cannot unify float64"):
         hr.reduce(x, hr.Reducer(0.0, lambda a, b: "s"))
+
+    def combine(a, b):
+        import math  # numba's UnsupportedBytecodeError, no NumbaError
+
+        return math.fsum((a, b))
+
+    with pytest.raises(TypeError, match=r"Reducer 'combine': Numba cannot compile .*IMPORT"):
+        hr.reduce(x, hr.Reducer(0.0, combine))
 
 
 def test_user_reducer_tuple_state(backend):
