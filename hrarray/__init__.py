@@ -3,7 +3,7 @@
 A :class:`RaggedArray` is one flat ``values`` array plus CSR ``offsets``
 (nested level by level); reductions and segment-wise transforms run as
 Numba kernels on the CPU and numba-cuda kernels on NVIDIA GPUs, with the same
-semantics on both. See ``API.md`` for the contract.
+semantics on both. See ``docs/api.md`` for the contract.
 """
 
 from hrarray.construct import (

@@ -5,16 +5,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+_USAGE = """usage: python -m hrarray {demo,bench} [options]
 
-def _usage() -> int:
-    print("usage: python -m hrarray {demo,bench} [options]  (--help after a command lists them)")
-    return 2
+commands:
+  demo   encode a text corpus level by level with hrarray's reductions
+         (characters -> words -> sentences -> paragraphs -> one vector per
+         document)
+  bench  the benchmark of WORKLOADS.md: hrarray, the anchors and the
+         roofline in one run (Markdown table, JSON, PNG); needs a source
+         checkout (bench/run.py); --quick for a smoke run
+
+`python -m hrarray COMMAND --help` lists a command's options."""
+
+
+def _usage(ok: bool) -> int:
+    print(_USAGE, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help"}:
-        return _usage()
+    if argv and argv[0] in {"-h", "--help"}:
+        return _usage(True)
+    if not argv:
+        return _usage(False)
     cmd, rest = argv[0], argv[1:]
     if cmd == "demo":
         from hrarray.demo import main as demo_main
@@ -30,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         import run as bench_run  # type: ignore[import-not-found]
 
         return bench_run.main(rest)
-    return _usage()
+    return _usage(False)
 
 
 if __name__ == "__main__":

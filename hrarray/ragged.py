@@ -222,6 +222,7 @@ class RaggedArray:
 
     @property
     def nsegments(self) -> int:
+        """Number of segments of the top level (``len(x)``, ``len(offsets) - 1``)."""
         return int(self._offsets.shape[0]) - 1
 
     def __len__(self) -> int:
@@ -253,14 +254,17 @@ class RaggedArray:
 
     @property
     def dtype(self) -> np.dtype:
+        """dtype of the leaf values (as given: non-native byte order included)."""
         return np.dtype(self._backend.dtype(self.leaf_values))
 
     @property
     def inner_shape(self) -> tuple:
+        """Shape of one leaf element: ``leaf_values.shape[1:]`` (``()`` for scalars)."""
         return tuple(self.leaf_values.shape[1:])
 
     @property
     def device(self) -> str:
+        """``"cpu"`` (NumPy values) or ``"cuda"`` (CuPy or other CUDA arrays)."""
         return self._backend.name
 
     # ------------------------------------------------------------ structure
@@ -297,6 +301,16 @@ class RaggedArray:
 
     # ------------------------------------------------------------ indexing
     def __getitem__(self, key):
+        """Segments by position.
+
+        ``x[i]``: segment ``i`` (negative counts from the end), an array view
+        at depth 1, a ``RaggedArray`` deeper. ``x[i:j]`` (and ``x[i:j:k]``):
+        a ``RaggedArray`` view sharing both buffers (a step copies).
+        ``x[int_array]`` / ``x[bool_mask]``: a gather, copied, compact.
+        Out-of-range positions, a mask of the wrong length, an index array
+        that is not 1-D and ``x[i, j]`` raise an ``IndexError`` that is also
+        a ``ValueError``, naming the bad position.
+        """
         be = self._backend
         n = self.nsegments
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
@@ -447,7 +461,13 @@ class RaggedArray:
 
     def to_cupy(self) -> RaggedArray:
         """A copy on the current CUDA device as CuPy arrays (needs CuPy)."""
-        import cupy
+        try:
+            import cupy
+        except ImportError as exc:
+            raise ModuleNotFoundError(
+                "to_cupy() needs CuPy: pip install 'hrarray[cuda12]' or 'hrarray[cuda13]' "
+                f"(the CUDA major of your driver) ({exc})", name="cupy"
+            ) from exc
 
         inner = (
             self._values.to_cupy()
@@ -488,7 +508,10 @@ class RaggedArray:
         exists. Depth-1 arrays only.
         """
         if self.depth != 1:
-            raise ValueError("to_padded needs a depth-1 RaggedArray; reduce or flatten first")
+            raise ValueError(
+                "to_padded needs a depth-1 RaggedArray; pad one level at a time "
+                "(x.values.to_padded(), x[i].to_padded()) or reduce levels first"
+            )
         xp = self._backend.xp
         lens = self._backend.xpa(self.lengths)
         if max_length is not None and (
@@ -518,6 +541,7 @@ class RaggedArray:
 
     # ------------------------------------------------------------ display
     def __repr__(self) -> str:
+        """Short: depth, number of segments, length summary, dtype, device."""
         n = self.nsegments
         if n:
             lens = np.asarray(self._backend.to_host(self.lengths))

@@ -7,6 +7,7 @@ semantics live in :mod:`hrarray._ops` (built-ins) or a :class:`Reducer`.
 from __future__ import annotations
 
 import builtins
+import inspect
 import sys
 
 import numpy as np
@@ -267,7 +268,19 @@ def _make(name: str):
             else "NaN propagates as in NumPy."
         ),
         extra=", ".join(["levels=1", "fill_value=None", *parts]),
+        length=("its count of non-NaN elements" if name.startswith("nan") else "length"),
+        argnan=(" A NaN element is the extreme: its first index is returned."
+                if name in ("argmax", "argmin") else ""),
     )
+    # the signature help() and inspect show: the keywords this op takes
+    params = [inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d)
+               for k, d in (("levels", 1), ("fill_value", None))]
+    if takes_dtype:
+        params.append(inspect.Parameter("dtype", inspect.Parameter.KEYWORD_ONLY, default=None))
+    if takes_ddof:
+        params.append(inspect.Parameter("ddof", inspect.Parameter.KEYWORD_ONLY, default=0))
+    op.__signature__ = inspect.Signature(params)
     return op
 
 
@@ -290,13 +303,13 @@ floats -> same (accumulated in float64), complex -> same.
 """,
     "var": """Segment variances: ``{name}(x, *, {extra})``.
 
-Empty segment, or length <= ddof: NaN. {nan} Result dtype as ``mean``
+Empty segment, or {length} <= ddof: NaN. {nan} Result dtype as ``mean``
 (complex input gives a real result). Computed with Chan's pairwise update of
 (count, mean, M2), stable for large offsets.
 """,
     "std": """Segment standard deviations: ``{name}(x, *, {extra})``.
 
-Empty segment, or length <= ddof: NaN. {nan} Result dtype as ``var``.
+Empty segment, or {length} <= ddof: NaN. {nan} Result dtype as ``var``.
 """,
     "max": """Segment maxima: ``{name}(x, *, {extra})``.
 
@@ -312,21 +325,22 @@ Empty segment: +inf for floats, the dtype maximum for ints, True for bool.
 
 ``{name}(x, *, {extra})``.
 
-Empty segment: -1. First occurrence wins. {nan} (``argmax`` returns the
-first NaN's index.) With ``levels=k`` the index is the position in the
-flattened leaf range of the level-k segment. Result dtype: int64.
+Empty segment: -1. First occurrence wins. {nan}{argnan} With ``levels=k``
+the index is the position in the flattened leaf range of the level-k
+segment. Result dtype: int64.
 """,
     "argmin": """Index of each segment's minimum, local to the segment.
 
 ``{name}(x, *, {extra})``.
 
-Empty segment: -1. First occurrence wins. {nan} Result dtype: int64.
+Empty segment: -1. First occurrence wins. {nan}{argnan} Result dtype: int64.
 """,
     "count": """Elements per segment, as rows ``(nsegments, *inner)``.
 
 ``{name}(x, *, {extra})``.
 
-Empty segment: 0. Result dtype: int64 (``x.lengths`` is the 1-D form).
+Empty segment: 0. Every element counts, NaN included. Result dtype:
+int64 (``x.lengths`` is the 1-D form).
 """,
     "count_nonzero": """Non-zero elements per segment: ``{name}(x, *, {extra})``.
 
@@ -354,12 +368,12 @@ float32 accumulated in float64).
     "first": """First element of each segment: ``{name}(x, *, {extra})``.
 
 Empty segment: NaN for floats and complex, 0 for ints (False for bool).
-Result dtype: the input dtype.
+A NaN element is returned as it is. Result dtype: the input dtype.
 """,
     "last": """Last element of each segment: ``{name}(x, *, {extra})``.
 
 Empty segment: NaN for floats and complex, 0 for ints (False for bool).
-Result dtype: the input dtype.
+A NaN element is returned as it is. Result dtype: the input dtype.
 """,
 }
 
@@ -369,8 +383,10 @@ for _name in _ops.OPS:
 del _name
 
 
-def _method_reduce(self, op, **kw):
-    return reduce(self, op, **kw)
+def _method_reduce(self, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
+    """``x.reduce(op, ...)``: :func:`hrarray.reduce` of ``x`` (an op name or a
+    :class:`~hrarray.Reducer`); see there for the arguments and results."""
+    return reduce(self, op, levels=levels, fill_value=fill_value, dtype=dtype, ddof=ddof)
 
 
 RaggedArray.reduce = _method_reduce

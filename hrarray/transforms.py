@@ -261,7 +261,8 @@ def broadcast(per_segment, x, *, levels=1):
     Raises
     ------
     TypeError
-        ``x`` is not a RaggedArray, or ``per_segment`` is not an array or
+        ``x`` is not a RaggedArray, or ``per_segment`` is not array-like (a
+        nested list is read as NumPy reads it), has a non-numeric dtype or
         lives on another device.
     ValueError
         ``per_segment`` has not one row per segment (or, as a RaggedArray,

@@ -253,3 +253,17 @@ def test_demo_cuda_matches_cpu(corpus, capsys):
     np.testing.assert_allclose(gpu.vectors, cpu.vectors, rtol=1e-4, atol=1e-5)
     assert demo.main(["--input", str(corpus), "--device", "cuda", "--no-progress"]) == 0
     assert _table_counts(capsys.readouterr().out) == python_counts(_visible_texts())
+
+
+def test_module_command_line_usage(capsys):
+    """``python -m hrarray --help`` describes both commands and exits 0; no command or an
+    unknown one prints the usage to stderr and exits 2."""
+    from hrarray.__main__ import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for word in ("demo", "bench", "--quick"):
+        assert word in out
+    assert main([]) == 2
+    assert main(["nope"]) == 2
+    assert "usage: python -m hrarray" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """The type and its constructors (API.md section 1)."""
 
+import sys
+
 import numpy as np
 import pytest
 import reference as R
@@ -588,3 +590,10 @@ def test_derived_offsets_are_read_only_views():
     assert not xu.offsets.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         xu.offsets[-1] = 200
+
+
+def test_to_cupy_without_cupy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    x = hr.from_lengths(np.arange(3.0), [1, 2])
+    with pytest.raises(ModuleNotFoundError, match=r"hrarray\[cuda12\]"):
+        x.to_cupy()
