@@ -467,7 +467,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
 def concatenate(arrays) -> RaggedArray:
     """Join ragged arrays end to end (same depth, dtype, inner shape and device).
 
-    Copies: the result is compact, with int64 offsets. Given a
+    Copies: the result is compact, with int64 offsets (int32 where every
+    input's offsets at that level are int32 and the total fits). Given a
     ``hrarray.dask.RaggedDaskArray`` among them, returns one (see
     ``hrarray.dask.concatenate``).
     """
@@ -510,6 +511,12 @@ def _concat(compact: list[RaggedArray]) -> RaggedArray:
         parts.append(be.shift(o, -shift) if shift else o)
         shift += be.ends(a._offsets)[1]
     offs = be.concatenate(parts)
+    if shift <= np.iinfo(np.int32).max and all(
+        np.dtype(be.dtype(a._offsets)) == np.int32 for a in compact
+    ):
+        # int32 offsets in, int32 out where the total fits (as the partitions of
+        # hrarray.dask had them: computing one joins them here)
+        offs = be.astype(offs, np.int32)
     if isinstance(compact[0]._values, RaggedArray):
         inner = _concat([a._values for a in compact])
     else:

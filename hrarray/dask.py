@@ -29,6 +29,7 @@ import weakref
 import dask
 import dask.array as da
 import numpy as np
+from dask.array.optimization import optimize as _array_optimize
 from dask.base import DaskMethodsMixin
 from dask.core import flatten
 from dask.delayed import Delayed
@@ -341,7 +342,15 @@ class RaggedDaskArray(DaskMethodsMixin):
     def __dask_tokenize__(self):
         return self._name
 
-    __dask_optimize__ = staticmethod(_optimize)
+    # dask.array's own optimizer (cull, then linear fusion; its slice and
+    # blockwise passes find none of hrarray's tasks), not a cull of our own:
+    # dask 2026.8 groups the collections of one dask.compute/persist call by
+    # optimizer and returns each group's results together, so a dense result
+    # between two ragged ones, dask.compute(dx, dx.sum(), dx.softmax()), came
+    # back in another order (and persist lost a dependency). One optimizer,
+    # one group, the order kept. (The dense results' graphs hold these tasks
+    # and were optimized by it already.)
+    __dask_optimize__ = staticmethod(_array_optimize)
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
     def __dask_postcompute__(self):
@@ -491,7 +500,15 @@ class _Partitions:
                 raise IndexError(f"partition {int(key)} is out of range for {n} partitions")
             idx = [int(key) % n]
         else:
-            idx = np.arange(arr.npartitions)[key]
+            msg = (f"partitions[{key!r}]: a partition index must be an int, a slice, a 1-D "
+                   "int array or a bool mask")
+            try:
+                idx = np.arange(arr.npartitions)[key]
+            except (IndexError, TypeError, ValueError) as exc:
+                # NumPy's message names no argument
+                raise type(exc)(f"{msg} ({exc})") from None
+            if np.ndim(idx) > 1:  # None or a 2-D index array
+                raise IndexError(msg)
             idx = [int(i) for i in np.atleast_1d(idx)]
         if not idx:
             raise ValueError("partitions[...] selected no partition")

@@ -245,6 +245,48 @@ def test_persist_keeps_partitions(client):
     check(dx.partitions[1:].cumsum(), hr.cumsum(hr.cumsum(x)[int(dx.chunks[0]) :]))
 
 
+@pytest.mark.parametrize("scheduler", [None, "sync"])
+def test_compute_and_persist_keep_the_order_of_mixed_collections(scheduler):
+    """A dense result between ragged ones in one dask.compute / dask.persist call: dask
+    2026.8 returns each optimizer's collections together, so with an optimizer of its own a
+    RaggedDaskArray's results came back swapped with the dense one (persist: a missing
+    dependency). ``None``: the module's cluster; ``"sync"``: the local scheduler."""
+    rng = np.random.default_rng(4)
+    x = make(rng, LENGTHS)
+    dx = hd.from_ragged(x, npartitions=3)
+    kw = {} if scheduler is None else {"scheduler": scheduler}
+    a, s, sm, m = dask.compute(dx, dx.sum(), dx.softmax(), dx.max(), **kw)
+    assert a.to_list() == x.to_list()
+    np.testing.assert_array_equal(s, hr.sum(x))
+    assert sm.to_list() == hr.softmax(x).to_list()
+    np.testing.assert_array_equal(m, hr.max(x))
+    p = dask.persist(dx, dx.sum(), dx.softmax(), **kw)
+    np.testing.assert_array_equal(p[1].compute(**kw), hr.sum(x))
+    assert p[2].compute(**kw).to_list() == hr.softmax(x).to_list()
+
+
+def test_int32_offsets_survive_compute():
+    """A partition's int32 offsets stay int32 in the computed result, as in the
+    single-machine result (hr.concatenate joined them into int64)."""
+    x = hr.from_lengths(np.arange(12.0), np.array([2, 0, 3, 1, 6], np.int32))
+    x = hr.RaggedArray(x.values, x.offsets.astype(np.int32))
+    dx = hd.from_ragged(x, npartitions=2)
+    for got, want in ((dx.compute(), x), (dx.softmax().compute(), hr.softmax(x))):
+        assert got.offsets.dtype == want.offsets.dtype == np.int32
+        assert got.to_list() == want.to_list()
+    cat = hr.concatenate([x, x[1:]])
+    assert cat.offsets.dtype == np.int32
+    assert cat.to_list() == x.to_list() + x[1:].to_list()
+    assert hr.concatenate([x, hr.from_lengths(np.arange(2.0), [2])]).offsets.dtype == np.int64
+
+
+def test_bad_partition_keys_name_the_argument():
+    dx = hd.from_ragged(hr.from_lengths(np.arange(6.0), [2, 1, 3]), npartitions=2)
+    for key in ("a", 1.5, None, np.zeros((1, 1), int)):
+        with pytest.raises((IndexError, TypeError), match=r"partitions\["):
+            dx.partitions[key]
+
+
 # ---------------------------------------------------------------- reductions
 
 
