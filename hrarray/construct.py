@@ -24,6 +24,15 @@ def _check_int_array(be, a, argname):
     return be.xpa(a)  # compared and summed with be.xp (CuPy on CUDA; zero-copy)
 
 
+def _frozen(offsets):
+    """Offsets hrarray built, read-only (NumPy; CuPy has no flag): validated once,
+    nothing may write into them (a write past the values made kernels read out of
+    bounds). As the offsets of slices, transforms and converted offsets are."""
+    if isinstance(offsets, np.ndarray):
+        offsets.flags.writeable = False
+    return offsets
+
+
 def from_lengths(values, lengths) -> RaggedArray:
     """Segments of the given lengths: offsets ``[0, cumsum(lengths)]`` (int64).
 
@@ -74,7 +83,7 @@ def from_lengths(values, lengths) -> RaggedArray:
             f"{'segments' if nested else 'rows'} "
             f"(the running total passes {nrows} at lengths[{k}])"
         )
-    return RaggedArray(values, offs)
+    return RaggedArray(values, _frozen(offs))
 
 
 def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
@@ -136,7 +145,7 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
         kind = MemoryError if isinstance(exc, MemoryError) else ValueError
         raise kind(f"nsegments={nsegments} is too large: {exc}") from None
     offs = xp.searchsorted(ids, starts, side="left").astype(np.int64)
-    return RaggedArray(vals, offs)
+    return RaggedArray(vals, _frozen(offs))
 
 
 def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
@@ -361,7 +370,7 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     depth = depth_of(nested_lists)
     if depth == 1 and len(nested_lists) == 0:
         empty = np.empty(0, dtype=np.float64 if dtype is None else dtype)
-        return RaggedArray(empty, np.zeros(1, np.int64))
+        return RaggedArray(empty, _frozen(np.zeros(1, np.int64)))
     if depth == 1 and all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in nested_lists):
         # a list of arrays: each array is a segment (its rows the items), the
         # one reading possible at this depth (as Awkward's)
@@ -460,7 +469,7 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
         raise ValueError("from_list: innermost items must be scalars or equal-shape arrays")
     x = values
     for level in range(depth - 1, 0, -1):
-        x = RaggedArray(x, np.asarray(offs[level], np.int64))
+        x = RaggedArray(x, _frozen(np.asarray(offs[level], np.int64)))
     return x
 
 

@@ -63,7 +63,16 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
         vdt = np.dtype(np.float32) if in_dtype == np.float16 else in_dtype
         if not _ops.kernel_dtype(in_dtype):
             raise TypeError(f"unsupported dtype {in_dtype} for a Reducer")
-        out = np.dtype(dtype) if dtype is not None else op._result_dtype(vdt)
+        if dtype is None:
+            out = op._result_dtype(vdt)
+        else:
+            try:
+                out = np.dtype(dtype)
+            except TypeError as exc:
+                raise TypeError(f"reduce(): dtype={dtype!r} is not a dtype ({exc})") from None
+            if out.kind not in "biufc" or not _ops.kernel_dtype(out):
+                raise TypeError(f"reduce(): dtype={out} is not supported for a Reducer's "
+                                "result (bool, integer, float or complex)")
         return _ops.Spec(op._decl(vdt, out), out, vdt)
     if not isinstance(op, str):
         raise TypeError(f"op must be an op name or a hrarray.Reducer, got {type(op).__name__}")
@@ -84,6 +93,7 @@ def _is_numba_error(exc: BaseException) -> bool:
 
 _NUMBA_ERRORS = ("NumbaError", "UnsupportedBytecodeError")
 _DDOF_OPS = ("var", "std")
+_DDOF_MAX = 2**62
 
 
 def _uncompilable(op: Reducer, in_dtype: np.dtype, exc: BaseException) -> TypeError:
@@ -205,6 +215,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
             isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer))
         ):
             raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
+        if ddof > _DDOF_MAX:
+            # any ddof >= the longest segment gives NaN; the kernels hold it as int64
+            ddof = _DDOF_MAX
         if not (op.__class__ is str and op.removeprefix("nan") in _DDOF_OPS):
             what = repr(op) if isinstance(op, str) else "a Reducer"
             raise TypeError(f"reduce(): ddof applies to var/std (and their nan variants), "

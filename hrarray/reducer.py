@@ -240,12 +240,21 @@ class Reducer:
     """
 
     def __init__(self, identity, combine, map=None, finalize=None, *, name=None):
-        if not callable(combine):
-            raise TypeError("Reducer combine must be callable")
-        if map is not None and not callable(map):
-            raise TypeError("Reducer map must be callable or None")
-        if finalize is not None and not callable(finalize):
-            raise TypeError("Reducer finalize must be callable or None")
+        for arg, f in (("combine", combine), ("map", map), ("finalize", finalize)):
+            if f is None and arg != "combine":
+                continue
+            if not callable(f):
+                raise TypeError(f"Reducer {arg} must be callable" + (
+                    "" if arg == "combine" else " or None"))
+            if not isinstance(f, types.FunctionType):
+                # a builtin (max), a ufunc (np.add), a callable object, a
+                # jitted dispatcher: the kernels compile the function's Python
+                # code (and its closure), which these lack
+                raise TypeError(
+                    f"Reducer {arg} must be a Python function (def or lambda) that Numba "
+                    f"can compile, got {type(f).__name__} {f!r} (wrap it in one, e.g. "
+                    "lambda a, b: max(a, b))"
+                )
         self.identity = _as_state(identity)
         if finalize is None and isinstance(self.identity, tuple):
             raise TypeError("a Reducer with a tuple identity needs a finalize function")
@@ -294,7 +303,15 @@ class Reducer:
             res = self._try("finalize(state, n)", in_dtype, self.finalize, st, 1)
         if isinstance(res, tuple):
             raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
-        return np.asarray(res).dtype
+        dt = np.asarray(res).dtype
+        if dt.kind not in "biufc":
+            # a string would be a '<U1' array cut to one character, a date... no kernel state
+            who = "finalize" if self.finalize is not None else "combine"
+            raise TypeError(
+                f"Reducer {self.name!r}: {who} must return a number (bool, int, float or "
+                f"complex), got {type(res).__name__} {res!r}"
+            )
+        return dt
 
     def _cache_key(self):
         """What the compiled kernels are cached on (see ``_value_key``):

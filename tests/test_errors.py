@@ -589,3 +589,62 @@ def test_to_padded_max_length():
     with raises(ValueError, r"\bmax_length\b"):
         x.to_padded(max_length=-1)
     assert x.to_padded(max_length=np.int32(1))[0].shape == (3, 1)
+
+
+def test_constructed_offsets_are_read_only():
+    """Offsets the constructors build are hrarray's own, validated once: read-only, so that
+    no write can send a kernel past the values (a write then hr.sum segfaulted)."""
+    built = [
+        hr.from_lengths(np.arange(5.0), np.array([2, 3])),
+        hr.from_segment_ids(np.arange(3.0), np.array([0, 0, 1])),
+        hr.from_padded(np.ones((2, 3))),
+        hr.from_list([[1.0, 2.0], [3.0]]),
+        hr.from_list([[[1.0]], [[2.0], [3.0]]]),
+        hr.from_list([]),
+    ]
+    for x in built:
+        levels = [x, x.values] if x.depth > 1 else [x]
+        for lvl in levels:
+            with pytest.raises(ValueError, match="read-only"):
+                lvl.offsets[-1] = 10**12
+
+
+def test_reducer_functions_must_be_python_functions():
+    """A builtin, a ufunc or a callable object has no Python code for the kernels to
+    compile: TypeError naming the argument when the Reducer is built (it was an
+    AttributeError at the first reduction)."""
+
+    class Add:
+        def __call__(self, a, b):
+            return a + b
+
+    for bad in (max, np.add, Add()):
+        with raises(TypeError, r"Reducer combine must be a Python function"):
+            hr.Reducer(0.0, bad)
+    with raises(TypeError, r"Reducer map must be a Python function"):
+        hr.Reducer(0.0, lambda a, b: a + b, map=abs)
+    with raises(TypeError, r"Reducer finalize must be a Python function"):
+        hr.Reducer(0.0, lambda a, b: a + b, finalize=divmod)
+
+
+def test_reducer_result_dtype_and_finalize_checked():
+    x = hr.from_lengths(np.arange(5.0), [2, 3])
+    add = hr.Reducer(0.0, lambda a, b: a + b)
+    with raises(TypeError, r"dtype='foo' is not a dtype"):
+        hr.reduce(x, add, dtype="foo")
+    for dt in ("M8[s]", object, "U3"):
+        with raises(TypeError, r"reduce\(\): dtype=.* is not supported for a Reducer"):
+            hr.reduce(x, add, dtype=dt)
+    # a string result would come back cut to one character ('<U1')
+    text = hr.Reducer(0.0, lambda a, b: a + b, finalize=lambda s, n: "hello")
+    with raises(TypeError, r"finalize must return a number", r"'hello'"):
+        hr.reduce(x, text)
+
+
+def test_huge_ddof_gives_nan():
+    """Any ddof at or past a segment's length gives NaN (a ddof beyond int64 raised
+    OverflowError)."""
+    x = hr.from_lengths(np.arange(5.0), [2, 3])
+    for ddof in (10, 2**63, 10**30):
+        np.testing.assert_array_equal(hr.var(x, ddof=ddof), [np.nan, np.nan])
+        np.testing.assert_array_equal(hr.std(x, ddof=ddof, fill_value=-1.0), [-1.0, -1.0])
