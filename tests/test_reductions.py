@@ -1251,8 +1251,12 @@ def test_uncompilable_reducer_is_a_type_error():
     frac = hr.Reducer(0.0, lambda a, b: float(fractions.Fraction(a) + b), name="frac")
     with pytest.raises(TypeError, match=r"Reducer 'frac': Numba cannot compile .*'Fraction'"):
         hr.reduce(x, frac)
-    with pytest.raises(TypeError, match=r"Numba cannot compile .*Cannot unify float64"):
+    # a result that is no number is refused before Numba sees it
+    with pytest.raises(TypeError, match=r"combine must return a number .*got str 's'"):
         hr.reduce(x, hr.Reducer(0.0, lambda a, b: "s"))
+    # one that works in Python but not in Numba
+    with pytest.raises(TypeError, match=r"Numba cannot compile .*float64 .*object"):
+        hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b if object() else a))
 
     def combine(a, b):
         import math  # numba's UnsupportedBytecodeError, no NumbaError
