@@ -620,6 +620,14 @@ NAN_OPS = ("nansum", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nanargm
 OPS = tuple(_BASE) + NAN_OPS
 
 
+def parse_dtype(dtype, shown: str) -> np.dtype:
+    """``np.dtype(dtype)``; a TypeError naming ``dtype=`` and the function ``shown``."""
+    try:
+        return np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{shown}(): dtype={dtype!r} is not a dtype ({exc})") from None
+
+
 def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None = None) -> Spec:
     """Declaration, result dtype and kernel value dtype of op ``name``.
 
@@ -632,10 +640,7 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None =
     shown = label or name
     in_dtype = np.dtype(in_dtype)
     if dtype is not None:
-        try:
-            dtype = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(f"{shown}(): dtype={dtype!r} is not a dtype ({exc})") from None
+        dtype = parse_dtype(dtype, shown)
     spec = _build(name, in_dtype, dtype, int(ddof), shown)
     if (
         dtype is not None

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 
 from hrarray._backends import backend_of
-from hrarray.ragged import RaggedArray
+from hrarray.ragged import RaggedArray, _frozen, _named_alloc_error
 from hrarray.reduce import _partitioned
 
 __all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segment_ids", "nest"]
@@ -22,15 +22,6 @@ def _check_int_array(be, a, argname):
     if a.ndim != 1:
         raise ValueError(f"{argname} must be 1-D, got ndim={a.ndim}")
     return be.xpa(a)  # compared and summed with be.xp (CuPy on CUDA; zero-copy)
-
-
-def _frozen(offsets):
-    """Offsets hrarray built, read-only (NumPy; CuPy has no flag): validated once,
-    nothing may write into them (a write past the values made kernels read out of
-    bounds). As the offsets of slices, transforms and converted offsets are."""
-    if isinstance(offsets, np.ndarray):
-        offsets.flags.writeable = False
-    return offsets
 
 
 def from_lengths(values, lengths) -> RaggedArray:
@@ -142,8 +133,7 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     try:
         starts = xp.arange(nsegments + 1)
     except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
-        kind = MemoryError if isinstance(exc, MemoryError) else ValueError
-        raise kind(f"nsegments={nsegments} is too large: {exc}") from None
+        raise _named_alloc_error(exc, f"nsegments={nsegments} is too large") from None
     offs = xp.searchsorted(ids, starts, side="left").astype(np.int64)
     return RaggedArray(vals, _frozen(offs))
 
@@ -216,22 +206,13 @@ def nest(values, *offsets) -> RaggedArray:
     return x
 
 
-def _converts(v, dtype) -> bool:
+def _conversion_error(v, dtype):
+    """The exception ``np.asarray(v, dtype=dtype)`` raises, or None."""
     try:
         np.asarray(v, dtype=dtype)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return True
-
-
-def _overflows(v, dtype) -> bool:
-    try:
-        np.asarray(v, dtype=dtype)
-    except OverflowError:
-        return True
-    except (TypeError, ValueError):
-        pass
-    return False
+    except (TypeError, ValueError, OverflowError) as exc:
+        return exc
+    return None
 
 
 def _unfit(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -447,7 +428,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
             _unequal_leaf(nested_lists, depth, leaves)
             raise ValueError(f"from_list: {exc}") from None
         except TypeError as exc:  # e.g. a complex number for a real dtype
-            k = next((i for i, v in enumerate(leaves) if not _converts(v, dtype)), None)
+            k = next((i for i, v in enumerate(leaves)
+                      if _conversion_error(v, dtype) is not None), None)
             if k is None:
                 raise TypeError(f"from_list: {exc}") from None
             raise TypeError(
@@ -455,7 +437,8 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
                 f"cannot be converted to dtype {dtype} ({exc})"
             ) from None
         except OverflowError as exc:  # a Python int past dtype's range
-            k = next((i for i, v in enumerate(leaves) if _overflows(v, dtype)), None)
+            k = next((i for i, v in enumerate(leaves)
+                      if isinstance(_conversion_error(v, dtype), OverflowError)), None)
             if k is None:
                 raise ValueError(f"from_list: {exc}") from None
             raise ValueError(

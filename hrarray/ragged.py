@@ -13,6 +13,22 @@ _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 
 
+def _frozen(offsets):
+    """Offsets hrarray made (converted or built by a constructor), read-only
+    (NumPy; CuPy has no flag): validated once, nothing may write into them (a
+    write past the values made kernels read out of bounds)."""
+    if offsets.__class__ is np.ndarray:
+        offsets.flags.writeable = False
+    return offsets
+
+
+def _named_alloc_error(exc: Exception, what: str) -> Exception:
+    """NumPy's allocation error (it names no argument) as the same kind of
+    error, saying ``what`` was asked: MemoryError stays one, else ValueError."""
+    kind = MemoryError if isinstance(exc, MemoryError) else ValueError
+    return kind(f"{what}: {exc}")
+
+
 def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     """Type and shape checks of an offsets array (values are checked later).
 
@@ -44,10 +60,7 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
                     f"{argname}[{k}]={int(offsets[k])} is past the end of {what} "
                     "(it does not even fit int64)"
                 )
-        offsets = be.astype(offsets, np.int64)
-        if offsets.__class__ is np.ndarray:
-            # hrarray's own copy, validated once: nothing may write into it
-            offsets.flags.writeable = False
+        offsets = _frozen(be.astype(offsets, np.int64))
     return offsets
 
 
@@ -527,9 +540,9 @@ class RaggedArray:
         try:
             padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)
         except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
-            kind = MemoryError if isinstance(exc, MemoryError) else ValueError
-            raise kind(f"to_padded: a padded array of shape {(n, L, *self.inner_shape)} "
-                       f"(max_length={L}) cannot be allocated: {exc}") from None
+            raise _named_alloc_error(
+                exc, f"to_padded: a padded array of shape {(n, L, *self.inner_shape)} "
+                f"(max_length={L}) cannot be allocated") from None
         mask = xp.arange(L)[None, :] < lens[:, None]
         lo = int(self._offsets[0]) if n else 0
         seg = self.segment_ids()

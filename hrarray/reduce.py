@@ -66,11 +66,8 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
         if dtype is None:
             out = op._result_dtype(vdt)
         else:
-            try:
-                out = np.dtype(dtype)
-            except TypeError as exc:
-                raise TypeError(f"reduce(): dtype={dtype!r} is not a dtype ({exc})") from None
-            if out.kind not in "biufc" or not _ops.kernel_dtype(out):
+            out = _ops.parse_dtype(dtype, "reduce")
+            if not _ops.kernel_dtype(out):
                 raise TypeError(f"reduce(): dtype={out} is not supported for a Reducer's "
                                 "result (bool, integer, float or complex)")
         return _ops.Spec(op._decl(vdt, out), out, vdt)

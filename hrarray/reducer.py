@@ -240,20 +240,16 @@ class Reducer:
     """
 
     def __init__(self, identity, combine, map=None, finalize=None, *, name=None):
-        for arg, f in (("combine", combine), ("map", map), ("finalize", finalize)):
-            if f is None and arg != "combine":
-                continue
-            if not callable(f):
-                raise TypeError(f"Reducer {arg} must be callable" + (
-                    "" if arg == "combine" else " or None"))
-            if not isinstance(f, types.FunctionType):
+        for arg, f, wrap in (("combine", combine, "lambda a, b: f(a, b)"),
+                             ("map", map, "lambda v: f(v)"),
+                             ("finalize", finalize, "lambda acc, n: f(acc, n)")):
+            if not isinstance(f, types.FunctionType) and (f is not None or arg == "combine"):
                 # a builtin (max), a ufunc (np.add), a callable object, a
                 # jitted dispatcher: the kernels compile the function's Python
                 # code (and its closure), which these lack
                 raise TypeError(
                     f"Reducer {arg} must be a Python function (def or lambda) that Numba "
-                    f"can compile, got {type(f).__name__} {f!r} (wrap it in one, e.g. "
-                    "lambda a, b: max(a, b))"
+                    f"can compile, got {type(f).__name__} {f!r} (wrap it in one: {wrap})"
                 )
         self.identity = _as_state(identity)
         if finalize is None and isinstance(self.identity, tuple):
@@ -280,15 +276,20 @@ class Reducer:
                 f"Reducer {self.name!r}: {what} fails on a {in_dtype} element: {exc}"
             ) from exc
 
+    def _state_type(self, in_dtype: np.dtype):
+        """Without ``map`` the element is the state: the scalar type of the
+        identity's and the element's promoted dtype."""
+        return np.result_type(np.asarray(self.identity).dtype, in_dtype).type
+
     def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
         """Infer the result dtype by running the declaration once in Python."""
         v = in_dtype.type(0)
         ident = self.identity
         if self.map is None and not isinstance(ident, tuple):
-            # the state type the kernels use (see _decl): an int identity over
-            # floats is a float state, whatever combine(0, 0.0) returns in
-            # Python (max(0, 0.0) is the int 0: results were truncated to int)
-            st_type = np.result_type(np.asarray(ident).dtype, in_dtype).type
+            # the state type the kernels use (_decl), whatever combine(0, 0.0)
+            # returns in Python (max(0, 0.0) is the int 0: results were
+            # truncated to int)
+            st_type = self._state_type(in_dtype)
             v, ident = st_type(0), st_type(ident)
         st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
         if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
@@ -341,7 +342,7 @@ class Reducer:
             # The element is the state: of the identity's and the element's
             # promoted type (an integer identity over floats was an int64 state
             # that truncated 0.5 to 0 and NaN to INT64_MIN).
-            st_type = np.result_type(np.asarray(ident).dtype, in_dtype).type
+            st_type = self._state_type(in_dtype)
             ident = st_type(ident)
 
             def map_(v, j):
