@@ -38,7 +38,12 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     if isinstance(offsets, (list, tuple)) and len(offsets) == 0:
         # NumPy makes [] float64: the length, not the dtype, is what is wrong
         offsets = np.zeros(0, np.int64)
+    given = offsets
     offsets = be.asarray(offsets, argname)
+    if offsets is not given:
+        # an array hrarray made (from a list, a DLPack export...): its own, so
+        # read-only, as converted offsets are; a caller's ndarray is left as it is
+        offsets = _frozen(offsets)
     dt = be.dtype(offsets)
     if dt == np.bool_ or dt.kind not in _INT_KINDS:
         raise TypeError(f"{argname} must have an integer dtype, got {dt}")
@@ -320,6 +325,7 @@ class RaggedArray:
         at depth 1, a ``RaggedArray`` deeper. ``x[i:j]`` (and ``x[i:j:k]``):
         a ``RaggedArray`` view sharing both buffers (a step copies).
         ``x[int_array]`` / ``x[bool_mask]``: a gather, copied, compact.
+        ``x[...]``: a view of the whole array; ``x[None]`` is a ``TypeError``.
         Out-of-range positions, a mask of the wrong length, an index array
         that is not 1-D and ``x[i, j]`` raise an ``IndexError`` that is also
         a ``ValueError``, naming the bad position.
@@ -342,6 +348,13 @@ class RaggedArray:
             key = np.arange(start, stop, step)
             if be.name != "cpu":
                 key = be.xp.asarray(key)
+        if key is Ellipsis:  # as NumPy: a view of everything
+            return RaggedArray._trusted(self._values, self._offsets)
+        if key is None:
+            raise TypeError(
+                "a RaggedArray cannot take a new axis (x[None]); index it with a segment, "
+                "a slice, or an integer or boolean array"
+            )
         if isinstance(key, tuple):
             # NumPy reads x[i, j] as two dimensions; a segment's elements are x[i][j]
             raise SegmentIndexError(

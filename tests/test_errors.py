@@ -354,6 +354,18 @@ def test_tuple_index_is_not_a_gather():
     assert x[[0, 1]].to_list() == [[1.0, 2.0], [3.0]]
 
 
+def test_ellipsis_is_a_view_and_a_new_axis_is_refused():
+    """x[...] is the whole array, as in NumPy; x[None] is named (it had read as an
+    index of dtype object)."""
+    x = hr.from_list([[1.0, 2.0], [], [3.0]])
+    y = x[...]
+    assert y.values is x.values
+    assert y.offsets is x.offsets
+    assert y.to_list() == [[1.0, 2.0], [], [3.0]]
+    with pytest.raises(TypeError, match=r"new axis \(x\[None\]\)"):
+        x[None]
+
+
 def test_arguments_of_the_wrong_kind_are_named():
     """A string where an array goes, a non-sequence or empty list for concatenate, an
     unknown dtype, an empty tuple identity: TypeError/ValueError naming the argument."""

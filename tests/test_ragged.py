@@ -590,6 +590,14 @@ def test_derived_offsets_are_read_only_views():
     assert not xu.offsets.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         xu.offsets[-1] = 200
+    # so are offsets given as lists or tuples (no caller holds that array), at every
+    # level of hr.nest: one write had made hr.sum read past the values
+    for y in (hr.RaggedArray(v, [0, 3, 3, 7, 10]), hr.RaggedArray(v, (0, 10)),
+              hr.nest(v, [0, 3, 3, 7, 10], [0, 1, 4])):
+        for level in y._levels():
+            assert not level.offsets.flags.writeable
+            with pytest.raises(ValueError, match="read-only"):
+                level.offsets[-1] = 40
 
 
 def test_to_cupy_without_cupy_names_the_extra(monkeypatch):
