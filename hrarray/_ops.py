@@ -245,66 +245,105 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
     ddof_ = np.int64(ddof)
     nan = f64(NAN)
     inf = f64(INF)
-    ident = (np.int64(0), mt(0), f64(0))
-
-    def map_(v, j):
-        return (np.int64(1), mt(v), f64(0))
-
     # finite(): a range test, not ``d - d == 0``, which LLVM folds to true
     # under the CPU kernels' reassoc + nsz; ``&``, not ``and``: no branch
     if is_complex:
 
-        def sq(d):
-            return d.real * d.real + d.imag * d.imag
-
         def finite(d):
             return (d.real > -inf) & (d.real < inf) & (d.imag > -inf) & (d.imag < inf)
-    else:
 
         def sq(d):
-            return d * d
+            return d.real * d.real + d.imag * d.imag
+    else:
 
         def finite(d):
             return (d > -inf) & (d < inf)
 
-    def combine(a, b):
-        # Chan et al.'s pairwise update of (count, mean, M2): stable, and
-        # associative up to rounding, so runs, blocks and chunks all merge.
-        na, ma, qa = a
-        nb, mb, qb = b
-        n = na + nb
-        if nb == 0:
-            return a
-        if na == 0:
-            return b
-        d = mb - ma
-        inv = 1.0 / f64(n)  # one division per combine (were two: var 1.4-1.7x faster)
-        wa = f64(na) * inv
-        wb = f64(nb) * inv
-        # two finite means whose difference overflows (1e308 and -1e308):
-        # the weighted form, which cannot (the update gave -inf, then NaN
-        # where NumPy's variance is inf); NaN or inf means give NaN or inf
-        # either way
-        m1 = ma + d * wb
-        m2 = ma * wa + mb * wb
-        m = m1 if finite(d) else m2
-        q = qa + qb + sq(d) * (f64(na) * wb)
-        return (n, m, q)
+    if not is_complex:
+        # Real values: the state is (count, shift, sum of (v - shift), M2), the
+        # mean held as shift + sum / count with the shift an element of the
+        # segment (exact) and the sum of the data's own scale. Holding the mean
+        # itself (Chan's (count, mean, M2)) rounds it at ulp(mean) on every
+        # update: the variance of 1e9 + N(0, 1) came out 1e-8 wrong, where
+        # NumPy's two passes are 1e-14 and this is 1e-16.
+        ident = (np.int64(0), f64(0), f64(0), f64(0))
+
+        def map_(v, j):
+            return (np.int64(1), f64(v), f64(0), f64(0))
+
+        def combine(a, b):
+            # Chan et al.'s pairwise update of M2, each mean relative to a's
+            # shift: associative up to rounding, so runs, blocks and chunks merge.
+            na, ka, sa, qa = a
+            nb, kb, sb, qb = b
+            if nb == 0:
+                return a
+            if na == 0:
+                return b
+            fa = f64(na)
+            fb = f64(nb)
+            sb = sb + fb * (kb - ka)  # b's deviations from a's shift
+            e = sb * fa - sa * fb  # na * nb * (mean_b - mean_a)
+            inv = 1.0 / (fa * fb * f64(na + nb))  # one division per combine
+            q = qa + qb + (e * inv) * e  # not e * e, which overflows first
+            # a NaN or +-inf element becomes the shift, and stays: a NaN result
+            k = ka if finite(kb) else kb
+            return (na + nb, k, sa + sb, q)
+
+        m2 = 3
+    else:
+        # Complex values keep Chan's (count, mean, M2), whose complex128 state
+        # (32 bytes) fits the CUDA kernels' static shared memory where the
+        # shifted one (48 bytes) does not (50,192 of 49,152 bytes): a large
+        # common offset costs digits here, as it did for real values.
+        ident = (np.int64(0), mt(0), f64(0))
+
+        def map_(v, j):
+            return (np.int64(1), mt(v), f64(0))
+
+        def combine(a, b):
+            na, ma, qa = a
+            nb, mb, qb = b
+            n = na + nb
+            if nb == 0:
+                return a
+            if na == 0:
+                return b
+            d = mb - ma
+            inv = 1.0 / f64(n)  # one division per combine
+            wa = f64(na) * inv
+            wb = f64(nb) * inv
+            # two finite means whose difference overflows (1e308 and -1e308):
+            # the weighted form, which cannot; NaN or inf means give NaN or inf
+            # either way
+            m1 = ma + d * wb
+            m2_ = ma * wa + mb * wb
+            m = m1 if finite(d) else m2_
+            q = qa + qb + sq(d) * (f64(na) * wb)
+            return (n, m, q)
+
+        m2 = 2
 
     if take_sqrt:
 
         def finalize(s, n):
             c = s[0]
-            if not finite(s[1]):  # the mean NaN or +-inf: NumPy gives NaN
+            if not finite(s[1]):  # a NaN or +-inf element: NumPy gives NaN
                 return nan
-            return math.sqrt(s[2] / f64(c - ddof_)) if c > ddof_ else nan
+            q = s[m2]
+            if q != q:  # finite values whose deviations overflow (inf - inf): inf
+                q = inf
+            return math.sqrt(q / f64(c - ddof_)) if c > ddof_ else nan
     else:
 
         def finalize(s, n):
             c = s[0]
-            if not finite(s[1]):  # the mean NaN or +-inf: NumPy gives NaN
+            if not finite(s[1]):  # a NaN or +-inf element: NumPy gives NaN
                 return nan
-            return s[2] / f64(c - ddof_) if c > ddof_ else nan
+            q = s[m2]
+            if q != q:  # finite values whose deviations overflow (inf - inf): inf
+                q = inf
+            return q / f64(c - ddof_) if c > ddof_ else nan
 
     def is_empty(s, n):
         return s[0] <= ddof_

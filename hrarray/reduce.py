@@ -315,7 +315,8 @@ floats -> same (accumulated in float64), complex -> same.
 
 Empty segment, or {length} <= ddof: NaN. {nan} Result dtype as ``mean``
 (complex input gives a real result). Computed with Chan's pairwise update of
-(count, mean, M2), stable for large offsets.
+M2; for real values each mean is held as an element of the segment plus a sum
+of deviations, so a large common offset costs no accuracy.
 """,
     "std": """Segment standard deviations: ``{name}(x, *, {extra})``.
 

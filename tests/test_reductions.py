@@ -6,6 +6,7 @@ max/min/argmax/argmin/first/last/count/any/all and integer sums are exact.
 """
 
 import fractions
+import itertools
 import math
 import pickle
 import sys
@@ -1141,6 +1142,28 @@ def test_complex_ordering_ops_raise(op, backend):
 # --------------------------------------------------------------------------
 # user reducers
 # --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e9, 1e12])
+def test_variance_with_a_large_offset_is_exact(offset, backend):
+    """offset + N(0, 1): the variance to a few ulps of the exact (rational) one, as
+    NumPy's two passes or better. Holding the running mean itself rounded it at
+    ulp(offset) on every update: relative errors ~1e-8 at 1e9, 1e-5 at 1e12."""
+    rng = np.random.default_rng(7)
+    lengths = [7, 0, 40, 1, 200, 3]
+    v = offset + rng.standard_normal(sum(lengths))
+    x = ragged_1d(v, lengths, backend)
+    got = host(hr.var(x, ddof=1))
+    got_nan = host(hr.nanvar(x, ddof=1))
+    o = np.concatenate([[0], np.cumsum(lengths)])
+    for i, (a, b) in enumerate(itertools.pairwise(o)):
+        if b - a <= 1:
+            assert np.isnan(got[i])
+            continue
+        seg = [fractions.Fraction(float(t)) for t in v[a:b]]
+        mean = sum(seg) / len(seg)
+        exact = float(sum((t - mean) ** 2 for t in seg) / (len(seg) - 1))
+        np.testing.assert_allclose([got[i], got_nan[i]], exact, rtol=4e-16, err_msg=str(i))
 
 
 @pytest.mark.parametrize("op", ["var", "std", "nanvar"])
