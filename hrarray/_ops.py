@@ -211,7 +211,14 @@ def _prod(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl(("prod", dt.str, out.str), one, map_, combine, finalize, meta=_SIMD), out
+    meta = _SIMD
+    if dt.kind == "f" and out == dt:
+        # products are taken in lanes: where a lane's partial product overflows
+        # and another's underflows (1e200 and 1e-200 alternating), inf * 0 gave
+        # NaN where NumPy's in-order product is finite. The CPU backend redoes
+        # each segment whose product is not finite in NumPy's order.
+        meta = {**_SIMD, "redo_nonfinite_in_order": True}
+    return Decl(("prod", dt.str, out.str), one, map_, combine, finalize, meta=meta), out
 
 
 def _mean(name, dt, dtype, ddof):

@@ -1144,6 +1144,28 @@ def test_complex_ordering_ops_raise(op, backend):
 # --------------------------------------------------------------------------
 
 
+def test_prod_whose_lanes_overflow_is_taken_in_order():
+    """1e200 and 1e-200 alternating: the kernel's lanes hold only one kind each, one
+    overflows, the other underflows, and inf * 0 gave NaN where NumPy's in-order
+    product is 1.0. Those segments are redone in order (CPU); finite products, NaN
+    elements, empty segments and their fill_value are left as they were."""
+    big = np.array([1e200, 1e-200] * 40)
+    v = np.concatenate([big, [2.0, 3.0], [1e-170, 1e170] * 9 + [3.0], [np.nan, 1.0],
+                        [1e300, 1e300], big[:10]]).reshape(-1, 1) * np.ones((1, 2))
+    v[-10:, 1] = 0.5  # a row whose second column alone is finite
+    lengths = [80, 2, 0, 19, 2, 2, 10]
+    for values in (v[:, 0], v, v[::-1, 1]):
+        x = hr.from_lengths(values, lengths)
+        got = hr.prod(x, fill_value=np.inf)
+        o = np.concatenate([[0], np.cumsum(lengths)])
+        with np.errstate(all="ignore"):
+            want = [np.prod(values[a:b], axis=0) if b > a else np.full(values.shape[1:], np.inf)
+                    for a, b in itertools.pairwise(o)]
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == values.dtype
+    np.testing.assert_array_equal(hr.prod(hr.from_lengths(big, [80]), levels=1), [1.0])
+
+
 @pytest.mark.parametrize("offset", [1e4, 1e9, 1e12])
 def test_variance_with_a_large_offset_is_exact(offset, backend):
     """offset + N(0, 1): the variance to a few ulps of the exact (rational) one, as

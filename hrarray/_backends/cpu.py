@@ -167,6 +167,8 @@ class CpuBackend:
         else:
             out = np.empty(shape, k_dt)
             get_kernel(spec.decl).run(values, offsets, out, fill_v, bool(use_fill))
+            if meta.get("redo_nonfinite_in_order"):
+                _redo_nonfinite_in_order(values, offsets, out)
         if k_dt is not out_dt:
             with np.errstate(over="ignore"):  # beyond float16's range is inf, as in NumPy
                 out = out.astype(out_dt)
@@ -233,6 +235,36 @@ def _gather_rows(kind, spec, values, offsets, fill, use_fill):
         empty_value = np.asarray(empty_value).astype(out.dtype)
     np.copyto(out, empty_value, where=empty)
     return out
+
+
+def _redo_nonfinite_in_order(values, offsets, out):
+    """Float ``prod``: recompute each non-empty segment whose result is NaN or
+    +-inf in element order (NumPy's, one ``multiply.reduceat``), in float64 as
+    the kernel. The kernel multiplies in lanes, whose partial products can
+    overflow in one lane and underflow in another (NaN from inf * 0) where the
+    in-order product stays finite; a NaN element gives NaN in either order.
+    Costs one pass over ``out`` when every product is finite."""
+    bad = ~np.isfinite(out)
+    if out.ndim == 2:
+        bad = bad.any(axis=1)
+    if not bad.any():
+        return
+    lo = offsets[:-1]
+    hi = offsets[1:]
+    segs = np.flatnonzero(bad & (hi > lo))
+    if segs.size == 0:  # only empty segments given a non-finite fill_value
+        return
+    idx = np.empty(2 * segs.size, np.int64)
+    idx[0::2] = lo[segs]
+    idx[1::2] = hi[segs]
+    # reduceat reads [idx[k], idx[k+1]) and, for the last index, to the end:
+    # an end at len(values) is dropped (only the last segment's can be: any
+    # later segment is empty); the odd results, over the gaps, are discarded
+    if idx[-1] == values.shape[0]:
+        idx = idx[:-1]
+    with np.errstate(all="ignore"):
+        redo = np.multiply.reduceat(values, idx, axis=0, dtype=np.float64)[0::2]
+        out[segs] = redo
 
 
 def _from_var64(decl, take_sqrt, values, offsets, shape, k_dt, fill_v, use_fill):
