@@ -150,8 +150,14 @@ def _highest(dt: np.dtype):
 def _empty_value(dt: np.dtype):
     """first/last of an empty segment: NaN for floats and complex, else 0."""
     if dt.kind in "fc":
-        return dt.type(NAN)
+        return _nan_of(dt.type)
     return dt.type(0)
+
+
+def _nan_of(t):
+    """NaN of a float or complex scalar type; complex as NumPy's empty mean
+    gives it, ``nan+nanj`` (``complex(nan)`` is ``nan+0j``)."""
+    return t(complex(NAN, NAN)) if np.dtype(t).kind == "c" else t(NAN)
 
 
 # ---------------------------------------------------------------- the ops
@@ -226,7 +232,7 @@ def _mean(name, dt, dtype, ddof):
     acc = _acc_of(out).type
     zero = acc(0)
     # an integer dtype= accumulates in it (as NumPy) and divides into float64
-    nan = acc(NAN) if out.kind in "fc" else np.float64(NAN)
+    nan = _nan_of(acc) if out.kind in "fc" else np.float64(NAN)
     map_ = _to_acc(dt, out, acc)
 
     def combine(a, b):

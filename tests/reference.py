@@ -226,7 +226,8 @@ def empty_value(op: str, in_dtype, res_dtype=None):
             return int(info.max) if base == "min" else int(info.min)
         return sign * math.inf
     if base in ("mean", "var", "std"):
-        return math.nan
+        # a complex empty mean is NumPy's nan+nanj (var/std results are real)
+        return complex(math.nan, math.nan) if res_dtype.kind == "c" else math.nan
     if base in ("argmax", "argmin"):
         return -1
     if base == "any":
@@ -236,7 +237,9 @@ def empty_value(op: str, in_dtype, res_dtype=None):
     if base == "logsumexp":
         return -math.inf
     if base in ("first", "last"):
-        return math.nan if res_dtype.kind in "fc" else 0
+        if res_dtype.kind == "c":
+            return complex(math.nan, math.nan)
+        return math.nan if res_dtype.kind == "f" else 0
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -444,7 +447,8 @@ def _arg_cell(xs, is_max: bool, skip_nan: bool) -> Cell:
 def _mean_cell(xs, in_dtype, res_dtype) -> Cell:
     n = len(xs)
     if n == 0:
-        return Cell(math.nan, math.nan, 0.0, True)
+        e = empty_value("mean", in_dtype, res_dtype)
+        return Cell(e, e, 0.0, True)
     u_res = unit_roundoff(res_dtype)
     u_acc = accumulator_roundoff(in_dtype, res_dtype)
     if in_dtype.kind == "c":

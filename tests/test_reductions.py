@@ -1130,6 +1130,11 @@ def test_complex_hand_example(dtype, backend):
     np.testing.assert_allclose(sd[0], math.sqrt(2), rtol=1e-6)
     np.testing.assert_array_equal(host(hr.count_nonzero(x)), [2, 0, 1])
     np.testing.assert_array_equal(host(hr.first(x))[[0, 2]], [1 + 1j, 2j])
+    # an empty segment's NaN is NumPy's empty complex mean, nan+nanj (both parts)
+    for op in ("mean", "nanmean", "first", "last"):
+        empty = host(getattr(hr, op)(x))[1]
+        assert np.isnan(empty.real), op
+        assert np.isnan(empty.imag), op
 
 
 @pytest.mark.parametrize("op", sorted(R.ORDERING_OPS))
