@@ -99,7 +99,8 @@ def parse_args(argv):
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes, float32, 3 repeats: a smoke run under a minute",
+        help="small sizes, float32, 3 repeats: a smoke run under a minute once the "
+        "kernels are cached (a first run also compiles them: ~75 s on a 2-core VM)",
     )
     p.add_argument("--out", default=str(HERE / "out"), help="output folder (default bench/out)")
     p.add_argument("--ops", help=f"comma list of {', '.join(OPS)} (default all)")
@@ -364,12 +365,14 @@ class Runner:
     # ------------------------------------------------------------------ one measurement
     def measure(
         self, row: dict, fn, ref: checks.Reference, *, strict: bool, device: str, in_bytes: int,
-        pair=None,
+        pair=None, roundings: int = 1,
     ):
         """Warm up ``fn`` (its result is checked), then time it; append the row.
 
         ``pair``: (flat read callable, its bytes, floor GB/s): the flat read is
-        timed between the calls (``roof_gbps``: the roofline of this case)."""
+        timed between the calls (``roof_gbps``: the roofline of this case).
+        ``roundings``: how many times the result was rounded to its dtype (a
+        level-by-level reduction rounds once per level)."""
         op = row["op"]
         row["in_bytes"] = in_bytes
         try:
@@ -383,7 +386,7 @@ class Runner:
             host = anchors_mod.to_numpy(hrcall.result_array(res))
             del res
             try:
-                chk = ref.check(op, host, strict=strict)
+                chk = ref.check(op, host, strict=strict, roundings=roundings)
             except Exception as e:  # the checker's own bug: never blamed on the implementation
                 raise _BenchBug(f"checking {op}: {type(e).__name__}: {e}") from e
             del host
@@ -504,7 +507,8 @@ class Runner:
                     fn = hrcall.op_callable(self.hr, op, x, depth, sx, by_level=by_level)
                     row = dict(base, op=op, device=dev, impl=f"hrarray {dev}", variant=variant)
                     self.measure(row, fn, ref, strict=True, device=dev, in_bytes=in_bytes,
-                                 pair=cpu_pair if dev == "cpu" else None)
+                                 pair=cpu_pair if dev == "cpu" else None,
+                                 roundings=depth if by_level else 1)
             for dev, pool, case in (
                 ("cpu", self.cpu_anchors, cpu_case),
                 ("cuda", self.gpu_anchors, gpu_case),
