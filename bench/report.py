@@ -63,6 +63,16 @@ def _find(rows, **kw):
     return None
 
 
+def _ratios(r) -> str:
+    """``paired; run-wide`` ratios of a CPU row (the run-wide one is WORKLOADS.md's
+    roofline), the one ratio where both are the same (GPU: the copy)."""
+    a = _num(r.get("ratio", float("nan")))
+    b = r.get("ratio_runwide")
+    if b is None or _num(b) == a:
+        return f"{a:.2f}"
+    return f"{a:.2f}; {_num(b):.2f}"
+
+
 def _cell(r) -> str:
     if r is None:
         return "-"
@@ -70,11 +80,7 @@ def _cell(r) -> str:
         return "ERR"
     if "skipped" in r:
         return "skip"
-    s = (
-        f"{_fmt(r['gbps'])} ({_num(r.get('ratio', float('nan'))):.2f})"
-        if "ratio" in r
-        else _fmt(r["gbps"])
-    )
+    s = f"{_fmt(r['gbps'])} ({_ratios(r)})" if "ratio" in r else _fmt(r["gbps"])
     if not r.get("ok"):
         s += " **WRONG**" if r["impl"].startswith("hrarray") else " WRONG"
     return s
@@ -339,11 +345,11 @@ def render_md(doc) -> str:
     L.append(
         "Cells: **GB/s of input bytes** (values + every level's offsets; attention_pool also its "
         "scores) and, "
-        "in parentheses, the **ratio to the roofline** (CPU: the all-core Numba flat read of the "
-        "same values buffer, timed between the calls of the measured one, so both minima come "
-        "from the same seconds of a machine whose bandwidth drifts; the run-wide best per dtype "
-        "and layout is in the roofline table, the ratio to it `ratio_runwide` in the JSON and "
-        "the Targets table's verdicts; "
+        "in parentheses, **ratios to the roofline**: CPU, first to the all-core Numba flat "
+        "read of the same values buffer timed between the calls of the measured one (both "
+        "minima from the same seconds of a machine whose bandwidth drifts), then to "
+        "WORKLOADS.md's roofline, the run's fastest flat read per dtype and layout (the "
+        "roofline table; `ratio_runwide` in the JSON; the Targets table's verdicts); "
         "GPU: device-to-device copy, bytes read + written). Every "
         "result was "
         "checked against a float64 reference before timing; `WRONG` marks a result that failed "
@@ -669,8 +675,9 @@ def summary_text(doc) -> str:
     hr = [r for r in _rows(doc) if r["impl"].startswith("hrarray") and "gbps" in r]
     ops = [o for o in OPS if any(r["op"] == o for r in hr)]
     if hr:
-        L.append("hrarray GB/s (ratio to roofline); * = WRONG")
-        L.append(f"  {'device case':44s}" + "".join(f"{o:>16s}" for o in ops))
+        L.append("hrarray GB/s (ratio to the flat read beside it; to the run-wide roofline); "
+                 "* = WRONG")
+        L.append(f"  {'device case':44s}" + "".join(f"{o:>20s}" for o in ops))
         keys = []
         for r in hr:
             k = (r["device"], r["dtype"], r["ndim"], r["workload"], r.get("variant") or "")
@@ -698,11 +705,11 @@ def summary_text(doc) -> str:
                 cells.append(
                     "-"
                     if r is None
-                    else f"{_fmt(r['gbps'])} ({_num(r.get('ratio', float('nan'))):.2f})"
+                    else f"{_fmt(r['gbps'])} ({_ratios(r)})"
                     + ("" if r.get("ok") else "*")
                 )
             name = f"{dev} {dt} {nd}-D {w}" + (f"/{v}" if v else "")
-            L.append(f"  {name:44s}" + "".join(f"{c:>16s}" for c in cells))
+            L.append(f"  {name:44s}" + "".join(f"{c:>20s}" for c in cells))
     if doc.get("failures"):
         L.append(f"FAILURES: {len(doc['failures'])}")
         L += [f"  {f}" for f in doc["failures"]]
@@ -810,22 +817,28 @@ def plot(doc, out: Path) -> list[Path]:
                         "copy": "GPU copy roofline",
                         "read": "GPU flat read",
                     }[field]
-                    level = _num(rf[field])
+                    # the roofline WORKLOADS.md defines: the run's fastest flat read
+                    ax.axhline(
+                        _num(rf[field]),
+                        color="black" if dev == "cpu" else "green",
+                        ls=style,
+                        lw=1.2,
+                        label=name + (" (run's fastest flat read)" if dev == "cpu" else ""),
+                    )
                     beside = [
                         r["roof_gbps"] for r in sub
                         if r["workload"] == w and r["device"] == "cpu" and "roof_gbps" in r
                     ]
                     if dev == "cpu" and beside:
-                        # the flat read timed beside this workload's cases
-                        level = statistics.median(beside)
-                        name = "CPU roofline (flat read, median beside the cases)"
-                    ax.axhline(
-                        level,
-                        color="black" if dev == "cpu" else "green",
-                        ls=style,
-                        lw=1.2,
-                        label=name,
-                    )
+                        # and the flat read timed beside this workload's cases, which
+                        # the first ratio of the tables is taken to
+                        ax.axhline(
+                            statistics.median(beside),
+                            color="gray",
+                            ls=":",
+                            lw=1.0,
+                            label="CPU flat read beside the cases (median)",
+                        )
             ax.set_xticks(range(len(ops)))
             ax.set_xticklabels(ops, rotation=20, fontsize=8)
             ax.set_title(w + (" (levels=3)" if w == "hierarchy" else ""))
