@@ -243,7 +243,12 @@ def _redo_nonfinite_in_order(values, offsets, out):
     the kernel. The kernel multiplies in lanes, whose partial products can
     overflow in one lane and underflow in another (NaN from inf * 0) where the
     in-order product stays finite; a NaN element gives NaN in either order.
-    Costs one pass over ``out`` when every product is finite."""
+    Costs one pass over ``out`` when every product is finite: a finite sum of
+    ``out`` proves it (one reduction, no mask; a sum that overflows only sends
+    the call on to the mask)."""
+    with np.errstate(all="ignore"):
+        if np.isfinite(out.sum()):
+            return
     bad = ~np.isfinite(out)
     if out.ndim == 2:
         bad = bad.any(axis=1)
