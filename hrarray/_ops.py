@@ -260,19 +260,11 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
     inf = f64(INF)
     # finite(): a range test, not ``d - d == 0``, which LLVM folds to true
     # under the CPU kernels' reassoc + nsz; ``&``, not ``and``: no branch
-    if is_complex:
-
-        def finite(d):
-            return (d.real > -inf) & (d.real < inf) & (d.imag > -inf) & (d.imag < inf)
-
-        def sq(d):
-            return d.real * d.real + d.imag * d.imag
-    else:
+    if not is_complex:
 
         def finite(d):
             return (d > -inf) & (d < inf)
 
-    if not is_complex:
         # Real values: the state is (count, shift, sum of (v - shift), M2), the
         # mean held as shift + sum / count with the shift an element of the
         # segment (exact) and the sum of the data's own scale. Holding the mean
@@ -311,6 +303,12 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
         # common offset costs digits here, as it did for real values.
         ident = (np.int64(0), mt(0), f64(0))
 
+        def finite(d):
+            return (d.real > -inf) & (d.real < inf) & (d.imag > -inf) & (d.imag < inf)
+
+        def sq(d):
+            return d.real * d.real + d.imag * d.imag
+
         def map_(v, j):
             return (np.int64(1), mt(v), f64(0))
 
@@ -337,26 +335,23 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
 
         m2 = 2
 
+    def variance(s):
+        c = s[0]
+        if not finite(s[1]):  # a NaN or +-inf element: NumPy gives NaN
+            return nan
+        q = s[m2]
+        if q != q:  # finite values whose deviations overflow (inf - inf): inf
+            q = inf
+        return q / f64(c - ddof_) if c > ddof_ else nan
+
     if take_sqrt:
 
         def finalize(s, n):
-            c = s[0]
-            if not finite(s[1]):  # a NaN or +-inf element: NumPy gives NaN
-                return nan
-            q = s[m2]
-            if q != q:  # finite values whose deviations overflow (inf - inf): inf
-                q = inf
-            return math.sqrt(q / f64(c - ddof_)) if c > ddof_ else nan
+            return math.sqrt(variance(s))  # sqrt(NaN) is NaN, no error
     else:
 
         def finalize(s, n):
-            c = s[0]
-            if not finite(s[1]):  # a NaN or +-inf element: NumPy gives NaN
-                return nan
-            q = s[m2]
-            if q != q:  # finite values whose deviations overflow (inf - inf): inf
-                q = inf
-            return q / f64(c - ddof_) if c > ddof_ else nan
+            return variance(s)
 
     def is_empty(s, n):
         return s[0] <= ddof_
