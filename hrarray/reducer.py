@@ -193,6 +193,20 @@ def _unchanged(watch: list) -> bool:
     return True
 
 
+def _promoted(*values, widen: bool = True):
+    """The scalar type holding every one of ``values`` (Python or NumPy
+    scalars): NumPy's promotion, and with ``widen`` integers at 64 bits (Numba
+    computes small integers as int64)."""
+    dt = np.result_type(*[np.asarray(x).dtype for x in values])
+    if not widen:
+        return dt.type
+    if dt.kind == "i" and dt.itemsize < 8:
+        dt = np.dtype(np.int64)
+    elif dt.kind == "u" and dt.itemsize < 8:
+        dt = np.dtype(np.uint64)
+    return dt.type
+
+
 class Reducer:
     """A user-defined segmented reduction, compiled for the CPU and CUDA.
 
@@ -281,16 +295,21 @@ class Reducer:
         identity's and the element's promoted dtype."""
         return np.result_type(np.asarray(self.identity).dtype, in_dtype).type
 
-    def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
-        """Infer the result dtype by running the declaration once in Python."""
+    def _state(self, in_dtype: np.dtype, widen: bool = True):
+        """(identity, one element's state) as the kernels hold them, run once in
+        Python. Each state component is of the promoted type of the identity's,
+        ``map``'s and ``combine``'s values for it (``widen``: integers widened
+        to 64 bits, as Numba's arithmetic computes them): the kernels' stacks
+        and row accumulators take the identity's types, and an integer
+        identity under a float ``map`` (identity=0, map=lambda v: v * 0.5) had
+        them truncate every partial state to an integer."""
         v = in_dtype.type(0)
         ident = self.identity
         if self.map is None and not isinstance(ident, tuple):
-            # the state type the kernels use (_decl), whatever combine(0, 0.0)
-            # returns in Python (max(0, 0.0) is the int 0: results were
-            # truncated to int)
+            # without map, the element is the state (whatever combine(0, 0.0)
+            # returns in Python: max(0, 0.0) is the int 0)
             st_type = self._state_type(in_dtype)
-            v, ident = st_type(0), st_type(ident)
+            return st_type(ident), st_type(0)
         st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
         if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
             who = "map must return" if self.map is not None else "without map the state is"
@@ -298,6 +317,23 @@ class Reducer:
                 f"Reducer {self.name!r}: identity is a tuple of {len(ident)}, so {who} one; "
                 f"got {type(st).__name__}"
             )
+        both = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
+        if isinstance(ident, tuple):
+            if not (isinstance(both, tuple) and len(both) == len(ident)):
+                return ident, st  # the kernel's typing names the mismatch
+            types = [_promoted(*c, widen=widen) for c in zip(ident, st, both, strict=True)]
+            return (tuple(t(c) for t, c in zip(types, ident, strict=True)),
+                    tuple(t(c) for t, c in zip(types, st, strict=True)))
+        if isinstance(st, tuple) or isinstance(both, tuple):
+            return ident, st
+        t = _promoted(ident, st, both, widen=widen)
+        return t(ident), t(st)
+
+    def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
+        """Infer the result dtype by running the declaration once in Python
+        (on the state's promoted types, not widened: an int8 state stays an int8
+        result)."""
+        ident, st = self._state(in_dtype, widen=False)
         st = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
         res = st
         if self.finalize is not None:
@@ -337,13 +373,13 @@ class Reducer:
         return key
 
     def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype) -> Decl:
-        user_map, user_fin, ident = self.map, self.finalize, self.identity
+        user_map, user_fin = self.map, self.finalize
+        ident = self._state(in_dtype)[0]  # of the state's types (see _state)
         if user_map is None:
             # The element is the state: of the identity's and the element's
             # promoted type (an integer identity over floats was an int64 state
             # that truncated 0.5 to 0 and NaN to INT64_MIN).
             st_type = self._state_type(in_dtype)
-            ident = st_type(ident)
 
             def map_(v, j):
                 return st_type(v)
@@ -367,7 +403,10 @@ class Reducer:
             map=map_,
             combine=self.combine,
             finalize=fin,
-            meta={"reducer": self},
+            # finalize keeps Python's order of operations: no fastmath on the CPU
+            # (s - m * n + c * 10 was reordered into (s + c * 10) - m * n, which
+            # loses c * 10 against s ~ 9e18, where CUDA gave 10)
+            meta={"reducer": self, "strict_finalize": True},
         )
 
 

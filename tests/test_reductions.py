@@ -1280,6 +1280,41 @@ def test_user_reducer_int_identity_with_a_python_max(backend):
     np.testing.assert_array_equal(got, [0.5, 0.0, 2.75])
 
 
+def test_user_reducer_state_takes_the_maps_type(backend):
+    """An integer identity under a float map: the state is float, in every kernel path
+    (the CPU's blocked 1-D stack and its 2-D row accumulators held the identity's int64
+    and truncated every partial state: 1498 for 1498.5, 0.0 for rows of 0.5)."""
+    half = hr.Reducer(identity=0, combine=lambda a, b: a + b, map=lambda v: v * 0.5)
+    peak = hr.Reducer(identity=-(2**62), combine=lambda a, b: a if a >= b else b,
+                      map=lambda v: v * 2)
+    n = 200 if backend == "cuda" else 3000
+    v = np.ones(n)
+    got = host(hr.reduce(make_ragged(v, [np.array([0, 3, n])], backend), half))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [1.5, (n - 3) / 2])
+    rows = make_ragged(v.reshape(-1, 2), [np.array([0, 1, n // 2])], backend)
+    np.testing.assert_array_equal(host(hr.reduce(rows, half)),
+                                  [[0.5, 0.5], [(n // 2 - 1) / 2] * 2])
+    w = np.array([[1e-200, np.nan, 1.25], [-3.5, 0.25, 8.0]])
+    got = host(hr.reduce(make_ragged(w, [np.array([0, 2])], backend), peak))
+    # (nan >= 0.5 is False: the later 0.5 wins, as Python's left fold gives it)
+    np.testing.assert_array_equal(got, [[2e-200, 0.5, 16.0]])
+
+
+def test_user_reducer_finalize_keeps_pythons_order(backend):
+    """finalize runs as written: s - m * n + c * 10 with s == m * n ~ 9e18 is 10, as
+    Python computes it (the CPU compiled it with fastmath reassoc, and rows gave 0)."""
+    r = hr.Reducer(identity=(0.0, 0, -math.inf),
+                   combine=lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] if a[2] >= b[2] else b[2]),
+                   map=lambda v: (v, 1, v),
+                   finalize=lambda acc, n: acc[0] - acc[2] * n + acc[1] * 10.0)
+    v = np.array([[2.0, 9.223372036854776e18, 3.0]])
+    np.testing.assert_array_equal(host(hr.reduce(make_ragged(v, [np.array([0, 1])], backend), r)),
+                                  [[10.0, 10.0, 10.0]])
+    np.testing.assert_array_equal(host(hr.reduce(ragged_1d(v[0], [1, 1, 1], backend), r)),
+                                  [10.0, 10.0, 10.0])
+
+
 def test_reduce_refuses_ddof_for_other_ops():
     """``ddof=`` means something to var/std only: reduce() with it for another op, or a
     Reducer, is a TypeError (as hr.sum(x, ddof=1) is), not silently ignored."""

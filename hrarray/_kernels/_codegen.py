@@ -225,18 +225,21 @@ def jitify(fn, jit, _memo=None):
     return out
 
 
-def decl_namespace(decl, jit, dtypes, *, is_empty: bool = False) -> dict:
+def decl_namespace(decl, jit, dtypes, *, is_empty: bool = False, finalize_jit=None) -> dict:
     """The names a generated module takes from a declaration, one definition
     for every CPU and CUDA factory: ``IDENT``, ``map_``, ``combine``,
     ``finalize`` (and ``is_empty`` where the module uses it) compiled with
-    ``jit`` (``numba.njit`` or ``cuda.jit(device=True)``), and ``DT{i}``, the
-    state component types ``dtypes``."""
+    ``jit`` (``numba.njit`` or ``cuda.jit(device=True)``; ``finalize`` with
+    ``finalize_jit`` where given), and ``DT{i}``, the state component types
+    ``dtypes``."""
     memo: dict = {}
+    fin = (jitify(decl.finalize, jit, memo) if finalize_jit is None
+           else jitify(decl.finalize, finalize_jit, {}))
     ns = {
         "IDENT": decl.identity,
         "map_": jitify(decl.map, jit, memo),
         "combine": jitify(decl.combine, jit, memo),
-        "finalize": jitify(decl.finalize, jit, memo),
+        "finalize": fin,
     }
     if is_empty:
         ns["is_empty"] = jitify(decl.is_empty, jit, memo)

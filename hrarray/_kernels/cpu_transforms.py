@@ -57,7 +57,7 @@ import numpy as np
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import cpu as _cpu
 from hrarray._kernels import native
-from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, decl_opts, get_kernel, launch
+from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, decl_jits, get_kernel, launch
 from hrarray._transforms_ops import exp_nonpos
 from hrarray.reducer import Decl
 
@@ -427,9 +427,7 @@ class CpuScanKernel:
                               persistent=persistent)
 
         def load():
-            import numba
-
-            ns = cg.decl_namespace(decl, numba.njit(**decl_opts(decl)), self.dtypes)
+            ns = cg.decl_namespace(decl, dtypes=self.dtypes, **decl_jits(decl))
             return cg.import_module(path, ns)
 
         # native entries where cached (see hrarray._kernels.native)
@@ -664,10 +662,8 @@ def _rows_function(decl: Decl):
                 path = cg.module_path(src, repr(key))
 
                 def load():
-                    import numba
-
-                    ns = cg.decl_namespace(decl, numba.njit(**decl_opts(decl)),
-                                           cg.component_dtypes(decl.identity), is_empty=True)
+                    ns = cg.decl_namespace(decl, dtypes=cg.component_dtypes(decl.identity),
+                                           is_empty=True, **decl_jits(decl))
                     return cg.import_module(path, ns)
 
                 (fn,) = native.functions(folder if disk else None, path.stem, ("pool_rows",),
