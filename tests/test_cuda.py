@@ -433,6 +433,30 @@ def test_cumsum_many_blocks():
 # ---------------------------------------------------------------- structure
 
 
+def test_default_stream_scratch_is_per_thread():
+    """Scratch buffers are shared per (device, stream): for the default-stream handles
+    (0, and 2 = per-thread) the calling thread is part of the key, since under per-thread
+    default streams the same handle is another stream in each thread (two threads' kernels
+    had shared one buffer concurrently); a real stream's handle is shared across threads."""
+    import threading
+
+    from hrarray._backends.cuda import _stream_key
+
+    keys = {}
+
+    def grab(name):
+        keys[name] = (_stream_key(0), _stream_key(2), _stream_key(0x7F00))
+
+    t = threading.Thread(target=grab, args=("other",))
+    t.start()
+    t.join()
+    grab("main")
+    assert keys["main"][0] != keys["other"][0]
+    assert keys["main"][1] != keys["other"][1]
+    assert keys["main"][0] != keys["main"][1]
+    assert keys["main"][2] == keys["other"][2] == 0x7F00
+
+
 def test_backend_helpers():
     offs = dev(np.array([2, 5, 5, 9], np.int32))
     assert CUDA.ends(offs) == (2, 9)

@@ -14,10 +14,11 @@ Neither CuPy nor PyTorch is imported here: CuPy only when an operation needs
 module is used only if the caller already imported it).
 
 Streams: kernels run on the stream named by the values' CUDA array
-interface (CuPy's and PyTorch's current stream), so they are ordered after
-the producer's work without a host synchronisation. A reduction does not
-synchronise the host; validation synchronises once (it must raise).
-"""
+interface (CuPy's current stream, read under the values' device), so they are
+ordered after the producer's work without a host synchronisation. PyTorch's
+interface names no stream: its tensors get the legacy default stream
+(docs/backends.md). A depth-1 reduction does not synchronise the host;
+validation synchronises once (it must raise)."""
 
 from __future__ import annotations
 
@@ -359,14 +360,23 @@ def _stream_of(a):
 
 
 def _stream_key(stream):
+    """What a scratch buffer is shared on: the stream's handle, and for the
+    default-stream handles (0, and 2 = per-thread) also the calling thread,
+    since under per-thread default streams (CuPy's or numba's setting) the same
+    handle is a different stream in each thread, whose kernels would run
+    concurrently over one buffer."""
     if isinstance(stream, int):
-        return stream
-    h = getattr(stream, "handle", None)
-    v = getattr(h, "value", h)
-    try:
-        return int(v) if v is not None else 0
-    except TypeError:
-        return id(stream)
+        key = stream
+    else:
+        h = getattr(stream, "handle", None)
+        v = getattr(h, "value", h)
+        try:
+            key = int(v) if v is not None else 0
+        except TypeError:
+            return id(stream)
+    if key in (0, 2):
+        return (key, threading.get_ident())
+    return key
 
 
 def _device_ctx(a):
@@ -475,8 +485,8 @@ class CudaBackend:
         ``a``'s array library (a device kernel: no CuPy needed)."""
         dtype = np.dtype(dtype).newbyteorder("=")
         src = self._readable(a)
-        stream = _stream_of(a)
         with _device_ctx(a):
+            stream = _stream_of(a)
             out = _empty(a, tuple(src.shape), dtype, stream)
             n = int(np.prod(src.shape)) if src.ndim else 1
             if n:
@@ -498,8 +508,8 @@ class CudaBackend:
             # (a word view of another size needs a contiguous array)
             raise TypeError(f"non-native byte order {dt} CUDA arrays must be C-contiguous "
                             "(only contiguous ones are swapped)")
-        stream = _stream_of(a)
         with _device_ctx(a):
+            stream = _stream_of(a)
             out = _empty(a, tuple(v.shape), native, stream)
             n = int(np.prod(v.shape)) if v.ndim else 1
             if n:
@@ -514,8 +524,8 @@ class CudaBackend:
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
         n = offsets.shape[0]
         v = _view(offsets)
-        stream = _stream_of(offsets)
         with _device_ctx(offsets):
+            stream = _stream_of(offsets)
             res = cuda.to_device(np.array([0, n, 0], np.int64), stream=stream)
             launch(_k_validate, _grid(n), _TPB, stream, (v, np.int64(limit), res))
             host = _fetch(res, stream)
@@ -531,8 +541,8 @@ class CudaBackend:
 
     def diff(self, offsets):
         n = max(offsets.shape[0] - 1, 0)
-        stream = _stream_of(offsets)
         with _device_ctx(offsets):
+            stream = _stream_of(offsets)
             out = _empty(offsets, (n,), np.int64, stream)
             if n:
                 launch(_k_diff, _grid(n), _TPB, stream, (_view(offsets), _view(out)))
@@ -542,8 +552,8 @@ class CudaBackend:
         """``a[idx]`` for a 1-D ``a`` and in-range integer ``idx`` (negative
         counts from the end); the indices are trusted (validated offsets)."""
         n = idx.shape[0]
-        stream = _stream_of(a)
         with _device_ctx(a):
+            stream = _stream_of(a)
             out = _empty(a, (n,), self.dtype(a), stream)
             if n:
                 launch(_k_take, _grid(n), _TPB, stream, (_view(a), _view(idx), _view(out)))
@@ -551,9 +561,9 @@ class CudaBackend:
 
     def shift(self, a, lo: int):
         n = a.shape[0]
-        stream = _stream_of(a)
         dt = self.dtype(a)
         with _device_ctx(a):
+            stream = _stream_of(a)
             out = _empty(a, (n,), dt, stream)
             if n:
                 launch(_k_shift, _grid(n), _TPB, stream, (_view(a), dt.type(lo), _view(out)))
@@ -567,8 +577,8 @@ class CudaBackend:
         dt = self.dtype(first)
         inner = tuple(first.shape[1:])
         n = sum(int(a.shape[0]) for a in arrays)
-        stream = _stream_of(first)
         with _device_ctx(first):
+            stream = _stream_of(first)
             out = _empty(first, (n, *inner), dt, stream)
             ov = _view(out)
             pos = 0
@@ -587,8 +597,8 @@ class CudaBackend:
         return out
 
     def ends(self, offsets) -> tuple[int, int]:
-        stream = _stream_of(offsets)
         with _device_ctx(offsets):
+            stream = _stream_of(offsets)
             res = cuda.device_array(2, np.int64, stream=stream)
             launch(_k_ends, 1, 32, stream, (_view(offsets), res))
             host = _fetch(res, stream)
@@ -608,8 +618,8 @@ class CudaBackend:
         inner = tuple(values.shape[1:])
         m = int(np.prod(inner)) if inner else 1
         out_dt = np.dtype(spec.out_dtype)
-        stream = _stream_of(values)
         with _device_ctx(values):
+            stream = _stream_of(values)
             kv = self._kernel_view(values, spec.value_dtype)
             out = _empty(values, (nseg, m) if kv.ndim == 2 else (nseg,), out_dt, stream)
             fill_v = out_dt.type(fill) if use_fill else out_dt.type(0)
@@ -637,8 +647,8 @@ class CudaBackend:
         nseg = offsets.shape[0] - 1
         inner = tuple(values.shape[1:])
         out_dt = np.dtype(spec.out_dtype)
-        stream = _stream_of(values)
         with _device_ctx(values):
+            stream = _stream_of(values)
             kv = self._kernel_view(values, spec.value_dtype)
             w = _view(aux)
             if w.dtype == np.float16 or not w.dtype.isnative:
@@ -673,8 +683,8 @@ class CudaBackend:
         inner = tuple(per_segment.shape[1:])
         m = int(np.prod(inner)) if inner else 1
         like = values if values is not None else per_segment
-        stream = _stream_of(like)
         with _device_ctx(like):
+            stream = _stream_of(like)
             per = _view(per_segment)
             out_dt = np.dtype(mdecl.out_dtype)
             if not per.dtype.isnative:
@@ -701,8 +711,8 @@ class CudaBackend:
         lo, hi = self.ends(offsets)
         nvals = hi - lo
         inner = tuple(values.shape[1:])
-        stream = _stream_of(values)
         with _device_ctx(values):
+            stream = _stream_of(values)
             kv = self._kernel_view(values, spec.value_dtype)
             out = _empty(values, (nvals, *kv.shape[1:]), spec.out_dtype, stream)
             if nvals:
