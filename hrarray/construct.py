@@ -6,7 +6,7 @@ import contextlib
 
 import numpy as np
 
-from hrarray._backends import backend_of
+from hrarray._backends import backend_of, check_same_gpu
 from hrarray.ragged import RaggedArray, _frozen, _named_alloc_error
 from hrarray.reduce import _partitioned
 
@@ -485,6 +485,8 @@ def concatenate(arrays) -> RaggedArray:
                 f"arrays[{k}] is on {a.device} but arrays[0] is on {a0.device}; "
                 "move them explicitly"
             )
+        if a0.device != "cpu":
+            check_same_gpu(("arrays[0]", a0._offsets), (f"arrays[{k}]", a._offsets))
         for attr in ("depth", "dtype", "inner_shape"):
             if getattr(a, attr) != getattr(a0, attr):
                 raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hrarray._backends import backend_of, device_of
+from hrarray._backends import backend_of, check_same_gpu, device_of
 
 __all__ = ["RaggedArray"]
 
@@ -368,6 +368,8 @@ class RaggedArray:
                 key = be.xp.asarray(key)
         if device_of(key) != be.name:
             raise TypeError(f"index array is on {device_of(key)} but the array is on {be.name}")
+        if be.name != "cpu":
+            check_same_gpu(("the array", self._offsets), ("index", key))
         idx = be.xpa(be.asarray(key, "index"))
         if idx.dtype == np.bool_:
             if idx.shape != (n,):
@@ -457,10 +459,11 @@ class RaggedArray:
 
         The result is compact (offsets start at 0).
         """
+        # (checked before _compact(), which may run a kernel)
+        be = backend_of(("x", self.leaf_values), ("new_values", new_values))
         c = self._compact()
         levels = c._levels()
         leaf = levels[-1]
-        be = backend_of(("x", leaf._values), ("new_values", new_values))
         new = be.asarray(new_values, "new_values")
         if be.dtype(new) == np.dtype(object):  # as the constructor
             raise TypeError("new_values has unsupported dtype object")

@@ -523,6 +523,54 @@ def test_mixing_host_and_device_is_type_error():
         CUDA.asarray(np.arange(3), "values")
 
 
+class _OnGPU:
+    """A CUDA array producer that names its GPU through ``__dlpack_device__``, as CuPy and
+    PyTorch arrays do (kind 2 = kDLCUDA; 3 = pinned host, 13 = managed). The cross-GPU
+    check runs before any of its memory is read, so the interface's content is not used."""
+
+    def __init__(self, a, ordinal, kind=2):
+        self._dev = (kind, ordinal)
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, a.ndim
+        # a null pointer: nothing may read it before the check
+        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
+                                         "data": (0, False), "version": 3}
+
+    def __dlpack_device__(self):
+        return self._dev
+
+
+def test_arrays_on_different_gpus_are_a_type_error():
+    """Values, offsets, indices, new values, scores and concatenated arrays on two GPUs are
+    a TypeError naming both (a kernel on one GPU reading the other's memory stops with an
+    illegal-address error that leaves the CUDA context unusable). Pinned and managed memory,
+    reachable from every GPU, are not checked."""
+    from hrarray._backends import backend_of, gpu_of
+
+    v, o = np.arange(6.0), np.array([0, 2, 6])
+    msg = r"values is on cuda:0 but offsets is on cuda:1"
+    with pytest.raises(TypeError, match=msg):
+        hr.RaggedArray(_OnGPU(v, 0), _OnGPU(o, 1))
+    with pytest.raises(TypeError, match=msg):
+        hr.RaggedArray(_OnGPU(v, 0), _OnGPU(o, 1), validate=False)
+    with pytest.raises(TypeError, match=r"values is on cuda:1 but lengths is on cuda:0"):
+        hr.from_lengths(_OnGPU(v, 1), _OnGPU(np.array([2, 4]), 0))
+    x = hr.RaggedArray._trusted(_OnGPU(v, 0), _OnGPU(o, 0))
+    with pytest.raises(TypeError, match=r"x is on cuda:0 but new_values is on cuda:3"):
+        x.with_values(_OnGPU(v, 3))
+    with pytest.raises(TypeError, match=r"x is on cuda:0 but scores is on cuda:1"):
+        hr.attention_pool(x, hr.RaggedArray._trusted(_OnGPU(v, 1), _OnGPU(o, 1)))
+    with pytest.raises(TypeError, match=r"the array is on cuda:0 but index is on cuda:2"):
+        x[_OnGPU(np.array([1, 0]), 2)]
+    y = hr.RaggedArray._trusted(_OnGPU(v, 1), _OnGPU(o, 1))
+    with pytest.raises(TypeError, match=r"arrays\[0\] is on cuda:0 but arrays\[1\] is on cuda:1"):
+        hr.concatenate([x, y])
+    # one GPU, pinned (3) or managed (13) memory, or a producer that names no GPU: no error
+    for other in (_OnGPU(o, 0), _OnGPU(o, 1, kind=3), _OnGPU(o, 1, kind=13), dev(o)):
+        assert backend_of(("values", _OnGPU(v, 0)), ("offsets", other)) is CUDA
+    assert [gpu_of(a) for a in (_OnGPU(v, 5), _OnGPU(v, 5, kind=3), dev(v), v)] == [
+        5, None, None, None]
+
+
 def test_to_numpy_roundtrip():
     v, offs = _one_d()
     x = hr.RaggedArray(dev(v), dev(offs))

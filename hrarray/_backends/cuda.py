@@ -537,7 +537,7 @@ class CudaBackend:
             code, pos = 3, n - 1
         else:
             return
-        raise offsets_error(code, pos, _HostReader(v), limit, argname, what)
+        raise offsets_error(code, pos, _HostReader(v, offsets), limit, argname, what)
 
     def diff(self, offsets):
         n = max(offsets.shape[0] - 1, 0)
@@ -746,10 +746,12 @@ class CudaBackend:
         return v.reshape(v.shape[0], int(np.prod(v.shape[1:])))
 
     def to_host(self, a):
-        v = _view(a)
-        if not _c_contiguous(v):
-            v = _view(self.astype(v, v.dtype))
-        return _fetch(v, _stream_of(a))
+        # under a's device: its stream (CuPy's is per device) and the copy's context
+        with _device_ctx(a):
+            v = _view(a)
+            if not _c_contiguous(v):
+                v = _view(self.astype(v, v.dtype))
+            return _fetch(v, _stream_of(a))
 
 
 def _fetch(v, stream):
@@ -773,13 +775,16 @@ def _c_contiguous(v) -> bool:
 
 
 class _HostReader:
-    """Reads single offsets from the device for error messages (error path only)."""
+    """Reads single offsets from the device for error messages (error path only),
+    under the device of ``owner`` (the caller's array ``v`` views)."""
 
-    def __init__(self, v):
+    def __init__(self, v, owner=None):
         self._v = v
+        self._owner = v if owner is None else owner
 
     def __getitem__(self, i):
-        return self._v[i : i + 1].copy_to_host()[0]
+        with _device_ctx(self._owner):
+            return self._v[i : i + 1].copy_to_host()[0]
 
 
 CUDA = CudaBackend()
