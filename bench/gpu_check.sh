@@ -22,6 +22,8 @@
 #       with the fast launch on and off                          -> $OUT/profile.log
 #   4c. (CONFIGS="256:16 256:32 ...") the same kernel split per BLOCK:ITEMS schedule
 #                                                                -> $OUT/profile.log
+#   4d. (unless SKIP_PROBES=1) bench/gpu_probes.py: stream order, no host sync, per-thread
+#       default streams, the fast launch, a context reset        -> $OUT/gpu_check.log
 #   5. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
 #      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
 #   6. a short summary table: the LAST lines of stdout.
@@ -165,6 +167,13 @@ if [ -n "${CONFIGS:-}" ]; then
       --cases "${CONFIG_CASES:-uniform1d,tiny1d,one_huge1d,uniform2d,one_huge2d}"
   done >>"$OUT/profile.log" 2>&1
   grep -E "^-- HRARRAY|events" "$OUT/profile.log" | tail -n 60 | tee -a "$LOG"
+fi
+
+if [ "${SKIP_PROBES:-0}" != 1 ]; then
+  # streams, host syncs, per-thread default streams, the fast launch, a context reset
+  # (bench/gpu_probes.py; a few seconds); its lines go to gpu_check.log
+  say "== 4d. probes at $(elapsed)s"
+  timeout 300 $PY bench/gpu_probes.py 2>&1 | tail -n 20 | tee -a "$LOG"
 fi
 
 if [ "${SKIP_SWEEP:-0}" = 1 ]; then
