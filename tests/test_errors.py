@@ -660,3 +660,25 @@ def test_huge_ddof_gives_nan():
     for ddof in (10, 2**63, 10**30):
         np.testing.assert_array_equal(hr.var(x, ddof=ddof), [np.nan, np.nan])
         np.testing.assert_array_equal(hr.std(x, ddof=ddof, fill_value=-1.0), [-1.0, -1.0])
+
+
+@pytest.mark.parametrize("dt", ["U2", "S2", "M8[s]", "m8[ms]", [("a", "f4"), ("b", "i2")]])
+def test_non_numeric_values_move_but_do_not_reduce(dt):
+    """docs/semantics.md: values of a dtype the kernels do not take build a RaggedArray whose
+    structural operations (they only move rows) work, while every reduction and transform
+    is a TypeError naming the dtype."""
+    v = np.zeros(5, dtype=dt)
+    if v.dtype.fields is None:
+        v[:] = np.arange(1, 6).astype(v.dtype)
+    x = hr.RaggedArray(v, [0, 2, 2, 5])
+    assert x[2].tolist() == v[2:5].tolist()
+    assert x[np.array([2, 0])].to_list() == [v[2:5].tolist(), v[0:2].tolist()]
+    assert hr.concatenate([x[:1], x[1:]]).to_list() == x.to_list()
+    assert x.with_values(v[::-1].copy()).to_list() == [v[::-1][0:2].tolist(), [],
+                                                         v[::-1][2:5].tolist()]
+    padded, mask = x.to_padded()
+    assert padded[2].tolist() == v[2:5].tolist()
+    assert mask.tolist() == [[True, True, False], [False] * 3, [True] * 3]
+    for f in (hr.sum, hr.max, hr.first, hr.count, hr.argmax, hr.softmax, hr.cumsum):
+        with raises(TypeError, re.escape(f"dtype {np.dtype(dt)}")):
+            f(x)
