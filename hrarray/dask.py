@@ -22,7 +22,6 @@ from __future__ import annotations
 # builtins.sum/any/...: this module defines functions of those names (the ops)
 import builtins
 import math
-import threading
 import uuid
 import weakref
 
@@ -39,6 +38,7 @@ from dask.tokenize import normalize_token, tokenize
 
 import hrarray as hr
 from hrarray import _ops
+from hrarray._kernels import _locks
 from hrarray.ragged import RaggedArray
 from hrarray.reduce import _check_levels
 from hrarray.reducer import Reducer
@@ -112,7 +112,7 @@ def _concat_parts(parts):
 _REDUCER_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _REDUCERS: dict = {}
 _REDUCERS_MAX = 256  # bounded: a long-lived worker must not keep every reducer ever sent
-_REDUCERS_LOCK = threading.Lock()
+_REDUCERS_LOCK = _locks.Lock()
 
 
 def _reducer_token(r: Reducer) -> str:

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import hrarray as hr
 
@@ -132,6 +133,76 @@ def test_reductions_in_a_forked_child():
 
         pytest.skip("no fork() on this platform")
     run_script(FORK_SCRIPT, timeout=120)
+
+
+FORK_WHILE_BUSY = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+    import warnings
+
+    import numpy as np
+
+    import hrarray as hr
+    from hrarray._kernels import cpu
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+    mode = sys.argv[1]
+    x = hr.RaggedArray(np.arange(1000.0), np.arange(0, 1001, 10))
+    held, done = threading.Event(), threading.Event()
+
+    def hold(lock, seconds):
+        with lock:
+            held.set()
+            if seconds is None:
+                done.wait()
+            else:
+                time.sleep(seconds)
+
+    if mode == "kernel-lock":
+        # another thread holds the kernel table's lock (as while it creates a kernel)
+        # at the fork, and never releases it before the child needs it
+        threading.Thread(target=hold, args=(cpu._compiled_lock, None), daemon=True).start()
+    elif mode == "numba-lock":
+        # another thread is compiling (holds Numba's compiler lock) when the fork starts
+        from numba.core.compiler_lock import global_compiler_lock
+
+        threading.Thread(target=hold, args=(global_compiler_lock, 0.5), daemon=True).start()
+    else:  # "first-call": another thread's first reduction loads and compiles its kernel
+        threading.Thread(target=x.max, daemon=True).start()
+        held.set()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a hung child dies (SIGALRM) instead of hanging the test
+        # a new kernel (a user reducer: compiled here, never cached on disk) and a built-in
+        r = hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: v * 3.0))
+        ok = np.array_equal(r, 3 * hr.sum(x)) and np.array_equal(hr.mean(x), hr.sum(x) / 10)
+        os._exit(0 if ok else 3)
+    done.set()
+    _, status = os.waitpid(pid, 0)
+    print("child", os.waitstatus_to_exitcode(status))
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["kernel-lock", "numba-lock", "first-call"])
+def test_a_child_forked_while_another_thread_loads_kernels(mode, tmp_path):
+    """From an audit: a child forked while another thread held hrarray's kernel lock (it was
+    loading its first kernel) waited on that lock forever. A fork now waits for a load or a
+    compile in progress (hrarray's and Numba's compiler lock), and the child gets fresh
+    locks; the kernel modules are imported with hrarray (an import in progress at a fork left
+    its module lock held in the child)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() on this platform")
+    env = dict(os.environ, HRARRAY_CACHE_DIR=str(tmp_path))  # cold: first-call compiles
+    proc = subprocess.run([sys.executable, "-c", FORK_WHILE_BUSY, mode], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
 
 
 def test_concurrent_small_reductions_share_no_scratch():

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# The kernel modules are imported with hrarray, not at first use (16 ms; they
+# import no Numba): a fork() while another thread is importing one left the
+# child waiting forever on that module's import lock (see _kernels/_locks.py).
+import hrarray._kernels.cpu
+import hrarray._kernels.cpu_transforms  # noqa: F401
 from hrarray._kernels import _codegen as cg
 
 _VALIDATE_SRC = '''

@@ -32,6 +32,7 @@ from numba import cuda
 
 from hrarray._backends.cpu import offsets_error
 from hrarray._kernels import _codegen as cg
+from hrarray._kernels import _locks
 from hrarray._kernels import cuda as _kcuda
 from hrarray._kernels.cuda import launch
 
@@ -90,7 +91,7 @@ def _k_ends(offsets, res):
 
 
 _elementwise: dict = {}
-_cast_lock = threading.Lock()
+_cast_lock = _locks.Lock()
 
 
 def _elementwise_kernel(name: str, nd: int, body: str):

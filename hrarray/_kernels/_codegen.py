@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hrarray._kernels import _locks
+
 
 def comps(prefix: str, arity: int) -> list[str]:
     """Names of the per-component arrays: ``h0, h1, ...`` (``h0`` for a scalar)."""
@@ -59,7 +61,7 @@ def _flat_dtype(v) -> np.dtype:
 
 # ------------------------------------------------------------- module loading
 
-_lock = threading.Lock()
+_lock = _locks.Lock()
 _gen_dir: Path | None = None
 _disk_cache = False
 

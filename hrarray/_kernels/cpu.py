@@ -44,7 +44,7 @@ import threading
 import numpy as np
 
 from hrarray._kernels import _codegen as cg
-from hrarray._kernels import native
+from hrarray._kernels import _locks, native
 from hrarray.reducer import Decl
 
 BLOCK = 128
@@ -113,7 +113,7 @@ def decl_jits(decl) -> dict:
 # just share the pool, and no threading layer is ever started.
 _pool = None
 _pool_pid = None
-_pool_lock = threading.Lock()
+_pool_lock = _locks.Lock()
 
 
 def _num_threads() -> int:
@@ -281,7 +281,7 @@ def chunking(offsets, m: int):
     return True, bi, bj
 
 _compiled: dict = {}
-_compiled_lock = threading.RLock()
+_compiled_lock = _locks.RLock()
 
 
 def compiled_count() -> int:

@@ -50,13 +50,11 @@ correctly.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from hrarray._kernels import _codegen as cg
+from hrarray._kernels import _locks, native
 from hrarray._kernels import cpu as _cpu
-from hrarray._kernels import native
 from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, decl_jits, get_kernel, launch
 from hrarray._transforms_ops import exp_nonpos
 from hrarray.reducer import Decl
@@ -64,7 +62,7 @@ from hrarray.reducer import Decl
 __all__ = ["get_map_kernel", "get_scan_kernel", "reduce_aux", "segment_map", "segment_scan"]
 
 _compiled: dict = {}
-_compiled_lock = threading.RLock()
+_compiled_lock = _locks.RLock()
 
 
 # The map kernels compute each element on its own: no reduction for

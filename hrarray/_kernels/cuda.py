@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 import warnings
 
 import numba
@@ -86,6 +85,7 @@ import numpy as np
 from numba import cuda
 
 from hrarray._kernels import _codegen as cg
+from hrarray._kernels import _locks
 from hrarray.reducer import Decl
 
 __all__ = ["BLOCK", "ITEMS", "compiled_count", "get_kernel", "launch_count"]
@@ -132,7 +132,7 @@ STACK = 48
 FIX_CW = 8
 
 _compiled: dict = {}
-_compiled_lock = threading.RLock()
+_compiled_lock = _locks.RLock()
 _launched: set = set()
 _launches = 0
 
@@ -942,7 +942,7 @@ class _Scratch:
 
     def __init__(self):
         self.buf = None
-        self.lock = threading.Lock()
+        self.lock = _locks.Lock()
         # carved views of buf by layout: each slice and view of a numba device
         # array is host time (context checks) on every call otherwise
         self.views: dict = {}
@@ -968,7 +968,7 @@ class _Scratch:
 
 
 _scratch: dict = {}
-_scratch_lock = threading.Lock()
+_scratch_lock = _locks.Lock()
 
 
 def _scratch_for(key) -> _Scratch:

@@ -50,8 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hrarray._kernels import _locks
+
 MAGIC = b"HRN1\n"
-_lock = threading.RLock()
+# brackets native code generation (LLVM): a fork waits for it (_locks)
+_lock = _locks.LOADING
 _engine = None  # None: not started; False: off in this process
 # every engine ever started: loaded code must outlive the entries calling it
 # (tests swap engines; an engine freed under a cached entry would crash)
@@ -374,11 +377,11 @@ class Lazy:
     def __init__(self, load):
         self._load = load
         self._mod = None
-        self._lock = threading.RLock()
 
     def get(self):
         if self._mod is None:
-            with self._lock:
+            # one lock for every load: a fork waits for it (_locks.LOADING)
+            with _locks.LOADING:
                 if self._mod is None:
                     self._mod = self._load()
         return self._mod
