@@ -69,6 +69,17 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     return offsets
 
 
+def _rebuild(values, offsets):
+    """A RaggedArray from unpickled (or deep-copied) parts: validated again (a pickle
+    may be damaged or edited, and validated offsets are the memory-safety boundary),
+    and NumPy offsets held as a read-only view, as for every array hrarray derives
+    (an unpickled writable array let a write send kernels out of bounds)."""
+    if offsets.__class__ is np.ndarray and offsets.flags.writeable:
+        offsets = offsets.view()
+        offsets.flags.writeable = False
+    return RaggedArray(values, offsets)
+
+
 class SegmentIndexError(IndexError, ValueError):
     """An index out of range (or of the wrong shape) for ``x[...]``: an
     ``IndexError`` as NumPy raises, and a ``ValueError`` (API.md section 6:
@@ -221,6 +232,21 @@ class RaggedArray:
         self._values = values
         self._offsets = offsets
         return self
+
+    # ------------------------------------------------------------ copies
+    def __reduce__(self):
+        # (every pickle protocol; __slots__ alone fails protocols 0 and 1)
+        return (_rebuild, (self._values, self._offsets))
+
+    def __copy__(self):
+        # shares both arrays, as before; not through _rebuild, which would freeze (a
+        # view of) offsets a caller may still own writable
+        return RaggedArray._trusted(self._values, self._offsets)
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return _rebuild(copy.deepcopy(self._values, memo), copy.deepcopy(self._offsets, memo))
 
     # ------------------------------------------------------------ attributes
     @property

@@ -1,5 +1,7 @@
 """The type and its constructors (API.md section 1)."""
 
+import copy
+import pickle
 import sys
 
 import numpy as np
@@ -605,3 +607,45 @@ def test_to_cupy_without_cupy_names_the_extra(monkeypatch):
     x = hr.from_lengths(np.arange(3.0), [1, 2])
     with pytest.raises(ModuleNotFoundError, match=r"hrarray\[cuda12\]"):
         x.to_cupy()
+
+
+@pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickle_and_deepcopy_keep_offsets_read_only(proto):
+    """From an audit: an unpickled or deep-copied RaggedArray had writable offsets (hrarray's
+    own arrays are read-only so no write can invalidate them): ``y.offsets[2] = 5e7`` then
+    made ``hr.sum`` read out of bounds (a segmentation fault). Protocols 0 and 1 raised
+    TypeError (``__slots__``). Unpickled parts are validated again; ``copy.copy`` shares the
+    arrays and leaves a caller's own offsets writable."""
+    v = np.arange(24.0).reshape(12, 2)
+    arrays = [
+        hr.from_lengths(np.arange(6.0), [2, 0, 4]),
+        hr.from_lengths(v, [5, 0, 7]),
+        hr.nest(np.arange(10.0), [0, 3, 3, 10], [0, 1, 3]),
+        hr.from_lengths(np.arange(6.0), [2, 0, 4])[1:],
+        hr.from_lengths(np.arange(6.0), [2, 0, 4])[np.array([2, 0])],
+        hr.from_lengths(np.zeros(0), []),
+    ]
+    for x in arrays:
+        for y in (pickle.loads(pickle.dumps(x, protocol=proto)), copy.deepcopy(x)):
+            assert y.to_list() == x.to_list()
+            assert y.depth == x.depth
+            assert y.dtype == x.dtype
+            level = y
+            while isinstance(level, hr.RaggedArray):
+                assert not level.offsets.flags.writeable
+                with pytest.raises(ValueError, match="read-only"):
+                    level.offsets[-1] = 50_000_000
+                level = level.values
+            np.testing.assert_array_equal(hr.sum(y, levels=y.depth), hr.sum(x, levels=x.depth))
+    mine = np.array([0, 2, 6])
+    x = hr.RaggedArray(np.arange(6.0), mine)
+    copy.copy(x)
+    copy.deepcopy(x)
+    pickle.loads(pickle.dumps(x, protocol=proto))
+    assert mine.flags.writeable
+    # a damaged pickle is validated again, not trusted
+    blob = pickle.dumps(x, protocol=proto)
+    if proto >= 2:  # (0 and 1 write arrays as text)
+        damaged = blob.replace(mine.tobytes(), np.array([0, 2, 60]).tobytes())
+        with pytest.raises(ValueError, match=r"offsets\[2\]=60 is past the end"):
+            pickle.loads(damaged)
