@@ -207,6 +207,24 @@ def _promoted(*values, widen: bool = True):
     return dt.type
 
 
+class _TrialFailed(TypeError):
+    """A user function raised in the Python trial run (``Reducer._trial``)."""
+
+
+def _trial_elements(in_dtype: np.dtype) -> list:
+    """The elements of ``in_dtype`` a Reducer's trial run tries, in order."""
+    kind = in_dtype.kind
+    if kind == "b":
+        cands = (True, False)
+    elif kind == "u":
+        cands = (1, 0, 2, 10)
+    elif kind == "i":
+        cands = (1, 0, 2, -1, 10)
+    else:
+        cands = (1, 0, 2, -1, 0.5, 10)
+    return [in_dtype.type(c) for c in cands]
+
+
 class Reducer:
     """A user-defined segmented reduction, compiled for the CPU and CUDA.
 
@@ -233,7 +251,8 @@ class Reducer:
     The functions must be plain Python that Numba can compile (``njit`` on the
     CPU, ``cuda.jit(device=True)`` on CUDA): arithmetic, ``math`` functions,
     tuples, conditionals. The result dtype is inferred by running the
-    declaration once in Python on a zero of the input dtype; pass ``dtype=``
+    declaration once in Python on one element of the input dtype (1, or where
+    a function raises there 0, 2, -1, 0.5, 10 in turn); pass ``dtype=``
     to :func:`hrarray.reduce` to choose it. ``fill_value=`` replaces the
     result of empty segments.
 
@@ -282,13 +301,30 @@ class Reducer:
         return f"Reducer(name={self.name!r}, identity={self.identity!r})"
 
     def _try(self, what: str, in_dtype: np.dtype, f, *args):
-        """``f(*args)``; a failure is a TypeError naming the Reducer and the call."""
+        """``f(*args)``; a failure is a ``_TrialFailed`` naming the Reducer and the call."""
         try:
             return f(*args)
         except Exception as exc:
-            raise TypeError(
-                f"Reducer {self.name!r}: {what} fails on a {in_dtype} element: {exc}"
+            raise _TrialFailed(
+                f"Reducer {self.name!r}: {what} fails in Python on every trial element "
+                f"of {in_dtype} ({', '.join(map(str, _trial_elements(in_dtype)))}; hrarray "
+                f"runs the Reducer once in Python to infer its types), first: {exc}"
             ) from exc
+
+    def _trial(self, in_dtype: np.dtype, run):
+        """``run(v)`` for the first trial element ``v`` on which the user's
+        functions all return: a function valid on the data may fail on one
+        value (``math.log`` at 0, ``assert v > 0.5``), so 1 comes first, then
+        0, 2, -1, 0.5, 10. NumPy's floating-point warnings are off for the run
+        (``1.0 / v`` at 0 warned)."""
+        first = None
+        for v in _trial_elements(in_dtype):
+            try:
+                with np.errstate(all="ignore"):
+                    return run(v)
+            except _TrialFailed as exc:
+                first = first or exc
+        raise TypeError(str(first)) from first.__cause__
 
     def _state_type(self, in_dtype: np.dtype):
         """Without ``map`` the element is the state: the scalar type of the
@@ -303,13 +339,17 @@ class Reducer:
         and row accumulators take the identity's types, and an integer
         identity under a float ``map`` (identity=0, map=lambda v: v * 0.5) had
         them truncate every partial state to an integer."""
-        v = in_dtype.type(0)
         ident = self.identity
         if self.map is None and not isinstance(ident, tuple):
             # without map, the element is the state (whatever combine(0, 0.0)
             # returns in Python: max(0, 0.0) is the int 0)
             st_type = self._state_type(in_dtype)
             return st_type(ident), st_type(0)
+        return self._trial(in_dtype, lambda v: self._state_at(v, in_dtype, widen))
+
+    def _state_at(self, v, in_dtype: np.dtype, widen: bool):
+        """``_state`` from the trial element ``v``."""
+        ident = self.identity
         st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
         if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
             who = "map must return" if self.map is not None else "without map the state is"
@@ -333,11 +373,17 @@ class Reducer:
         """Infer the result dtype by running the declaration once in Python
         (on the state's promoted types, not widened: an int8 state stays an int8
         result)."""
-        ident, st = self._state(in_dtype, widen=False)
-        st = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
-        res = st
-        if self.finalize is not None:
-            res = self._try("finalize(state, n)", in_dtype, self.finalize, st, 1)
+        def run(v):
+            if self.map is None and not isinstance(self.identity, tuple):
+                ident, st = self._state(in_dtype, widen=False)
+            else:
+                ident, st = self._state_at(v, in_dtype, widen=False)
+            st = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
+            if self.finalize is None:
+                return st
+            return self._try("finalize(state, n)", in_dtype, self.finalize, st, 1)
+
+        res = self._trial(in_dtype, run)
         if isinstance(res, tuple):
             raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
         dt = np.asarray(res).dtype

@@ -7,6 +7,7 @@ recommendation of reliability.md): they are checked in test_ragged /
 test_reductions, not here.
 """
 
+import math
 import re
 
 import numpy as np
@@ -682,3 +683,32 @@ def test_non_numeric_values_move_but_do_not_reduce(dt):
     for f in (hr.sum, hr.max, hr.first, hr.count, hr.argmax, hr.softmax, hr.cumsum):
         with raises(TypeError, re.escape(f"dtype {np.dtype(dt)}")):
             f(x)
+
+
+def test_reducer_trial_run_accepts_functions_that_fail_at_zero():
+    """From an audit: the Python trial run that infers a Reducer's types ran on a zero, so a
+    geometric mean (map=math.log) or a map asserting v > 0.5 was a TypeError saying the map
+    'fails on a float64 element', with no such element in the data; 1.0 / v warned
+    (a RuntimeWarning, an error under this suite's filters). Trials start at 1."""
+    x = hr.RaggedArray(np.array([1.0, 2.0, 4.0, 4.0, 5.0]), [0, 2, 5])
+    geo = hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: math.log(v),
+                     finalize=lambda a, n: math.exp(a / n) if n > 0 else math.nan)
+    np.testing.assert_allclose(hr.reduce(x, geo), [2.0**0.5, 80.0 ** (1 / 3)], rtol=1e-12)
+
+    def at_least_one(v):  # (an assert here would be pytest's rewritten one: not Numba's)
+        if v < 0.5:
+            raise ValueError("element below 0.5")
+        return v
+
+    np.testing.assert_array_equal(
+        hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=at_least_one)), [3.0, 13.0])
+    np.testing.assert_allclose(
+        hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: 1.0 / v)), [1.5, 0.7])
+    xi = hr.RaggedArray(np.array([1, 2, 4], np.uint8), [0, 1, 3])
+    np.testing.assert_array_equal(
+        hr.reduce(xi, hr.Reducer(0, lambda a, b: a + b, map=lambda v: 100 // v)), [100, 75])
+    # a function that raises on every trial element is still a TypeError naming the Reducer
+    with raises(TypeError, r"Reducer 'far'", r"map\(element\) fails in Python on every trial",
+                r"math domain error"):
+        hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: math.sqrt(v - 1e9),
+                                name="far"))
