@@ -63,3 +63,34 @@ def test_unwritable_locations_fall_back_silently(tmp_path):
     disk, n = _run(code, {}).split()
     assert disk == "False"
     assert int(n) == 0
+
+
+DAMAGE_PROBE = """
+import numpy as np, hrarray as hr
+x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
+assert hr.max(x).tolist() == [1.0, -np.inf, 5.0]
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("damage", ["truncate-index", "garbage-index", "garbage-data"])
+def test_damaged_numba_cache_files_are_recompiled(tmp_path, damage):
+    """From an audit: one truncated or overwritten Numba cache file (``.nbi`` index, ``.nbc``
+    data) made every later call raise ``UnpicklingError``, in every process, until the file
+    was deleted by hand (even the constructor: its validation kernel). A damaged file is
+    now a cache miss: the kernel is compiled and cached again. (``HRARRAY_NATIVE=0``: the
+    native entries alone would not read Numba's files.)"""
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0"}
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    pattern = "*.nbc" if damage == "garbage-data" else "*.nbi"
+    files = sorted((tmp_path / "c").rglob(pattern))
+    assert files
+    for f in files:
+        if damage == "truncate-index":
+            f.write_bytes(f.read_bytes()[:20])
+        else:
+            f.write_bytes(b"\x80\x04not a pickle" * 3)
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    # the cache is whole again: a third process still runs (and reads it)
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"

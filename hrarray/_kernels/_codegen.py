@@ -10,6 +10,7 @@ of the kernel, which is the same for every op, around them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -176,8 +177,44 @@ def import_module(path: Path, namespace: dict):
     mod = importlib.util.module_from_spec(spec)
     mod.__dict__.update(namespace)
     spec.loader.exec_module(mod)
+    for obj in list(vars(mod).values()):
+        _tolerate_damaged_cache(obj)
     sys.modules.setdefault(spec.name, mod)
     return mod
+
+
+def _tolerate_damaged_cache(dispatcher) -> None:
+    """Make a disk-cached Numba dispatcher treat a damaged cache file as a miss.
+
+    Numba reads its index and data files with ``pickle``: one truncated or
+    overwritten file (a full disk, a killed writer, a stray edit) raised
+    ``UnpicklingError`` from every later call in every process, until the
+    file was deleted by hand. Here a failed load rewrites the function's
+    index empty (Numba's ``flush``; where the folder is read-only, caching
+    is turned off for the function) and returns a miss, so the kernel is
+    compiled and cached again; a failed save leaves the kernel uncached.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
+    if load is None or save is None or getattr(cache, "cache_path", None) is None:
+        return  # not a dispatcher, or one that caches nothing (NullCache)
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:
+            try:
+                cache.flush()
+            except Exception:
+                cache.disable()
+            return None
+
+    def save_overload(sig, data):
+        with contextlib.suppress(Exception):
+            save(sig, data)
+
+    cache.load_overload = load_overload
+    cache.save_overload = save_overload
 
 
 def load_module(source: str, tag: str, namespace: dict, persistent: bool = True):
