@@ -214,3 +214,30 @@ def test_entries_are_private_to_the_cache(tmp_path):
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": "0"}
     assert _run(WARM, env) == "True"
     assert not list(Path(tmp_path).rglob("*.hrn"))
+
+
+SWAP = """
+import numpy as np, hrarray as hr
+x = hr.RaggedArray(np.arange(8, dtype=np.float32), [0, 3, 8])
+assert hr.sum(x).tolist() == [3.0, 25.0]
+assert hr.argmax(x).tolist() == [2, 4]
+print("ok")
+"""
+
+
+def test_an_entry_under_another_entrys_name_is_not_loaded(tmp_path):
+    """From an audit: an entry file copied over another's name (the same folder, another
+    kernel) was loaded as that kernel: its SHA-256 covers its object, not its key, so sum
+    ran argmax's code on sum's arguments (a segmentation fault; another pair gave a wrong
+    result, then a heap corruption abort). The header's name must match the file's."""
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c")}
+    assert _run(SWAP, env) == "ok"
+    entries = sorted(p for p in (tmp_path / "c" / "native").glob("*.hrn")
+                     if "check_offsets" not in p.name)
+    assert len(entries) >= 2
+    # every entry replaced by the next one's file
+    blobs = [p.read_bytes() for p in entries]
+    for p, blob in zip(entries, blobs[1:] + blobs[:1], strict=True):
+        p.write_bytes(blob)
+    assert _run(SWAP, env) == "ok"  # rebuilt, not loaded
+    assert _run(SWAP, env) == "ok"

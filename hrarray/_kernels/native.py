@@ -26,7 +26,8 @@ Safety
 - An entry is keyed by the generated module's name (a hash of its source,
   the declaration key, hrarray's kernel sources and Numba's version), the
   function, the argument types, the llvmlite version and the host CPU's name
-  and features; its object bytes carry a SHA-256 checked before loading.
+  and features; its object bytes carry a SHA-256 checked before loading, and
+  its header the entry's name, checked against the file it is read from.
 - An entry is used only if every undefined symbol of its object resolves in
   this process (libc, libm, the CPython API). Kernels that allocate (Numba's
   runtime) are marked unusable and keep the dispatcher path.
@@ -467,6 +468,11 @@ class NativeFunction:
         name = f"hrn_{self.stem}_{self.fname}_{ident}"
         path = self.folder / "native" / f"{name}.hrn"
         got = _read(path)
+        if got is not None and (got[0].get("name") != name
+                                or got[0].get("usable") and got[0].get("symbol") != name):
+            # another entry's file under this name (a copy, a swap): the checksum
+            # covers its object, not its key, and its code takes other arguments
+            got = None
         if got is None:
             head = {"name": name, "usable": False}
             obj = b""
