@@ -94,6 +94,24 @@ def rerate(doc: dict) -> None:
             r["ratio_runwide"] = r["gbps"] / roof["roofline"]
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above 0 (--n -5 ran and reported 12 failures;
+    --repeats 0 was read as the default)."""
+
+    def parse(text):
+        try:
+            v = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m hrarray bench", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -123,26 +141,26 @@ def parse_args(argv):
     )
     p.add_argument(
         "--n",
-        type=float,
+        type=_positive(float),
         default=None,
         help=f"scalars per workload (default {wl.CPU_SCALARS:.1e} on the CPU, "
         f"{wl.GPU_SCALARS:.1e} when CUDA runs, {wl.QUICK_SCALARS} with --quick)",
     )
     p.add_argument(
         "--repeats",
-        type=int,
+        type=_positive(int),
         default=None,
         help="CPU repeats / GPU event batches (default 7/10; quick 3/5)",
     )
     p.add_argument(
         "--cap-s",
-        type=float,
+        type=_positive(float),
         default=None,
         help="timing seconds per method before stopping early (default 3; quick 0.3)",
     )
     p.add_argument(
         "--budget-s",
-        type=float,
+        type=_positive(float),
         default=None,
         help="overall deadline: cases after it are skipped, outputs still written",
     )

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 _USAGE = """usage: python -m hrarray {demo,bench} [options]
+       python -m hrarray --version
 
 commands:
   demo   encode a text corpus level by level with hrarray's reductions
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in {"-h", "--help"}:
         return _usage(True)
+    if argv and argv[0] == "--version":
+        from hrarray import __version__
+
+        print(f"hrarray {__version__}")
+        return 0
     if not argv:
         return _usage(False)
     cmd, rest = argv[0], argv[1:]
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         import run as bench_run  # type: ignore[import-not-found]
 
         return bench_run.main(rest)
+    print(f"python -m hrarray: unknown command {cmd!r} (choose demo or bench)\n", file=sys.stderr)
     return _usage(False)
 
 

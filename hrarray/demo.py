@@ -516,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
             shown = "   ".join(f"{n} ({s:+.2f})" for n, s in neighbours)
             print(f"  {q:<{width}} -> {shown}")
     if args.save:
-        np.savez(args.save, names=np.array(names), vectors=result.vectors)
+        try:
+            np.savez(args.save, names=np.array(names), vectors=result.vectors)
+        except OSError as exc:
+            print(f"python -m hrarray demo: cannot write --save {args.save}: {exc}",
+                  file=sys.stderr)
+            return 1
         print(f"\nsaved {args.save}")
     return 0
 

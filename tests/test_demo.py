@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import hrarray as hr
 from hrarray import demo
 from hrarray._text import LEVELS, read_documents, stdlib_docstrings, text_counts, text_hierarchy
 
@@ -266,4 +267,16 @@ def test_module_command_line_usage(capsys):
         assert word in out
     assert main([]) == 2
     assert main(["nope"]) == 2
-    assert "usage: python -m hrarray" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage: python -m hrarray" in err
+    assert "unknown command 'nope'" in err  # (an audit: only the usage was printed)
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"hrarray {hr.__version__}"
+
+
+def test_demo_save_to_an_unwritable_path_is_a_message(corpus, tmp_path, capsys):
+    """An audit: --save into a missing folder printed a raw FileNotFoundError traceback."""
+    bad = tmp_path / "missing" / "out.npz"
+    assert demo.main(["--input", str(corpus), "--dim", "4", "--no-progress",
+                      "--save", str(bad)]) == 1
+    assert f"cannot write --save {bad}" in capsys.readouterr().err

@@ -469,7 +469,7 @@ class NativeFunction:
         path = self.folder / "native" / f"{name}.hrn"
         got = _read(path)
         if got is not None and (got[0].get("name") != name
-                                or got[0].get("usable") and got[0].get("symbol") != name):
+                                or (got[0].get("usable") and got[0].get("symbol") != name)):
             # another entry's file under this name (a copy, a swap): the checksum
             # covers its object, not its key, and its code takes other arguments
             got = None
