@@ -65,6 +65,16 @@ def _arrow_dense(arr, pa, what: str):
     return arr.to_numpy(zero_copy_only=True)
 
 
+def _arrow_has_nulls(arr) -> bool:
+    """Whether ``arr`` or any list or fixed-size-list level below it has a null."""
+    while True:
+        if arr.null_count:
+            return True
+        if not hasattr(arr, "values"):
+            return False
+        arr = arr.values
+
+
 def _arrow_list(arr, pa, what: str) -> RaggedArray:
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
@@ -81,6 +91,14 @@ def _arrow_list(arr, pa, what: str) -> RaggedArray:
     # so both are used as they are (offsets need not start at 0)
     offsets = arr.offsets.to_numpy(zero_copy_only=True)
     child = arr.values
+    if offsets.shape[0] and _arrow_has_nulls(child):
+        # nulls the lists do not reach (a slice of a larger array) are not the
+        # RaggedArray's: the child cut to the lists' span (zero-copy; a nested
+        # child's own offsets then span only what these lists reach), offsets
+        # shifted (a copy of the offsets only)
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        if (lo, hi) != (0, len(child)):
+            child, offsets = child.slice(lo, hi - lo), offsets - offsets[0]
     ct = child.type
     if pa.types.is_list(ct) or pa.types.is_large_list(ct):
         values = _arrow_list(child, pa, f"{what} values")
@@ -276,6 +294,21 @@ def _ak_unwrap(layout, what: str):
     return layout
 
 
+def _ak_has_missing(layout) -> bool:
+    """Whether ``layout`` or any level below it holds a missing value."""
+    import awkward as ak
+
+    c = ak.contents
+    while True:
+        if isinstance(layout, (c.IndexedOptionArray, c.ByteMaskedArray, c.BitMaskedArray)):
+            missing = layout.mask_as_bool(valid_when=False)
+            if bool(_xp_of(missing).any(missing)):
+                return True
+        if not hasattr(layout, "content"):
+            return False
+        layout = layout.content
+
+
 def _ak_dense(layout, what: str):
     """The dense values below the last ragged level: (n, *inner)."""
     import awkward as ak
@@ -297,6 +330,14 @@ def _ak_dense(layout, what: str):
 def _ak_ragged(layout, what: str) -> RaggedArray:
     layout = _ak_unwrap(layout, what)
     offsets, content = _ak_offsets_of(layout)
+    if offsets.shape[0] and _ak_has_missing(content):
+        # missing values the lists do not reach (a slice of a larger array) are not
+        # the RaggedArray's: the content cut to the lists' span (Awkward's slice, a
+        # view; a nested content's own offsets then span only what these lists
+        # reach), offsets shifted (a copy of the offsets only)
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        if (lo, hi) != (0, content.length):
+            content, offsets = content[lo:hi], offsets - offsets[0]
     content = _ak_unwrap(content, f"{what} content")
     if _ak_has_ragged(content):
         values = _ak_ragged(content, f"{what} content")

@@ -279,3 +279,30 @@ def test_cpu_dlpack_producers_are_read_in_place():
     assert y.to_list() == [[0.0], [2.0, 4.0, 6.0, 8.0, 10.0]]
     with pytest.raises(ValueError, match="offsets"):
         hr.RaggedArray(DLPackOnly(vals), DLPackOnly(np.array([0, 7])))
+
+
+def test_nulls_no_list_reaches_are_not_refused():
+    """From a fuzz audit: a sliced Arrow or Awkward array was refused for a null/None that
+    none of its lists reaches (``ak.Array([[1., None], [2.]])[1:]`` is ``[[2.0]]``); a
+    reachable one is still a ValueError. Without missing values the offsets stay views."""
+    pa = pytest.importorskip("pyarrow")
+    ak = pytest.importorskip("awkward")
+    a = ak.Array([[1.0, None], [2.0], [None, 3.0], [4.0, 5.0]])
+    assert hr.from_awkward(a[1:2]).to_list() == [[2.0]]
+    assert hr.from_awkward(a[3:]).to_list() == [[4.0, 5.0]]
+    nested = ak.Array([[[1.0], [None]], [[2.0, 3.0]], [[None]]])
+    assert hr.from_awkward(nested[1:2]).to_list() == [[[2.0, 3.0]]]
+    for bad in (a, a[2:], nested, nested[1:], nested[:1]):
+        with pytest.raises(ValueError, match="missing value"):
+            hr.from_awkward(bad)
+    la = pa.ListArray.from_arrays(pa.array([1, 2], pa.int32()), pa.array([None, 1.0]))
+    assert hr.from_arrow(la).to_list() == [[1.0]]
+    pn = pa.array([[[1.0], [None]], [[2.0, 3.0]], [[None, 4.0]]])
+    assert hr.from_arrow(pn[1:2]).to_list() == [[[2.0, 3.0]]]
+    for bad in (pn, pn[1:], pn[:1]):
+        with pytest.raises(ValueError, match="null"):
+            hr.from_arrow(bad)
+    plain = pa.array([[1.0, 2.0], [3.0]])[1:]
+    x = hr.from_arrow(plain)
+    assert x.offsets.tolist() == [2, 3]  # zero-copy: not shifted
+    assert np.shares_memory(x.offsets, np.frombuffer(plain.buffers()[1], np.int32))
