@@ -668,11 +668,14 @@ OPS = tuple(_BASE) + NAN_OPS
 
 
 def parse_dtype(dtype, shown: str) -> np.dtype:
-    """``np.dtype(dtype)``; a TypeError naming ``dtype=`` and the function ``shown``."""
+    """``np.dtype(dtype)`` in native byte order (a result is always native: '>f8'
+    reached Numba as an untypable pyobject, and NumPy's reductions refuse a byte
+    order); a TypeError naming ``dtype=`` and the function ``shown``."""
     try:
-        return np.dtype(dtype)
+        dt = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"{shown}(): dtype={dtype!r} is not a dtype ({exc})") from None
+    return dt if dt.isnative else dt.newbyteorder("=")
 
 
 def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None = None) -> Spec:

@@ -403,6 +403,12 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
 
     for i, item in enumerate(nested_lists):
         walk(item, 1, (i,))
+    # a masked array as an item: NumPy's conversion reads the data under its mask
+    k = next((i for i, v in enumerate(leaves) if np.ma.isMaskedArray(v)), None)
+    if k is not None:
+        raise TypeError(f"from_list: nested_lists{_leaf_path(nested_lists, depth, k)} is a "
+                        "masked array (numpy.ma), which hrarray does not support: pass "
+                        ".filled(value) or the unmasked elements only")
     raw = None  # the leaves as NumPy reads them (None: unequal shapes, named below)
     if leaves:
         with contextlib.suppress(ValueError):

@@ -117,10 +117,22 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
     cannot represent. Returns the value to write: a complex with no imaginary
     part as its real part for a real ``dtype`` (the kernels' ``float()`` /
     ``int()`` of a Python complex would raise), else ``fill_value``."""
+    given = fill_value
     try:
         f = np.asarray(fill_value)
     except (TypeError, ValueError):  # a ragged list, an object NumPy rejects
         f = np.asarray(None)
+    if f.dtype == object and isinstance(fill_value, int) and not isinstance(fill_value, bool):
+        # a Python int past int64 and uint64 (NumPy holds it as an object): a number
+        # still, which a float dtype may hold (np.full(2, 2**64, dtype=float) works)
+        if dtype.kind not in "fc":
+            raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
+        try:
+            fill_value = float(fill_value)
+        except OverflowError:
+            raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}") \
+                from None
+        f = np.asarray(fill_value)
     if f.ndim != 0 or f.dtype.kind not in "biufc":
         raise FillValueKindError(f"{argname} must be a numeric scalar, got {fill_value!r}")
     bad = False
@@ -152,7 +164,7 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
                 pairs = ((src, c),)
             bad = any(np.isfinite(a) and not np.isfinite(b) for a, b in pairs)
     if bad:
-        raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
+        raise ValueError(f"{argname}={given!r} cannot be represented as {dtype}")
     if f.dtype.kind == "c" and dtype.kind != "c":
         return f.real[()]
     return fill_value
@@ -371,7 +383,9 @@ class RaggedArray:
             if step == 1:
                 stop = max(stop, start)
                 return RaggedArray._trusted(self._values, self._offsets[start : stop + 1])
-            key = np.arange(start, stop, step)
+            # a step past the length picks the start alone (clamped: np.arange with
+            # a step of 2**63 made float64 indices, then "not an integer array")
+            key = np.arange(start, stop, max(-n, min(step, n)) if n else 1, dtype=np.int64)
             if be.name != "cpu":
                 key = be.xp.asarray(key)
         if key is Ellipsis:  # as NumPy: a view of everything

@@ -712,3 +712,83 @@ def test_reducer_trial_run_accepts_functions_that_fail_at_zero():
                 r"math domain error"):
         hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: math.sqrt(v - 1e9),
                                 name="far"))
+
+
+def test_byte_ordered_dtype_argument_gives_a_native_result():
+    """From a fuzz audit: dtype='>f8' (a byte order, as NumPy's reductions refuse) reached
+    Numba as an untypable object (a TypingError; for a Reducer a TypeError blaming its
+    lambdas). The dtype is read in native byte order."""
+    x = hr.RaggedArray(np.array([1.0, 2.0, 3.0]), np.array([0, 2, 3]))
+    cases = [(hr.sum, ">f8", [3.0, 3.0]), (hr.mean, ">f4", [1.5, 3.0]), (hr.prod, ">i8", [2, 3]),
+             (hr.nansum, ">u8", [3, 3]), (hr.var, ">f8", [0.25, 0.0])]
+    for f, dt, want in cases:
+        r = f(x, dtype=dt)
+        assert r.dtype == np.dtype(dt).newbyteorder("=")
+        assert r.tolist() == want
+    assert hr.cumsum(x, dtype=">i8").values.dtype == np.int64
+    assert hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b), dtype=">f8").dtype == np.float64
+
+
+def test_python_ints_past_64_bits_as_fill_value():
+    """From a fuzz audit: fill_value=2**64 for a float result was 'not a numeric scalar'
+    (NumPy holds such an int as an object); np.full(2, 2**64, dtype=float) works."""
+    x = hr.RaggedArray(np.array([1.0, 2.0, 3.0]), np.array([0, 2, 2, 3]))
+    np.testing.assert_array_equal(hr.mean(x, fill_value=2**64), [1.5, 2.0**64, 3.0])
+    np.testing.assert_array_equal(hr.sum(x, fill_value=-(2**64)), [3.0, -(2.0**64), 3.0])
+    assert x.to_padded(fill_value=2**64)[0][1, 0] == 2.0**64
+    with raises(ValueError, r"fill_value=10{400} cannot be represented as float64"):
+        hr.mean(x, fill_value=10**400)
+    with raises(ValueError, rf"fill_value={2**200} cannot be represented as float32"):
+        hr.max(x.with_values(np.array([1.0, 2.0, 3.0], np.float32)), fill_value=2**200)
+    with raises(ValueError, r"fill_value=18446744073709551616 cannot be represented as int64"):
+        hr.count(x, fill_value=2**64)
+
+
+def test_bare_cuda_array_interface_producer_is_read_or_a_type_error():
+    """From a fuzz audit: an object with only ``__cuda_array_interface__`` (no shape, ndim
+    or dtype attributes) raised AttributeError ('no attribute ndim'). It is viewed through
+    numba-cuda (zero-copy); where that fails (no driver, the simulator) a TypeError names
+    the argument."""
+
+    class Bare:
+        def __init__(self, n, typestr):
+            self.__cuda_array_interface__ = {"shape": (n,), "typestr": typestr,
+                                             "data": (0, False), "version": 3, "strides": None}
+
+    with raises(TypeError, r"^values: cannot view Bare as a CUDA array"):
+        hr.RaggedArray(Bare(10, "<f8"), Bare(2, "<i8"))
+    with raises(TypeError, r"^lengths: cannot view Bare as a CUDA array"):
+        hr.from_lengths(Bare(10, "<f8"), Bare(2, "<i8"))
+
+
+def test_masked_array_inside_from_list_is_refused():
+    """From a fuzz audit: a masked array as an item of from_list was read with the data
+    under its mask (docs: masked arrays are a TypeError wherever an array comes in)."""
+    m = np.ma.masked_array([1.0, 999.0], mask=[0, 1])
+    with raises(TypeError, r"from_list: nested_lists\[0\]\[0\] is a masked array"):
+        hr.from_list([[m]])
+    with raises(TypeError, r"nested_lists\[0\]\[1\]\[0\] is a masked array"):
+        hr.from_list([[[1.0], [m]]])
+    assert hr.from_list([[np.array([1.0, 2.0])]]).to_list() == [[[1.0, 2.0]]]
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_ndarray_subclass_values_give_plain_results():
+    """From a fuzz audit: first/last of np.matrix values returned np.matrix (indexing keeps
+    the subclass) where every other reduction returns an ndarray."""
+    xm = hr.RaggedArray(np.matrix([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), np.array([0, 2, 3, 3]))
+    for f in (hr.first, hr.last, hr.sum, hr.max, hr.count):
+        assert type(f(xm)) is np.ndarray
+    np.testing.assert_array_equal(hr.last(xm), [[3.0, 4.0], [5.0, 6.0], [np.nan, np.nan]])
+
+
+def test_slice_with_a_step_past_the_length():
+    """From a fuzz audit: x[::2**63] was 'TypeError: index must be an integer or boolean
+    array, got dtype float64' (np.arange made float indices); a list gives its first item."""
+    x = hr.RaggedArray(np.arange(10.0), np.array([0, 3, 3, 7, 10]))
+    segs = x.to_list()
+    for step in (2**63, -(2**63), 2**70, 5, 4, -4, -5, 3, -1):
+        for start in (None, 0, 1, -1, 3, -5):
+            for stop in (None, 0, 2, -1, -10):
+                assert x[start:stop:step].to_list() == segs[start:stop:step]
+    assert hr.RaggedArray(np.zeros(0), np.array([0]))[:: 2**63].to_list() == []

@@ -230,6 +230,8 @@ def _gather_rows(kind, spec, values, offsets, fill, use_fill):
         # a valid row instead, overwritten below. Indexing, not np.take:
         # np.take copied the whole of strided values first
         out = values[np.clip(rows, 0, values.shape[0] - 1)]
+        if out.__class__ is not np.ndarray:  # an ndarray subclass (np.matrix) stays one
+            out = out.view(np.ndarray)  # through indexing; every other op gives ndarrays
         if not out.dtype.isnative:
             out = out.astype(spec.out_dtype)
     # the declaration's identity: NaN for floats and complex, else 0

@@ -459,8 +459,17 @@ class CudaBackend:
                 f"{argname} is a {type(obj).__name__} on the host but the array is on cuda; "
                 "hrarray never copies between devices (move it explicitly)"
             )
-        if _is_numba(obj) or hasattr(obj, "__cuda_array_interface__"):
+        if _is_numba(obj):
             return obj
+        if hasattr(obj, "__cuda_array_interface__"):
+            if all(hasattr(obj, a) for a in ("shape", "ndim", "dtype")):
+                return obj
+            # a bare producer (the interface and nothing else): a numba view of it
+            try:
+                return cuda.as_cuda_array(obj, sync=False)
+            except Exception as exc:
+                raise TypeError(f"{argname}: cannot view {type(obj).__name__} as a CUDA array "
+                                f"through its __cuda_array_interface__: {exc}") from exc
         if hasattr(obj, "__dlpack__"):
             try:
                 return cuda.as_cuda_array(_DLPackCAI(obj), sync=False)
