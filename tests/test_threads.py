@@ -162,15 +162,22 @@ FORK_WHILE_BUSY = textwrap.dedent(
             else:
                 time.sleep(seconds)
 
+    # the holders below release only after the fork has returned in the parent, as a
+    # thread does that waits for a lock the forking thread holds (a fork hook of another
+    # library, logging's): a fork that waited for them deadlocked the parent
     if mode == "kernel-lock":
         # another thread holds the kernel table's lock (as while it creates a kernel)
-        # at the fork, and never releases it before the child needs it
         threading.Thread(target=hold, args=(cpu._compiled_lock, None), daemon=True).start()
+    elif mode == "loading-lock":
+        # another thread is loading a kernel module or building a native entry
+        from hrarray._kernels import _locks
+
+        threading.Thread(target=hold, args=(_locks.LOADING, None), daemon=True).start()
     elif mode == "numba-lock":
         # another thread is compiling (holds Numba's compiler lock) when the fork starts
         from numba.core.compiler_lock import global_compiler_lock
 
-        threading.Thread(target=hold, args=(global_compiler_lock, 0.5), daemon=True).start()
+        threading.Thread(target=hold, args=(global_compiler_lock, None), daemon=True).start()
     else:  # "first-call": another thread's first reduction loads and compiles its kernel
         threading.Thread(target=x.max, daemon=True).start()
         held.set()
@@ -190,13 +197,15 @@ FORK_WHILE_BUSY = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["kernel-lock", "numba-lock", "first-call"])
+@pytest.mark.parametrize("mode", ["kernel-lock", "loading-lock", "numba-lock", "first-call"])
 def test_a_child_forked_while_another_thread_loads_kernels(mode, tmp_path):
     """From an audit: a child forked while another thread held hrarray's kernel lock (it was
-    loading its first kernel) waited on that lock forever. A fork now waits for a load or a
-    compile in progress (hrarray's and Numba's compiler lock), and the child gets fresh
-    locks; the kernel modules are imported with hrarray (an import in progress at a fork left
-    its module lock held in the child)."""
+    loading its first kernel) waited on that lock forever. The child now gets every hrarray
+    lock afresh, and Numba's compiler lock too where another thread held it; the kernel
+    modules are imported with hrarray (an import in progress at a fork left its module lock
+    held in the child). A review found the first fix's wait (a fork took hrarray's load lock
+    and Numba's first) deadlocking the parent behind logging's fork hook: a fork never waits
+    now, whatever other threads hold."""
     if not hasattr(os, "fork"):
         pytest.skip("no fork() on this platform")
     env = dict(os.environ, HRARRAY_CACHE_DIR=str(tmp_path))  # cold: first-call compiles

@@ -2,17 +2,22 @@
 
 A child of ``os.fork()`` has only the forking thread. A lock that another
 thread held at that moment stays held in the child, and nothing will release
-it: the child's first kernel load waited on it forever. Two measures:
+it: the child's first kernel load waited on it forever. So every hrarray lock
+is made here, and a child gets each one afresh. Numba's global compiler lock
+is treated the same way: if another thread held it at the fork (it was
+compiling), the child gets a fresh one, and otherwise the forking thread holds
+it across the fork so that no compile starts in between.
 
-- before a fork, the forking thread takes ``LOADING`` (held while hrarray
-  imports Numba, loads a kernel module or builds a native entry) and Numba's
-  compiler lock, in that order (the order in which a kernel load nests
-  them), and so waits for a load or compile in progress in another thread to
-  finish: the child never inherits an import, LLVM or Numba halfway through
-  one;
-- in the child, every lock made here is replaced by a fresh one, and Numba's
-  compiler lock, held by the forking thread (the one thread of the child),
-  is released.
+A fork never waits here. An earlier version took hrarray's load lock and
+Numba's before a fork, to let a compile in another thread finish first. That
+deadlocked the parent when a fork hook registered later (``logging``'s) had
+already taken a lock that the compiling thread needed, and it stalled forks
+for tens of seconds behind cold compiles.
+
+What remains is Python's own hazard of forking with threads (3.12 warns about
+it). A fork while another thread is importing a module (Numba, on hrarray's
+first kernel) leaves that module's import lock held in the child. The kernel
+modules are imported with hrarray so that only Numba's own import is exposed.
 
 ``subprocess`` and ``multiprocessing``'s spawn and forkserver start methods do
 not run these hooks; ``multiprocessing``'s fork method and ``os.fork`` do.
@@ -25,7 +30,7 @@ import sys
 import threading
 import weakref
 
-__all__ = ["LOADING", "Lock", "RLock", "hold_across_fork"]
+__all__ = ["LOADING", "Lock", "RLock"]
 
 
 class _ForkSafeLock:
@@ -56,8 +61,7 @@ class _ForkSafeLock:
 
 
 _ALL: weakref.WeakSet = weakref.WeakSet()
-_HOLD: list = []  # taken before a fork, in this order
-_TAKEN: list = []  # what _before took: (lock, is_numba)
+_TAKEN: list = []  # (Numba's compiler lock, whether _before took it)
 
 
 def Lock():
@@ -68,16 +72,9 @@ def RLock():
     return _ForkSafeLock(threading.RLock)
 
 
-def hold_across_fork(lock):
-    """Have a fork wait until ``lock`` is free."""
-    _HOLD.append(lock)
-    return lock
-
-
-# Held while hrarray imports Numba, imports (loads or compiles) a generated kernel
-# module or builds a native entry: a fork waits for it, so a child never inherits
-# an import of Numba or a compile half done in another thread.
-LOADING = hold_across_fork(RLock())
+# Held while hrarray loads a generated kernel module (importing Numba on the
+# first) or builds a native entry: one lock for every load.
+LOADING = RLock()
 
 
 def _numba_compiler_lock():
@@ -91,25 +88,30 @@ def _numba_compiler_lock():
 
 
 def _before():
-    for lock in _HOLD:
-        lock.acquire()
-        _TAKEN.append((lock, False))
-    numba_lock = _numba_compiler_lock()
-    if numba_lock is not None:
-        numba_lock.acquire()
-        _TAKEN.append((numba_lock, True))
+    # never blocks: held (for the fork's instant) only if free
+    lock = _numba_compiler_lock()
+    if lock is not None:
+        _TAKEN.append((lock, lock.acquire(blocking=False)))
 
 
 def _after_in_parent():
     while _TAKEN:
-        _TAKEN.pop()[0].release()
+        lock, taken = _TAKEN.pop()
+        if taken:
+            lock.release()
 
 
 def _after_in_child():
     while _TAKEN:
-        lock, is_numba = _TAKEN.pop()
-        if is_numba:
+        lock, taken = _TAKEN.pop()
+        if taken:
             lock.release()  # owned by this thread, which is the child's
+        else:
+            # another thread was compiling: its lock would never be released here
+            mod = sys.modules.get("numba.core.compiler_lock")
+            wrapper = getattr(mod, "global_compiler_lock", None)
+            if getattr(wrapper, "_lock", None) is lock:
+                wrapper._lock = threading.RLock()
     for lock in list(_ALL):
         lock._reset()
 

@@ -54,7 +54,7 @@ import numpy as np
 from hrarray._kernels import _locks
 
 MAGIC = b"HRN1\n"
-# brackets native code generation (LLVM): a fork waits for it (_locks)
+# native code generation (LLVM) shares the kernel modules' load lock
 _lock = _locks.LOADING
 _engine = None  # None: not started; False: off in this process
 # every engine ever started: loaded code must outlive the entries calling it
@@ -381,7 +381,7 @@ class Lazy:
 
     def get(self):
         if self._mod is None:
-            # one lock for every load: a fork waits for it (_locks.LOADING)
+            # one lock for every load (_locks.LOADING: a fork child gets it afresh)
             with _locks.LOADING:
                 if self._mod is None:
                     self._mod = self._load()
