@@ -72,11 +72,12 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
 def _rebuild(values, offsets):
     """A RaggedArray from unpickled (or deep-copied) parts: validated again (a pickle
     may be damaged or edited, and validated offsets are the memory-safety boundary),
-    and NumPy offsets held as a read-only view, as for every array hrarray derives
-    (an unpickled writable array let a write send kernels out of bounds)."""
-    if offsets.__class__ is np.ndarray and offsets.flags.writeable:
-        offsets = offsets.view()
-        offsets.flags.writeable = False
+    with NumPy offsets copied into a read-only array of hrarray's own (an unpickled
+    writable array let a write send kernels out of bounds; a view of it was not
+    enough, since ``pickle.loads(pickle.dumps((x, x.offsets)))`` hands the caller
+    that same array). The copy is O(nsegments), as the validation."""
+    if offsets.__class__ is np.ndarray:
+        offsets = _frozen(offsets.copy())
     return RaggedArray(values, offsets)
 
 

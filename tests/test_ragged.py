@@ -637,6 +637,14 @@ def test_pickle_and_deepcopy_keep_offsets_read_only(proto):
                     level.offsets[-1] = 50_000_000
                 level = level.values
             np.testing.assert_array_equal(hr.sum(y, levels=y.depth), hr.sum(x, levels=x.depth))
+    # offsets pickled beside the array come back as one object: the array's own offsets
+    # must still be its own (a review: a read-only view of that shared array was not)
+    x = hr.from_lengths(np.arange(10.0), [3, 7])
+    for y, off in (pickle.loads(pickle.dumps((x, x.offsets), protocol=proto)),
+                   copy.deepcopy((x, x.offsets))):
+        if off.flags.writeable:
+            off[1] = 50_000_000
+        np.testing.assert_array_equal(hr.sum(y), [3.0, 42.0])
     mine = np.array([0, 2, 6])
     x = hr.RaggedArray(np.arange(6.0), mine)
     copy.copy(x)
