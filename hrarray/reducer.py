@@ -311,20 +311,24 @@ class Reducer:
                 f"runs the Reducer once in Python to infer its types), first: {exc}"
             ) from exc
 
-    def _trial(self, in_dtype: np.dtype, run):
-        """``run(v)`` for the first trial element ``v`` on which the user's
-        functions all return: a function valid on the data may fail on one
-        value (``math.log`` at 0, ``assert v > 0.5``), so 1 comes first, then
-        0, 2, -1, 0.5, 10. NumPy's floating-point warnings are off for the run
-        (``1.0 / v`` at 0 warned)."""
-        first = None
+    def _trial(self, in_dtype: np.dtype, run) -> list:
+        """``run(v)`` for every trial element ``v`` on which the user's
+        functions all return (at least one, or a TypeError). A function valid
+        on the data may fail on one value (``math.log`` at 0, ``assert v > 0.5``),
+        so several are tried: 1, 0, 2, -1, 0.5, 10. The types they give are then
+        promoted together, as Numba unifies a function's branches: ``v if v > 0
+        else 0.5`` is an int at 1 and a float at 0, so a float state. NumPy's
+        floating-point warnings are off for the run (``1.0 / v`` at 0 warned)."""
+        outs, first = [], None
         for v in _trial_elements(in_dtype):
             try:
                 with np.errstate(all="ignore"):
-                    return run(v)
+                    outs.append(run(v))
             except _TrialFailed as exc:
                 first = first or exc
-        raise TypeError(str(first)) from first.__cause__
+        if not outs:
+            raise TypeError(str(first)) from first.__cause__
+        return outs
 
     def _state_type(self, in_dtype: np.dtype):
         """Without ``map`` the element is the state: the scalar type of the
@@ -332,23 +336,42 @@ class Reducer:
         return np.result_type(np.asarray(self.identity).dtype, in_dtype).type
 
     def _state(self, in_dtype: np.dtype, widen: bool = True):
-        """(identity, one element's state) as the kernels hold them, run once in
-        Python. Each state component is of the promoted type of the identity's,
-        ``map``'s and ``combine``'s values for it (``widen``: integers widened
-        to 64 bits, as Numba's arithmetic computes them): the kernels' stacks
-        and row accumulators take the identity's types, and an integer
-        identity under a float ``map`` (identity=0, map=lambda v: v * 0.5) had
-        them truncate every partial state to an integer."""
+        """(identity, one element's state) as the kernels hold them (``_states``)."""
+        ident, states = self._states(in_dtype, widen)
+        return ident, states[0]
+
+    def _states(self, in_dtype: np.dtype, widen: bool = True):
+        """(identity, the state of each trial element) as the kernels hold them,
+        run in Python. Each state component is of the promoted type of the
+        identity's and of every trial's ``map`` and ``combine`` values for it
+        (``widen``: integers widened to 64 bits, as Numba's arithmetic computes
+        them): the kernels' stacks and row accumulators take the identity's
+        types, and an integer identity under a float ``map`` (identity=0,
+        map=lambda v: v * 0.5) had them truncate every partial state to an
+        integer."""
         ident = self.identity
         if self.map is None and not isinstance(ident, tuple):
             # without map, the element is the state (whatever combine(0, 0.0)
             # returns in Python: max(0, 0.0) is the int 0)
             st_type = self._state_type(in_dtype)
-            return st_type(ident), st_type(0)
-        return self._trial(in_dtype, lambda v: self._state_at(v, in_dtype, widen))
+            return st_type(ident), [st_type(0)]
+        runs = self._trial(in_dtype, lambda v: self._raw_state(v, in_dtype))
+        states = [st for st, _ in runs]
+        combined = [both for _, both in runs]
+        if isinstance(ident, tuple):
+            if not all(isinstance(b, tuple) and len(b) == len(ident) for b in combined):
+                return ident, states  # the kernel's typing names the mismatch
+            types = [_promoted(*col, widen=widen)
+                     for col in zip(ident, *states, *combined, strict=True)]
+            return (tuple(t(c) for t, c in zip(types, ident, strict=True)),
+                    [tuple(t(c) for t, c in zip(types, st, strict=True)) for st in states])
+        if any(isinstance(x, tuple) for x in (*states, *combined)):
+            return ident, states
+        t = _promoted(ident, *states, *combined, widen=widen)
+        return t(ident), [t(st) for st in states]
 
-    def _state_at(self, v, in_dtype: np.dtype, widen: bool):
-        """``_state`` from the trial element ``v``."""
+    def _raw_state(self, v, in_dtype: np.dtype):
+        """(``map(v)``, ``combine(identity, map(v))``) as Python gives them."""
         ident = self.identity
         st = self._try("map(element)", in_dtype, self.map, v) if self.map is not None else v
         if isinstance(ident, tuple) and not (isinstance(st, tuple) and len(st) == len(ident)):
@@ -357,44 +380,37 @@ class Reducer:
                 f"Reducer {self.name!r}: identity is a tuple of {len(ident)}, so {who} one; "
                 f"got {type(st).__name__}"
             )
-        both = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
-        if isinstance(ident, tuple):
-            if not (isinstance(both, tuple) and len(both) == len(ident)):
-                return ident, st  # the kernel's typing names the mismatch
-            types = [_promoted(*c, widen=widen) for c in zip(ident, st, both, strict=True)]
-            return (tuple(t(c) for t, c in zip(types, ident, strict=True)),
-                    tuple(t(c) for t, c in zip(types, st, strict=True)))
-        if isinstance(st, tuple) or isinstance(both, tuple):
-            return ident, st
-        t = _promoted(ident, st, both, widen=widen)
-        return t(ident), t(st)
+        return st, self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
 
     def _result_dtype(self, in_dtype: np.dtype) -> np.dtype:
-        """Infer the result dtype by running the declaration once in Python
-        (on the state's promoted types, not widened: an int8 state stays an int8
-        result)."""
-        def run(v):
-            if self.map is None and not isinstance(self.identity, tuple):
-                ident, st = self._state(in_dtype, widen=False)
-            else:
-                ident, st = self._state_at(v, in_dtype, widen=False)
-            st = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
-            if self.finalize is None:
-                return st
-            return self._try("finalize(state, n)", in_dtype, self.finalize, st, 1)
-
-        res = self._trial(in_dtype, run)
-        if isinstance(res, tuple):
-            raise TypeError(f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
-        dt = np.asarray(res).dtype
-        if dt.kind not in "biufc":
-            # a string would be a '<U1' array cut to one character, a date... no kernel state
-            who = "finalize" if self.finalize is not None else "combine"
-            raise TypeError(
-                f"Reducer {self.name!r}: {who} must return a number (bool, int, float or "
-                f"complex), got {type(res).__name__} {res!r}"
-            )
-        return dt
+        """Infer the result dtype by running the declaration in Python on the
+        trial elements' states (their promoted types, not widened: an int8
+        state stays an int8 result) and promoting what they give."""
+        ident, states = self._states(in_dtype, widen=False)
+        results, first = [], None
+        for st in states:
+            try:
+                with np.errstate(all="ignore"):
+                    acc = self._try("combine(identity, state)", in_dtype, self.combine, ident, st)
+                    if self.finalize is not None:
+                        acc = self._try("finalize(state, n)", in_dtype, self.finalize, acc, 1)
+                results.append(acc)
+            except _TrialFailed as exc:
+                first = first or exc
+        if not results:
+            raise TypeError(str(first)) from first.__cause__
+        for res in results:
+            if isinstance(res, tuple):
+                raise TypeError(
+                    f"Reducer {self.name!r} finalize must return a scalar, not a tuple")
+            if np.asarray(res).dtype.kind not in "biufc":
+                # a string would be a '<U1' array cut to one character, a date... no state
+                who = "finalize" if self.finalize is not None else "combine"
+                raise TypeError(
+                    f"Reducer {self.name!r}: {who} must return a number (bool, int, float or "
+                    f"complex), got {type(res).__name__} {res!r}"
+                )
+        return np.result_type(*[np.asarray(r).dtype for r in results])
 
     def _cache_key(self):
         """What the compiled kernels are cached on (see ``_value_key``):

@@ -707,6 +707,12 @@ def test_reducer_trial_run_accepts_functions_that_fail_at_zero():
     xi = hr.RaggedArray(np.array([1, 2, 4], np.uint8), [0, 1, 3])
     np.testing.assert_array_equal(
         hr.reduce(xi, hr.Reducer(0, lambda a, b: a + b, map=lambda v: 100 // v)), [100, 75])
+    # a map whose type depends on the value: the trials' types are promoted together, as
+    # Numba unifies its branches (from 1 alone the state was an int and 0.5 truncated)
+    xs = hr.RaggedArray(np.array([3, -1, -2, 0], np.int32), [0, 4])
+    half = hr.reduce(xs, hr.Reducer(0, lambda a, b: a + b, map=lambda v: v if v > 0 else 0.5))
+    assert half.dtype == np.float64
+    np.testing.assert_array_equal(half, [4.5])
     # a function that raises on every trial element is still a TypeError naming the Reducer
     with raises(TypeError, r"Reducer 'far'", r"map\(element\) fails in Python on every trial",
                 r"math domain error"):
