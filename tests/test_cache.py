@@ -94,3 +94,23 @@ def test_damaged_numba_cache_files_are_recompiled(tmp_path, damage):
     assert _run(DAMAGE_PROBE, env).strip() == "ok"
     # the cache is whole again: a third process still runs (and reads it)
     assert _run(DAMAGE_PROBE, env).strip() == "ok"
+
+
+def test_a_shared_dispatcher_is_wrapped_once():
+    """A review: helpers injected into many generated modules (the prefetch helper) were
+    wrapped again at each module's import; after ~1,200 user-reducer modules a load hit the
+    recursion limit inside the wrappers, was taken for a damaged file, and turned the healthy
+    cache off."""
+    numba = pytest.importorskip("numba")
+    from hrarray._kernels import _codegen as cg
+
+    @numba.njit(cache=True)
+    def helper(a):
+        return a + 1
+
+    cg._tolerate_damaged_cache(helper)
+    wrapped = helper._cache.load_overload
+    for _ in range(5):
+        cg._tolerate_damaged_cache(helper)
+    assert helper._cache.load_overload is wrapped
+    assert helper(1) == 2

@@ -198,6 +198,9 @@ def _tolerate_damaged_cache(dispatcher) -> None:
     load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
     if load is None or save is None or getattr(cache, "cache_path", None) is None:
         return  # not a dispatcher, or one that caches nothing (NullCache)
+    if getattr(cache, "_hrarray_tolerant", False):
+        return  # a shared helper injected into many modules: wrapped once
+    cache._hrarray_tolerant = True
 
     def load_overload(sig, target_context):
         try:
