@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -95,16 +96,24 @@ def rerate(doc: dict) -> None:
 
 
 def _positive(kind):
-    """An argparse type: a number of ``kind`` above 0 (--n -5 ran and reported 12 failures;
-    --repeats 0 was read as the default)."""
+    """An argparse type: a finite number of ``kind`` of at least 1 for integers
+    and above 0 for floats (--n -5 ran and reported 12 failures; --repeats 0 was
+    read as the default; an int written as a float must be whole)."""
 
     def parse(text):
         try:
-            v = kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+            v = float(text)
         except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+        if kind is int:
+            if not v.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+            v = int(v)
+            if v < 1:
+                raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+        elif not v > 0:
             raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
         return v
 
@@ -141,7 +150,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--n",
-        type=_positive(float),
+        type=_positive(int),
         default=None,
         help=f"scalars per workload (default {wl.CPU_SCALARS:.1e} on the CPU, "
         f"{wl.GPU_SCALARS:.1e} when CUDA runs, {wl.QUICK_SCALARS} with --quick)",
