@@ -169,10 +169,10 @@ FORK_WHILE_BUSY = textwrap.dedent(
         # another thread holds the kernel table's lock (as while it creates a kernel)
         threading.Thread(target=hold, args=(cpu._compiled_lock, None), daemon=True).start()
     elif mode == "loading-lock":
-        # another thread is loading a kernel module or building a native entry
-        from hrarray._kernels import _locks
+        # another thread is building a native entry (LLVM)
+        from hrarray._kernels import native
 
-        threading.Thread(target=hold, args=(_locks.LOADING, None), daemon=True).start()
+        threading.Thread(target=hold, args=(native._lock, None), daemon=True).start()
     elif mode == "numba-lock":
         # another thread is compiling (holds Numba's compiler lock) when the fork starts
         from numba.core.compiler_lock import global_compiler_lock

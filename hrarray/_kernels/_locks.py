@@ -30,7 +30,7 @@ import sys
 import threading
 import weakref
 
-__all__ = ["LOADING", "Lock", "RLock"]
+__all__ = ["Lock", "RLock"]
 
 
 class _ForkSafeLock:
@@ -70,11 +70,6 @@ def Lock():
 
 def RLock():
     return _ForkSafeLock(threading.RLock)
-
-
-# Held while hrarray loads a generated kernel module (importing Numba on the
-# first) or builds a native entry: one lock for every load.
-LOADING = RLock()
 
 
 def _numba_compiler_lock():

@@ -54,8 +54,7 @@ import numpy as np
 from hrarray._kernels import _locks
 
 MAGIC = b"HRN1\n"
-# native code generation (LLVM) shares the kernel modules' load lock
-_lock = _locks.LOADING
+_lock = _locks.RLock()
 _engine = None  # None: not started; False: off in this process
 # every engine ever started: loaded code must outlive the entries calling it
 # (tests swap engines; an engine freed under a cached entry would crash)
@@ -378,11 +377,11 @@ class Lazy:
     def __init__(self, load):
         self._load = load
         self._mod = None
+        self._lock = _locks.RLock()
 
     def get(self):
         if self._mod is None:
-            # one lock for every load (_locks.LOADING: a fork child gets it afresh)
-            with _locks.LOADING:
+            with self._lock:
                 if self._mod is None:
                     self._mod = self._load()
         return self._mod
