@@ -54,15 +54,12 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     # dtype equality, not the scalar type: np.longlong is int64's equal with
     # another type object, and is used as it is too
     if not (dt.isnative and dt in (_INT32, _INT64)):
-        if dt.kind == "u" and dt.itemsize == 8 and be.name == "cpu":
+        if dt.kind == "u" and dt.itemsize == 8:
             # uint64 beyond int64 would wrap negative: name the value as given
-            # (on CUDA the conversion's wrapped value is still rejected by the
-            # check, without this message: device arrays may lack operators)
-            big = offsets > np.uint64(np.iinfo(np.int64).max)
-            if bool(big.any()):
-                k = int(be.xp.nonzero(big)[0][0])
+            bad = be.first_past_int64(offsets)
+            if bad is not None:
                 raise ValueError(
-                    f"{argname}[{k}]={int(offsets[k])} is past the end of {what} "
+                    f"{argname}[{bad[0]}]={bad[1]} is past the end of {what} "
                     "(it does not even fit int64)"
                 )
         offsets = _frozen(be.astype(offsets, np.int64))

@@ -72,12 +72,20 @@ def test_bad_offsets_values(offsets, n, pattern, backend):
     np.testing.assert_array_equal(offsets, before[1])
 
 
-def test_uint64_offsets_beyond_int64():
-    """uint64 offsets are converted to int64: a value past 2**63 must still be rejected."""
-    with raises(ValueError, r"offsets\[1\]=18446744073709551615"):
-        hr.RaggedArray(np.arange(5.0), np.array([0, 2**64 - 1], np.uint64))
-    with raises(ValueError, r"offsets\[2\]=9223372036854775813"):  # the value given, not wrapped
-        hr.RaggedArray(np.arange(5.0), np.array([0, 1, 2**63 + 5], np.uint64))
+def test_uint64_offsets_beyond_int64(backend):
+    """uint64 offsets are converted to int64: a value past 2**63 must still be rejected,
+    named as given, on every backend (on CUDA the conversion wrapped it negative on a GPU
+    and raised OverflowError under the simulator), in either byte order."""
+    values = to_backend(np.arange(5.0), backend)
+    for dt in ("<u8", ">u8"):
+        for offs, pattern in [([0, 2**64 - 1], r"offsets\[1\]=18446744073709551615"),
+                              ([0, 1, 2**63 + 5], r"offsets\[2\]=9223372036854775813"),
+                              ([2**63, 5], r"offsets\[0\]=9223372036854775808")]:
+            with raises(ValueError, pattern, "does not even fit int64"):
+                hr.RaggedArray(values, to_backend(np.array(offs, dt), backend))
+    x = hr.RaggedArray(values, to_backend(np.array([0, 2, 5], ">u8"), backend))
+    assert to_host(x.lengths).tolist() == [2, 3]
+    assert to_host(hr.sum(x)).tolist() == [1.0, 9.0]
 
 
 def test_validate_false_skips_the_check():

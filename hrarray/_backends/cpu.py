@@ -124,6 +124,15 @@ class CpuBackend:
         return a.dtype.isnative
 
     # ------------------------------------------------------------ offsets
+    def first_past_int64(self, offsets):
+        """``(position, value)`` of the first uint64 offset past int64's range
+        (converted, it would wrap negative), or None."""
+        big = offsets > np.uint64(np.iinfo(np.int64).max)
+        if not big.any():
+            return None
+        k = int(np.flatnonzero(big)[0])
+        return k, int(offsets[k])
+
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
         res = np.empty(2, np.int64)
         fn = _check_offsets().resolve((offsets.dtype, offsets.flags.num, type(limit)),

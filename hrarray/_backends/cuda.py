@@ -44,6 +44,14 @@ _TPB = 32 if SIMULATOR else 128
 
 
 @cuda.jit
+def _k_first_past_int64(offsets, res):
+    """res[0] = the first position of a uint64 offset past int64 (n if none)."""
+    i = cuda.grid(1)
+    if i < offsets.shape[0] and offsets[i] > np.uint64(0x7FFFFFFFFFFFFFFF):
+        cuda.atomic.min(res, 0, np.int64(i))
+
+
+@cuda.jit
 def _k_validate(offsets, limit, res):
     """res = [negative first?, first decreasing position (n if none), past end?]"""
     i = cuda.grid(1)
@@ -531,6 +539,21 @@ class CudaBackend:
         return _view(out)
 
     # ------------------------------------------------------------ offsets
+    def first_past_int64(self, offsets):
+        """``(position, value)`` of the first uint64 offset past int64's range,
+        or None: checked before the conversion to int64, in which it would wrap
+        negative on a GPU (and overflow under the simulator)."""
+        src = self._readable(offsets)  # native byte order
+        n = src.shape[0]
+        with _device_ctx(offsets):
+            stream = _stream_of(offsets)
+            res = cuda.to_device(np.array([n], np.int64), stream=stream)
+            launch(_k_first_past_int64, _grid(n), _TPB, stream, (src, res))
+            k = int(_fetch(res, stream)[0])
+        if k >= n:
+            return None
+        return k, int(_HostReader(src, offsets)[k])
+
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
         n = offsets.shape[0]
         v = _view(offsets)
