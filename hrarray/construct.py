@@ -509,7 +509,7 @@ def _concat(compact: list[RaggedArray]) -> RaggedArray:
     for k, a in enumerate(compact):
         o = be.astype(a._offsets, np.int64)[(0 if k == 0 else 1) :]
         parts.append(be.shift(o, -shift) if shift else o)
-        shift += be.ends(a._offsets)[1]
+        shift += be.ends(a._offsets, a._ends)[1]
     offs = be.concatenate(parts)
     if shift <= np.iinfo(np.int32).max and all(
         np.dtype(be.dtype(a._offsets)) == np.int32 for a in compact
@@ -521,4 +521,4 @@ def _concat(compact: list[RaggedArray]) -> RaggedArray:
         inner = _concat([a._values for a in compact])
     else:
         inner = be.concatenate([a._values for a in compact])
-    return RaggedArray._trusted(inner, offs)
+    return RaggedArray._trusted(inner, offs, (0, shift))

@@ -196,7 +196,13 @@ class RaggedArray:
     ``offsets`` after validation voids the check.
     """
 
-    __slots__ = ("_backend", "_offsets", "_values")
+    # _ends: (offsets[0], offsets[-1]) where known (validation read them, or the
+    # offsets are compact by construction), else None. On CUDA reading them is a
+    # host synchronisation, which compacting (every levels < depth reduction,
+    # every transform) would otherwise pay per level; the CPU backend reads them
+    # afresh (backend.ends). Ends belong to the offsets array: whatever reuses
+    # the same offsets reuses them.
+    __slots__ = ("_backend", "_ends", "_offsets", "_values")
 
     def __init__(self, values, offsets, *, validate=True):
         if isinstance(values, RaggedArray):
@@ -217,21 +223,21 @@ class RaggedArray:
             # the memory-safety switch: validate=None or 0 must not silently skip the check
             raise TypeError(f"validate must be True or False, got {validate!r}")
         offs = _normalize_offsets(be, offsets, "offsets", what)
-        if validate:
-            be.validate(offs, nvals, "offsets", what)
+        self._ends = be.validate(offs, nvals, "offsets", what) if validate else None
         self._backend = be
         self._values = vals
         self._offsets = offs
 
     @classmethod
-    def _trusted(cls, values, offsets):
+    def _trusted(cls, values, offsets, ends=None):
         """Build without checks (internal: offsets already valid).
 
         Every array hrarray derives (results, slices, ``with_values``) comes
         through here, often sharing offsets with its input: NumPy offsets are
         kept as a read-only view, so that writing into a derived array's
         offsets cannot change (and invalidate) the validated offsets of the
-        array it came from -- its kernels would then read out of bounds."""
+        array it came from -- its kernels would then read out of bounds.
+        ``ends``: ``(offsets[0], offsets[-1])`` where the caller knows them."""
         if offsets.__class__ is np.ndarray and offsets.flags.writeable:
             offsets = offsets.view()
             offsets.flags.writeable = False
@@ -241,6 +247,7 @@ class RaggedArray:
         )
         self._values = values
         self._offsets = offsets
+        self._ends = ends
         return self
 
     # ------------------------------------------------------------ copies
@@ -251,7 +258,7 @@ class RaggedArray:
     def __copy__(self):
         # shares both arrays, as before; not through _rebuild, which would freeze (a
         # view of) offsets a caller may still own writable
-        return RaggedArray._trusted(self._values, self._offsets)
+        return RaggedArray._trusted(self._values, self._offsets, self._ends)
 
     def __deepcopy__(self, memo):
         import copy
@@ -285,7 +292,7 @@ class RaggedArray:
     @property
     def nvalues(self) -> int:
         """``offsets[-1] - offsets[0]``: the elements inside segments."""
-        lo, hi = self._backend.ends(self._offsets)
+        lo, hi = self._backend.ends(self._offsets, self._ends)
         return hi - lo
 
     @property
@@ -334,15 +341,15 @@ class RaggedArray:
     def _compact(self) -> RaggedArray:
         """Same content with offsets starting at 0 and ending at ``len(values)``
         at every level (copies offsets where they must be rebased, never values)."""
-        lo, hi = self._backend.ends(self._offsets)
+        lo, hi = self._backend.ends(self._offsets, self._ends)
+        whole = (lo, hi) == (0, len(self._values))
         if isinstance(self._values, RaggedArray):
-            inner = self._values[lo:hi]._compact()
-            nv = len(self._values)
+            # (the whole inner level keeps its own known ends: no slice)
+            inner = (self._values if whole else self._values[lo:hi])._compact()
         else:
-            inner = self._values[lo:hi] if (lo, hi) != (0, self._values.shape[0]) else self._values
-            nv = self._values.shape[0]
-        offs = self._offsets if (lo == 0 and hi == nv) else self._backend.shift(self._offsets, lo)
-        return RaggedArray._trusted(inner, offs)
+            inner = self._values if whole else self._values[lo:hi]
+        offs = self._offsets if whole else self._backend.shift(self._offsets, lo)
+        return RaggedArray._trusted(inner, offs, (0, hi - lo))
 
     def _composed_offsets(self):
         """Offsets of each top segment into the leaf values (levels flattened)."""
@@ -380,14 +387,16 @@ class RaggedArray:
             start, stop, step = key.indices(n)
             if step == 1:
                 stop = max(stop, start)
-                return RaggedArray._trusted(self._values, self._offsets[start : stop + 1])
+                whole = start == 0 and stop == n  # the same ends, if known
+                return RaggedArray._trusted(self._values, self._offsets[start : stop + 1],
+                                            self._ends if whole else None)
             # a step past the length picks the start alone (clamped: np.arange with
             # a step of 2**63 made float64 indices, then "not an integer array")
             key = np.arange(start, stop, max(-n, min(step, n)) if n else 1, dtype=np.int64)
             if be.name != "cpu":
                 key = be.xp.asarray(key)
         if key is Ellipsis:  # as NumPy: a view of everything
-            return RaggedArray._trusted(self._values, self._offsets)
+            return RaggedArray._trusted(self._values, self._offsets, self._ends)
         if key is None:
             raise TypeError(
                 "a RaggedArray cannot take a new axis (x[None]); index it with a segment, "
@@ -449,7 +458,7 @@ class RaggedArray:
             inner = self._values._take(elem)
         else:
             inner = self._backend.xpa(self._values)[elem]
-        return RaggedArray._trusted(inner, new_offs)
+        return RaggedArray._trusted(inner, new_offs, (0, total))
 
     # ------------------------------------------------------------ conversions
     def segment_ids(self):
@@ -510,9 +519,9 @@ class RaggedArray:
             got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"
             raise ValueError(f"new_values must have {n_need} rows (the leaf values), got {got}")
         del be
-        out = RaggedArray._trusted(new, leaf._offsets)
+        out = RaggedArray._trusted(new, leaf._offsets, leaf._ends)
         for lvl in reversed(levels[:-1]):
-            out = RaggedArray._trusted(out, lvl._offsets)
+            out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
         return out
 
     def to_numpy(self) -> RaggedArray:
@@ -524,7 +533,7 @@ class RaggedArray:
             if isinstance(self._values, RaggedArray)
             else self._backend.to_host(self._values)
         )
-        return RaggedArray._trusted(inner, self._backend.to_host(self._offsets))
+        return RaggedArray._trusted(inner, self._backend.to_host(self._offsets), self._ends)
 
     def to_cupy(self) -> RaggedArray:
         """A copy on the current CUDA device as CuPy arrays (needs CuPy)."""
@@ -541,7 +550,7 @@ class RaggedArray:
             if isinstance(self._values, RaggedArray)
             else cupy.asarray(self._values)
         )
-        return RaggedArray._trusted(inner, cupy.asarray(self._offsets))
+        return RaggedArray._trusted(inner, cupy.asarray(self._offsets), self._ends)
 
     def to_arrow(self):
         """The Arrow list array of this array, sharing its buffers (see

@@ -67,9 +67,9 @@ def _flatten(x: RaggedArray, levels: int):
 
 def _rebuild(leaf, lv):
     """``leaf`` values wrapped in the (compact) levels ``lv``, outermost first."""
-    out = RaggedArray._trusted(leaf, lv[-1]._offsets)
+    out = RaggedArray._trusted(leaf, lv[-1]._offsets, lv[-1]._ends)
     for lvl in reversed(lv[:-1]):
-        out = RaggedArray._trusted(out, lvl._offsets)
+        out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
     return out
 
 
@@ -103,7 +103,8 @@ def _softmax(name: str, x, levels):
     seg_map = _kernel(be, "segment_map", name)
     lv, offsets, leaf = _flatten(x, levels)
     st = be.reduce(stats, leaf, offsets, 0, False)
-    return _rebuild(seg_map(mdecl, leaf, offsets, st), lv)
+    # (compact: the composed offsets run from 0 to len(leaf), known without a read)
+    return _rebuild(seg_map(mdecl, leaf, offsets, st, ends=(0, leaf.shape[0])), lv)
 
 
 def softmax(x, *, levels=1):
@@ -229,7 +230,7 @@ def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     be = x._backend
     scan = _kernel(be, "segment_scan", "cumsum")
     lv, offsets, leaf = _flatten(x, levels)
-    return _rebuild(scan(spec, leaf, offsets, bool(exclusive)), lv)
+    return _rebuild(scan(spec, leaf, offsets, bool(exclusive), ends=(0, leaf.shape[0])), lv)
 
 
 # ---------------------------------------------------------------- broadcast
@@ -279,7 +280,7 @@ def broadcast(per_segment, x, *, levels=1):
         return hd.broadcast(per_segment, x, levels=levels)
     x = _check_ragged(x, "x", "broadcast")
     levels = _check_levels(x, levels)
-    lv, offsets, _ = _flatten(x, levels)
+    lv, offsets, leaf = _flatten(x, levels)
     above = lv[: len(lv) - levels]
     nseg = lv[len(lv) - levels].nsegments
     if isinstance(per_segment, RaggedArray):
@@ -315,7 +316,7 @@ def broadcast(per_segment, x, *, levels=1):
         raise TypeError(f"broadcast(): per_segment has unsupported dtype {dt}")
     mdecl = T.broadcast_map(_native(dt))
     seg_map = _kernel(be, "segment_map", "broadcast")
-    return _rebuild(seg_map(mdecl, None, offsets, per), lv)
+    return _rebuild(seg_map(mdecl, None, offsets, per, ends=(0, leaf.shape[0])), lv)
 
 
 # ---------------------------------------------------------------- attention_pool
@@ -404,7 +405,7 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
     pool = _kernel(be, "reduce_aux", "attention_pool")
     out = pool(spec, leaf, offsets, svals, fill_value if use_fill else 0, use_fill)
     for lvl in reversed(lv[: len(lv) - levels]):
-        out = RaggedArray._trusted(out, lvl._offsets)
+        out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
     return out
 
 

@@ -220,7 +220,7 @@ def check_backend_kernels() -> None:
     _current[0] = "backend"
     for odt in (np.int64, np.int32, np.uint32):
         offs = np.zeros(5, odt)
-        _compile(B._k_validate, (offs, np.int64(0), np.zeros(3, np.int64)), "backend")
+        _compile(B._k_validate, (offs, np.int64(0), np.zeros(5, np.int64)), "backend")
         _compile(B._k_diff, (offs, np.zeros(4, np.int64)), "backend")
         _compile(B._k_ends, (offs, np.zeros(2, np.int64)), "backend")
         _compile(B._k_shift, (offs, odt(0), np.zeros(5, odt)), "backend")

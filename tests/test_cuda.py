@@ -457,6 +457,61 @@ def test_default_stream_scratch_is_per_thread():
     assert keys["main"][2] == keys["other"][2] == 0x7F00
 
 
+def test_validated_arrays_reduce_and_transform_without_a_host_sync(monkeypatch):
+    """Validation fetches the offsets' ends with its verdict (one host synchronisation),
+    and every array hrarray derives from a validated one knows its ends, so compacting
+    (levels < depth, every transform, with_values, concatenate) reads none: each of these
+    took one or two host synchronisations per call (reading offsets[0] and offsets[-1]).
+    An array built with validate=False still reads them, and the results are the same."""
+    import hrarray._backends.cuda as bc
+
+    fetched = []
+    real = bc._fetch
+    monkeypatch.setattr(bc, "_fetch", lambda v, s: fetched.append(1) or real(v, s))
+    vals = np.arange(24.0).reshape(12, 2)
+    inner = np.array([1, 3, 5, 5, 12])  # not starting at 0: compaction rebases
+    outer = np.array([0, 2, 4])
+    x1 = hr.RaggedArray(dev(vals), dev(inner))
+    assert len(fetched) == 1  # the validation
+    x2 = hr.RaggedArray(x1, dev(outer))
+    # attention_pool checks that scores has x's structure: free where they share their
+    # offsets (scores made by with_values of a compact x), a host comparison otherwise
+    xc = hr.RaggedArray(dev(vals), dev(np.array([0, 3, 5, 5, 12])))
+    scores = xc.with_values(dev(np.linspace(-1.0, 1.0, 12)))
+    calls = {
+        "sum levels=1": lambda: hr.sum(x2),
+        "max levels=2": lambda: hr.max(x2, levels=2),
+        "softmax": lambda: hr.softmax(x2),
+        "cumsum": lambda: hr.cumsum(x1, exclusive=True),
+        "broadcast": lambda: hr.broadcast(hr.sum(x1), x1),
+        "attention_pool": lambda: hr.attention_pool(xc, scores),
+        "with_values": lambda: x2.with_values(dev(np.ones((11, 2)))),
+        "concatenate": lambda: hr.concatenate([x2, x2]),
+        "slice of a result": lambda: hr.sum(hr.softmax(x2)[:]),
+        "nvalues": lambda: x2.values.nvalues,
+    }
+    ref = hr.RaggedArray(hr.RaggedArray(vals, inner), outer)
+
+    def leaf(a):
+        return a.to_numpy().leaf_values if isinstance(a, hr.RaggedArray) else host(a)
+
+    for name, call in calls.items():
+        fetched.clear()
+        got = call()
+        assert fetched == [], f"{name}: {len(fetched)} host synchronisation(s)"
+        want = {"sum levels=1": lambda: hr.sum(ref), "max levels=2": lambda: hr.max(ref, levels=2),
+                "softmax": lambda: hr.softmax(ref)}.get(name)
+        if want is not None:
+            np.testing.assert_allclose(leaf(got), leaf(want()))
+    # trusted input: the ends are read (and give the same results)
+    y = hr.RaggedArray(hr.RaggedArray(dev(vals), dev(inner), validate=False), dev(outer),
+                       validate=False)
+    fetched.clear()
+    got = hr.softmax(y)
+    assert len(fetched) >= 1
+    np.testing.assert_allclose(leaf(got), leaf(hr.softmax(ref)))
+
+
 def test_backend_helpers():
     offs = dev(np.array([2, 5, 5, 9], np.int32))
     assert CUDA.ends(offs) == (2, 9)

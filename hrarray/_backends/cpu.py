@@ -141,6 +141,7 @@ class CpuBackend:
         code, pos = res
         if code:
             raise offsets_error(int(code), int(pos), offsets, limit, argname, what)
+        return int(offsets[0]), int(offsets[-1])
 
     # Structural helpers used by RaggedArray (the CUDA backend implements
     # them with small device kernels, so they work without CuPy too).
@@ -156,7 +157,9 @@ class CpuBackend:
     def concatenate(self, arrays):
         return np.concatenate(list(arrays))
 
-    def ends(self, offsets) -> tuple[int, int]:
+    def ends(self, offsets, known=None) -> tuple[int, int]:
+        """``(offsets[0], offsets[-1])``, read afresh (two host reads: ``known``
+        ends are not needed here)."""
         return int(offsets[0]), int(offsets[-1])
 
     # ------------------------------------------------------------ kernels
@@ -197,13 +200,14 @@ class CpuBackend:
 
         return reduce_aux(spec, values, offsets, aux, fill, use_fill)
 
-    def segment_map(self, mdecl, values, offsets, per_segment):
-        """``out[j] = fn(values[j], per_segment[i])`` over segment ``i``; compact."""
+    def segment_map(self, mdecl, values, offsets, per_segment, ends=None):
+        """``out[j] = fn(values[j], per_segment[i])`` over segment ``i``; compact.
+        (``ends``, the offsets' known ends, spare the CUDA backend a read.)"""
         from hrarray._kernels.cpu_transforms import segment_map
 
         return segment_map(mdecl, values, offsets, per_segment)
 
-    def segment_scan(self, spec, values, offsets, exclusive):
+    def segment_scan(self, spec, values, offsets, exclusive, ends=None):
         """Running state of ``spec.decl`` restarting at each segment; compact."""
         from hrarray._kernels.cpu_transforms import segment_scan
 

@@ -53,17 +53,23 @@ def _k_first_past_int64(offsets, res):
 
 @cuda.jit
 def _k_validate(offsets, limit, res):
-    """res = [negative first?, first decreasing position (n if none), past end?]"""
+    """res = [negative first?, first decreasing position (n if none), past end?,
+    offsets[0], offsets[n - 1]] (the ends, fetched with the verdict: known
+    ends spare every later compaction a host synchronisation)"""
     i = cuda.grid(1)
     n = offsets.shape[0]
     if i < n:
         v = np.int64(offsets[i])
-        if i == 0 and v < 0:
-            res[0] = 1
+        if i == 0:
+            res[3] = v
+            if v < 0:
+                res[0] = 1
         if i > 0 and v < np.int64(offsets[i - 1]):
             cuda.atomic.min(res, 1, np.int64(i))
-        if i == n - 1 and v > limit:
-            res[2] = 1
+        if i == n - 1:
+            res[4] = v
+            if v > limit:
+                res[2] = 1
 
 
 @cuda.jit
@@ -559,7 +565,7 @@ class CudaBackend:
         v = _view(offsets)
         with _device_ctx(offsets):
             stream = _stream_of(offsets)
-            res = cuda.to_device(np.array([0, n, 0], np.int64), stream=stream)
+            res = cuda.to_device(np.array([0, n, 0, 0, 0], np.int64), stream=stream)
             launch(_k_validate, _grid(n), _TPB, stream, (v, np.int64(limit), res))
             host = _fetch(res, stream)
         if host[0]:
@@ -569,7 +575,7 @@ class CudaBackend:
         elif host[2]:
             code, pos = 3, n - 1
         else:
-            return
+            return int(host[3]), int(host[4])
         raise offsets_error(code, pos, _HostReader(v, offsets), limit, argname, what)
 
     def diff(self, offsets):
@@ -629,7 +635,12 @@ class CudaBackend:
                 pos += k
         return out
 
-    def ends(self, offsets) -> tuple[int, int]:
+    def ends(self, offsets, known=None) -> tuple[int, int]:
+        """``(offsets[0], offsets[-1])``: ``known`` where given (validation
+        fetched them, or the offsets are compact by construction), else read
+        from the device (a host synchronisation)."""
+        if known is not None:
+            return known
         with _device_ctx(offsets):
             stream = _stream_of(offsets)
             res = cuda.device_array(2, np.int64, stream=stream)
@@ -705,13 +716,14 @@ class CudaBackend:
                                  stream=stream, scratch_key=key)
         return out.reshape((nseg, *hshape, *inner))
 
-    def segment_map(self, mdecl, values, offsets, per_segment):
+    def segment_map(self, mdecl, values, offsets, per_segment, ends=None):
         """``out[j] = fn(values[j], per_segment[i])`` over segment ``i``
         (``fn(per_segment[i])`` when the map does not read the values);
-        compact ``(nvalues, *inner)`` in the library of ``per_segment``."""
+        compact ``(nvalues, *inner)`` in the library of ``per_segment``; ``ends``:
+        the offsets' ends where the caller knows them (else a host read)."""
         from hrarray._kernels.cuda import get_kernel
 
-        lo, hi = self.ends(offsets)
+        lo, hi = self.ends(offsets, ends)
         nvals = hi - lo
         inner = tuple(per_segment.shape[1:])
         m = int(np.prod(inner)) if inner else 1
@@ -736,12 +748,12 @@ class CudaBackend:
                                              scratch_key=self._scratch_key(stream))
         return out.reshape((nvals, *inner))
 
-    def segment_scan(self, spec, values, offsets, exclusive):
+    def segment_scan(self, spec, values, offsets, exclusive, ends=None):
         """Running state of ``spec.decl`` restarting at each segment: compact
-        ``(nvalues, *inner)`` of ``spec.out_dtype``."""
+        ``(nvalues, *inner)`` of ``spec.out_dtype``; ``ends`` as segment_map's."""
         from hrarray._kernels.cuda import get_kernel
 
-        lo, hi = self.ends(offsets)
+        lo, hi = self.ends(offsets, ends)
         nvals = hi - lo
         inner = tuple(values.shape[1:])
         with _device_ctx(values):
