@@ -720,6 +720,32 @@ def test_gpu_cupy_in_cupy_out_zero_copy():
 
 
 @pytest.mark.cuda
+def test_gpu_cupy_temporaries_of_converted_values():
+    """float16 and non-contiguous 3-D CuPy values (CuPy has no non-native byte order)
+    are copied into temporaries of CuPy's pool, not numba's allocator, kept alive through
+    the launch: the results match the CPU's, also on a non-blocking stream."""
+    cupy = pytest.importorskip("cupy")
+    v, offs = _cross_check_data(200_000, np.float32, 4)
+    v = np.nan_to_num(v)
+    co = cupy.asarray(offs)
+    rows = np.stack([v, -v, 2 * v, v * v], axis=1).reshape(-1, 2, 2)
+    cases = {
+        "float16": (v.astype(np.float16), lambda a: cupy.asarray(a)),
+        # (n, 2, 2) with swapped inner axes: strides a kernel cannot read as rows
+        "3-D transposed": (rows.transpose(0, 2, 1),
+                           lambda a: cupy.asarray(rows).transpose(0, 2, 1)),
+    }
+    for name, (hv, make) in cases.items():
+        with cupy.cuda.Stream(non_blocking=True) as stream:
+            cv = make(hv)
+            for op in ("sum", "max", "mean"):
+                want = getattr(hr, op)(hr.RaggedArray(hv, offs))
+                got = getattr(hr, op)(hr.RaggedArray(cv, co))
+                stream.synchronize()
+                assert_same(op, got, want, rtol=1e-3 if name == "float16" else 1e-5)
+
+
+@pytest.mark.cuda
 def test_gpu_other_cai_producers():
     v, offs = _cross_check_data(50_000, np.float64, 2)
     want = hr.mean(hr.RaggedArray(v, offs))

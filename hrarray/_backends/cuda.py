@@ -781,13 +781,21 @@ class CudaBackend:
         v = _launch_view(values)
         if v.dtype == value_dtype and v.dtype.isnative and v.ndim <= 2:
             return v  # the common case: no numba array made
+        # copies of CuPy input come from CuPy's pool, stream-ordered on the stream
+        # the kernel runs on (numba's allocator's deferred frees can synchronise
+        # the device); others from numba's: a temporary of PyTorch's caching
+        # allocator, freed at once, could be reused on another stream while the
+        # kernel, on the legacy default stream, still reads it. The view keeps
+        # its copy alive.
         v = _view(values)
+        src = values if _lib(values) == "cupy" else v
         if v.dtype != value_dtype or not v.dtype.isnative:
-            v = _view(self.astype(v, value_dtype))
+            src = self.astype(values, value_dtype)
+            v = _view(src)
         if v.ndim <= 2:
             return v
         if not _c_contiguous(v):
-            v = _view(self.astype(v, v.dtype))
+            v = _view(self.astype(src, v.dtype))
         return v.reshape(v.shape[0], int(np.prod(v.shape[1:])))
 
     def to_host(self, a):
