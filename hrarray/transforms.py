@@ -73,19 +73,13 @@ def _rebuild(leaf, lv):
     return out
 
 
-def _host(be, a) -> np.ndarray:
-    return np.asarray(be.to_host(a))
-
-
 def _first_mismatch(be, a, b) -> int | None:
     """First position where offsets ``a`` and ``b`` differ (None: equal)."""
     if a is b:
         return None
-    ha, hb = _host(be, a), _host(be, b)
-    if ha.shape != hb.shape:
-        return min(ha.shape[0], hb.shape[0])
-    bad = np.flatnonzero(ha != hb)
-    return int(bad[0]) if bad.size else None
+    if a.shape[0] != b.shape[0]:
+        return min(a.shape[0], b.shape[0])
+    return be.first_mismatch(a, b)
 
 
 # ---------------------------------------------------------------- softmax

@@ -225,6 +225,10 @@ def check_backend_kernels() -> None:
         _compile(B._k_ends, (offs, np.zeros(2, np.int64)), "backend")
         _compile(B._k_shift, (offs, odt(0), np.zeros(5, odt)), "backend")
     _compile(B._k_first_past_int64, (np.zeros(5, np.uint64), np.zeros(1, np.int64)), "backend")
+    for adt, bdt in ((np.int64, np.int64), (np.int32, np.int32), (np.int32, np.int64),
+                     (np.int64, np.int32)):
+        _compile(B._k_first_mismatch, (np.zeros(5, adt), np.zeros(5, bdt), np.zeros(1, np.int64)),
+                 "backend")
     for adt in (np.int64, np.float32, np.bool_):
         _compile(B._k_take, (np.zeros(5, adt), np.zeros(3, np.int64), np.zeros(3, adt)),
                  "backend")

@@ -512,6 +512,40 @@ def test_validated_arrays_reduce_and_transform_without_a_host_sync(monkeypatch):
     np.testing.assert_allclose(leaf(got), leaf(hr.softmax(ref)))
 
 
+@pytest.mark.parametrize("dts", [(np.int64, np.int64), (np.int32, np.int64), (np.int64, np.int32)])
+def test_structure_checks_compare_offsets_on_the_device(dts, monkeypatch):
+    """attention_pool's and broadcast's structure checks compare the two offsets arrays
+    with a device kernel and fetch one position (they copied both arrays to the host):
+    the same verdicts and positions as the CPU, for int32 and int64 offsets mixed."""
+    import hrarray._backends.cuda as bc
+
+    copies = []
+    real = bc.CUDA.to_host
+    monkeypatch.setattr(bc.CUDA, "to_host", lambda a: copies.append(1) or real(a))
+    xo = np.array([0, 3, 3, 7, 10], dts[0])
+    bad = np.array([0, 3, 4, 7, 10], dts[1])
+    for device in ("cpu", "cuda"):
+        d = dev if device == "cuda" else np.asarray
+        x = hr.RaggedArray(d(np.arange(10.0)), d(xo))
+        good = hr.RaggedArray(d(np.linspace(0, 1, 10)), d(xo.astype(dts[1])))
+        copies.clear()
+        with pytest.raises(ValueError, match=r"level 1 .*position 2"):
+            hr.attention_pool(x, hr.RaggedArray(d(np.zeros(10)), d(bad)))
+        assert copies == []
+        got = host(hr.attention_pool(x, good))
+        np.testing.assert_allclose(got, host(hr.attention_pool(
+            hr.RaggedArray(np.arange(10.0), xo), hr.RaggedArray(np.linspace(0, 1, 10), xo))))
+        x2 = hr.RaggedArray(x, d(np.array([0, 2, 4], dts[0])))
+        per_bad = hr.RaggedArray(d(np.arange(4.0)), d(np.array([0, 1, 4], dts[1])))
+        copies.clear()
+        with pytest.raises(ValueError, match=r"level 1 .*position 1"):
+            hr.broadcast(per_bad, x2, levels=1)
+        per = hr.RaggedArray(d(np.arange(4.0)), d(np.array([0, 2, 4], dts[1])))
+        b = hr.broadcast(per, x2, levels=1)
+        assert copies == []
+        assert b.to_numpy().leaf_values.tolist() == [0, 0, 0, 2, 2, 2, 2, 3, 3, 3]
+
+
 def test_backend_helpers():
     offs = dev(np.array([2, 5, 5, 9], np.int32))
     assert CUDA.ends(offs) == (2, 9)

@@ -133,6 +133,12 @@ class CpuBackend:
         k = int(np.flatnonzero(big)[0])
         return k, int(offsets[k])
 
+    def first_mismatch(self, a, b):
+        """First position where the equal-length integer arrays ``a`` and ``b``
+        differ, or None."""
+        bad = np.flatnonzero(a != b)
+        return int(bad[0]) if bad.size else None
+
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
         res = np.empty(2, np.int64)
         fn = _check_offsets().resolve((offsets.dtype, offsets.flags.num, type(limit)),

@@ -52,6 +52,14 @@ def _k_first_past_int64(offsets, res):
 
 
 @cuda.jit
+def _k_first_mismatch(a, b, res):
+    """res[0] = the first position where a and b differ (n if none)."""
+    i = cuda.grid(1)
+    if i < a.shape[0] and np.int64(a[i]) != np.int64(b[i]):
+        cuda.atomic.min(res, 0, np.int64(i))
+
+
+@cuda.jit
 def _k_validate(offsets, limit, res):
     """res = [negative first?, first decreasing position (n if none), past end?,
     offsets[0], offsets[n - 1]] (the ends, fetched with the verdict: known
@@ -559,6 +567,20 @@ class CudaBackend:
         if k >= n:
             return None
         return k, int(_HostReader(src, offsets)[k])
+
+    def first_mismatch(self, a, b):
+        """First position where the equal-length integer arrays ``a`` and ``b``
+        differ, or None: compared on the device (one host synchronisation; it
+        copied both arrays to the host)."""
+        n = a.shape[0]
+        with _device_ctx(a):
+            stream = _stream_of(a)
+            res = cuda.to_device(np.array([n], np.int64), stream=stream)
+            if n:
+                launch(_k_first_mismatch, _grid(n), _TPB, stream,
+                       (self._readable(a), self._readable(b), res))
+            k = int(_fetch(res, stream)[0])
+        return k if k < n else None
 
     def validate(self, offsets, limit: int, argname: str, what: str = "values"):
         n = offsets.shape[0]
