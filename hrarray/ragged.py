@@ -54,16 +54,30 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     # dtype equality, not the scalar type: np.longlong is int64's equal with
     # another type object, and is used as it is too
     if not (dt.isnative and dt in (_INT32, _INT64)):
-        if dt.kind == "u" and dt.itemsize == 8:
-            # uint64 beyond int64 would wrap negative: name the value as given
-            bad = be.first_past_int64(offsets)
-            if bad is not None:
-                raise ValueError(
-                    f"{argname}[{bad[0]}]={bad[1]} is past the end of {what} "
-                    "(it does not even fit int64)"
-                )
-        offsets = _frozen(be.astype(offsets, np.int64))
+        u64 = dt.kind == "u" and dt.itemsize == 8
+        if u64 and be.name == "cpu":
+            _check_uint64(be, offsets, argname, what)
+        try:
+            offsets = _frozen(be.astype(offsets, np.int64))
+        except OverflowError:
+            # (the CUDA simulator's conversion raises where a GPU wraps)
+            if u64:
+                _check_uint64(be, offsets, argname, what)
+            raise
     return offsets
+
+
+def _check_uint64(be, offsets, argname, what):
+    """uint64 offsets beyond int64 would wrap negative when converted: a
+    ValueError naming the first one as given. On the CPU before the conversion;
+    on CUDA only once the converted offsets failed validation (the wrapped
+    value always fails it), which spares valid input a second synchronisation."""
+    bad = be.first_past_int64(offsets)
+    if bad is not None:
+        raise ValueError(
+            f"{argname}[{bad[0]}]={bad[1]} is past the end of {what} "
+            "(it does not even fit int64)"
+        )
 
 
 def _rebuild(values, offsets):
@@ -223,7 +237,15 @@ class RaggedArray:
             # the memory-safety switch: validate=None or 0 must not silently skip the check
             raise TypeError(f"validate must be True or False, got {validate!r}")
         offs = _normalize_offsets(be, offsets, "offsets", what)
-        self._ends = be.validate(offs, nvals, "offsets", what) if validate else None
+        try:
+            self._ends = be.validate(offs, nvals, "offsets", what) if validate else None
+        except ValueError:
+            if offs is not offsets and be.name != "cpu":
+                given = be.asarray(offsets, "offsets")
+                dt = be.dtype(given)
+                if dt.kind == "u" and dt.itemsize == 8:
+                    _check_uint64(be, given, "offsets", what)
+            raise
         self._backend = be
         self._values = vals
         self._offsets = offs
@@ -550,7 +572,10 @@ class RaggedArray:
             if isinstance(self._values, RaggedArray)
             else cupy.asarray(self._values)
         )
-        return RaggedArray._trusted(inner, cupy.asarray(self._offsets), self._ends)
+        # (ends read here: on the CPU they are not kept current, and are free to read)
+        offs = self._offsets
+        ends = (int(offs[0]), int(offs[-1])) if self._backend.name == "cpu" else self._ends
+        return RaggedArray._trusted(inner, cupy.asarray(offs), ends)
 
     def to_arrow(self):
         """The Arrow list array of this array, sharing its buffers (see

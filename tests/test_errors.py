@@ -88,6 +88,38 @@ def test_uint64_offsets_beyond_int64(backend):
     assert to_host(hr.sum(x)).tolist() == [1.0, 9.0]
 
 
+def test_uint64_device_offsets_checked_after_a_wrapping_conversion(monkeypatch):
+    """On a GPU the uint64 -> int64 conversion wraps (the simulator's raises): the wrapped
+    offsets fail validation, and only then are the given ones searched for the value past
+    int64, so valid uint64 offsets cost one host synchronisation, as int64 ones do."""
+    if CUDA_MODE != "sim":
+        pytest.skip("simulates a GPU's wrapping conversion under the simulator")
+    from numba import cuda
+
+    import hrarray._backends.cuda as bc
+
+    real = bc.CUDA.astype
+
+    def wrapping(a, dtype):
+        if np.dtype(dtype) == np.int64 and bc._view(a).dtype.kind == "u":
+            return cuda.to_device(bc._view(a).copy_to_host().astype(np.int64))  # wraps
+        return real(a, dtype)
+
+    fetched = []
+    real_fetch = bc._fetch
+    monkeypatch.setattr(bc, "_fetch", lambda v, st: fetched.append(1) or real_fetch(v, st))
+    monkeypatch.setattr(bc.CUDA, "astype", wrapping)
+    values = cuda.to_device(np.arange(5.0))
+    for offs, pattern in [([0, 1, 2**63 + 5], r"offsets\[2\]=9223372036854775813"),
+                          ([2**64 - 1, 5], r"offsets\[0\]=18446744073709551615")]:
+        with raises(ValueError, pattern, "does not even fit int64"):
+            hr.RaggedArray(values, cuda.to_device(np.array(offs, np.uint64)))
+    fetched.clear()
+    x = hr.RaggedArray(values, cuda.to_device(np.array([0, 2, 5], np.uint64)))
+    assert len(fetched) == 1  # the validation only
+    assert hr.sum(x).copy_to_host().tolist() == [1.0, 9.0]
+
+
 def test_validate_false_skips_the_check():
     x = hr.RaggedArray(np.arange(5.0), np.array([0, 3, 2, 5]), validate=False)
     assert len(x) == 3

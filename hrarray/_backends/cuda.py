@@ -812,7 +812,7 @@ class CudaBackend:
         v = _view(values)
         src = values if _lib(values) == "cupy" else v
         if v.dtype != value_dtype or not v.dtype.isnative:
-            src = self.astype(values, value_dtype)
+            src = self.astype(src, value_dtype)
             v = _view(src)
         if v.ndim <= 2:
             return v
