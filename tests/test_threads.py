@@ -210,6 +210,27 @@ FORK_WHILE_BUSY = textwrap.dedent(
 
         threading.Thread(target=x.var, daemon=True).start()
         busy_elsewhere(compiling)
+    elif mode == "compile-run":
+        # another thread compiles one function after another (re-taking Numba's lock at
+        # once, without yielding the GIL): the fork must get the next gap, not wait for
+        # the whole run (it did, to its bound)
+        import numba
+
+        fns = []
+        for i in range(200):
+            ns = {}
+            exec(f"def f{i}(a):\\n    return a * {i}.5 + 1\\n", ns)
+            fns.append(numba.njit(ns[f"f{i}"]))
+        first = threading.Event()
+
+        def run():
+            for f in fns:
+                f(1.0)
+                first.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        first.wait()
+        held.set()
     else:  # "first-call": another thread's first reduction loads and compiles its kernel
         threading.Thread(target=x.max, daemon=True).start()
         held.set()
@@ -218,24 +239,36 @@ FORK_WHILE_BUSY = textwrap.dedent(
     pid = os.fork()
     if pid == 0:
         signal.alarm(60)  # a hung child dies (SIGALRM) instead of hanging the test
-        # a new kernel (a user reducer: compiled here, never cached on disk) and built-ins
-        r = hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: v * 3.0))
-        ok = np.array_equal(r, 3 * hr.sum(x)) and np.array_equal(hr.mean(x), hr.sum(x) / 10)
-        ok = ok and np.allclose(hr.var(x), 8.25) and np.array_equal(hr.max(x), hr.last(x))
-        os._exit(0 if ok else 3)
+        result = []
+
+        def child_work():
+            # a new kernel (a user reducer: compiled here, never cached on disk) and
+            # built-ins, in a new thread: the locks the fork held must be released here
+            r = hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: v * 3.0))
+            ok = np.array_equal(r, 3 * hr.sum(x)) and np.array_equal(hr.mean(x), hr.sum(x) / 10)
+            result.append(ok and np.allclose(hr.var(x), 8.25)
+                          and np.array_equal(hr.max(x), hr.last(x)))
+
+        w = threading.Thread(target=child_work)
+        w.start()
+        w.join()
+        os._exit(0 if result == [True] else 3)
     waited = time.monotonic() - t0
     done.set()
     _, status = os.waitpid(pid, 0)
     print("child", os.waitstatus_to_exitcode(status), "fork waited", round(waited, 3))
-    # the wait is bounded (numba-lock: the holder outlasts it)
+    # the wait is bounded (numba-lock: the holder outlasts it), and a run of compiles
+    # gives way at its next compile (~0.1 s each here)
     assert waited < getattr(_locks, "FORK_WAIT_S", 0.0) + 1.0, waited
+    assert mode != "compile-run" or waited < 2.0, waited
     sys.exit(os.waitstatus_to_exitcode(status))
     """
 )
 
 
 @pytest.mark.parametrize(
-    "mode", ["kernel-lock", "loading-lock", "numba-lock", "importing", "compiling", "first-call"])
+    "mode", ["kernel-lock", "loading-lock", "numba-lock", "importing", "compiling", "compile-run",
+             "first-call"])
 def test_a_child_forked_while_another_thread_loads_kernels(mode, tmp_path):
     """From audits: a child forked while another thread held hrarray's kernel lock (it was
     loading its first kernel) waited on that lock forever, and so did one forked while
