@@ -754,11 +754,17 @@ def test_gpu_cupy_in_cupy_out_zero_copy():
 
 
 @pytest.mark.cuda
-def test_gpu_cupy_temporaries_of_converted_values():
+def test_gpu_cupy_temporaries_of_converted_values(monkeypatch):
     """float16 and non-contiguous 3-D CuPy values (CuPy has no non-native byte order)
     are copied into temporaries of CuPy's pool, not numba's allocator, kept alive through
     the launch: the results match the CPU's, also on a non-blocking stream."""
     cupy = pytest.importorskip("cupy")
+    import hrarray._backends.cuda as bc
+
+    made_from = []  # the library of each array a temporary is made from
+    real = bc.CUDA.astype
+    monkeypatch.setattr(bc.CUDA, "astype",
+                        lambda a, dt: made_from.append(bc._lib(a)) or real(a, dt))
     v, offs = _cross_check_data(200_000, np.float32, 4)
     v = np.nan_to_num(v)
     co = cupy.asarray(offs)
@@ -777,6 +783,8 @@ def test_gpu_cupy_temporaries_of_converted_values():
                 got = getattr(hr, op)(hr.RaggedArray(cv, co))
                 stream.synchronize()
                 assert_same(op, got, want, rtol=1e-3 if name == "float16" else 1e-5)
+    assert made_from
+    assert set(made_from) == {"cupy"}, made_from  # CuPy's pool, not numba's allocator
 
 
 @pytest.mark.cuda
