@@ -238,9 +238,16 @@ def _mean(name, dt, dtype, ddof):
     def combine(a, b):
         return a + b
 
-    def finalize(s, n):
-        # explicit: 0/0 would raise ZeroDivisionError under Python semantics
-        return s / n if n > 0 else nan
+    if out.kind in "biu":
+        # the sum wraps in the integer dtype= before the division, as NumPy's
+        # (Numba adds small integers in int64: [100] * 3 into int8 gave 100, not
+        # 44 / 3 = 14; the 2-D rows, stored in that dtype, wrapped already)
+        def finalize(s, n):
+            return acc(s) / n if n > 0 else nan
+    else:
+        def finalize(s, n):
+            # explicit: 0/0 would raise ZeroDivisionError under Python semantics
+            return s / n if n > 0 else nan
 
     return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
 

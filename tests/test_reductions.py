@@ -454,6 +454,15 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
         hr.nanmean(x, dtype=np.int64)
     xi = ragged_1d(np.array([1, 2, 4], np.int64), [3], backend)
     np.testing.assert_array_equal(host(hr.nanmean(xi, dtype=np.int32)), [2])
+    # the sum wraps in the dtype before the division, as NumPy's (an audit: the CPU's 1-D
+    # path summed [100] * 3 into int8 in int64, 100 where NumPy gives 44 // 3 = 14)
+    for vals, dt in (([100, 100, 100], np.int8), ([30000, 30000], np.int16),
+                     ([2**31 - 1] * 2, np.int32), ([200, 200], np.uint8)):
+        v = np.array(vals, np.int64)
+        for op in ("mean", "nanmean"):
+            for vv in (v, v[:, None]):
+                got = host(getattr(hr, op)(ragged_1d(vv, [len(v)], backend), dtype=dt))
+                assert got.ravel().tolist() == [np.mean(v, dtype=dt)], (op, dt, vv.ndim)
     # no segments (a Dask meta), and rows of zero size: nothing to check
     none = host(hr.mean(ragged_1d(np.zeros(0), [], backend), dtype=np.int64))
     assert none.shape == (0,)
