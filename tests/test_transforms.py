@@ -988,3 +988,20 @@ def test_softmax_far_below_the_max_is_as_exact_as_numpy():
     np.testing.assert_allclose(got[normal], want[normal], rtol=2e-15, atol=0)
     np.testing.assert_allclose(got[~normal], want[~normal], rtol=0, atol=1e-321)
     assert (got[want > 1e-321] > 0).all()
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+def test_attention_pool_float16_scores_in_either_byte_order(heads, backend):
+    """float16 scores are read as float32 in either byte order (an audit: big-endian
+    float16 scores were swapped into native float16, which reached Numba on the CPU:
+    NotImplementedError), giving the results of the same scores as float32."""
+    offs = hst.offsets_from_lengths([2, 0, 3])
+    v = np.arange(5.0)
+    s = np.linspace(-1.0, 2.0, 5) if heads is None else np.linspace(-1.0, 2.0, 10).reshape(5, 2)
+    for dt in ("<f2", ">f2"):
+        s16 = s.astype(np.float16).astype(np.float32)  # the float16 values, exactly
+        want = to_host(hr.attention_pool(make_ragged(v, [offs], backend),
+                                          make_ragged(s16, [offs], backend)))
+        got = to_host(hr.attention_pool(make_ragged(v, [offs], backend),
+                                         make_ragged(s.astype(dt), [offs], backend)))
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -717,8 +717,9 @@ class CudaBackend:
             stream = _stream_of(values)
             kv = self._kernel_view(values, spec.value_dtype)
             w = _view(aux)
-            if w.dtype == np.float16 or not w.dtype.isnative:
-                w = _view(self.astype(w, np.float32 if w.dtype == np.float16 else w.dtype))
+            f16 = w.dtype.kind == "f" and w.dtype.itemsize == 2  # either byte order
+            if f16 or not w.dtype.isnative:
+                w = _view(self.astype(w, np.float32 if f16 else w.dtype))
             heads = None if w.ndim == 1 else w.shape[1]
             cols = (kv.shape[1],) if kv.ndim == 2 else ()
             hshape = (heads,) if heads is not None else ()

@@ -704,8 +704,11 @@ def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     """
     nseg = offsets.shape[0] - 1
     values, inner = _kernel_view(values, spec.value_dtype)
-    if aux.dtype == np.float16 or not aux.dtype.isnative:
-        aux = aux.astype(np.float32 if aux.dtype == np.float16 else aux.dtype.newbyteorder("="))
+    # (float16 in either byte order: '>f2' == np.float16 is False, and its native
+    # copy reached Numba, which has no float16 on the CPU: NotImplementedError)
+    f16 = aux.dtype.kind == "f" and aux.dtype.itemsize == 2
+    if f16 or not aux.dtype.isnative:
+        aux = aux.astype(np.float32 if f16 else aux.dtype.newbyteorder("="))
     out_dt = spec.out_dtype
     kdt = _kernel_out_dtype(out_dt)
     m = values.shape[1] if values.ndim == 2 else None
