@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import sys
+import warnings
 
 import numpy as np
 
@@ -70,6 +71,10 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
             if not _ops.kernel_dtype(out):
                 raise TypeError(f"reduce(): dtype={out} is not supported for a Reducer's "
                                 "result (bool, integer, float or complex)")
+            if out.kind != "c" and op._result_dtype(vdt).kind == "c":
+                warnings.warn(f"reduce(): Reducer {op.name!r} gives complex results; "
+                              f"dtype={out} keeps their real part", _ops._COMPLEX_WARNING,
+                              stacklevel=_ops._caller_level())
         return _ops.Spec(op._decl(vdt, out), out, vdt)
     if not isinstance(op, str):
         raise TypeError(f"op must be an op name or a hrarray.Reducer, got {type(op).__name__}")

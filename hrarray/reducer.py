@@ -452,12 +452,22 @@ class Reducer:
 
         if user_fin is None:
 
-            def fin(acc, n):
+            def fin0(acc, n):
                 return acc
         else:
 
-            def fin(acc, n):
+            def fin0(acc, n):
                 return user_fin(acc, n)
+
+        if out_dtype.kind != "c" and in_dtype.kind == "c" \
+                and self._result_dtype(in_dtype).kind == "c":
+            # a complex result into a real or integer dtype= keeps its real part, as
+            # the built-in ops and NumPy's cast do (Numba cannot store a complex into a
+            # real array: the CPU raised a TypeError blaming the user's functions)
+            def fin(acc, n):
+                return fin0(acc, n).real
+        else:
+            fin = fin0
 
         return Decl(
             key=("user", self._cache_key(), in_dtype.str, out_dtype.str),

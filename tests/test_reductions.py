@@ -478,6 +478,24 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
             hr.mean(ragged_1d(vb, lengths, backend), dtype=dt, fill_value=0)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+def test_reducer_complex_into_real_dtype(dtype, backend):
+    """A Reducer's complex results into a real or integer dtype= keep the real part, with
+    a ComplexWarning naming the caller, as the built-in ops (an audit: the CPU raised a
+    TypeError blaming the Reducer's functions, the simulator kept the real part)."""
+    values = np.array([1 + 2j, 3 + 4j, 5 - 1j])
+    x = ragged_1d(values, [2, 0, 1], backend)
+    plain = hr.Reducer(identity=0.0, combine=lambda a, b: a + b)
+    msq = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v,
+                     finalize=lambda a, n: a / n if n > 0 else a)
+    for r, want in ((plain, [4, 0, 5]), (msq, [-5, 0, 24])):
+        with pytest.warns(np.exceptions.ComplexWarning, match="real part") as rec:
+            got = host(hr.reduce(x, r, dtype=dtype))
+        assert rec[0].filename == __file__
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("op", ["sum", "prod", "mean", "nansum", "nanmean"])
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
 def test_complex_into_real_dtype(op, dtype, backend):
