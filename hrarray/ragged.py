@@ -364,8 +364,10 @@ class RaggedArray:
         """Same content with offsets starting at 0 and ending at ``len(values)``
         at every level (copies offsets where they must be rebased, never values)."""
         lo, hi = self._backend.ends(self._offsets, self._ends)
-        whole = (lo, hi) == (0, len(self._values))
-        if isinstance(self._values, RaggedArray):
+        ragged = isinstance(self._values, RaggedArray)
+        # (shape[0], not len(): an array argument need not have __len__)
+        whole = (lo, hi) == (0, len(self._values) if ragged else self._values.shape[0])
+        if ragged:
             # (the whole inner level keeps its own known ends: no slice)
             inner = (self._values if whole else self._values[lo:hi])._compact()
         else:
