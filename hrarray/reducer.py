@@ -434,7 +434,9 @@ class Reducer:
         self._key_memo = (watch, key)
         return key
 
-    def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype) -> Decl:
+    def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype, real_part: bool = False) -> Decl:
+        """The declaration the kernels run; ``real_part``: finalize keeps the real
+        part of a complex result (a real ``dtype=`` of complex values)."""
         user_map, user_fin = self.map, self.finalize
         ident = self._state(in_dtype)[0]  # of the state's types (see _state)
         if user_map is None:
@@ -459,11 +461,8 @@ class Reducer:
             def fin0(acc, n):
                 return user_fin(acc, n)
 
-        if out_dtype.kind != "c" and in_dtype.kind == "c" \
-                and self._result_dtype(in_dtype).kind == "c":
-            # a complex result into a real or integer dtype= keeps its real part, as
-            # the built-in ops and NumPy's cast do (Numba cannot store a complex into a
-            # real array: the CPU raised a TypeError blaming the user's functions)
+        if real_part:  # a complex result into a real dtype= (see reduce._spec_for)
+
             def fin(acc, n):
                 return fin0(acc, n).real
         else:

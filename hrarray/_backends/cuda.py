@@ -35,6 +35,7 @@ from hrarray._kernels import _codegen as cg
 from hrarray._kernels import _locks
 from hrarray._kernels import cuda as _kcuda
 from hrarray._kernels.cuda import launch
+from hrarray._ops import _value_dtype
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 # threads per block of the small structural kernels (the simulator pays per thread)
@@ -717,9 +718,9 @@ class CudaBackend:
             stream = _stream_of(values)
             kv = self._kernel_view(values, spec.value_dtype)
             w = _view(aux)
-            f16 = w.dtype.kind == "f" and w.dtype.itemsize == 2  # either byte order
-            if f16 or not w.dtype.isnative:
-                w = _view(self.astype(w, np.float32 if f16 else w.dtype))
+            adt = _value_dtype(w.dtype.newbyteorder("="))  # '>f2' too: float32
+            if w.dtype != adt:
+                w = _view(self.astype(w, adt))
             heads = None if w.ndim == 1 else w.shape[1]
             cols = (kv.shape[1],) if kv.ndim == 2 else ()
             hshape = (heads,) if heads is not None else ()

@@ -56,6 +56,7 @@ from hrarray._kernels import _codegen as cg
 from hrarray._kernels import _locks, native
 from hrarray._kernels import cpu as _cpu
 from hrarray._kernels.cpu import CALLEE_OPTS, FASTMATH, NO_WRAPPERS, decl_jits, get_kernel, launch
+from hrarray._ops import _value_dtype
 from hrarray._transforms_ops import exp_nonpos
 from hrarray.reducer import Decl
 
@@ -704,11 +705,11 @@ def reduce_aux(spec, values, offsets, aux, fill, use_fill):
     """
     nseg = offsets.shape[0] - 1
     values, inner = _kernel_view(values, spec.value_dtype)
-    # (float16 in either byte order: '>f2' == np.float16 is False, and its native
-    # copy reached Numba, which has no float16 on the CPU: NotImplementedError)
-    f16 = aux.dtype.kind == "f" and aux.dtype.itemsize == 2
-    if f16 or not aux.dtype.isnative:
-        aux = aux.astype(np.float32 if f16 else aux.dtype.newbyteorder("="))
+    # the values' rule (_value_dtype) on the native dtype: '>f2' too is read as
+    # float32 (its native float16 copy reached Numba: NotImplementedError)
+    adt = _value_dtype(aux.dtype.newbyteorder("="))
+    if aux.dtype != adt:
+        aux = aux.astype(adt)
     out_dt = spec.out_dtype
     kdt = _kernel_out_dtype(out_dt)
     m = values.shape[1] if values.ndim == 2 else None
