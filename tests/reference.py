@@ -374,7 +374,11 @@ def _finite_parts(z: complex) -> complex:
 
 def _sum_cell(xs, in_dtype, res_dtype) -> Cell:
     n = len(xs)
-    if res_dtype.kind in "biu":
+    if res_dtype.kind == "b":
+        # NumPy casts each element to bool first: adding bools is a logical or (the sum of
+        # [1, -1] into bool is True, not bool(0))
+        return Cell(any(x != 0 for x in xs), None, 0.0, n == 0)
+    if res_dtype.kind in "iu":
         return Cell(wrap_int(sum(int(x) for x in xs), res_dtype), None, 0.0, n == 0)
     u_res = unit_roundoff(res_dtype)
     u_acc = accumulator_roundoff(in_dtype, res_dtype)
@@ -396,7 +400,11 @@ def _sum_cell(xs, in_dtype, res_dtype) -> Cell:
 
 def _prod_cell(xs, in_dtype, res_dtype) -> Cell:
     n = len(xs)
-    if res_dtype.kind in "biu":
+    if res_dtype.kind == "b":
+        # elements cast to bool first: a logical and ([2, 128] as int8 is True, not the
+        # wrapped product's bool(0))
+        return Cell(all(x != 0 for x in xs), None, 0.0, n == 0)
+    if res_dtype.kind in "iu":
         mod = 1 << (res_dtype.itemsize * 8)
         p = 1
         for x in xs:
@@ -449,6 +457,8 @@ def _mean_cell(xs, in_dtype, res_dtype) -> Cell:
     if n == 0:
         e = empty_value("mean", in_dtype, res_dtype)
         return Cell(e, e, 0.0, True)
+    if res_dtype.kind in "biu":
+        return _int_mean_cell(xs, res_dtype)
     u_res = unit_roundoff(res_dtype)
     u_acc = accumulator_roundoff(in_dtype, res_dtype)
     if in_dtype.kind == "c":
@@ -468,6 +478,26 @@ def _mean_cell(xs, in_dtype, res_dtype) -> Cell:
         a = abs_sum(xs)
     tol = (u_res + 2.0**-53) * abs(m) + 1.01 * (k_sum(n) + 1) * u_acc * a / n + tiny(res_dtype)
     return Cell(m, m, tol, False)
+
+
+def _int_mean_cell(xs, res_dtype) -> Cell:
+    """``mean`` into an integer or bool ``dtype=``, as NumPy's: each element cast into the
+    dtype (the real part of a complex one; floats truncated toward zero), summed there
+    (wrapping; bools or-ed), the sum divided by ``n`` in float64 and truncated toward zero.
+    NaN or inf elements have no integer value: hrarray raises for them, not compared here."""
+    n = len(xs)
+    ints = []
+    for x in xs:
+        x = x.real if isinstance(x, complex) else x
+        if isinstance(x, float):
+            if not math.isfinite(x):
+                raise ValueError(f"mean of {x} into {res_dtype} has no integer value")
+            x = math.trunc(x)
+        ints.append(int(x))
+    if res_dtype.kind == "b":
+        return Cell(any(ints), None, 0.0, False)
+    s = wrap_int(sum(wrap_int(v, res_dtype) for v in ints), res_dtype)
+    return Cell(wrap_int(math.trunc(float(s) / n), res_dtype), None, 0.0, False)
 
 
 def _var_cell(xs, in_dtype, res_dtype, ddof: int, sqrt: bool) -> Cell:

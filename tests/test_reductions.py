@@ -414,7 +414,35 @@ DTYPE_ARG_CASES = [
     ("mean", np.array([0.1, 0.2, 0.3, 0.7], np.float32), "float64"),
     ("mean", np.array([1, 2, 3, 4], np.int64), "float32"),
     ("nansum", np.array([np.nan, 0.25, 3.0, 0.5], np.float32), "float64"),
+    # into bool NumPy casts each element first: or / and, not the wrapped sum's or
+    # product's truth ([1, -1, 0] sums to 0, [2, -128, 5] multiplies to 0 mod 256)
+    ("sum", np.array([1, -1, 0, 3], np.int8), "bool"),
+    ("prod", np.array([2, -128, 5, 0], np.int8), "bool"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [
+        (np.array([100, 100, 100, -7, 5, -128, -128], np.int8), "int8"),  # the sum wraps
+        (np.array([2.9, -2.9, 40000.7, -7.5, 5.5, 1.0, 2.0]), "int16"),  # cast, then wraps
+        (np.array([3, 0, 0, 0, 5, 2, 0], np.uint8), "bool"),
+    ],
+)
+def test_mean_into_integer_dtype_against_the_oracle(values, dtype, backend):
+    """``mean`` into an integer or bool ``dtype=`` as NumPy: elements cast, summed in the
+    dtype (wrapping), divided and truncated; the oracle's integer path, beside NumPy."""
+    lengths = [3, 0, 1, 3]
+    x = ragged_1d(values, lengths, backend)
+    got = host(hr.mean(x, dtype=dtype, fill_value=0))
+    ref = R.reduce("mean", values, [hst.offsets_from_lengths(lengths)], dtype=dtype,
+                   fill_value=0)
+    R.assert_result(got, ref)
+    cuts = np.cumsum([0, *lengths])
+    with np.errstate(all="ignore"):
+        want = [np.mean(values[a:b], dtype=dtype) if b > a else 0
+                for a, b in itertools.pairwise(cuts)]
+    np.testing.assert_array_equal(got, np.array(want, dtype=dtype))
 
 
 @pytest.mark.parametrize(("op", "values", "dtype"), DTYPE_ARG_CASES)
