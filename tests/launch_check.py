@@ -150,6 +150,18 @@ def _check_views() -> list:
                     x._layout.is_contiguous_f)
             if got != want:
                 bad.append(f"view {name} ({kind}): {got} where numba has {want}")
+            if a.ndim == 2 and min(a.shape) > 1:
+                # a column slice (the kernels' column chunks of very wide rows)
+                sub = view.columns(1, a.shape[1])
+                ref = _numba_from_interface(
+                    _CudaArray(a[:, 1:], 0x7F00_0000_1000 + a.strides[1]))
+                x, y = ref._strided_memory_view_shim, sub._strided_memory_view_shim
+                got = (sub._numba_type_, y.ptr, y.shape, y.size,
+                       tuple(y._layout.strides_in_bytes), y._layout.is_contiguous_c)
+                want = (ref._numba_type_, x.ptr, x.shape, x.size,
+                        tuple(x._layout.strides_in_bytes), x._layout.is_contiguous_c)
+                if got != want:
+                    bad.append(f"columns of {name} ({kind}): {got} where numba has {want}")
     # non-native byte order: numba's own path (as_cuda_array, then the caller swaps)
     fallback = B._view
     B._view = lambda a: "numba's path"

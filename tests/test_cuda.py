@@ -208,6 +208,43 @@ def test_wide_rows_column_tiles(op):
     assert_same(op, got, want)
 
 
+def test_rows_wider_than_the_grid_run_as_column_slices(monkeypatch):
+    """Column tiles go on gridDim.y, which CUDA caps at 65535 (the simulator does not):
+    with the cap lowered to 1, 70-column rows (3 tiles of 32 lanes) must run as column
+    slices of one tile each, every kernel kind, and give the CPU's results. Without the
+    slicing the reduce launched 3 tiles and the fix-up ceil(70 / 8) = 9 (at 256 threads
+    that limit fell at 524,280 columns, the fix-up's 8-column tiles)."""
+    grids = []
+    real = kc.launch
+
+    def record(fn, grid, block, stream, args):
+        grids.append(grid)
+        return real(fn, grid, block, stream, args)
+
+    monkeypatch.setattr(kc, "MAX_GRID_Y", 1)
+    monkeypatch.setattr(kc, "launch", record)
+    lengths = np.array([1, 0, 9, 3, 0, 40])
+    offs = lengths_offsets(lengths)
+    v = RNG.standard_normal((int(lengths.sum()), 70))
+    v[3, 65] = np.nan
+    v[20, 40] = np.inf
+    for op in ("sum", "max", "argmin", "mean"):
+        got, want = both(v, [offs], op)
+        assert_same(op, got, want)
+    for fn in (hr.softmax, hr.cumsum):
+        got, want = _transform_pair(fn, v, offs)
+        assert_same("sum", got.values, want.values)
+    per = RNG.standard_normal((len(lengths), 70))
+    got = hr.broadcast(dev(per), hr.RaggedArray(dev(v), dev(offs)))
+    assert_same("broadcast", got.values, hr.broadcast(per, hr.RaggedArray(v, offs)).values)
+    scores = hr.RaggedArray(RNG.standard_normal(v.shape[0]), offs)
+    got, want = _transform_pair(hr.attention_pool, v, offs, scores)
+    assert_same("sum", got, want)
+    tall = [g for g in grids if isinstance(g, tuple) and g[1] > 1]
+    assert not tall
+    assert sum(isinstance(g, tuple) for g in grids) >= 3 * 8  # every kind, in 3 slices
+
+
 @pytest.mark.parametrize(
     ("dtype", "ops"),
     [

@@ -322,6 +322,12 @@ class _DeviceView:
                                        is_contiguous_f=f, is_contiguous_any=c or f),
         )
 
+    def columns(self, c0: int, c1: int) -> _DeviceView:
+        """Columns ``c0:c1`` of a 2-D view (``a[:, c0:c1]``, a view), for the
+        kernels' column tiles (``hrarray._kernels.cuda._columns``)."""
+        ptr = self._strided_memory_view_shim.ptr + c0 * self.strides[1]
+        return _DeviceView(self.owner, ptr, (self.shape[0], c1 - c0), self.strides, self.dtype)
+
 
 def _launch_view(a):
     """``a`` as a kernel argument: a numba device array as it is, a CuPy array or

@@ -130,6 +130,10 @@ STACK = 48
 #: layout a 64-column row left 4 groups, R / 4 dependent steps: 2.5 ms of 3.25 on
 #: one_huge 2-D in Run 17); 8 columns of a float64 state are two 32-byte sectors
 FIX_CW = 8
+#: CUDA's limit on gridDim.y: 2-D launches put column tiles there, so rows wider
+#: than MAX_GRID_Y tiles (16.7M columns at BLOCK 256) run as several launches
+#: over column slices (``_column_chunks``); a test hook lowers it
+MAX_GRID_Y = 65535
 
 _compiled: dict = {}
 _compiled_lock = _locks.RLock()
@@ -996,6 +1000,23 @@ def _fix_grid(nb: int, g: int) -> int:
     return min(chunks, 2) if SIMULATOR else chunks
 
 
+def _columns(a, c0: int, c1: int):
+    """``a[:, c0:c1]`` of a kernel argument (a numba device array, or the CUDA
+    backend's light launch view, which slices by its ``columns``)."""
+    cols = getattr(a, "columns", None)
+    return cols(c0, c1) if cols is not None else a[:, c0:c1]
+
+
+def _column_chunks(m: int, block: int):
+    """The ``(c0, c1)`` column slices a 2-D launch over ``m`` columns runs as:
+    one, unless its column tiles (``min(m, block)`` lanes each) would pass
+    CUDA's gridDim.y limit; then slices of MAX_GRID_Y tiles."""
+    width = MAX_GRID_Y * min(m, block)
+    if m <= width:
+        return None
+    return [(c0, min(c0 + width, m)) for c0 in range(0, m, width)]
+
+
 def _layout(two_d: bool, m: int, block: int):
     """(CW lanes per group, G groups, WG groups per warp chunk) of a block."""
     cw = min(m, block) if two_d else 1
@@ -1051,6 +1072,12 @@ class CudaReduceKernel:
         if m == 0:
             return out
         block, items = self.block, self.items
+        chunks = _column_chunks(m, block) if two_d else None
+        if chunks is not None:
+            for c0, c1 in chunks:
+                self.run(_columns(values, c0, c1), offsets, _columns(out, c0, c1), fill,
+                         use_fill, aux=aux, stream=stream, scratch_key=scratch_key)
+            return out
         cw, g, wg = _layout(two_d, m, block)
         tile = g * items
         # Upper bound of the merged length: no host read of offsets (no sync);
@@ -1086,8 +1113,9 @@ class CudaReduceKernel:
                 args = (*vals, offsets, bi, g, cw, wg, tile, out, fill, use_fill, *heads, *tails)
                 self._launch(mod.reduce_2d, "reduce_2d", (nb, ny), args, stream)
                 # the fix-up's own layout: FIX_CW columns per group, so more groups
-                # share a long span's carries (the reduce's 64-column rows gave 4)
-                fcw, fg, fwg = _layout(True, min(m, FIX_CW), block)
+                # share a long span's carries (the reduce's 64-column rows gave 4);
+                # wider groups where FIX_CW-column tiles would pass gridDim.y's limit
+                fcw, fg, fwg = _layout(True, min(m, max(FIX_CW, -(-m // MAX_GRID_Y))), block)
                 args = (offsets, bi, nb, fg, fcw, fwg, tile, m, out, fill, use_fill,
                         *heads, *tails)
                 self._launch(mod.fixup_2d, "fixup_2d", (_fix_grid(nb, fg), -(-m // fcw)), args,
@@ -1212,6 +1240,13 @@ class CudaMapKernel:
         two_d = out.ndim == 2
         m = out.shape[1] if two_d else 1
         if m == 0:
+            return out
+        chunks = _column_chunks(m, self.block) if two_d else None
+        if chunks is not None:
+            for c0, c1 in chunks:
+                self.run(None if values is None else _columns(values, c0, c1), offsets,
+                         _columns(per, c0, c1), _columns(out, c0, c1), stream=stream,
+                         scratch_key=scratch_key)
             return out
         cw, g, _ = _layout(two_d, m, self.block)
         tile = g * self.items
@@ -1388,6 +1423,12 @@ class CudaScanKernel:
         if m == 0:
             return out
         block = self.block
+        chunks = _column_chunks(m, block) if two_d else None
+        if chunks is not None:
+            for c0, c1 in chunks:
+                self.run(_columns(values, c0, c1), offsets, _columns(out, c0, c1), exclusive,
+                         stream=stream, scratch_key=scratch_key)
+            return out
         cw, g, wg = _layout(two_d, m, block)
         tile = g * self.items
         nb = max(1, -(-(values.shape[0] + nseg) // tile))
