@@ -215,6 +215,33 @@ def check_transforms(dtypes, layouts, scores=("float32", "float64", "int8")) -> 
             K.get_kernel(mdecl, "map").run(None, OFFSETS, per, _out(40, per, ndt))
 
 
+def check_large_states() -> None:
+    """User Reducers whose per-thread state passes the shared memory a 256 x 16 block
+    has room for (six float64s needed 49,168 bytes; 48 KiB allowed): the kernel must
+    shrink its block (K._fit_shared) and still assemble. 1-D only: the state sizes, not
+    the layouts, are what is checked."""
+    import sys as _sys
+
+    import hrarray as hr
+
+    red = _sys.modules["hrarray.reduce"]
+    for k in (6, 24):
+        terms = ", ".join(f"a[{i}] + b[{i}]" for i in range(k))
+        maps = ", ".join(f"v * {i + 1}.0" for i in range(k))
+        src = (f"def combine(a, b):\n    return ({terms},)\n"
+               f"def map_(v):\n    return ({maps},)\n"
+               "def finalize(s, n):\n    return s[0]\n")
+        ns: dict = {}
+        exec(src, ns)
+        r = hr.Reducer(identity=(0.0,) * k, combine=ns["combine"], map=ns["map_"],
+                       finalize=ns["finalize"])
+        spec = red._spec_for(r, np.dtype(np.float64), None, 0)
+        _current[0] = f"user Reducer, {k} float64 state"
+        v = _values(np.float64, "1d")
+        K.get_kernel(spec.decl, value_dtype=v.dtype).run(
+            v, OFFSETS, _out(3, v, spec.out_dtype), spec.out_dtype.type(0), False)
+
+
 def check_backend_kernels() -> None:
     """The small structural kernels of the CUDA backend, with the types it launches."""
     _current[0] = "backend"
@@ -329,6 +356,7 @@ def main(argv=None) -> int:
                     layouts = (layouts[zlib.crc32(f"{op}:{dt}:{a.seed}".encode()) & 1],)
                 check_reduction(op, dt, layouts, unstaged=op == "sum")
         check_transforms(("float32",), ("1d",), scores=("float32",))
+    check_large_states()
     check_backend_kernels()
     ok = sum(1 for v in _done.values() if v)
     print(f"{ok} kernel signatures compiled, {len(_failures)} failures, "

@@ -15,6 +15,7 @@ full-size cross-check of every op.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import zlib
 
 import numpy as np
@@ -415,6 +416,48 @@ def test_aux_declaration():
         wv = v * (w if v.ndim == 1 else w[:, None])
         want = np.stack([wv[offs[i]:offs[i + 1]].sum(axis=0) for i in range(4)])
         np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-12, atol=1e-12)
+
+
+def _tuple_reducer(k):
+    """A user Reducer whose state is ``k`` float64s: segment sum x k(k+1)/2."""
+    src = (f"def combine(a, b):\n    return ({', '.join(f'a[{i}] + b[{i}]' for i in range(k))},)\n"
+           f"def map_(v):\n    return ({', '.join(f'v * {i + 1}.0' for i in range(k))},)\n"
+           f"def finalize(s, n):\n    return {' + '.join(f's[{i}]' for i in range(k))}\n")
+    ns = {}
+    exec(src, ns)
+    return hr.Reducer(identity=(0.0,) * k, combine=ns["combine"], map=ns["map_"],
+                      finalize=ns["finalize"])
+
+
+def test_large_reducer_states_fit_in_shared_memory():
+    """A reduce block keeps a state per thread in static shared memory, which a GPU caps
+    at 48 KiB (the simulator does not): at 256 threads x 16 items a Reducer of six float64s
+    needed 49,168 bytes and could not be loaded (helper G's review, an nvJitLink error).
+    Larger states take smaller blocks (the items per thread kept), then fewer items; one
+    that fits nowhere is a TypeError naming the identity."""
+    import sys
+
+    hreduce = sys.modules["hrarray.reduce"]  # the module: hr.reduce is the function
+    assert kc._fit_shared([np.dtype(np.float64)], 256, 16) == (256, 16)
+    assert kc._fit_shared([np.dtype(np.float64)] * 6, 256, 16) == (128, 16)
+    assert kc._fit_shared([np.dtype(np.float64)] * 180, 256, 16) == (32, 5)
+    with pytest.raises(TypeError, match="identity: a reduction state of 1600 bytes"):
+        kc._fit_shared([np.dtype(np.float64)] * 200, 256, 16)
+    lengths = np.array([0, 3, 40, 1, 0, 7])
+    v = RNG.standard_normal(int(lengths.sum()))
+    offs = lengths_offsets(lengths)
+    r = _tuple_reducer(6)
+    with settings(block=256, items=16):  # the GPU's settings, under the simulator too
+        spec = hreduce._spec_for(r, np.dtype(np.float64), None, 0)
+        kern = kc.get_kernel(spec.decl, value_dtype=np.float64)
+        assert (kern.block, kern.items) == (128, 16)
+        assert kc._shared_bytes(kern.dtypes, kern.block, kern.items, kern.stage) \
+            <= kc.SHARED_LIMIT
+        got = host(hr.reduce(hr.RaggedArray(dev(v), dev(offs)), r))
+    want = np.array([v[a:b].sum() * 21 for a, b in itertools.pairwise(offs)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(hr.reduce(hr.RaggedArray(v, offs), r), want, rtol=1e-12,
+                               atol=1e-12)
 
 
 # ---------------------------------------------------------------- transforms

@@ -401,6 +401,28 @@ def _shared_bytes(dtypes, block: int, items: int, vdt) -> int:
 SHARED_LIMIT = 47 * 1024
 
 
+def _fit_shared(dtypes, block: int, items: int) -> tuple[int, int]:
+    """``(block, items)`` whose reduce block fits in static shared memory, which
+    holds a state per thread: fewer items per thread, then halved blocks, for a
+    large (user Reducer) state. A Reducer of six float64s needed 49,168 bytes
+    at 256 x 16 (over the 48 KiB a GPU gives; the simulator has no limit).
+    TypeError when not even 32 threads of one item fit."""
+    state = sum(np.dtype(d).itemsize for d in dtypes)
+    fit = 0
+    while True:
+        fixed = _shared_bytes(dtypes, block, 0, None)
+        fit = (SHARED_LIMIT - fixed) // (block * 8)  # window slots per item: 8 bytes
+        if fit >= items or block <= 32:
+            break
+        block = max(32, block // 2 // 32 * 32)  # keep the items (Nsight: 16 halves 8's time)
+    if fit < 1:
+        raise TypeError(
+            f"identity: a reduction state of {state} bytes does not fit in a CUDA block's "
+            f"shared memory ({SHARED_LIMIT} bytes for 32 threads); use fewer or smaller "
+            "state components")
+    return block, min(items, fit)
+
+
 def _stage_dtype(dtypes, block: int, items: int, value_dtype):
     """The dtype to stage each tile's values in shared memory (coalesced
     loads), or None to read them from global memory in place."""
@@ -1033,9 +1055,10 @@ class CudaReduceKernel:
     def __init__(self, decl: Decl, block: int, items: int, warp=None, value_dtype=None):
         _check_settings(block, items)
         self.decl = decl
+        self.dtypes = cg.component_dtypes(decl.identity)
+        block, items = _fit_shared(self.dtypes, block, items)
         self.block = block
         self.items = items
-        self.dtypes = cg.component_dtypes(decl.identity)
         self.warp = (not SIMULATOR) and warp is not False and _warp_ok(self.dtypes)
         self.stage = _stage_dtype(self.dtypes, block, items, value_dtype)
         persistent = decl.key[0] != "user"
