@@ -740,6 +740,37 @@ def test_arrays_on_different_gpus_are_a_type_error():
         5, None, None, None]
 
 
+class _GradTensor:
+    """A PyTorch-like CUDA tensor that requires grad: its ``__cuda_array_interface__``
+    raises RuntimeError (not AttributeError, so ``hasattr`` lets it through) until
+    ``detach()``."""
+
+    def __init__(self, a, requires_grad=True):
+        self._a = a
+        self.requires_grad = requires_grad
+        self.shape, self.ndim, self.dtype = a.shape, a.ndim, a.dtype
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                               "grad.")
+        return self._a.__cuda_array_interface__
+
+    def detach(self):
+        # the device array itself (the simulator's arrays have no interface to wrap)
+        return self._a
+
+
+def test_tensors_that_require_grad_are_read_detached():
+    """helper G's review: a CUDA tensor that requires grad raised the interface's raw
+    RuntimeError from RaggedArray(); it is read through detach(), zero-copy."""
+    v = np.arange(6.0)
+    x = hr.RaggedArray(_GradTensor(dev(v)), _GradTensor(dev(np.array([0, 2, 6]))))
+    assert x.device == "cuda"
+    np.testing.assert_array_equal(host(hr.sum(x)), [1.0, 14.0])
+
+
 def test_to_numpy_roundtrip():
     v, offs = _one_d()
     x = hr.RaggedArray(dev(v), dev(offs))

@@ -281,6 +281,43 @@ def test_cpu_dlpack_producers_are_read_in_place():
         hr.RaggedArray(DLPackOnly(vals), DLPackOnly(np.array([0, 7])))
 
 
+class GradTensor:
+    """What hrarray meets in a PyTorch CPU tensor that requires grad: its DLPack export and
+    ``__array__`` raise RuntimeError until ``detach()`` (torch/_tensor.py)."""
+
+    def __init__(self, a, requires_grad=True):
+        self._a = a
+        self.requires_grad = requires_grad
+
+    def __dlpack__(self, **kw):
+        if self.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+    def __array__(self, dtype=None, copy=None):
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad.")
+        return self._a
+
+    def detach(self):
+        return GradTensor(self._a, requires_grad=False)
+
+
+def test_tensors_that_require_grad_are_read_detached():
+    """hrarray's results carry no gradient: a tensor that requires grad is read through
+    ``detach()``, zero-copy, not refused (helper G's review: on CUDA the interface's
+    RuntimeError escaped ``hasattr`` raw; on the CPU it was a TypeError)."""
+    vals = np.arange(6.0)
+    x = hr.RaggedArray(GradTensor(vals), GradTensor(np.array([0, 2, 6])))
+    assert shares(x.values, vals)
+    np.testing.assert_array_equal(hr.sum(x), [1.0, 14.0])
+    np.testing.assert_array_equal(hr.sum(hr.from_lengths(GradTensor(vals), [3, 3])),
+                                  [3.0, 12.0])
+
+
 def test_nulls_no_list_reaches_are_not_refused():
     """From a fuzz audit: a sliced Arrow or Awkward array was refused for a null/None that
     none of its lists reaches (``ak.Array([[1., None], [2.]])[1:]`` is ``[[2.0]]``); a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrarray._backends._detach import detach
 from hrarray._backends.cpu import CPU
 
 __all__ = ["backend_of", "check_same_gpu", "device_of", "get_backend", "gpu_of"]
@@ -24,6 +25,7 @@ def device_of(obj) -> str:
     """``"cpu"`` or ``"cuda"`` for one array-like object."""
     if isinstance(obj, np.ndarray):
         return "cpu"
+    obj = detach(obj)
     mod = type(obj).__module__ or ""
     if hasattr(obj, "__cuda_array_interface__") or mod.startswith(
         ("numba.cuda.simulator", "numba_cuda.numba.cuda.simulator")

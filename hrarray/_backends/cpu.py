@@ -9,6 +9,7 @@ import numpy as np
 # child waiting forever on that module's import lock (see _kernels/_locks.py).
 import hrarray._kernels.cpu
 import hrarray._kernels.cpu_transforms  # noqa: F401
+from hrarray._backends._detach import detach
 from hrarray._kernels import _codegen as cg
 
 _VALIDATE_SRC = '''
@@ -91,6 +92,7 @@ class CpuBackend:
             return obj
         if isinstance(obj, (str, bytes)):  # NumPy would make a 0-d string array of it
             raise TypeError(f"{argname} must be an array, got {type(obj).__name__}")
+        obj = detach(obj)  # a PyTorch tensor that requires grad exports nothing
         dl_error = None
         if hasattr(obj, "__dlpack__") and not isinstance(obj, (list, tuple)):
             try:

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import cuda
 
+from hrarray._backends._detach import detach
 from hrarray._backends.cpu import offsets_error
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import _locks
@@ -210,11 +211,7 @@ class _DLPackCAI:
         }
 
 
-def _detach(a):
-    # A PyTorch tensor that requires grad refuses __cuda_array_interface__.
-    if getattr(a, "requires_grad", False) and hasattr(a, "detach"):
-        return a.detach()
-    return a
+_detach = detach  # a PyTorch tensor that requires grad refuses __cuda_array_interface__
 
 
 def _cai(a):
@@ -488,6 +485,7 @@ class CudaBackend:
                 f"{argname} is a {type(obj).__name__} on the host but the array is on cuda; "
                 "hrarray never copies between devices (move it explicitly)"
             )
+        obj = _detach(obj)  # kept detached: every later interface read works
         if _is_numba(obj):
             return obj
         if hasattr(obj, "__cuda_array_interface__"):
