@@ -740,6 +740,33 @@ def test_arrays_on_different_gpus_are_a_type_error():
         5, None, None, None]
 
 
+def test_offsets_edited_after_validation_never_write_past_the_result():
+    """The CUDA backend sizes transform results from the offsets' ends kept at validation
+    (no host read). Editing the offsets in place afterwards voids the validation (the
+    results are unspecified, docs/semantics.md), but must not make a kernel write past
+    the result (helper G's review: the simulator raised IndexError at index 5 of 5 in
+    cumsum and at 6 in softmax; a GPU would have written out of bounds silently)."""
+    from hrarray import _transforms_ops as T
+
+    v = dev(np.arange(10, dtype=np.float64))
+    o = dev(np.array([0, 2, 5], np.int64))
+    x = hr.RaggedArray(v, o)
+    o.copy_to_device(np.array([0, 2, 9], np.int64))  # still valid for 10 values
+    r = hr.broadcast(dev(np.ones(2)), x)
+    assert host(r.values).shape == (5,)
+    # the transforms that read values read a slice cut at the kept ends, which the
+    # simulator bounds (a GPU reads on inside the parent buffer): their kernels direct,
+    # over all 10 values, into a result sized from the kept ends
+    f64 = np.dtype(np.float64)
+    out = cuda.device_array(5, f64)
+    kc.get_kernel(T.cumsum_spec(f64).decl, "scan").run(v, o, out, False)
+    np.testing.assert_array_equal(out.copy_to_host(), [0.0, 1.0, 2.0, 5.0, 9.0])
+    out = cuda.device_array(5, f64)
+    kc.get_kernel(T.softmax_map("softmax", f64), "map").run(
+        v, o, dev(np.full(2, 0.0 + 1.0j)), out)
+    assert np.isfinite(out.copy_to_host()).all()
+
+
 class _GradTensor:
     """A PyTorch-like CUDA tensor that requires grad: its ``__cuda_array_interface__``
     raises RuntimeError (not AttributeError, so ``hasattr`` lets it through) until

@@ -1219,6 +1219,7 @@ def map_{nd}({v}offsets, per, bi, G, CW, tile, out):
     sOff = cuda.shared.array(WIN, np.int64)
     sI = cuda.shared.array(BP1, np.int64)
 {_BLOCK_HEAD}    m = {"out.shape[1]" if two_d else "1"}
+    nout = np.int64(out.shape[0])
     if g < G and col < m:
 {_GROUP_RANGE}        klast = i1 if i1 < nseg else nseg - 1
         k = i0
@@ -1226,6 +1227,10 @@ def map_{nd}({v}offsets, per, bi, G, CW, tile, out):
             s = sOff[np.uint64(k - bi0)]
             a = s if s > j0 else j0
             e = sOff[np.uint64(k + 1 - bi0)] if k < i1 else j1
+            if e > nout:
+                # out was sized from the offsets' ends kept at validation: offsets
+                # edited in place since must not make a write land past it
+                e = nout
             {row}
             j = a
             while j < e:
@@ -1383,6 +1388,7 @@ def scan_{nd}(values, offsets, bi, G, CW, WG, tile, exclusive, out, {C}):
     sOff = cuda.shared.array(WIN, np.int64)
     sI = cuda.shared.array(BP1, np.int64)
 {_shared_decls(K, dtypes, "    ")}{_BLOCK_HEAD}    m = {m_expr}
+    nout = np.int64(out.shape[0])
 {tail}    if g < G and col < m:
         pre = IDENT
         if g > 0:
@@ -1396,6 +1402,10 @@ def scan_{nd}(values, offsets, bi, G, CW, WG, tile, exclusive, out, {C}):
             s = sOff[np.uint64(k - bi0)]
             a = s if s > j0 else j0
             e = sOff[np.uint64(k + 1 - bi0)] if k < i1 else j1
+            if e > nout:
+                # out was sized from the offsets' ends kept at validation: offsets
+                # edited in place since must not make a write land past it
+                e = nout
             acc = pre if s < j0 else IDENT
             j = a
             if exclusive:
