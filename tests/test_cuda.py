@@ -798,6 +798,22 @@ def test_tensors_that_require_grad_are_read_detached():
     np.testing.assert_array_equal(host(hr.sum(x)), [1.0, 14.0])
 
 
+def test_dlpack_only_producer_on_another_gpu_is_a_type_error():
+    """A DLPack-only producer names its GPU only through __dlpack_device__, and its numba
+    view would belong to the current GPU's context (helper G's review: its kernels ran
+    there): a TypeError naming the GPU, before anything is read."""
+
+    class OnGpu1:
+        def __dlpack__(self, **kw):
+            raise AssertionError("read")
+
+        def __dlpack_device__(self):
+            return (2, 1)  # kDLCUDA, GPU 1
+
+    with pytest.raises(TypeError, match=r"values: a OnGpu1 on GPU 1 .*numba\.cuda\.gpus\[1\]"):
+        hr.RaggedArray(OnGpu1(), OnGpu1())
+
+
 def test_to_numpy_roundtrip():
     v, offs = _one_d()
     x = hr.RaggedArray(dev(v), dev(offs))

@@ -188,13 +188,30 @@ def _is_numba(a) -> bool:
     return _lib(a) == "numba" and hasattr(a, "copy_to_host")
 
 
+def _dlpack_stream() -> int:
+    """numba's default stream as a DLPack consumer stream: 1 (legacy) or 2
+    (per-thread, NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM)."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:  # older numba-cuda: numba's own config
+        config = numba.config
+    return 2 if getattr(config, "CUDA_PER_THREAD_DEFAULT_STREAM", 0) else 1
+
+
 class _DLPackCAI:
     """A ``__cuda_array_interface__`` view of a CUDA DLPack producer."""
 
     def __init__(self, obj):
         from cuda.core.utils import StridedMemoryView
 
-        smv = StridedMemoryView.from_dlpack(obj, stream_ptr=-1)
+        # The consumer stream, as DLPack numbers it: hrarray launches a numba
+        # array's kernels on numba's default stream (legacy: 1, per-thread: 2), so
+        # the producer orders its pending writes before them. -1 (no ordering) only
+        # for a producer that refuses a stream.
+        try:
+            smv = StridedMemoryView.from_dlpack(obj, stream_ptr=_dlpack_stream())
+        except (TypeError, BufferError):
+            smv = StridedMemoryView.from_dlpack(obj, stream_ptr=-1)
         self._owner = obj
         self._smv = smv
         if smv.dtype is None:
@@ -478,7 +495,7 @@ class CudaBackend:
     def asarray(self, obj, argname: str):
         """The caller's CUDA array as it is (zero-copy); DLPack-only
         producers become numba device arrays (also zero-copy)."""
-        from hrarray._backends import device_of
+        from hrarray._backends import device_of, gpu_of
 
         if device_of(obj) != "cuda":
             raise TypeError(
@@ -498,6 +515,15 @@ class CudaBackend:
                 raise TypeError(f"{argname}: cannot view {type(obj).__name__} as a CUDA array "
                                 f"through its __cuda_array_interface__: {exc}") from exc
         if hasattr(obj, "__dlpack__"):
+            gpu = gpu_of(obj)
+            cur = 0 if SIMULATOR else cuda.get_current_device().id
+            if gpu is not None and gpu != cur:
+                # its numba view would belong to the current GPU's context, and
+                # the kernels would run there
+                raise TypeError(
+                    f"{argname}: a {type(obj).__name__} on GPU {gpu} reaches hrarray only "
+                    f"by DLPack, which names no context: make GPU {gpu} the current device "
+                    f"first (under `with numba.cuda.gpus[{gpu}]:`)")
             try:
                 return cuda.as_cuda_array(_DLPackCAI(obj), sync=False)
             except Exception as exc:
