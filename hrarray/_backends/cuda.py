@@ -210,7 +210,7 @@ class _DLPackCAI:
         # for a producer that refuses a stream.
         try:
             smv = StridedMemoryView.from_dlpack(obj, stream_ptr=_dlpack_stream())
-        except (TypeError, BufferError):
+        except Exception:  # a producer without stream support (any refusal)
             smv = StridedMemoryView.from_dlpack(obj, stream_ptr=-1)
         self._owner = obj
         self._smv = smv
