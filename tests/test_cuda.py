@@ -814,6 +814,33 @@ def test_dlpack_only_producer_on_another_gpu_is_a_type_error():
         hr.RaggedArray(OnGpu1(), OnGpu1())
 
 
+def test_pytorch_tensors_run_on_pytorch_s_current_stream(monkeypatch):
+    """PyTorch's interface names no stream, but hrarray allocates a PyTorch input's results
+    and temporaries from PyTorch's caching allocator, on PyTorch's current stream: the
+    kernels must run there too (helper G's review: they ran on the legacy default stream,
+    so on another current stream a temporary could be reused, or a result read, before
+    they finished). The stream choice with stand-ins for PyTorch and numba's streams."""
+    import sys
+    import types
+
+    import hrarray._backends.cuda as bc
+
+    current = {"ptr": 0xABC}
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        current_stream=lambda device: types.SimpleNamespace(cuda_stream=current["ptr"])))
+
+    class Tensor:
+        device = "cuda:0"
+
+    Tensor.__module__ = "torch"
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr(bc, "SIMULATOR", False)
+    monkeypatch.setattr(bc.cuda, "external_stream", lambda ptr: ("external", ptr), raising=False)
+    assert bc._stream_of(Tensor()) == ("external", 0xABC)
+    current["ptr"] = 0  # PyTorch's default stream: the legacy default stream
+    assert bc._stream_of(Tensor()) == 0
+
+
 def test_to_numpy_roundtrip():
     v, offs = _one_d()
     x = hr.RaggedArray(dev(v), dev(offs))

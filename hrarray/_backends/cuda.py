@@ -392,6 +392,12 @@ def _stream_of(a):
         return 0
     if _is_numba(a):
         return getattr(a, "stream", 0) or 0
+    if _lib(a) == "torch" and sys.modules.get("torch") is not None:
+        # PyTorch's interface names no stream, but its caching allocator gives
+        # results and temporaries on its current stream: run there too, so that
+        # they are not reused, nor read by the caller, before the kernels finish
+        ptr = sys.modules["torch"].cuda.current_stream(a.device).cuda_stream
+        return cuda.external_stream(ptr) if ptr else 0
     cai = _cai(a)
     ptr = cai.get("stream") if cai else None
     if ptr is None or ptr == 0:
