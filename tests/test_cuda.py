@@ -537,6 +537,28 @@ def test_default_stream_scratch_is_per_thread():
     assert keys["main"][2] == keys["other"][2] == 0x7F00
 
 
+def test_scratch_is_per_context(monkeypatch):
+    """After numba.cuda.close() the device's next context must not reuse scratch buffers
+    (nor fast-launch kernel handles) of the closed one, whose memory went with it (helper
+    G's review: both were keyed by the device number). Keys hold the context object; the
+    first scratch of a new context drops the older context's buffers of that device."""
+    import types
+
+    class Context:  # numba's: hashed by identity
+        def __init__(self, n):
+            self.device = types.SimpleNamespace(id=n)
+
+    monkeypatch.setattr(kc, "_scratch", {})
+    old, new, other = Context(0), Context(0), Context(1)
+    a = kc._scratch_for((old, 7))
+    b = kc._scratch_for((other, 7))
+    assert kc._scratch_for((old, 7)) is a
+    c = kc._scratch_for((new, 7))
+    assert c is not a
+    assert set(kc._scratch) == {(other, 7), (new, 7)}
+    assert kc._scratch_for((other, 7)) is b  # another device's context is kept
+
+
 def test_validated_arrays_reduce_and_transform_without_a_host_sync(monkeypatch):
     """Validation fetches the offsets' ends with its verdict (one host synchronisation),
     and every array hrarray derives from a validated one knows its ends, so compacting

@@ -827,8 +827,9 @@ class CudaBackend:
         return out.reshape((nvals, *inner))
 
     def _scratch_key(self, stream):
-        dev = 0 if SIMULATOR else cuda.get_current_device().id
-        return (dev, _stream_key(stream))
+        # the context, not the device number: see _kernels.cuda._scratch_for
+        ctx = 0 if SIMULATOR else cuda.current_context()
+        return (ctx, _stream_key(stream))
 
     def _kernel_view(self, values, value_dtype):
         """The numba array a kernel reads: 1-D, or 2-D rows ``(n, m)``.

@@ -898,7 +898,10 @@ def _fast_key(fn, args):
     (or numba-cuda's dispatcher lacks what the fast launch uses)."""
     if _fast_module() is None:
         return None
-    key = [fn, cuda.get_current_device().id]
+    # the current context itself (hashed by identity), not the device number:
+    # after numba.cuda.close() a new context holds new modules, and an entry's
+    # kernel handle belongs to the old one
+    key = [fn, cuda.current_context()]
     for a in args:
         k = _argument_key(a)
         if k is None:
@@ -997,10 +1000,27 @@ _scratch: dict = {}
 _scratch_lock = _locks.Lock()
 
 
+def _device_of_key(key):
+    """The device number of a scratch key's context (None under the simulator,
+    whose keys hold a plain 0, and for a caller's None)."""
+    if not isinstance(key, tuple) or not key:
+        return None
+    return getattr(getattr(key[0], "device", None), "id", None)
+
+
 def _scratch_for(key) -> _Scratch:
+    """The scratch of ``key`` = (context, stream key). Keyed by the context
+    object: after ``numba.cuda.close()`` the device's new context must not get
+    the old one's buffers (their memory went with it); the first scratch of a
+    new context drops those of an older context of the same device."""
     with _scratch_lock:
         s = _scratch.get(key)
         if s is None:
+            dev = _device_of_key(key)
+            if dev is not None:
+                for k in [k for k in _scratch if k[0] is not key[0]
+                          and _device_of_key(k) == dev]:
+                    del _scratch[k]
             s = _scratch[key] = _Scratch()
         return s
 
