@@ -920,6 +920,27 @@ def test_gpu_full_size_rows(d):
 
 
 @pytest.mark.cuda
+def test_gpu_rows_past_the_grid_limit_and_large_states():
+    """On the GPU itself: rows of 600,000 columns (the 2-D fix-up's 8-column tiles passed
+    gridDim.y's 65,535 there) and 17M columns (every 2-D kernel's 256-column tiles did:
+    column slices), and a Reducer of six float64s (past 48 KiB of shared memory at
+    256 x 16). Each failed to launch before (helper G's review)."""
+    rng = np.random.default_rng(5)
+    for m in (600_000, 17_000_000):
+        v = rng.standard_normal((3, m)).astype(np.float32)
+        offs = np.array([0, 1, 1, 3])
+        xc, xd = hr.RaggedArray(v, offs), hr.RaggedArray(dev(v), dev(offs))
+        for op in ("sum", "max", "argmax"):
+            assert_same(op, getattr(hr, op)(xd), getattr(hr, op)(xc), rtol=1e-5)
+        assert_same("sum", hr.cumsum(xd).values, hr.cumsum(xc).values, rtol=1e-5)
+    r = _tuple_reducer(6)
+    v = rng.standard_normal(100_000)
+    offs = np.array([0, 3, 3, 60_000, 100_000])
+    np.testing.assert_allclose(host(hr.reduce(hr.RaggedArray(dev(v), dev(offs)), r)),
+                               hr.reduce(hr.RaggedArray(v, offs), r), rtol=1e-9)
+
+
+@pytest.mark.cuda
 def test_gpu_warp_seam_bit_identical_to_shared_memory_emulation():
     """The warp shuffles and their shared-memory emulation (what the simulator
     runs) combine in the same order: bit-identical results."""
