@@ -540,23 +540,38 @@ def test_default_stream_scratch_is_per_thread():
 def test_scratch_is_per_context(monkeypatch):
     """After numba.cuda.close() the device's next context must not reuse scratch buffers
     (nor fast-launch kernel handles) of the closed one, whose memory went with it (helper
-    G's review: both were keyed by the device number). Keys hold the context object; the
-    first scratch of a new context drops the older context's buffers of that device."""
+    G's review: both were keyed by the device number). numba's Context compares by handle
+    and has no hash (review S3: keying by the object raised TypeError on every launch), so
+    keys hold (device, generation); the first scratch of a new generation drops the older
+    ones' buffers of that device."""
     import types
 
-    class Context:  # numba's: hashed by identity
-        def __init__(self, n):
+    class Context:  # as numba-cuda's driver.Context: __eq__ by handle, so unhashable
+        def __init__(self, n, handle):
             self.device = types.SimpleNamespace(id=n)
+            self.handle = handle
 
+        def __eq__(self, other):
+            return isinstance(other, Context) and self.handle == other.handle
+
+    assert Context.__hash__ is None
+    current = {"ctx": Context(0, 7)}
+    monkeypatch.setattr(kc.cuda, "current_context", lambda: current["ctx"], raising=False)
+    monkeypatch.setattr(kc, "_contexts", {})
     monkeypatch.setattr(kc, "_scratch", {})
-    old, new, other = Context(0), Context(0), Context(1)
-    a = kc._scratch_for((old, 7))
-    b = kc._scratch_for((other, 7))
-    assert kc._scratch_for((old, 7)) is a
-    c = kc._scratch_for((new, 7))
+    first = kc.context_key()
+    assert first == kc.context_key() == (0, 0)
+    a = kc._scratch_for((first, 5))
+    current["ctx"] = Context(1, 9)
+    other = kc.context_key()
+    b = kc._scratch_for((other, 5))
+    current["ctx"] = Context(0, 7)  # after close(): a new context, the same handle
+    new = kc.context_key()
+    assert new == (0, 1)
+    c = kc._scratch_for((new, 5))
     assert c is not a
-    assert set(kc._scratch) == {(other, 7), (new, 7)}
-    assert kc._scratch_for((other, 7)) is b  # another device's context is kept
+    assert set(kc._scratch) == {(other, 5), (new, 5)}
+    assert kc._scratch_for((other, 5)) is b  # another device's context is kept
 
 
 def test_validated_arrays_reduce_and_transform_without_a_host_sync(monkeypatch):

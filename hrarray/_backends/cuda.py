@@ -827,8 +827,8 @@ class CudaBackend:
         return out.reshape((nvals, *inner))
 
     def _scratch_key(self, stream):
-        # the context, not the device number: see _kernels.cuda._scratch_for
-        ctx = 0 if SIMULATOR else cuda.current_context()
+        # the context's generation, not the device number: see _kernels.cuda._scratch_for
+        ctx = 0 if SIMULATOR else _kcuda.context_key()
         return (ctx, _stream_key(stream))
 
     def _kernel_view(self, values, value_dtype):

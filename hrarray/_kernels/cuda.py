@@ -898,10 +898,10 @@ def _fast_key(fn, args):
     (or numba-cuda's dispatcher lacks what the fast launch uses)."""
     if _fast_module() is None:
         return None
-    # the current context itself (hashed by identity), not the device number:
-    # after numba.cuda.close() a new context holds new modules, and an entry's
-    # kernel handle belongs to the old one
-    key = [fn, cuda.current_context()]
+    # the current context (its generation on its device), not the device number
+    # alone: after numba.cuda.close() a new context holds new modules, and an
+    # entry's kernel handle belongs to the old one
+    key = [fn, context_key()]
     for a in args:
         k = _argument_key(a)
         if k is None:
@@ -1000,26 +1000,40 @@ _scratch: dict = {}
 _scratch_lock = _locks.Lock()
 
 
-def _device_of_key(key):
-    """The device number of a scratch key's context (None under the simulator,
-    whose keys hold a plain 0, and for a caller's None)."""
-    if not isinstance(key, tuple) or not key:
-        return None
-    return getattr(getattr(key[0], "device", None), "id", None)
+_contexts: dict = {}  # device number -> (its current numba Context, generation)
+
+
+def context_key() -> tuple[int, int]:
+    """``(device, generation)`` of the current CUDA context: the generation
+    grows each time the device's context object changes (``numba.cuda.close()``
+    then a new context). numba's ``Context`` compares by handle, which a new
+    context may reuse, and defines no hash, so keys hold these numbers; the
+    context is kept here only until it is replaced."""
+    ctx = cuda.current_context()
+    dev = ctx.device.id
+    ent = _contexts.get(dev)
+    if ent is not None and ent[0] is ctx:
+        return dev, ent[1]
+    with _scratch_lock:
+        ent = _contexts.get(dev)
+        if ent is None or ent[0] is not ctx:
+            ent = _contexts[dev] = (ctx, 0 if ent is None else ent[1] + 1)
+        return dev, ent[1]
 
 
 def _scratch_for(key) -> _Scratch:
-    """The scratch of ``key`` = (context, stream key). Keyed by the context
-    object: after ``numba.cuda.close()`` the device's new context must not get
-    the old one's buffers (their memory went with it); the first scratch of a
-    new context drops those of an older context of the same device."""
+    """The scratch of ``key`` = ((device, generation), stream key): after
+    ``numba.cuda.close()`` the device's new context must not get the old one's
+    buffers (their memory went with it); the first scratch of a new generation
+    drops those of older generations of the same device. (Under the simulator,
+    and for a caller's None, the key holds no context.)"""
     with _scratch_lock:
         s = _scratch.get(key)
         if s is None:
-            dev = _device_of_key(key)
-            if dev is not None:
-                for k in [k for k in _scratch if k[0] is not key[0]
-                          and _device_of_key(k) == dev]:
+            ctx = key[0] if isinstance(key, tuple) and key else None
+            if isinstance(ctx, tuple):
+                for k in [k for k in _scratch if isinstance(k[0], tuple)
+                          and k[0][0] == ctx[0] and k[0] != ctx]:
                     del _scratch[k]
             s = _scratch[key] = _Scratch()
         return s
