@@ -106,8 +106,13 @@ def _caller_level() -> int:
 def _to_acc(dt: np.dtype, out: np.dtype, acc):
     """``map`` of sum, prod and mean: the element as the accumulator. Complex
     values into a real or integer ``dtype=`` keep their real part, as NumPy's
-    cast does (it warns ComplexWarning: see ``build``)."""
-    if dt.kind == "c" and out.kind != "c":
+    cast does (it warns ComplexWarning: see ``build``); into bool they are
+    True where non-zero, either part (NumPy's cast, no warning)."""
+    if dt.kind == "c" and out.kind == "b":
+
+        def map_(v, j):
+            return acc(v != 0)
+    elif dt.kind == "c" and out.kind != "c":
 
         def map_(v, j):
             return acc(v.real)
@@ -702,7 +707,7 @@ def build(name: str, in_dtype, *, dtype=None, ddof: int = 0, label: str | None =
     if (
         dtype is not None
         and in_dtype.kind == "c"
-        and dtype.kind != "c"
+        and dtype.kind not in "cb"
         and name.removeprefix("nan") in ("sum", "prod", "mean")
     ):
         warnings.warn(

@@ -482,10 +482,15 @@ def _mean_cell(xs, in_dtype, res_dtype) -> Cell:
 
 def _int_mean_cell(xs, res_dtype) -> Cell:
     """``mean`` into an integer or bool ``dtype=``, as NumPy's: each element cast into the
-    dtype (the real part of a complex one; floats truncated toward zero), summed there
-    (wrapping; bools or-ed), the sum divided by ``n`` in float64 and truncated toward zero.
+    dtype (the real part of a complex one, floats truncated toward zero; into bool:
+    non-zero), summed there (wrapping; bools or-ed), the sum divided by ``n`` in float64
+    and truncated toward zero.
     NaN or inf elements have no integer value: hrarray raises for them, not compared here."""
     n = len(xs)
+    if res_dtype.kind == "b":
+        # each element cast to bool first: non-zero, either part of a complex one
+        # (review S3: truncating first made 0.5 False)
+        return Cell(any(x != 0 for x in xs), None, 0.0, False)
     ints = []
     for x in xs:
         x = x.real if isinstance(x, complex) else x
@@ -494,8 +499,6 @@ def _int_mean_cell(xs, res_dtype) -> Cell:
                 raise ValueError(f"mean of {x} into {res_dtype} has no integer value")
             x = math.trunc(x)
         ints.append(int(x))
-    if res_dtype.kind == "b":
-        return Cell(any(ints), None, 0.0, False)
     s = wrap_int(sum(wrap_int(v, res_dtype) for v in ints), res_dtype)
     return Cell(wrap_int(math.trunc(float(s) / n), res_dtype), None, 0.0, False)
 

@@ -418,6 +418,9 @@ DTYPE_ARG_CASES = [
     # product's truth ([1, -1, 0] sums to 0, [2, -128, 5] multiplies to 0 mod 256)
     ("sum", np.array([1, -1, 0, 3], np.int8), "bool"),
     ("prod", np.array([2, -128, 5, 0], np.int8), "bool"),
+    # complex into bool: non-zero in either part (review S3: the real part was kept)
+    ("sum", np.array([1j, 0j, 0j, 0.5j]), "bool"),
+    ("prod", np.array([1j, 2, 3 + 0j, 0.5j]), "bool"),
 ]
 
 
@@ -425,8 +428,12 @@ DTYPE_ARG_CASES = [
     ("values", "dtype"),
     [
         (np.array([100, 100, 100, -7, 5, -128, -128], np.int8), "int8"),  # the sum wraps
-        (np.array([2.9, -2.9, 40000.7, -7.5, 5.5, 1.0, 2.0]), "int16"),  # cast, then wraps
+        # cast (in range: a GPU's float-to-int16 conversion saturates where the CPU's
+        # wraps, review S3), then the sum wraps: 20000 + 20000 - 7
+        (np.array([20000.7, 20000.2, -7.5, -7.5, 5.5, 1.0, 2.0]), "int16"),
         (np.array([3, 0, 0, 0, 5, 2, 0], np.uint8), "bool"),
+        (np.array([0.5, 0, 0, 0, 0.25, 0, 0]), "bool"),  # not truncated first
+        (np.array([0.5j, 0, 0, 0, 0, 0, 0]), "bool"),  # either part counts
     ],
 )
 def test_mean_into_integer_dtype_against_the_oracle(values, dtype, backend):
