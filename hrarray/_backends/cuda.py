@@ -16,7 +16,7 @@ module is used only if the caller already imported it).
 Streams: kernels run on the stream named by the values' CUDA array
 interface (CuPy's current stream, read under the values' device), so they are
 ordered after the producer's work without a host synchronisation. PyTorch's
-interface names no stream: its tensors get the legacy default stream
+interface names no stream: its tensors get PyTorch's current stream
 (docs/backends.md). A depth-1 reduction does not synchronise the host;
 validation synchronises once (it must raise)."""
 
@@ -529,7 +529,8 @@ class CudaBackend:
                 raise TypeError(
                     f"{argname}: a {type(obj).__name__} on GPU {gpu} reaches hrarray only "
                     f"by DLPack, which names no context: make GPU {gpu} the current device "
-                    f"first (under `with numba.cuda.gpus[{gpu}]:`)")
+                    f"first (`with numba.cuda.gpus[{gpu}]:` around building the array and "
+                    "every call on it)")
             try:
                 return cuda.as_cuda_array(_DLPackCAI(obj), sync=False)
             except Exception as exc:
@@ -844,10 +845,9 @@ class CudaBackend:
             return v  # the common case: no numba array made
         # copies of CuPy input come from CuPy's pool, stream-ordered on the stream
         # the kernel runs on (numba's allocator's deferred frees can synchronise
-        # the device); others from numba's: a temporary of PyTorch's caching
-        # allocator, freed at once, could be reused on another stream while the
-        # kernel, on the legacy default stream, still reads it. The view keeps
-        # its copy alive.
+        # the device); others from numba's (a temporary of PyTorch's caching
+        # allocator is freed at once; numba's are not reused while a kernel may
+        # still read them). The view keeps its copy alive.
         v = _view(values)
         src = values if _lib(values) == "cupy" else v
         if v.dtype != value_dtype or not v.dtype.isnative:

@@ -403,8 +403,8 @@ SHARED_LIMIT = 47 * 1024
 
 def _fit_shared(dtypes, block: int, items: int) -> tuple[int, int]:
     """``(block, items)`` whose reduce block fits in static shared memory, which
-    holds a state per thread: fewer items per thread, then halved blocks, for a
-    large (user Reducer) state. A Reducer of six float64s needed 49,168 bytes
+    holds a state per thread: halved blocks (the items per thread kept), then
+    fewer items, for a large (user Reducer) state. A Reducer of six float64s needed 49,168 bytes
     at 256 x 16 (over the 48 KiB a GPU gives; the simulator has no limit).
     TypeError when not even 32 threads of one item fit."""
     state = sum(np.dtype(d).itemsize for d in dtypes)
