@@ -574,6 +574,49 @@ def test_scratch_is_per_context(monkeypatch):
     assert kc._scratch_for((other, 5)) is b  # another device's context is kept
 
 
+_REAL_CONTEXT_SCRIPT = """
+import types
+from numba import cuda
+from numba.cuda.cudadrv import driver
+import hrarray._backends.cuda as bc
+import hrarray._kernels.cuda as kc
+
+def context(dev, handle):
+    ctx = driver.Context.__new__(driver.Context)  # what current_context() returns on a GPU
+    ctx.device, ctx.handle = types.SimpleNamespace(id=dev), handle
+    return ctx
+
+current = [context(0, 5)]
+cuda.current_context = lambda: current[0]
+key = bc.CUDA._scratch_key(0)
+assert kc._scratch_for(key) is kc._scratch_for(bc.CUDA._scratch_key(0))
+fast = kc._fast_key(object(), (1, 2.0))
+assert fast is None or kc._fast_launch(fast, 1, 32, 0, (1, 2.0)) is False
+current[0] = context(0, 5)  # numba.cuda.close(), then a new context (same handle)
+assert bc.CUDA._scratch_key(0) != key
+print("ok")
+"""
+
+
+def test_cache_keys_take_numba_s_real_context_objects():
+    """The scratch and fast-launch keys, with numba-cuda's real ``driver.Context`` objects
+    (no simulator, no GPU: nothing is launched). The simulator never builds one, and
+    29991b1 keyed caches by the object, which numba-cuda makes unhashable (``__eq__`` by
+    handle, no ``__hash__``): every launch on a GPU would have raised TypeError (review
+    S3). A subprocess, as the simulator is on in this one."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run([sys.executable, "-c", _REAL_CONTEXT_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    if "CudaSupportError" in proc.stderr or "cannot load" in proc.stderr.lower():
+        pytest.skip(f"numba-cuda does not import without a CUDA runtime: {proc.stderr[-300:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
 def test_validated_arrays_reduce_and_transform_without_a_host_sync(monkeypatch):
     """Validation fetches the offsets' ends with its verdict (one host synchronisation),
     and every array hrarray derives from a validated one knows its ends, so compacting
