@@ -1123,6 +1123,32 @@ def test_every_kernel_kind_compiles_to_ptx():
     assert int(last.split()[0]) >= 50, last  # kernel signatures compiled (52 with a seed)
 
 
+def test_host_path_runs_with_numba_cuda_s_real_objects():
+    """The CUDA backend's host path through the public API with numba-cuda's real device
+    arrays, Context class and compiler, the driver stood in for (``tests/host_path_check.py``:
+    kernels compiled for sm_90, nothing launched). The simulator replaces all of these, so
+    a host-side defect that breaks every GPU launch passes every simulator test (29991b1:
+    all 13 calls there raise TypeError: unhashable type 'Context'). It also checks that
+    validated arrays need no host read and that no grid passes gridDim.y's limit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "HRARRAY_CUDA_BLOCK", "HRARRAY_CUDA_ITEMS")}
+    script = Path(__file__).with_name("host_path_check.py")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    if proc.returncode == 3:
+        pytest.skip(f"no libNVVM here: {proc.stdout.strip()[-300:]}")
+    out = f"rc={proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, out
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("13 calls reached their kernels"), last
+    assert " 0 failed, 0 compile failures" in last, last
+
+
 def test_shared_arrays_are_one_per_block():
     """Every thread of a block sees the others' writes to its shared arrays. Under the
     simulator, conftest replaces its shared-array allocator, which could give two threads of
