@@ -272,6 +272,15 @@ class RaggedArray:
         self._ends = ends
         return self
 
+    @staticmethod
+    def _rewrap(inner, levels):
+        """``inner`` nested in the offsets (and known ends) of ``levels``, outermost
+        first (``levels[-1]`` wraps ``inner`` directly): how every derived result
+        gets the structure of the levels it keeps."""
+        for lvl in reversed(levels):
+            inner = RaggedArray._trusted(inner, lvl._offsets, lvl._ends)
+        return inner
+
     # ------------------------------------------------------------ copies
     def __reduce__(self):
         # (every pickle protocol; __slots__ alone fails protocols 0 and 1)
@@ -543,10 +552,7 @@ class RaggedArray:
             got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"
             raise ValueError(f"new_values must have {n_need} rows (the leaf values), got {got}")
         del be
-        out = RaggedArray._trusted(new, leaf._offsets, leaf._ends)
-        for lvl in reversed(levels[:-1]):
-            out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
-        return out
+        return RaggedArray._rewrap(new, levels)
 
     def to_numpy(self) -> RaggedArray:
         """A copy on the host (NumPy); ``self`` if already there."""

@@ -255,9 +255,7 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
         if spec.finite_values:
             _finite_for_int_mean(be, leaf, offsets, spec.cast_to)
         out = _cast_result(be, out, spec.cast_to, op)
-    for lvl in reversed(above):
-        out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
-    return out
+    return RaggedArray._rewrap(out, above)
 
 
 # (op name, input dtype, ddof) -> Spec for calls without ``dtype=``; bounded so

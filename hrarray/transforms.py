@@ -67,10 +67,7 @@ def _flatten(x: RaggedArray, levels: int):
 
 def _rebuild(leaf, lv):
     """``leaf`` values wrapped in the (compact) levels ``lv``, outermost first."""
-    out = RaggedArray._trusted(leaf, lv[-1]._offsets, lv[-1]._ends)
-    for lvl in reversed(lv[:-1]):
-        out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
-    return out
+    return RaggedArray._rewrap(leaf, lv)
 
 
 def _first_mismatch(be, a, b) -> int | None:
@@ -398,9 +395,7 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
         fill_value = _fill_ok(fill_value, spec.out_dtype)
     pool = _kernel(be, "reduce_aux", "attention_pool")
     out = pool(spec, leaf, offsets, svals, fill_value if use_fill else 0, use_fill)
-    for lvl in reversed(lv[: len(lv) - levels]):
-        out = RaggedArray._trusted(out, lvl._offsets, lvl._ends)
-    return out
+    return RaggedArray._rewrap(out, lv[: len(lv) - levels])
 
 
 # ---------------------------------------------------------------- methods
