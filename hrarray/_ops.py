@@ -103,19 +103,31 @@ def _caller_level() -> int:
     return level
 
 
+def complex_cast(out: np.dtype):
+    """How a complex value becomes one of the real, integer or bool dtype ``out``,
+    as NumPy's cast: its real part (NumPy warns ComplexWarning: see ``build``),
+    or for bool, whether either part is non-zero (no warning). The built-in
+    ops' elements and a Reducer's complex results (``Reducer._decl``) alike."""
+    if out.kind == "b":
+
+        def cast(v):
+            return v != 0
+    else:
+
+        def cast(v):
+            return v.real
+
+    return cast
+
+
 def _to_acc(dt: np.dtype, out: np.dtype, acc):
-    """``map`` of sum, prod and mean: the element as the accumulator. Complex
-    values into a real or integer ``dtype=`` keep their real part, as NumPy's
-    cast does (it warns ComplexWarning: see ``build``); into bool they are
-    True where non-zero, either part (NumPy's cast, no warning)."""
-    if dt.kind == "c" and out.kind == "b":
+    """``map`` of sum, prod and mean: the element as the accumulator; complex
+    values into a non-complex ``dtype=`` through :func:`complex_cast`."""
+    if dt.kind == "c" and out.kind != "c":
+        cast = complex_cast(out)
 
         def map_(v, j):
-            return acc(v != 0)
-    elif dt.kind == "c" and out.kind != "c":
-
-        def map_(v, j):
-            return acc(v.real)
+            return acc(cast(v))
     else:
 
         def map_(v, j):

@@ -64,7 +64,7 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
         vdt = np.dtype(np.float32) if in_dtype == np.float16 else in_dtype
         if not _ops.kernel_dtype(in_dtype):
             raise TypeError(f"unsupported dtype {in_dtype} for a Reducer")
-        real_part = False
+        cast_complex = False
         if dtype is None:
             out = op._result_dtype(vdt)
         else:
@@ -75,13 +75,13 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
             # complex results of complex values into a real dtype= keep their real
             # part, as the built-in ops and NumPy's cast (Numba cannot store a complex
             # into a real array: the CPU raised a TypeError blaming the user's functions)
-            real_part = (out.kind != "c" and vdt.kind == "c"
+            cast_complex = (out.kind != "c" and vdt.kind == "c"
                          and op._result_dtype(vdt).kind == "c")
-            if real_part:
+            if cast_complex and out.kind != "b":  # into bool: non-zero, no warning (NumPy)
                 warnings.warn(f"reduce(): Reducer {op.name!r} gives complex results; "
                               f"dtype={out} keeps their real part", _ops._COMPLEX_WARNING,
                               stacklevel=_ops._caller_level())
-        return _ops.Spec(op._decl(vdt, out, real_part), out, vdt)
+        return _ops.Spec(op._decl(vdt, out, cast_complex), out, vdt)
     if not isinstance(op, str):
         raise TypeError(f"op must be an op name or a hrarray.Reducer, got {type(op).__name__}")
     return _ops.build(op, in_dtype, dtype=dtype, ddof=ddof)

@@ -434,9 +434,10 @@ class Reducer:
         self._key_memo = (watch, key)
         return key
 
-    def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype, real_part: bool = False) -> Decl:
-        """The declaration the kernels run; ``real_part``: finalize keeps the real
-        part of a complex result (a real ``dtype=`` of complex values)."""
+    def _decl(self, in_dtype: np.dtype, out_dtype: np.dtype, cast_complex: bool = False) -> Decl:
+        """The declaration the kernels run; ``cast_complex``: finalize casts a complex
+        result into the non-complex ``out_dtype`` as the built-in ops do
+        (``_ops.complex_cast``: the real part; for bool, non-zero)."""
         user_map, user_fin = self.map, self.finalize
         ident = self._state(in_dtype)[0]  # of the state's types (see _state)
         if user_map is None:
@@ -461,10 +462,13 @@ class Reducer:
             def fin0(acc, n):
                 return user_fin(acc, n)
 
-        if real_part:  # a complex result into a real dtype= (see reduce._spec_for)
+        if cast_complex:  # a complex result into a non-complex dtype= (reduce._spec_for)
+            from hrarray._ops import complex_cast
+
+            cast = complex_cast(out_dtype)
 
             def fin(acc, n):
-                return fin0(acc, n).real
+                return cast(fin0(acc, n))
         else:
             fin = fin0
 

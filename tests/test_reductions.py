@@ -531,6 +531,21 @@ def test_reducer_complex_into_real_dtype(dtype, backend):
         np.testing.assert_array_equal(got, want)
 
 
+def test_reducer_complex_into_bool_dtype(backend):
+    """A Reducer's complex results into dtype=bool: True where either part is non-zero,
+    without a warning, as the built-in ops (one rule, _ops.complex_cast; the Reducer had
+    kept the real part: 1j gave False, with a ComplexWarning)."""
+    x = ragged_1d(np.array([1j, 0j, 0j, 2 + 0j]), [2, 1, 1], backend)
+    plain = hr.Reducer(identity=0.0, combine=lambda a, b: a + b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        got = host(hr.reduce(x, plain, dtype=bool))
+        builtin = host(hr.sum(x, dtype=bool))
+    assert got.dtype == np.bool_
+    np.testing.assert_array_equal(got, [True, False, True])
+    np.testing.assert_array_equal(builtin, got)
+
+
 @pytest.mark.parametrize("op", ["sum", "prod", "mean", "nansum", "nanmean"])
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
 def test_complex_into_real_dtype(op, dtype, backend):
