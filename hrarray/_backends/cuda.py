@@ -390,9 +390,10 @@ def _stream_of(a):
     """The stream that orders work on ``a`` (from its CUDA array interface)."""
     if SIMULATOR:
         return 0
-    if _is_numba(a):
+    lib = _lib(a)  # (once: _is_numba would compute it again)
+    if lib == "numba" and hasattr(a, "copy_to_host"):
         return getattr(a, "stream", 0) or 0
-    if _lib(a) == "torch" and sys.modules.get("torch") is not None:
+    if lib == "torch" and sys.modules.get("torch") is not None:
         # PyTorch's interface names no stream, but its caching allocator gives
         # results and temporaries on its current stream: run there too, so that
         # they are not reused, nor read by the caller, before the kernels finish
