@@ -136,17 +136,6 @@ def _ragged(values, *offsets):
     return x
 
 
-def _tuple_reducer(k: int):
-    terms = ", ".join(f"a[{i}] + b[{i}]" for i in range(k))
-    maps = ", ".join(f"v * {i + 1}.0" for i in range(k))
-    ns: dict = {}
-    exec(f"def combine(a, b):\n    return ({terms},)\n"
-         f"def map_(v):\n    return ({maps},)\n"
-         "def finalize(s, n):\n    return s[0]\n", ns)
-    return hr.Reducer(identity=(0.0,) * k, combine=ns["combine"], map=ns["map_"],
-                      finalize=ns["finalize"])
-
-
 def main() -> int:
     try:
         cuda.compile_ptx(lambda x: None, (P.numba.float32[:],), cc=P.CC)
@@ -169,7 +158,7 @@ def main() -> int:
         "attention_pool": lambda: hr.attention_pool(x2, hr.RaggedArray(_to_device(v1),
                                                                        x2.offsets)),
         "a Reducer of six float64s": lambda: hr.reduce(_ragged(v1.astype(np.float64), offs),
-                                                       _tuple_reducer(6)),
+                                                       P.tuple_reducer(6)),
     }
     calls["sum 2-D, interface values"] = lambda: hr.sum(
         hr.RaggedArray(_interface(v2), _interface(offs)))

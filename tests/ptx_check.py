@@ -215,6 +215,20 @@ def check_transforms(dtypes, layouts, scores=("float32", "float64", "int8")) -> 
             K.get_kernel(mdecl, "map").run(None, OFFSETS, per, _out(40, per, ndt))
 
 
+def tuple_reducer(k: int):
+    """A user Reducer whose state is ``k`` float64s (also host_path_check's)."""
+    import hrarray as hr
+
+    terms = ", ".join(f"a[{i}] + b[{i}]" for i in range(k))
+    maps = ", ".join(f"v * {i + 1}.0" for i in range(k))
+    ns: dict = {}
+    exec(f"def combine(a, b):\n    return ({terms},)\n"
+         f"def map_(v):\n    return ({maps},)\n"
+         "def finalize(s, n):\n    return s[0]\n", ns)
+    return hr.Reducer(identity=(0.0,) * k, combine=ns["combine"], map=ns["map_"],
+                      finalize=ns["finalize"])
+
+
 def check_large_states() -> None:
     """User Reducers whose per-thread state passes the shared memory a 256 x 16 block
     has room for (six float64s needed 49,168 bytes; 48 KiB allowed): the kernel must
@@ -222,19 +236,9 @@ def check_large_states() -> None:
     the layouts, are what is checked."""
     import sys as _sys
 
-    import hrarray as hr
-
     red = _sys.modules["hrarray.reduce"]
     for k in (6, 24):
-        terms = ", ".join(f"a[{i}] + b[{i}]" for i in range(k))
-        maps = ", ".join(f"v * {i + 1}.0" for i in range(k))
-        src = (f"def combine(a, b):\n    return ({terms},)\n"
-               f"def map_(v):\n    return ({maps},)\n"
-               "def finalize(s, n):\n    return s[0]\n")
-        ns: dict = {}
-        exec(src, ns)
-        r = hr.Reducer(identity=(0.0,) * k, combine=ns["combine"], map=ns["map_"],
-                       finalize=ns["finalize"])
+        r = tuple_reducer(k)
         spec = red._spec_for(r, np.dtype(np.float64), None, 0)
         _current[0] = f"user Reducer, {k} float64 state"
         v = _values(np.float64, "1d")
