@@ -753,7 +753,7 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
     if in_dtype.kind == "c" and name.removeprefix("nan") not in _COMPLEX_OK:
         raise TypeError(f"{name}() is not defined for complex values (dtype {in_dtype})")
     if dtype is not None and not kernel_dtype(dtype):
-        raise TypeError(f"dtype={dtype!r} is not a numeric dtype the kernels take "
+        raise TypeError(f"{shown}(): dtype={dtype} is not a numeric dtype the kernels take "
                         "(bool, integer, float up to float64, complex up to complex128)")
     if (
         dtype is not None
