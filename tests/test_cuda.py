@@ -460,6 +460,38 @@ def test_large_reducer_states_fit_in_shared_memory():
                                atol=1e-12)
 
 
+def test_map_and_scan_blocks_fit_in_shared_memory(monkeypatch):
+    """The map (softmax, broadcast) and scan (cumsum) kernels keep a window of
+    ``block * items`` segment ends in shared memory: at HRARRAY_CUDA_BLOCK=1024 (an allowed
+    setting) that was 128 KiB and ptxas refused the kernels (tests/ptx_check.py run at that
+    block). They now shrink their blocks as the reductions do; the results must not change
+    when they do (the limit lowered here so that the simulator's 64-thread blocks halve)."""
+    v = RNG.standard_normal(300)
+    offs = lengths_offsets(np.array([0, 3, 120, 1, 0, 77, 99]))
+    x, xd = hr.RaggedArray(v, offs), hr.RaggedArray(dev(v), dev(offs))
+    per = RNG.standard_normal(len(offs) - 1)
+    calls = [hr.softmax, hr.cumsum, lambda a: hr.cumsum(a, exclusive=True),
+             lambda a: hr.broadcast(per if a is x else dev(per), a)]
+    with settings(block=1024, items=16):
+        for call in calls:
+            call(xd)
+    ks = [k for key, k in kc._compiled.items() if key[0] in ("map", "scan") and key[2] == 1024]
+    assert {k.kind for k in ks} == {"map", "scan"}
+    for k in ks:
+        assert k.block < 1024
+        assert kc._shared_bytes(getattr(k, "dtypes", ()), k.block, k.items, None) \
+            <= kc.SHARED_LIMIT
+    monkeypatch.setattr(kc, "SHARED_LIMIT", 6000)  # 64 x 16 does not fit; 32 x 16 does
+    with settings(block=64, items=16):
+        for call in calls:
+            got = call(xd)
+            np.testing.assert_allclose(host(got.values), call(x).values, rtol=1e-12,
+                                       atol=1e-15)
+    ks = [k for key, k in kc._compiled.items() if key[0] in ("map", "scan") and key[2] == 64]
+    assert ks
+    assert all((k.block, k.items) == (32, 16) for k in ks)
+
+
 # ---------------------------------------------------------------- transforms
 
 

@@ -402,8 +402,9 @@ SHARED_LIMIT = 47 * 1024
 
 
 def _fit_shared(dtypes, block: int, items: int) -> tuple[int, int]:
-    """``(block, items)`` whose reduce block fits in static shared memory, which
-    holds a state per thread: halved blocks (the items per thread kept), then
+    """``(block, items)`` whose reduce (or map, or scan) block fits in static
+    shared memory, which holds a window of ``block * items`` segment ends and a
+    state per thread: halved blocks (the items per thread kept), then
     fewer items, for a large (user Reducer) state. A Reducer of six float64s needed 49,168 bytes
     at 256 x 16 (over the 48 KiB a GPU gives; the simulator has no limit).
     TypeError when not even 32 threads of one item fit."""
@@ -1284,6 +1285,9 @@ class CudaMapKernel:
 
     def __init__(self, mdecl, block: int, items: int, warp=None):
         _check_settings(block, items)
+        # the window of segment ends (block x items int64s) must fit too: at
+        # HRARRAY_CUDA_BLOCK=1024 it took 128 KiB and the kernel did not assemble
+        block, items = _fit_shared((), block, items)
         self.mdecl = mdecl
         self.block = block
         self.items = items
@@ -1467,9 +1471,10 @@ class CudaScanKernel:
     def __init__(self, decl: Decl, block: int, items: int, warp=None):
         _check_settings(block, items)
         self.decl = decl
+        self.dtypes = cg.component_dtypes(decl.identity)
+        block, items = _fit_shared(self.dtypes, block, items)  # as the reduce's blocks
         self.block = block
         self.items = items
-        self.dtypes = cg.component_dtypes(decl.identity)
         self.warp = (not SIMULATOR) and warp is not False and _warp_ok(self.dtypes)
         persistent = decl.key[0] != "user"
         src = _scan_source(decl, self.dtypes, block, items, self.warp, _disk_cache(persistent))
