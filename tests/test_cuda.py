@@ -545,6 +545,51 @@ def test_cumsum_many_blocks():
 # ---------------------------------------------------------------- structure
 
 
+def test_small_grid_launches_from_threads_leave_the_warning_filters_alone(monkeypatch):
+    """A launch of fewer than 128 blocks silences numba-cuda's low-occupancy warning in a
+    ``warnings.catch_warnings()`` block, which saves and restores the process-wide filter
+    list: two threads' blocks interleaving restored each other's lists, leaving the
+    silencing filter installed for good (or dropping one). Launches through that block are
+    serialised; numba-cuda's own launch path is stood in for (the simulator cannot run
+    kernels from several host threads at once)."""
+    import threading
+    import time
+    import warnings
+
+    class Kernel:
+        def __getitem__(self, config):
+            return self.run
+
+        def run(self, *args):
+            warnings.warn("Grid size 1 will likely result in GPU under-utilization due to "
+                          "low occupancy.", RuntimeWarning, stacklevel=1)
+            time.sleep(0.0002)  # another thread's launch begins meanwhile
+
+    monkeypatch.setattr(kc, "SIMULATOR", False)
+    kernel, start = Kernel(), threading.Barrier(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that gets out fails the launch
+        before = list(warnings.filters)
+
+        errors = []
+
+        def work():
+            start.wait()
+            try:
+                for _ in range(40):
+                    kc._numba_launch(kernel, 1, 32, 0, ())
+            except Exception as exc:  # an escaped warning, as an error
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert warnings.filters == before
+        assert errors == []
+
+
 def test_default_stream_scratch_is_per_thread():
     """Scratch buffers are shared per (device, stream): for the default-stream handles
     (0, and 2 = per-thread) the calling thread is part of the key, since under per-thread

@@ -737,13 +737,19 @@ def launch(fn, grid, block, stream, args):
         _fast_entries[key] = _fast_entry(fn, args, stream)
 
 
+_warnings_lock = _locks.Lock()
+
+
 def _numba_launch(fn, grid, block, stream, args):
     if not SIMULATOR:
         gx, gy = grid if isinstance(grid, tuple) else (grid, 1)
         if gx * gy >= 128:  # numba-cuda warns below 128 blocks (its min_grid_size)
             fn[grid, block, stream](*args)  # no warnings context: ~host time per launch
             return
-    with warnings.catch_warnings():
+    # catch_warnings saves and restores the process-wide filter list: two threads'
+    # blocks interleaving restored each other's lists (the silencing filter stayed
+    # installed for good), so these launches (small grids, first calls) take turns
+    with _warnings_lock, warnings.catch_warnings():
         if SIMULATOR:
             warnings.simplefilter("ignore", RuntimeWarning)
         else:
