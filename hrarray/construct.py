@@ -225,12 +225,15 @@ def _unfit(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
         lo, hi = max(info.min, have.min), min(info.max, have.max)
         bad = (flat < flat.dtype.type(lo)) | (flat > flat.dtype.type(hi))
     elif flat.dtype.kind in "fc":
-        import warnings
-
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")  # ComplexWarning, invalid casts
-            back = flat.astype(dtype).astype(flat.dtype)
-        bad = back != flat  # NaN != NaN: flagged too
+        # the real part cast on its own: complex-to-int astype would warn (ComplexWarning),
+        # and silencing it with warnings.catch_warnings() is not thread-safe (it swaps the
+        # process-wide filter list); np.errstate, for the invalid casts, is per thread
+        real = flat.real
+        with np.errstate(all="ignore"):
+            back = real.astype(dtype).astype(real.dtype)
+        bad = back != real  # NaN != NaN: flagged too
+        if flat.dtype.kind == "c":
+            bad |= flat.imag != 0
     else:
         bad = np.zeros(flat.shape, bool)
     return np.flatnonzero(bad)

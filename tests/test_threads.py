@@ -425,3 +425,37 @@ def test_kernels_write_only_inside_their_scratch(monkeypatch):
     hr.logsumexp(x1)
     assert len(fenced.bufs) > 10
     assert fenced.intact()
+
+
+def test_from_list_from_threads_leaves_the_warning_filters_alone():
+    """from_list's exactness check of integer dtype= silenced the cast's warnings in a
+    ``warnings.catch_warnings()`` block, which swaps the process-wide filter list: threads
+    interleaving there left an 'ignore every warning' filter installed for good (2 runs
+    of 3 with a 1 us switch interval). The check now raises no warning to silence."""
+    import warnings
+
+    hr.from_list([[1.0]], dtype=np.int64)
+    before = list(warnings.filters)
+    start, errors = threading.Barrier(8), []
+
+    def work():
+        start.wait()
+        try:
+            for _ in range(300):
+                assert hr.from_list([[1.0, 2.0], [3.0, 1 + 0j]], dtype=np.int64).to_list() \
+                    == [[1, 2], [3, 1]]
+        except Exception as exc:
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: inside the block too
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert warnings.filters == before
