@@ -246,6 +246,37 @@ def test_rows_wider_than_the_grid_run_as_column_slices(monkeypatch):
     assert sum(isinstance(g, tuple) for g in grids) >= 3 * 8  # every kind, in 3 slices
 
 
+def test_rows_wider_than_the_row_lanes_take_column_tiles(monkeypatch):
+    """Groups put at most ROW_LANES lanes across a row (64 on a GPU: at CW = BLOCK a
+    256-column row took 16-row tiles, and its block carries a quarter of float32 rows'
+    bytes); wider rows add column tiles beside groups over rows. The simulator's 32-thread
+    blocks never reach 64 lanes, so the cap is lowered to 8 here: 20-column rows run as
+    3 column tiles of 4 groups of 8 lanes, every kernel kind, and must give the CPU's
+    results; with gridDim.y capped at 1 as well, as 3 column slices."""
+    monkeypatch.setattr(kc, "ROW_LANES", 8)
+    assert kc._layout(True, 20, 32) == (8, 4, 4)
+    lengths = np.array([1, 0, 9, 3, 0, 40, 2])
+    offs = lengths_offsets(lengths)
+    v = RNG.standard_normal((int(lengths.sum()), 20))
+    v[3, 17] = np.nan
+    v[20, 9] = -np.inf
+    for cap in (65535, 1):
+        monkeypatch.setattr(kc, "MAX_GRID_Y", cap)
+        for op in ("sum", "max", "argmin", "var", "first"):
+            got, want = both(v, [offs], op)
+            assert_same(op, got, want)
+        for fn in (hr.softmax, hr.cumsum, lambda a: hr.cumsum(a, exclusive=True)):
+            got, want = _transform_pair(fn, v, offs)
+            assert_same("sum", got.values, want.values)
+        per = RNG.standard_normal((len(lengths), 20))
+        got = hr.broadcast(dev(per), hr.RaggedArray(dev(v), dev(offs)))
+        assert_same("broadcast", got.values,
+                    hr.broadcast(per, hr.RaggedArray(v, offs)).values)
+        scores = hr.RaggedArray(RNG.standard_normal((v.shape[0], 2)), offs)
+        got, want = _transform_pair(hr.attention_pool, v, offs, scores)
+        assert_same("sum", got, want)
+
+
 @pytest.mark.parametrize(
     ("dtype", "ops"),
     [

@@ -46,8 +46,8 @@ too, so they are written in step 2 with ``finalize(identity, 0)`` or the
 fill value.
 
 2-D rows ``(n, d)``: a block is ``G`` groups x ``CW`` lanes, ``CW = min(d,
-BLOCK)`` lanes across the row (coalesced loads), ``G = BLOCK // CW`` groups
-balanced over rows exactly as above; ``d > BLOCK`` adds column tiles on
+BLOCK, ROW_LANES)`` lanes across the row (coalesced loads), ``G = BLOCK // CW``
+groups balanced over rows exactly as above; ``d > CW`` adds column tiles on
 ``gridDim.y``.
 
 The block scan has two phases: a Hillis-Steele scan inside each warp's groups
@@ -130,8 +130,17 @@ STACK = 48
 #: layout a 64-column row left 4 groups, R / 4 dependent steps: 2.5 ms of 3.25 on
 #: one_huge 2-D in Run 17); 8 columns of a float64 state are two 32-byte sectors
 FIX_CW = 8
+#: most lanes a group puts across a row (CW); wider rows add column tiles on
+#: gridDim.y rather than take fewer rows per block. Every reduce block writes a
+#: head and a tail carry per column (float64 for float32 data) where segments
+#: cross its edges, and the fix-up reads them back: at CW = BLOCK = 256 (rows of
+#: 256 columns or more) a tile was 16 rows, and those carries came to a quarter
+#: of float32 rows' bytes, in scratch and written and read again (a predicted
+#: ~1.3x on bandwidth-bound wide rows, not yet timed on a GPU); at 64 lanes a
+#: tile is 64 rows, a sixteenth. Rows of 64 columns or fewer are unchanged.
+ROW_LANES = 64
 #: CUDA's limit on gridDim.y: 2-D launches put column tiles there, so rows wider
-#: than MAX_GRID_Y tiles (16.7M columns at BLOCK 256) run as several launches
+#: than MAX_GRID_Y tiles (4.19M columns at 64 lanes) run as several launches
 #: over column slices (``_column_chunks``); a test hook lowers it
 MAX_GRID_Y = 65535
 
@@ -1072,9 +1081,9 @@ def _columns(a, c0: int, c1: int):
 
 def _column_chunks(m: int, block: int):
     """The ``(c0, c1)`` column slices a 2-D launch over ``m`` columns runs as:
-    one, unless its column tiles (``min(m, block)`` lanes each) would pass
+    one, unless its column tiles (``_layout``'s CW lanes each) would pass
     CUDA's gridDim.y limit; then slices of MAX_GRID_Y tiles."""
-    width = MAX_GRID_Y * min(m, block)
+    width = MAX_GRID_Y * _layout(True, m, block)[0]
     if m <= width:
         return None
     return [(c0, min(c0 + width, m)) for c0 in range(0, m, width)]
@@ -1082,7 +1091,7 @@ def _column_chunks(m: int, block: int):
 
 def _layout(two_d: bool, m: int, block: int):
     """(CW lanes per group, G groups, WG groups per warp chunk) of a block."""
-    cw = min(m, block) if two_d else 1
+    cw = min(m, block, ROW_LANES) if two_d else 1
     g = block // cw
     wg = 32 // cw if (cw <= 32 and 32 % cw == 0) else 1
     return cw, g, wg
