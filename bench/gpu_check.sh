@@ -22,7 +22,9 @@
 #       with the fast launch on and off                          -> $OUT/profile.log
 #   4c. (CONFIGS="256:16 256:32 ...") the same kernel split per BLOCK:ITEMS schedule
 #                                                                -> $OUT/profile.log
-#   4d. (unless SKIP_PROBES=1) bench/gpu_probes.py: stream order, no host sync, per-thread
+#   4d. (unless SKIP_WIDE=1) bench/gpu_profile.py on rows of 256, 768 and 4096 columns at
+#       256 and 64 lanes across a row (kc.ROW_LANES), same run    -> $OUT/gpu_check.log
+#   4e. (unless SKIP_PROBES=1) bench/gpu_probes.py: stream order, no host sync, per-thread
 #       default streams, the fast launch, a context reset        -> $OUT/gpu_check.log
 #   5. bench/gpu_sweep.py: every op x workload x 1-D/2-D x f32/f64 at 1e8,
 #      CUDA vs float64 reference and vs hrarray CPU              -> $OUT/sweep.log
@@ -169,10 +171,20 @@ if [ -n "${CONFIGS:-}" ]; then
   grep -E "^-- HRARRAY|events" "$OUT/profile.log" | tail -n 60 | tee -a "$LOG"
 fi
 
+if [ "${SKIP_WIDE:-0}" != 1 ]; then
+  # wide rows, the same run at 256 lanes across a row (the layout before ROW_LANES) and at
+  # 64 (predicted ~1.3x on float32 sum: a quarter of the rows' bytes fewer in block carries)
+  say "== 4d. wide rows, ROW_LANES 256 vs 64 at $(elapsed)s"
+  # (its lines go to gpu_check.log: $OUT holds at most 8 files)
+  timeout 120 $PY bench/gpu_profile.py --ops sum,max --row-lanes 256,64 \
+    --cases uniform2d256,uniform2d768,uniform2d4096 2>&1 \
+    | grep -E "lanes|Error|Traceback" | tee -a "$LOG"
+fi
+
 if [ "${SKIP_PROBES:-0}" != 1 ]; then
   # streams, host syncs, per-thread default streams, the fast launch, a context reset
   # (bench/gpu_probes.py; a few seconds); its lines go to gpu_check.log
-  say "== 4d. probes at $(elapsed)s"
+  say "== 4e. probes at $(elapsed)s"
   timeout 300 $PY bench/gpu_probes.py 2>&1 | tail -n 20 | tee -a "$LOG"
 fi
 

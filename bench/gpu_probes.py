@@ -1,6 +1,6 @@
 """GPU-only behaviour the simulator cannot show: streams, host syncs, threads, contexts.
 
-Run on a machine with an NVIDIA GPU and CuPy (``bench/gpu_check.sh`` step 4d runs it):
+Run on a machine with an NVIDIA GPU and CuPy (``bench/gpu_check.sh`` step 4e runs it):
 
     python bench/gpu_probes.py            # every probe; one PASS / FAIL / INFO line each
 

@@ -5,7 +5,9 @@ prints, per case, the event-timed median of ``x.sum()`` and ``x.max()``, the wal
 call, and each kernel launch's own event time (every launch of one call bracketed by events:
 synchronising, for the split only); then each compiled kernel's registers, shared and local
 memory per thread.  ``--once``: one warm call per case (for ``ncu``).  ``--cases`` picks
-cases.  Environment ``HRARRAY_CUDA_BLOCK`` / ``HRARRAY_CUDA_ITEMS`` select the schedule.
+cases (``uniform2dD``: rows of ``D`` columns, e.g. ``uniform2d768``); ``--row-lanes 256,64``
+times each at those lanes across a row (``kc.ROW_LANES``).  Environment
+``HRARRAY_CUDA_BLOCK`` / ``HRARRAY_CUDA_ITEMS`` select the schedule.
 """
 
 import argparse
@@ -51,6 +53,9 @@ def make(case):
         return v1, offsets_one_huge(N)
     if case == "tiny1d":
         return v1, offsets_tiny(N)
+    if case.startswith("uniform2d") and case != "uniform2d":  # uniform2d768: wide rows
+        d = int(case.removeprefix("uniform2d"))
+        return v1[: N // d * d].reshape(N // d, d), offsets_uniform(N // d, 100)
     v2 = v1.reshape(N // M, M)
     if case == "uniform2d":
         return v2, offsets_uniform(N // M, 100)
@@ -151,6 +156,9 @@ def main():
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--cases", default="uniform1d,one_huge1d,tiny1d,uniform2d,one_huge2d,tiny2d")
     ap.add_argument("--ops", default="sum,max")
+    ap.add_argument("--row-lanes", default="",
+                    help="comma list of kc.ROW_LANES values (lanes across a row) to time each "
+                    "case at, in this process (a same-run A/B of the 2-D layout)")
     ap.add_argument("--sass", default="", help="write the kernels' SASS to this file and "
                     "print their instruction mix (after the cases ran)")
     ap.add_argument("--cprofile", action="store_true",
@@ -225,7 +233,9 @@ def main():
         v, o = make(case)
         x = hr.RaggedArray(v, o)
         gb = (v.nbytes + o.nbytes) / 1e9
-        for op in a.ops.split(","):
+        lanes = [int(k) for k in a.row_lanes.split(",") if k] or [kc.ROW_LANES]
+        for op, rl in ((op, rl) for op in a.ops.split(",") for rl in lanes):
+            kc.ROW_LANES = rl  # a runtime argument of the kernels: no recompile
             fn = getattr(x, op)
             t = time.perf_counter()
             fn()
@@ -236,7 +246,8 @@ def main():
             te, tw = event_median(fn)
             parts = " ".join(f"{n}{tuple(g) if isinstance(g, tuple) else (g,)}={s * 1e3:.3f}"
                              for n, g, s in split(fn))
-            print(f"{case:11s} {op:4s} events {te * 1e3:7.3f} ms ({gb / te:6.0f} GB/s)  wall "
+            tag = f" lanes {rl}" if a.row_lanes else ""
+            print(f"{case:11s} {op:4s}{tag} events {te * 1e3:7.3f} ms ({gb / te:6.0f} GB/s)  wall "
                   f"{tw * 1e3:7.3f} ms  first {first:5.2f} s | {parts}", flush=True)
         del x, v, o
         cp.get_default_memory_pool().free_all_blocks()
