@@ -645,6 +645,42 @@ def test_default_stream_scratch_is_per_thread():
     assert keys["main"][2] == keys["other"][2] == 0x7F00
 
 
+def test_a_thread_s_default_stream_scratch_goes_with_it():
+    """The scratch of a default-stream key (per thread, see above) belongs to the calling
+    thread: a global table kept every ended thread's device memory (helper G's review), so
+    a process whose threads come and go (a server, a pool that replaces its threads) grew
+    without bound. It is freed when the thread ends; a thread reusing it keeps one."""
+    import gc
+    import threading
+    import weakref
+
+    from hrarray._backends.cuda import CUDA
+
+    v = RNG.standard_normal(50)
+    xd = hr.RaggedArray(dev(v), dev(np.array([0, 20, 20, 50])))
+    want = hr.sum(hr.RaggedArray(v, np.array([0, 20, 20, 50])))
+    seen = {}
+
+    def work():
+        got = [host(hr.sum(xd)) for _ in range(2)]
+        sc = kc._scratch_for(CUDA._scratch_key(0))
+        seen["same"] = sc is kc._scratch_for(CUDA._scratch_key(0))
+        seen["used"] = sc.buf is not None  # the reductions above took this one
+        seen["ref"] = weakref.ref(sc)
+        seen["got"] = got
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    for got in seen["got"]:
+        assert_same("sum", got, want)
+    assert seen["same"]
+    assert seen["used"]
+    gc.collect()
+    assert seen["ref"]() is None
+    assert not [k for k in kc._scratch if isinstance(k, tuple) and isinstance(k[1], tuple)]
+
+
 def test_scratch_is_per_context(monkeypatch):
     """After numba.cuda.close() the device's next context must not reuse scratch buffers
     (nor fast-launch kernel handles) of the closed one, whose memory went with it (helper

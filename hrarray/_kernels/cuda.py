@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import warnings
 
 import numba
@@ -1037,22 +1038,43 @@ def context_key() -> tuple[int, int]:
         return dev, ent[1]
 
 
+#: scratch of the default-stream keys, whose stream key names the calling
+#: thread: held by that thread, so that its buffers go when it ends (in a
+#: process whose threads come and go, a table of them all kept every dead
+#: thread's device memory)
+_thread_scratch = threading.local()
+
+
 def _scratch_for(key) -> _Scratch:
     """The scratch of ``key`` = ((device, generation), stream key): after
     ``numba.cuda.close()`` the device's new context must not get the old one's
     buffers (their memory went with it); the first scratch of a new generation
     drops those of older generations of the same device. (Under the simulator,
-    and for a caller's None, the key holds no context.)"""
+    and for a caller's None, the key holds no context.) A stream key of
+    (handle, thread) is the calling thread's own: kept in a table of its own."""
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], tuple):
+        table = getattr(_thread_scratch, "table", None)
+        if table is None:
+            table = _thread_scratch.table = {}
+        s = table.get(key)
+        if s is None:
+            _drop_older_contexts(table, key)
+            s = table[key] = _Scratch()
+        return s
     with _scratch_lock:
         s = _scratch.get(key)
         if s is None:
-            ctx = key[0] if isinstance(key, tuple) and key else None
-            if isinstance(ctx, tuple):
-                for k in [k for k in _scratch if isinstance(k[0], tuple)
-                          and k[0][0] == ctx[0] and k[0] != ctx]:
-                    del _scratch[k]
+            _drop_older_contexts(_scratch, key)
             s = _scratch[key] = _Scratch()
         return s
+
+
+def _drop_older_contexts(table: dict, key) -> None:
+    ctx = key[0] if isinstance(key, tuple) and key else None
+    if isinstance(ctx, tuple):
+        for k in [k for k in table if isinstance(k, tuple) and isinstance(k[0], tuple)
+                  and k[0][0] == ctx[0] and k[0] != ctx]:
+            del table[k]
 
 
 def _carve(buf, offset: int, shape, dt: np.dtype):
