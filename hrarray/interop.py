@@ -136,11 +136,13 @@ def from_arrow(list_array) -> RaggedArray:
     import pyarrow as pa
 
     if isinstance(list_array, pa.ChunkedArray):
-        chunks = [c for c in list_array.chunks if len(c)] or list(list_array.chunks)
+        # empty chunks are skipped, but messages number the chunks as the caller does
+        chunks = [(k, c) for k, c in enumerate(list_array.chunks) if len(c)]
+        chunks = chunks or list(enumerate(list_array.chunks))
         if not chunks:
             # no chunks at all: an empty array of the same type
             return from_arrow(pa.array([], type=list_array.type))
-        parts = [_arrow_list(c, pa, f"list_array chunk {k}") for k, c in enumerate(chunks)]
+        parts = [_arrow_list(c, pa, f"list_array chunk {k}") for k, c in chunks]
         return parts[0] if len(parts) == 1 else concatenate(parts)
     if not isinstance(list_array, pa.Array):
         raise TypeError(

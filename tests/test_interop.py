@@ -123,6 +123,15 @@ def test_from_arrow_chunked(pa_):
     empty = hr.from_arrow(pa.chunked_array([], type=pa.list_(pa.float32())))
     assert len(empty) == 0
     assert empty.dtype == np.float32
+    # errors number the chunks as the caller does, empty ones too (helper I's audit: the
+    # empty chunks were dropped first, so the null in chunk 2 was said to be in chunk 1)
+    t = pa.list_(pa.int64())
+    with pytest.raises(ValueError, match="list_array chunk 2 has a null list at position 1"):
+        hr.from_arrow(pa.chunked_array([pa.array([], t), pa.array([[1]], t),
+                                        pa.array([[1], None], t)]))
+    s = pa.list_(pa.string())
+    with pytest.raises(TypeError, match="list_array chunk 1 values"):
+        hr.from_arrow(pa.chunked_array([pa.array([], s), pa.array([["a"]], s)]))
 
 
 @needs_pa
