@@ -267,8 +267,12 @@ def _ak_has_ragged(layout) -> bool:
     import awkward as ak
 
     c = ak.contents
-    while isinstance(layout, (c.RegularArray, c.ListOffsetArray, c.ListArray)):
-        if _ak_is_list(layout):
+    # through option and indexed nodes too (a regular level above an option of
+    # lists): whether they hold a missing value is _ak_unwrap's to say
+    wrappers = (c.IndexedOptionArray, c.ByteMaskedArray, c.BitMaskedArray, c.UnmaskedArray,
+                c.IndexedArray)
+    while isinstance(layout, (c.RegularArray, c.ListOffsetArray, c.ListArray, *wrappers)):
+        if not isinstance(layout, wrappers) and _ak_is_list(layout):
             return True
         layout = layout.content
     return False

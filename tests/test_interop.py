@@ -226,6 +226,16 @@ def test_from_awkward_layouts(ak_):
     opt = ak.Array([[1.0], [2.0, None]])[:, :1]  # type var * ?float64, no None left
     assert "?" in str(opt.type)
     assert hr.from_awkward(opt).to_list() == [[1.0], [2.0]]
+    # ... also between a regular level and the lists below it (helper I's audit: the
+    # search for a ragged level stopped at the option, a TypeError saying there was none)
+    lists = c.ListOffsetArray(ak.index.Index64(np.array([0, 1, 3])), c.NumpyArray(np.arange(3.0)))
+    for index, want in (([0, 1], None), ([0, -1], "missing value at position 1")):
+        lay = c.RegularArray(c.IndexedOptionArray(ak.index.Index64(np.array(index)), lists), 1)
+        if want is None:
+            assert hr.from_awkward(ak.Array(lay)).to_list() == [[[0.0]], [[1.0, 2.0]]]
+        else:
+            with pytest.raises(ValueError, match=want):
+                hr.from_awkward(ak.Array(lay))
     u32 = c.ListOffsetArray(ak.index.IndexU32(np.array([0, 1, 3], np.uint32)), content)
     v = hr.from_awkward(u32)
     assert v.offsets.dtype == np.int64
