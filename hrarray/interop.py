@@ -30,6 +30,8 @@ move it with ``x.to_numpy()`` first.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hrarray.construct import concatenate
@@ -172,19 +174,18 @@ def _arrow_values(values: np.ndarray, pa):
         values = values.astype(dt)  # Arrow buffers are little-endian
     n = values.shape[0]
     inner = values.shape[1:]
-    if 0 in inner:
-        raise ValueError(
-            f"values of inner shape {inner} have no Arrow type (a fixed-size list "
-            "needs a positive size)"
-        )
     flat = np.ascontiguousarray(values).reshape(-1)  # a view when already contiguous
     if dt.kind == "b":
         arr = pa.array(flat, type=pa.bool_())  # bit-packed: a copy
     else:
         arr = pa.Array.from_buffers(pa.from_numpy_dtype(dt), flat.shape[0],
                                     [None, pa.py_buffer(flat)])
-    for k in reversed(inner):
-        arr = pa.FixedSizeListArray.from_arrays(arr, int(k))
+    # from_buffers, not FixedSizeListArray.from_arrays, which refuses a size of 0
+    # (fixed_size_list<...>[0] is an Arrow type, and from_arrow reads it)
+    for i in range(len(inner), 0, -1):
+        rows = n * math.prod(inner[: i - 1])
+        arr = pa.Array.from_buffers(pa.list_(arr.type, int(inner[i - 1])), rows, [None],
+                                    children=[arr])
     assert len(arr) == n
     return arr
 
