@@ -22,6 +22,7 @@ from __future__ import annotations
 # builtins.sum/any/...: this module defines functions of those names (the ops)
 import builtins
 import math
+import re
 import uuid
 import weakref
 
@@ -85,15 +86,47 @@ def _checked_part(part, index, nsegments, sig):
     return part
 
 
-def _call(fname, *args, **kwargs):
-    """``hr.<fname>(*args, **kwargs)`` on one partition."""
-    return getattr(hr, fname)(*args, **kwargs)
+def _call(fname, *args, _at=None, **kwargs):
+    """``hr.<fname>(*args, **kwargs)`` on one partition (``_at``: see ``_located``)."""
+    try:
+        return getattr(hr, fname)(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _located(exc, _at, False) from None
 
 
-def _reduce_part(part, op, token, *, levels, **kwargs):
+def _reduce_part(part, op, token, *, levels, _at=None, **kwargs):
     if token is not None:
         op = _canonical_reducer(token, op)
-    return hr.reduce(part, op, levels=int(levels), **kwargs)
+    try:
+        return hr.reduce(part, op, levels=int(levels), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise _located(exc, _at, int(levels) == part.depth) from None
+
+
+_SEGMENT = re.compile(r"\bsegment (\d+)")
+
+
+def _located(exc: Exception, at, top: bool) -> Exception:
+    """``exc`` raised on partition ``i`` (``at = (i, first)``, ``first`` the number
+    of top-level segments before it, None where chunks are unknown), naming where
+    in the whole array: a partition numbers its segments from 0, so a message's
+    "segment N" of a dense result (``top``: rows are top-level segments) becomes
+    ``first + N``, as the single-machine call says; other positions get the
+    partition named beside them."""
+    if at is None or type(exc) not in (TypeError, ValueError):
+        return exc
+    i, first = at
+    msg = str(exc)
+    m = _SEGMENT.search(msg)
+    if m is not None and top and first is not None:
+        n = int(m.group(1))
+        msg = f"{msg[: m.start(1)]}{first + n}{msg[m.end(1):]}"
+        note = f"partition {i}, its segment {n}"
+    elif first is not None:
+        note = f"positions within partition {i}, which starts at top-level segment {first}"
+    else:
+        note = f"positions within partition {i}"
+    return type(exc)(f"{msg} ({note})")
 
 
 def _concat_parts(parts):
@@ -742,9 +775,13 @@ def _map_parts(name: str, x: RaggedDaskArray, func, args, kwargs, meta_out, othe
     dense = not isinstance(meta_out, RaggedArray)
     zeros = (0,) * (meta_out.ndim - 1) if dense else ()
     layer = {}
+    chunks = x.chunks
+    known = builtins.all(not math.isnan(c) for c in chunks)  # (all: the reduction)
     for i in range(x.npartitions):
         key = (name, i, *zeros)
-        layer[key] = Task(key, func, *(_ref(v, i) for v in args), **kwargs)
+        # where the partition starts, for the positions its errors name
+        at = (i, int(builtins.sum(chunks[:i])) if known else None)
+        layer[key] = Task(key, func, *(_ref(v, i) for v in args), _at=at, **kwargs)
     deps = [x, *others]
     if dense:
         return _dense(layer, name, deps, x.chunks, meta_out)

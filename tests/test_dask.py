@@ -626,6 +626,30 @@ def test_bad_partition_from_delayed_errors_when_computed():
         do.compute()
 
 
+def test_errors_computed_name_positions_in_the_whole_array():
+    """A partition numbers its segments from 0: an error raised while computing one named
+    the segment's index inside the partition (helper I's audit: segment 2 where the
+    single-machine call says 4). A dense result's segment is renumbered as the
+    single-machine call numbers it; other positions are said to be the partition's."""
+    x = hr.from_lengths(np.arange(10.0), [3, 2, 2, 3, 0])
+    dx = hd.from_ragged(x, chunks=(2, 3))
+    for op, kw in (("mean", {"dtype": np.int64}), ("var", {"dtype": np.int32})):
+        with pytest.raises(ValueError, match="segment 4 ") as mem:
+            getattr(hr, op)(x, **kw)
+        with pytest.raises(ValueError, match="segment 4 ") as dist:
+            getattr(hr, op)(dx, **kw).compute()
+        assert str(dist.value) == f"{mem.value} (partition 1, its segment 2)"
+    y = hr.nest(np.array([1.0, 2.0, 3.0, np.nan]), [0, 1, 2, 3, 4], [0, 2, 4])
+    dy = hd.from_ragged(y, chunks=(1, 1))
+    with pytest.raises(ValueError, match=r"mean\(\) of segment 3 meets a NaN"):
+        hr.mean(y, levels=1, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"segment 1 meets a NaN .* \(positions within "
+                       r"partition 1, which starts at top-level segment 1\)"):
+        hr.mean(dy, levels=1, dtype=np.int64).compute()  # the ragged result: not renumbered
+    with pytest.raises(ValueError, match=r"segment 1 meets a NaN .* \(partition 1, its segment 0"):
+        hr.mean(dy, levels=2, dtype=np.int64).compute()
+
+
 # ---------------------------------------------------------------- processes, import
 
 
