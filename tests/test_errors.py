@@ -55,7 +55,12 @@ BAD_OFFSETS = [
     ("past-the-end-early", [0, 6, 7, 9], 5, r"offsets\[1\]=6"),
     ("past-the-end-middle", [0, 1, 5, 6, 6, 8], 5, r"offsets\[3\]=6"),
     # int32 cumsum of [2**31 - 1, 1] wrapped negative: caught as non-monotonic
-    ("int32-wrapped-cumsum", np.array([0, 2**31 - 1, -(2**31)], np.int32), 5, r"offsets\[2\]"),
+    ("int32-wrapped-cumsum", np.array([0, 2, -(2**31)], np.int32), 5, r"offsets\[2\]"),
+    # a decrease after one past the end: that one comes first (helper I's audit: the
+    # decrease was named, offsets[2] here)
+    ("past-the-end-then-decreasing", [0, 30, 11, 11], 10, r"offsets\[1\]=30 is past the end"),
+    ("past-the-end-at-the-decrease", [0, 4, 12, 3], 10, r"offsets\[2\]=12 is past the end"),
+    ("decreasing-then-past-the-end", [0, 5, 3, 11], 10, r"offsets\[2\]=3 < offsets\[1\]"),
 ]
 
 

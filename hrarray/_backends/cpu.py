@@ -57,14 +57,18 @@ def offsets_error(code: int, pos: int, offsets, limit: int, argname: str, what: 
     """The ValueError for a failed offsets check (shared by both backends)."""
     if code == 1:
         return ValueError(f"{argname}[0]={int(offsets[0])} is negative; offsets must be >= 0")
-    if code == 2:
-        return ValueError(
-            f"{argname} must be non-decreasing; {argname}[{pos}]={int(offsets[pos])} < "
-            f"{argname}[{pos - 1}]={int(offsets[pos - 1])}"
-        )
-    # non-decreasing offsets: the first one past the end, by binary search
-    # (scalar reads: on CUDA a few dozen, and only when raising)
+    # the first one past the end among the non-decreasing offsets[:pos + 1] (code 3:
+    # all of them; code 2: those before the first decrease, which come first when
+    # one of them is past the end), by binary search (scalar reads: on CUDA a few
+    # dozen, and only when raising)
     lo, hi = 0, pos
+    if code == 2:
+        if int(offsets[pos - 1]) <= limit:  # none of offsets[:pos] is past the end
+            return ValueError(
+                f"{argname} must be non-decreasing; {argname}[{pos}]={int(offsets[pos])} < "
+                f"{argname}[{pos - 1}]={int(offsets[pos - 1])}"
+            )
+        hi = pos - 1
     while lo < hi:
         mid = (lo + hi) // 2
         if int(offsets[mid]) > limit:
