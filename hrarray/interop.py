@@ -60,6 +60,11 @@ def _arrow_dense(arr, pa, what: str):
         child = arr.values.slice(arr.offset * k, len(arr) * k)
         inner = _arrow_dense(child, pa, f"{what} (fixed-size list values)")
         return inner.reshape((len(arr), k, *inner.shape[1:]))
+    if pa.types.is_null(t):
+        # only empty here (every element of a null array is a null): the type
+        # pyarrow infers for lists that are all empty, pa.array([[], []]); float64,
+        # as Awkward's EmptyArray reads
+        return np.zeros(0, np.float64)
     if pa.types.is_boolean(t):
         return arr.to_numpy(zero_copy_only=False)  # bit-packed: unpacked (a copy)
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):

@@ -135,6 +135,20 @@ def test_from_arrow_chunked(pa_):
 
 
 @needs_pa
+def test_from_arrow_of_lists_that_are_all_empty(pa_):
+    """pa.array([[], []]) has type list<null> (nothing to infer a value type from): it was
+    a TypeError, while from_awkward of the same lists (an EmptyArray) gives float64 (helper
+    I's audit). Empty lists of null values read as float64; a null value is still refused."""
+    pa = pa_
+    for a in (pa.array([[], []]), pa.array([[[]], []]), pa.array([[], [None]]).slice(0, 1)):
+        x = hr.from_arrow(a)
+        assert x.dtype == np.float64
+        assert x.to_list() == a.to_pylist()
+    with pytest.raises(ValueError, match="null at position 0"):
+        hr.from_arrow(pa.array([[None]]))
+
+
+@needs_pa
 def test_arrow_round_trip_of_zero_size_inner_dimensions(pa_):
     """fixed_size_list<...>[0] is an Arrow type that from_arrow reads (inner shape (0,));
     to_arrow refused it (FixedSizeListArray.from_arrays takes no size 0; helper I's
