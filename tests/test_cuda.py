@@ -1125,8 +1125,8 @@ def test_gpu_full_size_rows(d):
 def test_gpu_rows_past_the_grid_limit_and_large_states():
     """On the GPU itself: rows of 600,000 columns (the 2-D fix-up's 8-column tiles passed
     gridDim.y's 65,535 there) and 17M columns (every 2-D kernel's column tiles did, 256
-    columns wide then, 64 now: column slices), and a Reducer of six float64s (past 48 KiB of shared memory at
-    256 x 16). Each failed to launch before (helper G's review)."""
+    columns wide then, 64 now: column slices), and a Reducer of six float64s (past 48 KiB
+    of shared memory at 256 x 16). Each failed to launch before (helper G's review)."""
     rng = np.random.default_rng(5)
     for m in (600_000, 17_000_000):
         v = rng.standard_normal((3, m)).astype(np.float32)
