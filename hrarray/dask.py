@@ -21,6 +21,7 @@ from __future__ import annotations
 
 # builtins.sum/any/...: this module defines functions of those names (the ops)
 import builtins
+import itertools
 import math
 import re
 import uuid
@@ -91,7 +92,10 @@ def _call(fname, *args, _at=None, **kwargs):
     try:
         return getattr(hr, fname)(*args, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise _located(exc, _at, False) from None
+        located = _located(exc, _at, False)
+        if located is exc:
+            raise
+        raise located from exc
 
 
 def _reduce_part(part, op, token, *, levels, _at=None, **kwargs):
@@ -100,10 +104,15 @@ def _reduce_part(part, op, token, *, levels, _at=None, **kwargs):
     try:
         return hr.reduce(part, op, levels=int(levels), **kwargs)
     except (TypeError, ValueError) as exc:
-        raise _located(exc, _at, int(levels) == part.depth) from None
+        located = _located(exc, _at, int(levels) == part.depth)
+        if located is exc:
+            raise
+        raise located from exc
 
 
 _SEGMENT = re.compile(r"\bsegment (\d+)")
+#: what a message names a position with: a segment, an offsets position, an index
+_POSITION = re.compile(r"\bsegment \d+|\bposition \d+|\[\d+\]")
 
 
 def _located(exc: Exception, at, top: bool) -> Exception:
@@ -112,8 +121,9 @@ def _located(exc: Exception, at, top: bool) -> Exception:
     in the whole array: a partition numbers its segments from 0, so a message's
     "segment N" of a dense result (``top``: rows are top-level segments) becomes
     ``first + N``, as the single-machine call says; other positions get the
-    partition named beside them."""
-    if at is None or type(exc) not in (TypeError, ValueError):
+    partition named beside them. A message naming no position is left as it is
+    (``exc`` itself is returned)."""
+    if at is None or type(exc) not in (TypeError, ValueError) or not _POSITION.search(str(exc)):
         return exc
     i, first = at
     msg = str(exc)
@@ -777,10 +787,11 @@ def _map_parts(name: str, x: RaggedDaskArray, func, args, kwargs, meta_out, othe
     layer = {}
     chunks = x.chunks
     known = builtins.all(not math.isnan(c) for c in chunks)  # (all: the reduction)
+    # where each partition starts, for the positions its errors name
+    starts = [0, *itertools.accumulate(int(c) for c in chunks)] if known else None
     for i in range(x.npartitions):
         key = (name, i, *zeros)
-        # where the partition starts, for the positions its errors name
-        at = (i, int(builtins.sum(chunks[:i])) if known else None)
+        at = (i, starts[i] if known else None)
         layer[key] = Task(key, func, *(_ref(v, i) for v in args), _at=at, **kwargs)
     deps = [x, *others]
     if dense:

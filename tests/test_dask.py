@@ -648,6 +648,12 @@ def test_errors_computed_name_positions_in_the_whole_array():
         hr.mean(dy, levels=1, dtype=np.int64).compute()  # the ragged result: not renumbered
     with pytest.raises(ValueError, match=r"segment 1 meets a NaN .* \(partition 1, its segment 0"):
         hr.mean(dy, levels=2, dtype=np.int64).compute()
+    # an error that names no position is left as it is (review S4: it got the note too)
+    bad = hr.Reducer(0.0, lambda a, b: a + b, lambda v: float(np.format_float_positional(v)),
+                     name="bad")
+    with pytest.raises(TypeError, match="Numba cannot compile") as info:
+        hd.reduce(dx, bad).compute()
+    assert "partition" not in str(info.value)
 
 
 # ---------------------------------------------------------------- processes, import
