@@ -581,23 +581,33 @@ def test_small_grid_launches_from_threads_leave_the_warning_filters_alone(monkey
     ``warnings.catch_warnings()`` block, which saves and restores the process-wide filter
     list: two threads' blocks interleaving restored each other's lists, leaving the
     silencing filter installed for good (or dropping one). Launches through that block are
-    serialised; numba-cuda's own launch path is stood in for (the simulator cannot run
-    kernels from several host threads at once)."""
+    serialised, and cover only the launch configuration (where numba-cuda warns), not the
+    call, which compiles on a first launch (review S4: seconds under the lock). numba-cuda's
+    launch path is stood in for (the simulator cannot run kernels from several host threads
+    at once)."""
     import threading
     import time
     import warnings
 
-    class Kernel:
-        def __getitem__(self, config):
-            return self.run
+    calls = []
 
-        def run(self, *args):
+    class Kernel:
+        def __getitem__(self, config):  # numba-cuda: _LaunchConfiguration.__init__ warns
             warnings.warn("Grid size 1 will likely result in GPU under-utilization due to "
                           "low occupancy.", RuntimeWarning, stacklevel=1)
             time.sleep(0.0002)  # another thread's launch begins meanwhile
+            return self.run
+
+        def run(self, *args):  # the call: compiles on a first launch
+            calls.append(any(f[1] is not None and "under-utilization" in f[1].pattern
+                             for f in warnings.filters))
 
     monkeypatch.setattr(kc, "SIMULATOR", False)
     kernel, start = Kernel(), threading.Barrier(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kc._numba_launch(kernel, 1, 32, 0, ())
+    assert calls == [False]  # called outside the silencing block
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning that gets out fails the launch
         before = list(warnings.filters)
@@ -607,7 +617,7 @@ def test_small_grid_launches_from_threads_leave_the_warning_filters_alone(monkey
         def work():
             start.wait()
             try:
-                for _ in range(40):
+                for _ in range(100):
                     kc._numba_launch(kernel, 1, 32, 0, ())
             except Exception as exc:  # an escaped warning, as an error
                 errors.append(exc)
@@ -619,6 +629,7 @@ def test_small_grid_launches_from_threads_leave_the_warning_filters_alone(monkey
             t.join()
         assert warnings.filters == before
         assert errors == []
+    assert len(calls) == 1 + 8 * 100
 
 
 def test_default_stream_scratch_is_per_thread():

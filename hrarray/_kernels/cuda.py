@@ -758,13 +758,20 @@ def _numba_launch(fn, grid, block, stream, args):
             return
     # catch_warnings saves and restores the process-wide filter list: two threads'
     # blocks interleaving restored each other's lists (the silencing filter stayed
-    # installed for good), so these launches (small grids, first calls) take turns
-    with _warnings_lock, warnings.catch_warnings():
-        if SIMULATOR:
-            warnings.simplefilter("ignore", RuntimeWarning)
-        else:
+    # installed for good), so hrarray's blocks take turns; and on a GPU the block
+    # covers only the launch configuration, where numba-cuda warns, not the call,
+    # which compiles on a first launch (seconds) under catch_warnings blocks of
+    # numba's own (those the lock does not order: a short window leaves them little
+    # to interleave with; Python 3.14's context-aware warnings would end this)
+    if not SIMULATOR:
+        with _warnings_lock, warnings.catch_warnings():
             # numba-cuda has its own NumbaPerformanceWarning class: match the text
             warnings.filterwarnings("ignore", message=".*under-utilization")
+            configured = fn[grid, block, stream]
+        configured(*args)
+        return
+    with _warnings_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the kernel runs as Python here
         fn[grid, block, stream](*args)
 
 
