@@ -692,6 +692,17 @@ def test_a_thread_s_default_stream_scratch_goes_with_it():
     assert not [k for k in kc._scratch if isinstance(k, tuple) and isinstance(k[1], tuple)]
 
 
+def test_scratch_of_many_streams_is_bounded(monkeypatch):
+    """Scratch buffers of (non-default) streams are kept per stream: a server making a
+    CuPy stream per request kept one buffer per stream ever seen (review S4). At most
+    SCRATCH_STREAMS are kept, the oldest dropped first; the newest is reused."""
+    monkeypatch.setattr(kc, "_scratch", {})
+    made = [kc._scratch_for((0, 0x1000 + k)) for k in range(kc.SCRATCH_STREAMS + 10)]
+    assert len(kc._scratch) == kc.SCRATCH_STREAMS
+    assert (0, 0x1000) not in kc._scratch
+    assert kc._scratch_for((0, 0x1000 + kc.SCRATCH_STREAMS + 9)) is made[-1]
+
+
 def test_scratch_is_per_context(monkeypatch):
     """After numba.cuda.close() the device's next context must not reuse scratch buffers
     (nor fast-launch kernel handles) of the closed one, whose memory went with it (helper

@@ -1022,6 +1022,8 @@ class _Scratch:
 
 _scratch: dict = {}
 _scratch_lock = _locks.Lock()
+#: most streams (other than the threads' default streams) with a scratch buffer kept
+SCRATCH_STREAMS = 64
 
 
 _contexts: dict = {}  # device number -> (its current numba Context, generation)
@@ -1072,6 +1074,10 @@ def _scratch_for(key) -> _Scratch:
         s = _scratch.get(key)
         if s is None:
             _drop_older_contexts(_scratch, key)
+            if len(_scratch) >= SCRATCH_STREAMS:
+                # streams made per request (a server's) would each keep a buffer for
+                # good: the oldest goes (a caller still holding it keeps it alive)
+                del _scratch[next(iter(_scratch))]
             s = _scratch[key] = _Scratch()
         return s
 
