@@ -277,6 +277,26 @@ def test_rows_wider_than_the_row_lanes_take_column_tiles(monkeypatch):
         assert_same("sum", got, want)
 
 
+def test_row_lanes_layout_of_the_gpu():
+    """The 2-D layout a GPU runs for rows wider than 64 columns: 64 lanes (a group spans
+    two warps, no warp groups), several groups over rows and column tiles, staged and in
+    place values, a long segment's fix-up; at 128 threads x 8 items under the simulator
+    (test_rows_wider_than_the_row_lanes_take_column_tiles runs the cap lowered to 8)."""
+    assert kc._layout(True, 140, 128) == (64, 2, 1)
+    lengths = np.array([2, 0, 30, 1, 0, 3])
+    offs = lengths_offsets(lengths)
+    v = RNG.standard_normal((int(lengths.sum()), 140))
+    v[4, 100] = np.nan
+    # (the simulator's cost is per thread launched: few blocks, few ops)
+    with settings(block=128, items=8):
+        small = RNG.integers(-100, 100, v.shape).astype(np.int8)
+        for vals, op in ((v, "sum"), (v, "argmin"), (small, "max")):  # int8: staged
+            got, want = both(vals, [offs], op)
+            assert_same(op, got, want)
+        got, want = _transform_pair(hr.cumsum, v, offs)
+        assert_same("sum", got.values, want.values)
+
+
 @pytest.mark.parametrize(
     ("dtype", "ops"),
     [
