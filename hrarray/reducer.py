@@ -79,13 +79,25 @@ def _as_state(value):
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)
     if isinstance(value, (int, np.integer)) and not isinstance(value, np.generic):
-        return np.int64(value)
+        if -(2**63) <= value < 2**63:
+            return np.int64(value)
+        if 0 <= value < 2**64:
+            return np.uint64(value)  # (NumPy's reading of such an int)
+        raise ValueError(f"Reducer identity {value} does not fit a 64-bit integer")
     if isinstance(value, float):
         return np.float64(value)
     if isinstance(value, complex):
         return np.complex128(value)
     if isinstance(value, np.generic):
-        return value
+        # the kernels' types: no text, dates, records, or longdouble (which Numba
+        # does not type; it failed at compile time naming an internal global)
+        if value.dtype.kind in "biufc" and value.dtype.itemsize <= 16 and not (
+                value.dtype.kind == "f" and value.dtype.itemsize > 8):
+            return value
+        raise TypeError(
+            f"Reducer identity must be a number the kernels take (bool, integer, float up "
+            f"to float64, complex up to complex128), got a NumPy {value.dtype}"
+        )
     raise TypeError(
         f"Reducer identity must be a number or a tuple of numbers, got {type(value).__name__}"
     )

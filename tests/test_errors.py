@@ -433,6 +433,26 @@ def test_arguments_of_the_wrong_kind_are_named():
         hr.Reducer((), lambda a, b: a)
 
 
+def test_reducer_identities_the_kernels_cannot_hold():
+    """From helper R's audit: an int identity past 64 bits raised Python's OverflowError
+    naming nothing; NumPy text, dates, records and longdouble identities were accepted and
+    failed at reduce time (NumPy's DTypePromotionError, or Numba's 'Untyped global name
+    IDENT'). Each is now refused by Reducer(), naming the identity; an int past int64 that
+    fits a uint64 is a uint64, as NumPy reads it."""
+    add = lambda a, b: a + b
+    for ident in (2**70, (2**70, 0.0), -(2**63) - 1):
+        with raises(ValueError, r"identity .* does not fit a 64-bit integer"):
+            hr.Reducer(ident, add)
+    wide = [np.longdouble(1), np.clongdouble(1)] if np.dtype(np.longdouble).itemsize > 8 else []
+    for ident in (np.str_("a"), np.datetime64(1, "D"), np.timedelta64(1), np.void(b"x"), *wide):
+        with raises(TypeError, r"identity must be a number the kernels take"):
+            hr.Reducer(ident, add)
+    top = hr.Reducer(2**64 - 1, lambda a, b: min(a, b))
+    assert top.identity.dtype == np.uint64
+    x = hr.from_lengths(np.array([5, 2, 3], np.uint64), [3, 0])
+    assert hr.reduce(x, top).tolist() == [2, 2**64 - 1]
+
+
 def test_from_list_checks_array_items_and_text():
     """From an audit: an integer dtype was checked on Python ints only; array items, NumPy
     scalars and NaN were cast (300 -> 44 in int8, NaN -> int64's min), and text became a
