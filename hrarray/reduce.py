@@ -96,7 +96,12 @@ def _is_numba_error(exc: BaseException) -> bool:
     from Exception alone); told by class name so that this module need not
     import Numba."""
     # (builtins.any: this module's ``any`` is the reduction)
-    return builtins.any(c.__name__ in _NUMBA_ERRORS for c in type(exc).__mro__)
+    if builtins.any(c.__name__ in _NUMBA_ERRORS for c in type(exc).__mro__):
+        return True
+    # an operation Numba types but cannot lower (complex ``>``): a bare
+    # NotImplementedError out of its lowering pass
+    return isinstance(exc, NotImplementedError) and str(exc).startswith(
+        "No definition for lowering")
 
 
 _NUMBA_ERRORS = ("NumbaError", "UnsupportedBytecodeError")

@@ -1427,6 +1427,10 @@ def test_uncompilable_reducer_is_a_type_error():
 
     with pytest.raises(TypeError, match=r"Reducer 'combine': Numba cannot compile .*IMPORT"):
         hr.reduce(x, hr.Reducer(0.0, combine))
+    # one Numba types but cannot lower: its bare NotImplementedError (helper R's audit)
+    xc = ragged_1d(np.array([1 + 1j, 2.0]), [2])
+    with pytest.raises(TypeError, match=r"Numba cannot compile .*complex128 .*lowering"):
+        hr.reduce(xc, hr.Reducer(0j, lambda a, b: max(a, b)))
 
 
 def test_user_reducer_tuple_state(backend):
