@@ -164,12 +164,15 @@ def _function_key(f, watch: list, depth: int = 0):
         return _value_key(f, watch, depth)  # a callable object: keyed if a known kind
     g = f.__globals__
     glob = []
-    for name in sorted(_code_names(code, set())):
+    names = sorted(_code_names(code, set()))
+    for name in names:
         v = g.get(name, _ABSENT)
         # also watched while absent: a global defined later shadows a builtin
         watch.append((0, g, name, v))
         if v is not _ABSENT:  # attribute names, builtins: not values
             glob.append((name, _value_key(v, watch, depth + 1)))
+            if isinstance(v, types.ModuleType):
+                glob.append((name, _module_attrs_key(v, names, watch, depth + 1)))
     cells = []
     for c in f.__closure__ or ():
         try:
@@ -188,10 +191,28 @@ def _function_key(f, watch: list, depth: int = 0):
     return ("fn", code, tuple(glob), tuple(cells), defaults, kwdefaults)
 
 
+def _module_attrs_key(mod: types.ModuleType, names: list, watch: list, depth: int):
+    """The attributes of a global module that a function may read (``cfg.S``: the
+    code's names found in the module's namespace). Numba freezes them into the
+    kernel as it does globals, so a changed one must compile anew (helper R's
+    audit: ``cfg.S = 10.0`` reused the kernel built with 2.0). Read from the
+    namespace itself (no module ``__getattr__`` hooks, which may warn). One that
+    cannot be keyed (an array) keys the Reducer by identity, as a global one does."""
+    ns = vars(mod)
+    out = []
+    for attr in names:
+        v = ns.get(attr, _ABSENT)
+        if v is _ABSENT or isinstance(v, types.ModuleType):
+            continue
+        watch.append((3, ns, attr, v))
+        out.append((attr, _value_key(v, watch, depth)))
+    return tuple(out)
+
+
 def _unchanged(watch: list) -> bool:
     """Whether every object a key was built from is still bound where it was."""
     for kind, where, name, obj in watch:
-        if kind == 0:
+        if kind in (0, 3):  # a global, a module attribute: both a namespace dict
             cur = where.get(name, _ABSENT)
         elif kind == 1:
             try:

@@ -1535,6 +1535,28 @@ def test_reducer_cache_follows_globals(monkeypatch):
     np.testing.assert_array_equal(hr.reduce(x, build()), [30.0, 30.0])
 
 
+def test_reducer_cache_follows_module_attributes(monkeypatch):
+    """An attribute read through a global module (``cfg.S``) is frozen into the kernel
+    too: the module was keyed as an object, so a Reducer built after ``cfg.S`` changed
+    reused the old kernel (helper R's audit: 12 where 60 was due). Equal Reducers still
+    share kernels."""
+    import types
+
+    cfg = types.ModuleType("hr_test_cfg")
+    cfg.S = 2.0
+    monkeypatch.setitem(sys.modules, "hr_test_cfg", cfg)
+    ns = {"cfg": cfg, "hr": hr, "_add": _add}
+    exec("def build():\n"
+         "    return hr.Reducer(identity=0.0, combine=_add, map=lambda v: v * cfg.S)\n", ns)
+    x = ragged_1d(np.array([1.0, 2.0, 3.0]), [2, 1])
+    np.testing.assert_array_equal(hr.reduce(x, ns["build"]()), [6.0, 6.0])
+    n = hr._kernels.compiled_count()
+    np.testing.assert_array_equal(hr.reduce(x, ns["build"]()), [6.0, 6.0])
+    assert hr._kernels.compiled_count() == n
+    cfg.S = 10.0
+    np.testing.assert_array_equal(hr.reduce(x, ns["build"]()), [30.0, 30.0])
+
+
 def test_reducer_cache_tells_identities_apart():
     """-0.0 and 0.0 are equal but give different empty results; NaN identities match."""
     x = ragged_1d(np.array([1.0]), [0, 1])
