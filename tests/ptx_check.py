@@ -233,11 +233,12 @@ def check_large_states() -> None:
     """User Reducers whose per-thread state passes the shared memory a 256 x 16 block
     has room for (six float64s needed 49,168 bytes; 48 KiB allowed): the kernel must
     shrink its block (K._fit_shared) and still assemble. 1-D only: the state sizes, not
-    the layouts, are what is checked."""
+    the layouts, are what is checked. 40 components: past the 30 items a tuple display
+    may hold before CPython builds it through a list (the kernels add tuples of 30)."""
     import sys as _sys
 
     red = _sys.modules["hrarray.reduce"]
-    for k in (6, 24):
+    for k in (6, 24, 40):
         r = tuple_reducer(k)
         spec = red._spec_for(r, np.dtype(np.float64), None, 0)
         _current[0] = f"user Reducer, {k} float64 state"

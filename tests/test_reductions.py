@@ -1433,6 +1433,30 @@ def test_uncompilable_reducer_is_a_type_error():
         hr.reduce(xc, hr.Reducer(0j, lambda a, b: max(a, b)))
 
 
+def test_kernel_source_builds_states_of_more_than_30_components():
+    """CPython builds a tuple display of more than 30 items through a list, and Numba's
+    bytecode peephole for that asserted inside hrarray's kernels: a Reducer of 31+ state
+    components was a bare AssertionError on the CPU (helper R's audit; 30 worked). The
+    kernels' state reads are built from tuples of at most 30, added. The whole kernel of a
+    31-component Reducer compiles in about a minute (checked by hand: 1-D and 2-D gave
+    the reference; tests/ptx_check.py compiles a 40-component one for CUDA), so this
+    checks the state read's form and that Numba reads it right; a 31-item display alone
+    compiles (the assertion needs the kernel around it), so it is the form that fails
+    on the old code."""
+    import numba
+
+    from hrarray._kernels import _codegen as cg
+
+    for k in (30, 31, 64):
+        expr = cg.load("k", k, "i")
+        assert expr.count("+") == (k - 1) // 30
+        ns = {}
+        exec(f"def read({cg.args('k', k)}, i):\n    return {expr}\n", ns)
+        arrays = [np.full(3, float(j)) for j in range(k)]
+        got = numba.njit(ns["read"])(*arrays, 1)
+        assert got == tuple(float(j) for j in range(k))
+
+
 def test_user_reducer_tuple_state(backend):
     """A tuple state ``(sum, count)`` with a finalize that divides: the mean."""
     mean = hr.Reducer(

@@ -37,8 +37,12 @@ def load(prefix: str, arity: int, index: str) -> str:
     """Expression reading the state at ``index`` from arrays ``prefix{i}``."""
     if arity == 0:
         return f"{prefix}0[{index}]"
-    inner = ", ".join(f"{prefix}{i}[{index}]" for i in range(arity))
-    return f"({inner},)"
+    items = [f"{prefix}{i}[{index}]" for i in range(arity)]
+    # CPython builds a display of more than 30 items as a list, then a tuple, and
+    # Numba's bytecode peephole for that asserted in the kernels (a Reducer of 31+
+    # state components gave a bare AssertionError): tuples of at most 30, added
+    parts = [f"({', '.join(items[k : k + 30])},)" for k in range(0, arity, 30)]
+    return parts[0] if len(parts) == 1 else f"({' + '.join(parts)})"
 
 
 def store(prefix: str, arity: int, index: str, value: str, indent: str) -> str:
