@@ -196,13 +196,16 @@ def _module_attrs_key(mod: types.ModuleType, names: list, watch: list, depth: in
     code's names found in the module's namespace). Numba freezes them into the
     kernel as it does globals, so a changed one must compile anew (helper R's
     audit: ``cfg.S = 10.0`` reused the kernel built with 2.0). Read from the
-    namespace itself (no module ``__getattr__`` hooks, which may warn). One that
-    cannot be keyed (an array) keys the Reducer by identity, as a global one does."""
+    namespace itself (no module ``__getattr__`` hooks, which may warn). Data only:
+    functions, classes and modules stay part of the module object, as before
+    (keying ``np.where``, a dispatcher object, would make every Reducer calling it
+    unkeyable); data that cannot be keyed (an array) keys the Reducer by identity,
+    as a global array does."""
     ns = vars(mod)
     out = []
     for attr in names:
         v = ns.get(attr, _ABSENT)
-        if v is _ABSENT or isinstance(v, types.ModuleType):
+        if v is _ABSENT or callable(v) or isinstance(v, (types.ModuleType, type)):
             continue
         watch.append((3, ns, attr, v))
         out.append((attr, _value_key(v, watch, depth)))

@@ -1579,6 +1579,16 @@ def test_reducer_cache_follows_module_attributes(monkeypatch):
     assert hr._kernels.compiled_count() == n
     cfg.S = 10.0
     np.testing.assert_array_equal(hr.reduce(x, ns["build"]()), [30.0, 30.0])
+    # a module's functions (np.where is a dispatcher object, not a Python function) stay
+    # part of the module's key: equal Reducers calling them still share kernels
+    ns["np"] = np
+    exec("def build_np():\n"
+         "    return hr.Reducer(0.0, _add, map=lambda v: np.where(v > 1.5, np.pi, v))\n", ns)
+    want = [1.0 + np.pi, np.pi]
+    np.testing.assert_allclose(hr.reduce(x, ns["build_np"]()), want)
+    n = hr._kernels.compiled_count()
+    np.testing.assert_allclose(hr.reduce(x, ns["build_np"]()), want)
+    assert hr._kernels.compiled_count() == n
 
 
 def test_reducer_cache_tells_identities_apart():
