@@ -22,7 +22,7 @@
 #       with the fast launch on and off                          -> $OUT/profile.log
 #   4c. (CONFIGS="256:16 256:32 ...") the same kernel split per BLOCK:ITEMS schedule
 #                                                                -> $OUT/profile.log
-#   4d. (unless SKIP_WIDE=1) bench/gpu_profile.py on rows of 256, 768 and 4096 columns at
+#   4d. (unless SKIP_WIDE=1) bench/gpu_profile.py on rows of 65, 256, 768 and 4096 columns at
 #       256 and 64 lanes across a row (kc.ROW_LANES), same run    -> $OUT/gpu_check.log
 #   4e. (unless SKIP_PROBES=1) bench/gpu_probes.py: stream order, no host sync, per-thread
 #       default streams, the fast launch, a context reset        -> $OUT/gpu_check.log
@@ -177,7 +177,7 @@ if [ "${SKIP_WIDE:-0}" != 1 ]; then
   say "== 4d. wide rows, ROW_LANES 256 vs 64 at $(elapsed)s"
   # (its lines go to gpu_check.log: $OUT holds at most 8 files)
   timeout 120 $PY bench/gpu_profile.py --ops sum,max --row-lanes 256,64 \
-    --cases uniform2d256,uniform2d768,uniform2d4096 2>&1 \
+    --cases uniform2d65,uniform2d256,uniform2d768,uniform2d4096 2>&1 \
     | grep -E "lanes|Error|Traceback" | tee -a "$LOG"
 fi
 
