@@ -21,6 +21,7 @@ from __future__ import annotations
 
 # builtins.sum/any/...: this module defines functions of those names (the ops)
 import builtins
+import contextlib
 import itertools
 import math
 import re
@@ -89,22 +90,26 @@ def _checked_part(part, index, nsegments, sig):
 
 def _call(fname, *args, _at=None, **kwargs):
     """``hr.<fname>(*args, **kwargs)`` on one partition (``_at``: see ``_located``)."""
-    try:
+    with _locating(_at, False):
         return getattr(hr, fname)(*args, **kwargs)
-    except (TypeError, ValueError) as exc:
-        located = _located(exc, _at, False)
-        if located is exc:
-            raise
-        raise located from exc
 
 
 def _reduce_part(part, op, token, *, levels, _at=None, **kwargs):
     if token is not None:
         op = _canonical_reducer(token, op)
-    try:
+    with _locating(_at, int(levels) == part.depth):
         return hr.reduce(part, op, levels=int(levels), **kwargs)
+
+
+@contextlib.contextmanager
+def _locating(at, top: bool):
+    """Errors of a partition's call re-raised with their position located
+    (``_located``), from the original; others, and those naming no position, as
+    they are."""
+    try:
+        yield
     except (TypeError, ValueError) as exc:
-        located = _located(exc, _at, int(levels) == part.depth)
+        located = _located(exc, at, top)
         if located is exc:
             raise
         raise located from exc
