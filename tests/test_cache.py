@@ -114,3 +114,38 @@ def test_a_shared_dispatcher_is_wrapped_once():
         cg._tolerate_damaged_cache(helper)
     assert helper._cache.load_overload is wrapped
     assert helper(1) == 2
+
+
+TEMP_PROBE = """
+import os, sys, numpy as np, hrarray as hr
+from hrarray._kernels import _codegen as cg
+
+def run(k):
+    r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * k)
+    x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+    assert hr.reduce(x, r).tolist() == [1.0 * k, 0.0, 14.0 * k]
+    assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
+
+run(2.0)
+pid = os.fork()
+if pid == 0:
+    run(3.0)  # a new user kernel in the child, which then exits normally
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+run(4.0)  # the parent's private folders outlived the child's exit
+print(len(os.listdir(os.environ["TMPDIR"])))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("cache", ["1", "0"])
+def test_temporary_kernel_folders_are_removed_at_exit(tmp_path, cache):
+    """From a review: each process that built a user Reducer, and each process without a
+    disk cache, left a ``hrarray-*kernels-*`` folder in the temp dir (hundreds piled up
+    here). They go when their process exits, not when a forked child does."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp), "HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": cache}
+    assert _run(TEMP_PROBE, env).strip() != "0"  # the folders exist while it runs
+    assert sorted(os.listdir(tmp)) == []

@@ -10,10 +10,12 @@ of the kernel, which is the same for every op, around them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -69,6 +71,29 @@ def _flat_dtype(v) -> np.dtype:
 _lock = _locks.Lock()
 _gen_dir: Path | None = None
 _disk_cache = False
+# the pid that made ``_gen_dir`` when it is a private temporary folder (no
+# writable cache), else None: a forked child makes its own (see _temporary_dir)
+_gen_temp_pid: int | None = None
+
+
+def _temporary_dir(prefix: str) -> Path:
+    """A private temporary folder, removed when the process that made it exits.
+
+    Every process without a disk cache, and every process that builds a user
+    Reducer, writes its generated modules to such a folder; they were never
+    removed, so ``/tmp`` gathered one folder per process. The removal runs
+    only in the process that made the folder: a forked child inherits the
+    ``atexit`` entry and must not delete a folder its parent still writes to
+    (the child makes its own folder when it needs one).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(_remove_temporary_dir, path, os.getpid())
+    return path
+
+
+def _remove_temporary_dir(path: Path, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _writable(path: Path) -> bool:
@@ -90,9 +115,9 @@ def generated_dir() -> tuple[Path, bool]:
     generated into a private temporary folder and compiled without a disk
     cache (silently: import must never fail on a read-only install).
     """
-    global _gen_dir, _disk_cache
+    global _gen_dir, _disk_cache, _gen_temp_pid
     with _lock:
-        if _gen_dir is not None:
+        if _gen_dir is not None and _gen_temp_pid in (None, os.getpid()):
             return _gen_dir, _disk_cache
         want_cache = os.environ.get("HRARRAY_CACHE", "1") not in {"0", "false", "no", "off"}
         candidates = []
@@ -108,9 +133,11 @@ def generated_dir() -> tuple[Path, bool]:
                 if _writable(c):
                     chosen = c
                     break
+        _gen_temp_pid = None
         if chosen is None:
-            chosen = Path(tempfile.mkdtemp(prefix="hrarray-kernels-"))
+            chosen = _temporary_dir("hrarray-kernels-")
             want_cache = False
+            _gen_temp_pid = os.getpid()
         _gen_dir, _disk_cache = chosen, want_cache
         return _gen_dir, _disk_cache
 
@@ -148,21 +175,24 @@ _FINGERPRINT: str | None = None
 
 
 _private_dir: Path | None = None
+_private_pid: int | None = None
 
 
 def module_path(source: str, tag: str, persistent: bool = True) -> Path:
     """The file of a generated module: named by the hash of ``source``, the
     library's op files and ``tag`` (the declaration key), so a disk-cached
     kernel always matches its declaration; written if missing."""
-    global _FINGERPRINT, _private_dir
+    global _FINGERPRINT, _private_dir, _private_pid
     if _FINGERPRINT is None:
         _FINGERPRINT = _source_fingerprint()
     folder, _ = generated_dir()
     if not persistent:
         # user reducers: keyed by object identity, never worth keeping on disk
-        if _private_dir is None:
-            _private_dir = Path(tempfile.mkdtemp(prefix="hrarray-user-kernels-"))
-        folder = _private_dir
+        with _lock:
+            if _private_dir is None or _private_pid != os.getpid():
+                _private_dir = _temporary_dir("hrarray-user-kernels-")
+                _private_pid = os.getpid()
+            folder = _private_dir
     digest = hashlib.sha256((source + tag + _FINGERPRINT).encode()).hexdigest()[:20]
     name = f"hrk_{digest}"
     path = folder / f"{name}.py"
