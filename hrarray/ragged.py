@@ -443,7 +443,13 @@ class RaggedArray:
             )
         if isinstance(key, list):
             # an empty list gathers nothing, as in NumPy (not a float64 array)
-            key = np.asarray(key) if key else np.zeros(0, np.int64)
+            try:
+                key = np.asarray(key) if key else np.zeros(0, np.int64)
+            except ValueError as exc:  # NumPy's "inhomogeneous shape" names no argument
+                raise TypeError(
+                    "index must be an integer or boolean array, got a ragged list "
+                    "(nested lists of unequal lengths)"
+                ) from exc
             if be.name != "cpu":
                 key = be.xp.asarray(key)
         if device_of(key) != be.name:

@@ -284,6 +284,11 @@ def broadcast(per_segment, x, *, levels=1):
         pc = per_segment._compact()
         be = x._backend
         for k, (a, b) in enumerate(zip(pc._levels(), above, strict=True)):
+            if len(a) != len(b):
+                raise ValueError(
+                    f"broadcast(): per_segment's level {k + 1} (outermost first) has "
+                    f"{len(a)} segments, x's has {len(b)}"
+                )
             pos = _first_mismatch(be, a._offsets, b._offsets)
             if pos is not None:
                 raise ValueError(
@@ -377,6 +382,11 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
     lv, offsets, leaf = _flatten(x, levels)
     sc = scores._compact()
     for k, (a, b) in enumerate(zip(lv, sc._levels(), strict=True)):
+        if len(a) != len(b):
+            raise ValueError(
+                f"attention_pool(): scores must have x's structure; level {k + 1} "
+                f"(outermost first) has {len(b)} segments in scores, {len(a)} in x"
+            )
         pos = _first_mismatch(be, a._offsets, b._offsets)
         if pos is not None:
             raise ValueError(

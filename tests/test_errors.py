@@ -865,3 +865,23 @@ def test_slice_with_a_step_past_the_length():
             for stop in (None, 0, 2, -1, -10):
                 assert x[start:stop:step].to_list() == segs[start:stop:step]
     assert hr.RaggedArray(np.zeros(0), np.array([0]))[:: 2**63].to_list() == []
+
+
+def test_ragged_lists_and_segment_counts_are_named():
+    """From an audit: a ragged Python list as an index gave NumPy's bare "inhomogeneous
+    shape" ValueError, and as an array argument "must be an array, got list"; scores or
+    per_segment with another number of segments than x named an offsets position x does
+    not have. Each now says what differs."""
+    x = hr.from_lengths(np.arange(6.0), [2, 0, 3, 1])
+    with raises(TypeError, r"^index must be an integer or boolean array, got a ragged list"):
+        x[[[1], [2, 3]]]
+    with raises(TypeError, r"^per_segment must be an array, got a ragged list"):
+        hr.broadcast([[1.0, 2.0], [3.0], [5.0, 6.0], [7.0, 8.0]], x)
+    with raises(TypeError, r"^values must be an array, got a ragged tuple"):
+        hr.RaggedArray(([1.0, 2.0], [3.0]), [0, 1, 2])
+    for lengths, n in (([2, 0, 3, 1, 0], 5), ([2, 0, 4], 3)):
+        with raises(ValueError, rf"level 1 \(outermost first\) has {n} segments in scores, 4 in x"):
+            hr.attention_pool(x, hr.from_lengths(np.zeros(6), lengths))
+    y = hr.nest(np.arange(6.0), [0, 2, 2, 5, 6], [0, 1, 4])
+    with raises(ValueError, r"per_segment's level 1 \(outermost first\) has 3 segments, x's has 2"):
+        hr.broadcast(hr.from_lengths(np.zeros(4), [1, 2, 1]), y, levels=1)

@@ -106,6 +106,11 @@ class CpuBackend:
         try:
             arr = np.asarray(obj)
         except Exception as exc:
+            if isinstance(obj, (list, tuple)) and isinstance(exc, ValueError):
+                raise TypeError(
+                    f"{argname} must be an array, got a ragged {type(obj).__name__} "
+                    f"(nested sequences of unequal lengths)"
+                ) from exc
             raise TypeError(f"{argname} must be an array, got {type(obj).__name__}") from exc
         if arr.dtype == object:
             if dl_error is not None:  # say why its DLPack export was not read
