@@ -409,6 +409,10 @@ def attention_pool(x, scores, *, levels=1, fill_value=None):
 
 
 # ---------------------------------------------------------------- methods
+# softmax, log_softmax, cumsum and attention_pool are methods too, as the
+# reductions are. broadcast is not: its structure argument comes second
+# (hr.broadcast(per_segment, x)), and x.broadcast(per_segment) would read as
+# broadcasting x.
 
 
 def _softmax_method(self, *, levels=1):
