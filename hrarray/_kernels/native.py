@@ -30,7 +30,9 @@ Safety
   its header the entry's name, checked against the file it is read from.
 - An entry is used only if every undefined symbol of its object resolves in
   this process (libc, libm, the CPython API). Kernels that allocate (Numba's
-  runtime) are marked unusable and keep the dispatcher path.
+  runtime) are marked unusable and keep the dispatcher path. Nothing is
+  added to LLVM's process-wide symbol table: the one runtime symbol a
+  kernel names without reaching it is defined inside its object.
 - The ``PyArrayObject`` field offsets are checked against a probe array once
   per process; any mismatch (or a non-Linux, non-64-bit-little-endian
   platform, or ``HRARRAY_NATIVE=0``) turns the whole path off.
@@ -61,8 +63,14 @@ _engine = None  # None: not started; False: off in this process
 _keep: list = []
 # Numba runtime symbols a kernel's object may name without reaching them:
 # the destructor call inside an inlined decref, only taken for arrays that
-# own a Numba allocation (ours are views of NumPy memory: meminfo NULL).
-_STUB_SYMBOLS = frozenset({"NRT_MemInfo_call_dtor"})
+# own a Numba allocation (ours are views of NumPy memory: meminfo NULL). The
+# object defines them itself, as internal functions that trap (_stub_module).
+# They were once bound at load time with llvm.add_symbol(name, abort), which
+# is process-wide: a load between Numba's registering its runtime symbols and
+# compiling its runtime module linked Numba's own decref to abort(), and the
+# process died at the first destructor (a helper's audit: 6 runs of 11 with
+# 32 threads on a warm cache, SIGABRT).
+_STUB_SYMBOLS = ("NRT_MemInfo_call_dtor",)
 # callconv.py: RETCODE_OK = 0, RETCODE_NONE = -2 (a function returning None)
 _OK_STATUS = (0, -2)
 # entries built (and the seconds that took beyond compiling the kernel) and
@@ -114,16 +122,13 @@ class _Engine:
         return self.llvm.address_of_symbol(name) is not None
 
     def loadable(self, undefined: list[str]) -> bool:
-        """Whether an object naming these undefined symbols can be loaded."""
-        return all(self.resolvable(n) or n in _STUB_SYMBOLS for n in undefined)
+        """Whether an object naming these undefined symbols can be loaded
+        (nothing is ever added to LLVM's process-wide symbol table)."""
+        return all(self.resolvable(n) for n in undefined)
 
     def load(self, obj: bytes, symbol: str, undefined: list[str]) -> int | None:
         if not self.loadable(undefined):
             return None
-        for name in undefined:
-            if not self.resolvable(name):
-                # a stub: never called (see _STUB_SYMBOLS); abort() if it ever were
-                self.llvm.add_symbol(name, self.llvm.address_of_symbol("abort"))
         self.ee.add_object_file(self.llvm.ObjectFileRef.from_data(obj))
         self.ee.finalize_object()
         addr = self.ee.get_function_address(symbol)
@@ -303,6 +308,9 @@ def _build(dispatcher, keys, name: str, head: int):
     builder.ret(status.code)
     mod = llvm.parse_assembly(str(wmod))
     mod.link_in(lib._get_module_for_linking(), preserve=True)
+    stubs = _stub_module(ctx, mod)
+    if stubs is not None:
+        mod.link_in(stubs)
     # every definition but the entry internal: entries never resolve each
     # other's symbols (Numba's mangled names carry per-process counters, so
     # two processes may give different functions the same name)
@@ -317,6 +325,36 @@ def _build(dispatcher, keys, name: str, head: int):
     stats["built"] += 1
     stats["build_s"] += time.perf_counter() - t0
     return obj, undefined_symbols(obj)
+
+
+def _stub_module(ctx, mod):
+    """A module defining the ``_STUB_SYMBOLS`` that ``mod`` declares, each as
+    a function that traps (never called: see ``_STUB_SYMBOLS``), or None.
+    Linked in, they become internal like every definition but the entry."""
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    names = []
+    for name in _STUB_SYMBOLS:
+        try:
+            f = mod.get_function(name)
+        except NameError:
+            continue
+        if f.is_declaration:
+            names.append(name)
+    if not names:
+        return None
+    smod = ctx.create_module("hrarray_stubs")
+    trap = ir.Function(smod, ir.FunctionType(ir.VoidType(), []), "llvm.trap")
+    for name in names:
+        # Numba declares it void(i8*) (nrtdynmod); another type fails to link,
+        # and the entry is then marked unusable (the dispatcher path)
+        fn = ir.Function(smod, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()]),
+                         name)
+        b = ir.IRBuilder(fn.append_basic_block())
+        b.call(trap, [])
+        b.unreachable()
+    return llvm.parse_assembly(str(smod))
 
 
 def undefined_symbols(obj: bytes) -> list[str]:
