@@ -149,3 +149,30 @@ def test_temporary_kernel_folders_are_removed_at_exit(tmp_path, cache):
     env = {"TMPDIR": str(tmp), "HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": cache}
     assert _run(TEMP_PROBE, env).strip() != "0"  # the folders exist while it runs
     assert sorted(os.listdir(tmp)) == []
+
+
+def test_damaged_generated_modules_are_written_again(tmp_path):
+    """From a helper's audit: a generated kernel module (``hrk_*.py``) truncated or edited
+    in the cache raised SyntaxError from every later process that had to compile from it
+    (the docs promise a damaged cache file is a miss). It is now compared with its source
+    and written again; a removed private folder is made again too."""
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0"}
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    files = sorted((tmp_path / "c").glob("hrk_*.py"))
+    assert files
+    for f in files:
+        f.write_bytes(f.read_bytes()[:300])
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    code = """
+    import shutil, numpy as np, hrarray as hr
+    from hrarray._kernels import _codegen as cg
+    x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+    def r(k):
+        return hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * k)
+    assert hr.reduce(x, r(2.0)).tolist() == [2.0, 0.0, 28.0]
+    shutil.rmtree(cg._private_dir)  # as a temp cleaner would
+    assert hr.reduce(x, r(3.0)).tolist() == [3.0, 0.0, 42.0]
+    print("ok")
+    """
+    assert _run(code, env).strip() == "ok"

@@ -196,11 +196,23 @@ def module_path(source: str, tag: str, persistent: bool = True) -> Path:
     digest = hashlib.sha256((source + tag + _FINGERPRINT).encode()).hexdigest()[:20]
     name = f"hrk_{digest}"
     path = folder / f"{name}.py"
-    if not path.exists():
+    if not _holds(path, source):
+        # missing, or damaged (a truncated or edited file raised SyntaxError from
+        # every later process): a damaged cache file is a miss, written again
+        folder.mkdir(parents=True, exist_ok=True)  # (a temp cleaner may have removed it)
         tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_text(source)
+        tmp.write_bytes(source.encode())
         os.replace(tmp, path)  # atomic: concurrent processes race harmlessly
     return path
+
+
+def _holds(path: Path, source: str) -> bool:
+    """Whether the file at ``path`` holds exactly ``source`` (a read of a few
+    KiB, once per module and process)."""
+    try:
+        return path.read_bytes() == source.encode()
+    except OSError:
+        return False
 
 
 def import_module(path: Path, namespace: dict):
