@@ -43,10 +43,13 @@ class Spec:
     # integer or bool ``dtype=``; the caller checks the float64 results are
     # finite (NaN is not representable) and casts them, as NumPy's mean does.
     cast_to: np.dtype | None = None
-    # With ``cast_to``: the elements are summed in the integer dtype (``mean``
-    # of float values, as NumPy), so a NaN or inf element is cast away before
-    # the result could show it; the caller checks the values themselves.
+    # The elements are cast to an integer ``dtype=`` before they are summed
+    # (``sum``, ``prod``, ``mean`` of float values, as NumPy), so a NaN or inf
+    # element is cast to an arbitrary integer before the result could show it;
+    # the caller checks the values themselves (``nan``: NaN is skipped, only
+    # inf counts; ``nansum``).
     finite_values: bool = False
+    nan_skipped: bool = False
 
 
 # ---------------------------------------------------------------- dtype rules
@@ -784,6 +787,9 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
         # NaN for empty: the kernel gives float64, the caller casts (Spec.cast_to)
         return Spec(decl, np.dtype(np.float64), _value_dtype(in_dtype), cast_to=out,
                     finite_values=base == "mean" and in_dtype.kind in "fc")
+    if base in ("sum", "prod") and out.kind in "iu" and in_dtype.kind in "fc":
+        return Spec(decl, out, _value_dtype(in_dtype), finite_values=True,
+                    nan_skipped=name in NAN_OPS)
     return Spec(decl, out, _value_dtype(in_dtype))
 
 

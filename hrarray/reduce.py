@@ -140,23 +140,26 @@ def _cast_result(be, out, dtype: np.dtype, op):
     return be.astype(out, dtype)
 
 
-def _finite_for_int_mean(be, leaf, offsets, dtype: np.dtype):
-    """``mean`` of float values into an integer or bool ``dtype`` accumulates
-    in that dtype (as NumPy), so a NaN or inf element was cast before the
-    division and the result, finite, said nothing of it (NumPy warns and
-    returns an arbitrary integer). A ValueError naming the first segment that
-    holds one, as for the NaN results of var/std (``_cast_result``). Reads the
-    values in the segments on the host (on CUDA a copy)."""
+def _finite_for_int(be, leaf, offsets, dtype: np.dtype, name: str, nan_skipped: bool):
+    """``sum``, ``prod`` and ``mean`` of float values into an integer ``dtype``
+    (``mean``: or bool) cast each element to it first (as NumPy), so a NaN or
+    inf element became an arbitrary integer and the result said nothing of it
+    (NumPy warns and returns it). A ValueError naming the first segment that
+    holds one, as for the NaN results of var/std (``_cast_result``); for
+    ``nansum`` only inf counts (NaN is skipped). Reads the values in the
+    segments on the host (on CUDA a copy)."""
     o = be.to_host(offsets)
     lo, hi = int(o[0]), int(o[-1])
     v = be.to_host(leaf)[lo:hi]
     if v.dtype.kind == "c":
         v = v.real  # the part the cast keeps
-    bad = ~np.isfinite(v).reshape(hi - lo, -1).all(axis=1) if v.size else v[:0]
+    ok = np.isinf(v) == 0 if nan_skipped else np.isfinite(v)
+    bad = ~ok.reshape(hi - lo, -1).all(axis=1) if v.size else v[:0]
     if bad.any():
         seg = int(np.searchsorted(o, lo + int(np.argmax(bad)), side="right")) - 1
+        what = "an inf value" if nan_skipped else "a NaN or inf value"
         raise ValueError(
-            f"mean() of segment {seg} meets a NaN or inf value, which dtype={dtype} "
+            f"{name}() of segment {seg} meets {what}, which dtype={dtype} "
             "cannot represent: pass a float dtype"
         )
 
@@ -204,7 +207,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
         Unknown op name; ``levels`` out of range; ``ddof < 0``; a
         ``fill_value`` the result dtype cannot hold; mean/var/std into an
         integer or bool ``dtype`` with a segment whose result is NaN (empty,
-        or NaN/inf values) and no ``fill_value`` (the message names it).
+        or NaN/inf values) and no ``fill_value`` (the message names it); sum,
+        prod or mean of float values into an integer ``dtype`` with a NaN or
+        inf value (nansum: inf) in a segment (named).
     """
     if not isinstance(x, RaggedArray):
         hd = _partitioned(x)
@@ -246,19 +251,20 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
         fill_value = check_fill(fill_value,
                                 spec.out_dtype if spec.cast_to is None else spec.cast_to)
     try:
-        if flat and spec.cast_to is None:
+        if flat and spec.cast_to is None and not spec.finite_values:
             return be.reduce(spec, x._values, x._offsets, fill_value if use_fill else 0, use_fill)
         above, offsets, leaf = (), x._offsets, x._values
         if not flat:
             above, offsets, leaf = _split(x, levels)
+        if spec.finite_values:
+            _finite_for_int(be, leaf, offsets, spec.out_dtype if spec.cast_to is None
+                            else spec.cast_to, op, spec.nan_skipped)
         out = be.reduce(spec, leaf, offsets, fill_value if use_fill else 0, use_fill)
     except Exception as exc:
         if isinstance(op, Reducer) and _is_numba_error(exc):
             raise _uncompilable(op, in_dtype, exc) from exc
         raise
     if spec.cast_to is not None:
-        if spec.finite_values:
-            _finite_for_int_mean(be, leaf, offsets, spec.cast_to)
         out = _cast_result(be, out, spec.cast_to, op)
     return RaggedArray._rewrap(out, above)
 

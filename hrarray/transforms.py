@@ -24,7 +24,7 @@ from hrarray import _ops
 from hrarray import _transforms_ops as T
 from hrarray._backends import backend_of
 from hrarray.ragged import RaggedArray
-from hrarray.reduce import _check_levels, _fill_ok, _partitioned
+from hrarray.reduce import _check_levels, _fill_ok, _finite_for_int, _partitioned
 
 __all__ = ["attention_pool", "broadcast", "cumsum", "log_softmax", "softmax"]
 
@@ -200,7 +200,10 @@ def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     Notes
     -----
     Empty segments stay empty. NaN and ``inf`` propagate to the rest of their
-    segment as in NumPy; integer sums wrap modulo ``2**64``.
+    segment as in NumPy; integer sums wrap modulo ``2**64``. Float values
+    with an integer ``dtype`` are cast to it element by element, as in
+    NumPy; a NaN or inf among them is a ``ValueError`` naming its segment
+    (NumPy casts it to an arbitrary integer).
 
     Examples
     --------
@@ -221,6 +224,8 @@ def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     be = x._backend
     scan = _kernel(be, "segment_scan", "cumsum")
     lv, offsets, leaf = _flatten(x, levels)
+    if spec.finite_values:  # float values into an integer dtype=: NaN/inf is an error
+        _finite_for_int(be, leaf, offsets, spec.out_dtype, "cumsum", False)
     return _rebuild(scan(spec, leaf, offsets, bool(exclusive), ends=(0, leaf.shape[0])), lv)
 
 

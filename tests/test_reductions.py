@@ -22,6 +22,7 @@ from conftest import (
     examples,
     is_backend_array,
     make_ragged,
+    to_backend,
     to_host,
 )
 from hypothesis import given, settings
@@ -511,6 +512,41 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
         vb[4] = bad  # segment 2
         with pytest.raises(ValueError, match=r"mean\(\) of segment 2 meets a NaN or inf"):
             hr.mean(ragged_1d(vb, lengths, backend), dtype=dt, fill_value=0)
+
+
+def test_float_into_integer_dtype_names_nan_and_inf(backend):
+    """From an audit: sum, prod, nansum and cumsum of float values into an integer
+    dtype= cast each element first (as NumPy), so a NaN or inf became an arbitrary
+    integer (-9223372036854775807 here) with no sign of it; mean raised. Now each names
+    the segment (nansum: inf only, NaN is skipped); finite values still cast as NumPy."""
+    values = np.array([1.5, -2.5, 3.0, 7.9, 4.0, 2.0])
+    lengths = [2, 0, 1, 3]
+    segs = np.split(values, np.cumsum(lengths)[:-1])
+    for op in ("sum", "prod", "nansum"):
+        got = host(getattr(hr, op)(ragged_1d(values, lengths, backend), dtype=np.int64))
+        np.testing.assert_array_equal(got, [getattr(np, op)(s, dtype=np.int64) for s in segs])
+    got = hr.cumsum(ragged_1d(values, lengths, backend), dtype=np.int32)
+    assert host(got.values).tolist() == np.concatenate(
+        [np.cumsum(s, dtype=np.int32) for s in segs]).tolist()
+    for bad in (np.nan, np.inf, -np.inf):
+        vb = values.copy()
+        vb[3] = bad  # segment 3 (segment 1 is empty)
+        x = ragged_1d(vb, lengths, backend)
+        for op, dt in (("sum", np.int64), ("prod", np.int32), ("cumsum", np.uint8)):
+            with pytest.raises(ValueError, match=rf"{op}\(\) of segment 3 meets a NaN or inf"):
+                getattr(hr, op)(x, dtype=dt)
+        if np.isnan(bad):
+            assert host(hr.nansum(x, dtype=np.int64)).tolist() == [-1, 0, 3, 6]
+        else:
+            with pytest.raises(ValueError, match=r"nansum\(\) of segment 3 meets an inf"):
+                hr.nansum(x, dtype=np.int64)
+        # two levels: the segment named is the level-2 (here top-level) one
+        y = hr.nest(to_backend(vb, backend), to_backend(np.array([0, 2, 2, 3, 6]), backend),
+                    to_backend(np.array([0, 2, 4]), backend))
+        with pytest.raises(ValueError, match=r"sum\(\) of segment 1 meets"):
+            hr.sum(y, levels=2, dtype=np.int64)
+        # a float or bool dtype is not checked
+        assert host(hr.sum(x, dtype=np.bool_)).dtype == np.bool_
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
