@@ -22,6 +22,31 @@ def _frozen(offsets):
     return offsets
 
 
+def _host_ints(seq, argname: str):
+    """A list or tuple meant as integers (offsets, lengths, ids, an index) as
+    a NumPy array, or None where NumPy cannot make one (a ragged list).
+
+    NumPy makes ``[0, 2**63]`` and ``[0, np.uint64(3)]`` float64 and
+    ``[0, 2**64]`` object, so valid integers were refused as "float64
+    offsets". Integers (Python or NumPy, not bool) give int64, or uint64
+    where one needs it; one beyond both is a ValueError naming it."""
+    try:
+        arr = np.asarray(seq)
+    except ValueError:
+        return None
+    if arr.dtype.kind not in "fO" or not all(
+        isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in seq
+    ):
+        return arr
+    ints = [int(e) for e in seq]
+    if min(ints) >= -(2**63) and max(ints) < 2**63:
+        return np.array(ints, np.int64)
+    if min(ints) >= 0 and max(ints) < 2**64:
+        return np.array(ints, np.uint64)
+    k = next(i for i, e in enumerate(ints) if not -(2**63) <= e < 2**63)
+    raise ValueError(f"{argname}[{k}]={ints[k]} does not fit a 64-bit integer")
+
+
 def _named_alloc_error(exc: Exception, what: str) -> Exception:
     """NumPy's allocation error (it names no argument) as the same kind of
     error, saying ``what`` was asked: MemoryError stays one, else ValueError."""
@@ -39,6 +64,10 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
         # NumPy makes [] float64: the length, not the dtype, is what is wrong
         offsets = np.zeros(0, np.int64)
     given = offsets
+    if be.name == "cpu" and isinstance(offsets, (list, tuple)):
+        offsets = _host_ints(offsets, argname)
+        if offsets is None:  # ragged: the backend's conversion says so
+            offsets = given
     offsets = be.asarray(offsets, argname)
     if offsets is not given:
         # an array hrarray made (from a list, a DLPack export...): its own, so
@@ -443,13 +472,12 @@ class RaggedArray:
             )
         if isinstance(key, list):
             # an empty list gathers nothing, as in NumPy (not a float64 array)
-            try:
-                key = np.asarray(key) if key else np.zeros(0, np.int64)
-            except ValueError as exc:  # NumPy's "inhomogeneous shape" names no argument
+            key = _host_ints(key, "index") if key else np.zeros(0, np.int64)
+            if key is None:  # NumPy's "inhomogeneous shape" names no argument
                 raise TypeError(
                     "index must be an integer or boolean array, got a ragged list "
                     "(nested lists of unequal lengths)"
-                ) from exc
+                )
             if be.name != "cpu":
                 key = be.xp.asarray(key)
         if device_of(key) != be.name:

@@ -885,3 +885,28 @@ def test_ragged_lists_and_segment_counts_are_named():
     y = hr.nest(np.arange(6.0), [0, 2, 2, 5, 6], [0, 1, 4])
     with raises(ValueError, r"per_segment's level 1 \(outermost first\) has 3 segments, x's has 2"):
         hr.broadcast(hr.from_lengths(np.zeros(4), [1, 2, 1]), y, levels=1)
+
+
+def test_lists_of_integers_beyond_int64_are_integers():
+    """From an audit: NumPy makes [0, 2**63] and [0, np.uint64(3)] float64 and [0, 2**64]
+    object, so lists of valid integers were refused as "float64 offsets" (also lengths,
+    ids and index lists), and out-of-range ones named no position. Integers are read as
+    integers now: valid ones are used, others are a ValueError naming the first."""
+    v = np.arange(6.0)
+    assert hr.RaggedArray(v, [0, np.uint64(3), 6]).to_list() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert hr.RaggedArray(v, (0, np.uint64(3), 6)).to_list() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    with raises(ValueError, r"^offsets\[2\]=9223372036854775808 is past the end of values"):
+        hr.RaggedArray(v, [0, 3, 2**63])
+    with raises(ValueError, r"^offsets\[1\]=18446744073709551616 does not fit a 64-bit integer"):
+        hr.RaggedArray(v, [0, 2**64])
+    assert hr.from_lengths(v, [1, np.uint64(2)]).to_list() == [[0.0], [1.0, 2.0]]
+    with raises(ValueError, r"^lengths\[1\]=9223372036854775808 exceeds the 6 rows"):
+        hr.from_lengths(v, [1, 2**63])
+    assert hr.from_segment_ids(v, [0, 0, 1, 1, 2, np.uint64(2)]).lengths.tolist() == [2, 2, 2]
+    x = hr.RaggedArray(v, [0, 3, 6])
+    assert x[[0, np.uint64(1)]].to_list() == x.to_list()
+    with raises(IndexError, r"^index\[1\]=9223372036854775808 is out of range for 2 segments"):
+        x[[0, 2**63]]
+    # floats in a list are still floats
+    with raises(TypeError, r"offsets must have an integer dtype, got float64"):
+        hr.RaggedArray(v, [0, 1.0, 6])
