@@ -134,6 +134,13 @@ if pid == 0:
 _, status = os.waitpid(pid, 0)
 assert status == 0, status
 run(4.0)  # the parent's private folders outlived the child's exit
+# fork workers end with os._exit (no atexit): they must not make folders of their own
+import multiprocessing
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    pool.map(run, [5.0, 6.0, 7.0])
+if os.environ["HRARRAY_CACHE"] == "0":
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # a new built-in kernel too
+        assert pool.apply(hr.max, (hr.from_lengths(np.arange(3, dtype=np.int16), [3]),)) == [2]
 print(len(os.listdir(os.environ["TMPDIR"])))
 """
 
@@ -143,7 +150,8 @@ print(len(os.listdir(os.environ["TMPDIR"])))
 def test_temporary_kernel_folders_are_removed_at_exit(tmp_path, cache):
     """From a review: each process that built a user Reducer, and each process without a
     disk cache, left a ``hrarray-*kernels-*`` folder in the temp dir (hundreds piled up
-    here). They go when their process exits, not when a forked child does."""
+    here). They go when their process exits, not when a forked child does; forked
+    children, Pool workers included (which skip atexit), write into their parent's."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {"TMPDIR": str(tmp), "HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": cache}

@@ -71,9 +71,6 @@ def _flat_dtype(v) -> np.dtype:
 _lock = _locks.Lock()
 _gen_dir: Path | None = None
 _disk_cache = False
-# the pid that made ``_gen_dir`` when it is a private temporary folder (no
-# writable cache), else None: a forked child makes its own (see _temporary_dir)
-_gen_temp_pid: int | None = None
 
 
 def _temporary_dir(prefix: str) -> Path:
@@ -83,8 +80,11 @@ def _temporary_dir(prefix: str) -> Path:
     Reducer, writes its generated modules to such a folder; they were never
     removed, so ``/tmp`` gathered one folder per process. The removal runs
     only in the process that made the folder: a forked child inherits the
-    ``atexit`` entry and must not delete a folder its parent still writes to
-    (the child makes its own folder when it needs one).
+    ``atexit`` entry and must not delete a folder its parent still writes to.
+    A forked child writes into its parent's folder (``module_path`` makes it
+    again if the parent has exited and removed it): its own would be left
+    behind, as ``multiprocessing``'s fork workers end with ``os._exit``,
+    which runs no ``atexit``.
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(_remove_temporary_dir, path, os.getpid())
@@ -115,9 +115,9 @@ def generated_dir() -> tuple[Path, bool]:
     generated into a private temporary folder and compiled without a disk
     cache (silently: import must never fail on a read-only install).
     """
-    global _gen_dir, _disk_cache, _gen_temp_pid
+    global _gen_dir, _disk_cache
     with _lock:
-        if _gen_dir is not None and _gen_temp_pid in (None, os.getpid()):
+        if _gen_dir is not None:
             return _gen_dir, _disk_cache
         want_cache = os.environ.get("HRARRAY_CACHE", "1") not in {"0", "false", "no", "off"}
         candidates = []
@@ -133,11 +133,9 @@ def generated_dir() -> tuple[Path, bool]:
                 if _writable(c):
                     chosen = c
                     break
-        _gen_temp_pid = None
         if chosen is None:
             chosen = _temporary_dir("hrarray-kernels-")
             want_cache = False
-            _gen_temp_pid = os.getpid()
         _gen_dir, _disk_cache = chosen, want_cache
         return _gen_dir, _disk_cache
 
@@ -175,23 +173,21 @@ _FINGERPRINT: str | None = None
 
 
 _private_dir: Path | None = None
-_private_pid: int | None = None
 
 
 def module_path(source: str, tag: str, persistent: bool = True) -> Path:
     """The file of a generated module: named by the hash of ``source``, the
     library's op files and ``tag`` (the declaration key), so a disk-cached
     kernel always matches its declaration; written if missing."""
-    global _FINGERPRINT, _private_dir, _private_pid
+    global _FINGERPRINT, _private_dir
     if _FINGERPRINT is None:
         _FINGERPRINT = _source_fingerprint()
     folder, _ = generated_dir()
     if not persistent:
         # user reducers: keyed by object identity, never worth keeping on disk
         with _lock:
-            if _private_dir is None or _private_pid != os.getpid():
+            if _private_dir is None:
                 _private_dir = _temporary_dir("hrarray-user-kernels-")
-                _private_pid = os.getpid()
             folder = _private_dir
     digest = hashlib.sha256((source + tag + _FINGERPRINT).encode()).hexdigest()[:20]
     name = f"hrk_{digest}"
