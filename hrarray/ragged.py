@@ -32,8 +32,11 @@ def _host_ints(seq, argname: str):
     where one needs it; one beyond both is a ValueError naming it."""
     try:
         arr = np.asarray(seq)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        if "inhomogeneous" in str(exc):
+            return None
+        raise TypeError(f"{argname}: NumPy cannot read the {type(seq).__name__} "
+                        f"({type(exc).__name__}: {exc})") from exc
     if arr.dtype.kind not in "fO" or not all(
         isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in seq
     ):

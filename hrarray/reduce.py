@@ -141,26 +141,38 @@ def _cast_result(be, out, dtype: np.dtype, op):
 
 
 def _finite_for_int(be, leaf, offsets, dtype: np.dtype, name: str, nan_skipped: bool):
-    """``sum``, ``prod`` and ``mean`` of float values into an integer ``dtype``
-    (``mean``: or bool) cast each element to it first (as NumPy), so a NaN or
-    inf element became an arbitrary integer and the result said nothing of it
-    (NumPy warns and returns it). A ValueError naming the first segment that
-    holds one, as for the NaN results of var/std (``_cast_result``); for
-    ``nansum`` only inf counts (NaN is skipped). Reads the values in the
-    segments on the host (on CUDA a copy)."""
+    """``sum``, ``prod``, ``mean`` and ``cumsum`` of float values into an
+    integer ``dtype`` (``mean``: or bool) cast each element to it first (as
+    NumPy), so a NaN, an inf or a value beyond the dtype's range became an
+    arbitrary integer and the result said nothing of it (NumPy warns and
+    returns it). A ValueError naming the first segment that holds one and
+    the value, as for the NaN results of var/std (``_cast_result``); for
+    ``nansum`` NaN is skipped (complex: NaN in either part). Reads the values
+    in the segments on the host (on CUDA a copy of that range)."""
     o = be.to_host(offsets)
     lo, hi = int(o[0]), int(o[-1])
-    v = be.to_host(leaf)[lo:hi]
+    v = be.to_host(leaf[lo:hi])
+    skip = np.isnan(v) if nan_skipped else None  # (complex: either part)
     if v.dtype.kind == "c":
         v = v.real  # the part the cast keeps
-    ok = np.isinf(v) == 0 if nan_skipped else np.isfinite(v)
+    with np.errstate(invalid="ignore"):
+        if dtype.kind == "b":
+            ok = np.isfinite(v)
+        else:
+            info = np.iinfo(dtype)
+            t = np.trunc(v)  # the cast truncates; NaN and inf fail both tests
+            ok = (t >= float(info.min)) & (t < float(info.max) + 1.0)
+    if skip is not None:
+        ok |= skip
     bad = ~ok.reshape(hi - lo, -1).all(axis=1) if v.size else v[:0]
     if bad.any():
-        seg = int(np.searchsorted(o, lo + int(np.argmax(bad)), side="right")) - 1
-        what = "an inf value" if nan_skipped else "a NaN or inf value"
+        k = int(np.argmax(bad))
+        seg = int(np.searchsorted(o, lo + k, side="right")) - 1
+        row = v[k].reshape(-1)
+        first = row[~ok[k].reshape(-1)][0] if row.size > 1 else row[0]
         raise ValueError(
-            f"{name}() of segment {seg} meets {what}, which dtype={dtype} "
-            "cannot represent: pass a float dtype"
+            f"{name}() of segment {seg} meets the value {float(first)!r}, which "
+            f"dtype={dtype} cannot represent (NaN, inf or out of its range): pass a float dtype"
         )
 
 
@@ -208,8 +220,9 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
         ``fill_value`` the result dtype cannot hold; mean/var/std into an
         integer or bool ``dtype`` with a segment whose result is NaN (empty,
         or NaN/inf values) and no ``fill_value`` (the message names it); sum,
-        prod or mean of float values into an integer ``dtype`` with a NaN or
-        inf value (nansum: inf) in a segment (named).
+        prod or mean of float values into an integer ``dtype`` with a value
+        it cannot represent (NaN, inf, out of range; nansum skips NaN) in a
+        segment (named).
     """
     if not isinstance(x, RaggedArray):
         hd = _partitioned(x)

@@ -202,8 +202,9 @@ def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     Empty segments stay empty. NaN and ``inf`` propagate to the rest of their
     segment as in NumPy; integer sums wrap modulo ``2**64``. Float values
     with an integer ``dtype`` are cast to it element by element, as in
-    NumPy; a NaN or inf among them is a ``ValueError`` naming its segment
-    (NumPy casts it to an arbitrary integer).
+    NumPy; a NaN, an inf or a value out of the dtype's range among them is
+    a ``ValueError`` naming its segment (NumPy casts it to an arbitrary
+    integer).
 
     Examples
     --------

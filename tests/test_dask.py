@@ -641,12 +641,13 @@ def test_errors_computed_name_positions_in_the_whole_array():
         assert str(dist.value) == f"{mem.value} (partition 1, its segment 2)"
     y = hr.nest(np.array([1.0, 2.0, 3.0, np.nan]), [0, 1, 2, 3, 4], [0, 2, 4])
     dy = hd.from_ragged(y, chunks=(1, 1))
-    with pytest.raises(ValueError, match=r"mean\(\) of segment 3 meets a NaN"):
+    with pytest.raises(ValueError, match=r"mean\(\) of segment 3 meets the value nan"):
         hr.mean(y, levels=1, dtype=np.int64)
-    with pytest.raises(ValueError, match=r"segment 1 meets a NaN .* \(positions within "
+    with pytest.raises(ValueError, match=r"segment 1 meets the value nan.* \(positions within "
                        r"partition 1, which starts at top-level segment 1\)"):
         hr.mean(dy, levels=1, dtype=np.int64).compute()  # the ragged result: not renumbered
-    with pytest.raises(ValueError, match=r"segment 1 meets a NaN .* \(partition 1, its segment 0"):
+    with pytest.raises(ValueError,
+                       match=r"segment 1 meets the value nan.* \(partition 1, its segment 0"):
         hr.mean(dy, levels=2, dtype=np.int64).compute()
     # an error that names no position is left as it is (review S4: it got the note too)
     bad = hr.Reducer(0.0, lambda a, b: a + b, lambda v: float(np.format_float_positional(v)),

@@ -106,12 +106,15 @@ class CpuBackend:
         try:
             arr = np.asarray(obj)
         except Exception as exc:
-            if isinstance(obj, (list, tuple)) and isinstance(exc, ValueError):
+            if isinstance(obj, (list, tuple)) and "inhomogeneous" in str(exc):
                 raise TypeError(
                     f"{argname} must be an array, got a ragged {type(obj).__name__} "
                     f"(nested sequences of unequal lengths)"
                 ) from exc
-            raise TypeError(f"{argname} must be an array, got {type(obj).__name__}") from exc
+            raise TypeError(
+                f"{argname} must be an array, got {type(obj).__name__} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         if arr.dtype == object:
             if dl_error is not None:  # say why its DLPack export was not read
                 raise TypeError(
