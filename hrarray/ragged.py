@@ -32,10 +32,10 @@ def _host_ints(seq, argname: str):
     where one needs it; one beyond both is a ValueError naming it."""
     try:
         arr = np.asarray(seq)
-    except ValueError as exc:
-        if "inhomogeneous" in str(exc):
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "inhomogeneous" in str(exc):
             return None
-        raise TypeError(f"{argname}: NumPy cannot read the {type(seq).__name__} "
+        raise TypeError(f"{argname} must be an array, got {type(seq).__name__} "
                         f"({type(exc).__name__}: {exc})") from exc
     if arr.dtype.kind not in "fO" or not all(
         isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)) for e in seq
@@ -46,8 +46,15 @@ def _host_ints(seq, argname: str):
         return np.array(ints, np.int64)
     if min(ints) >= 0 and max(ints) < 2**64:
         return np.array(ints, np.uint64)
-    k = next(i for i, e in enumerate(ints) if not -(2**63) <= e < 2**63)
-    raise ValueError(f"{argname}[{k}]={ints[k]} does not fit a 64-bit integer")
+    k = next((i for i, e in enumerate(ints) if not -(2**63) <= e < 2**64), None)
+    if k is not None:
+        raise ValueError(f"{argname}[{k}]={ints[k]} does not fit a 64-bit integer")
+    j = next(i for i, e in enumerate(ints) if e < 0)
+    k = next(i for i, e in enumerate(ints) if e >= 2**63)
+    raise ValueError(
+        f"{argname}[{j}]={ints[j]} and {argname}[{k}]={ints[k]}: no 64-bit integer type "
+        "holds both a negative value and one past int64"
+    )
 
 
 def _named_alloc_error(exc: Exception, what: str) -> Exception:

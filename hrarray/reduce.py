@@ -160,7 +160,9 @@ def _finite_for_int(be, leaf, offsets, dtype: np.dtype, name: str, nan_skipped: 
             ok = np.isfinite(v)
         else:
             info = np.iinfo(dtype)
-            t = np.trunc(v)  # the cast truncates; NaN and inf fail both tests
+            # the cast truncates; NaN and inf fail both tests. In float64: float16's
+            # range would turn the bounds into +-inf (review R3: -inf passed into int64)
+            t = np.trunc(v.astype(np.float64, copy=False))
             ok = (t >= float(info.min)) & (t < float(info.max) + 1.0)
     if skip is not None:
         ok |= skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -156,6 +157,19 @@ def test_temporary_kernel_folders_are_removed_at_exit(tmp_path, cache):
     tmp.mkdir()
     env = {"TMPDIR": str(tmp), "HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_CACHE": cache}
     assert _run(TEMP_PROBE, env).strip() != "0"  # the folders exist while it runs
+    assert sorted(os.listdir(tmp)) == []
+    # workers forked before the parent made any folder make their own (review R3), and
+    # the Pool's terminate() ends them with SIGTERM: no atexit. Their folders carry their
+    # pid, and the next process that makes a folder removes those of processes gone
+    cold = TEMP_PROBE.replace("run(2.0)\npid = os.fork()", "pid = os.fork()", 1)
+    cold = cold.replace("run(4.0)  #", "pass  #", 1)
+    assert cold.count("run(") == 2  # the child's and the Pool's
+    _run(cold, env)
+    left = sorted(os.listdir(tmp))
+    assert left
+    assert all(re.fullmatch(r"hrarray-(user-)?kernels-\d+-\w+", n) for n in left)
+    assert _run("import hrarray as hr\n" + TEMP_PROBE.split("run(2.0)")[0] + "run(2.0)\n"
+                "print(0)", env).strip() == "0"
     assert sorted(os.listdir(tmp)) == []
 
 

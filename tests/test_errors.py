@@ -910,3 +910,16 @@ def test_lists_of_integers_beyond_int64_are_integers():
     # floats in a list are still floats
     with raises(TypeError, r"offsets must have an integer dtype, got float64"):
         hr.RaggedArray(v, [0, 1.0, 6])
+    # no 64-bit type holds -1 and 2**63: both named (review R3)
+    with raises(ValueError, r"^offsets\[0\]=-1 and offsets\[1\]=9223372036854775808: no 64-bit"):
+        hr.RaggedArray(v, [-1, 2**63])
+
+    class Unreadable:
+        def __array__(self, dtype=None, copy=None):
+            raise TypeError("no conversion")
+
+    # NumPy's own errors keep the argument's name (review R3: raw TypeError before)
+    with raises(TypeError, r"^offsets must be an array, got list \(TypeError: no conversion\)"):
+        hr.RaggedArray(v, [Unreadable()])
+    with raises(TypeError, r"^index must be an array, got list \(TypeError: no conversion\)"):
+        x[[Unreadable()]]

@@ -558,6 +558,14 @@ def test_float_into_integer_dtype_names_nan_and_inf(backend):
         hr.sum(x, dtype=np.int64)
     with pytest.raises(ValueError, match=r"cumsum\(\) of segment 0 meets the value -128.9, "):
         hr.cumsum(x, dtype=np.uint16)
+    # float16 values are compared in float64: float16's range made the int64 bounds
+    # +-inf, so -inf passed, and valid values warned of an overflow (review R3)
+    h = ragged_1d(np.array([3.0, 65504.0, -np.inf], np.float16), [2, 1], backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert host(hr.sum(h[:1], dtype=np.uint64)).tolist() == [65507]
+        with pytest.raises(ValueError, match=r"sum\(\) of segment 1 meets the value -inf, "):
+            hr.sum(h, dtype=np.int64)
     # complex nansum skips a value with NaN in either part, inf+nanj too (review R2)
     z = ragged_1d(np.array([complex(np.inf, np.nan), 2 + 0j]), [2], backend)
     with pytest.warns(np.exceptions.ComplexWarning):

@@ -81,19 +81,47 @@ def _temporary_dir(prefix: str) -> Path:
     removed, so ``/tmp`` gathered one folder per process. The removal runs
     only in the process that made the folder: a forked child inherits the
     ``atexit`` entry and must not delete a folder its parent still writes to.
-    A forked child writes into its parent's folder (``module_path`` makes it
-    again if the parent has exited and removed it): its own would be left
-    behind, as ``multiprocessing``'s fork workers end with ``os._exit``,
-    which runs no ``atexit``.
+    A forked child writes into its parent's folder where the parent made one
+    before the fork (``module_path`` makes it again if the parent has exited
+    and removed it). A process that ends without ``atexit`` (``os._exit``, as
+    ``multiprocessing``'s fork workers do; SIGTERM, as ``Pool.terminate``
+    sends; a crash) leaves its folder, which carries its pid: the next process
+    that makes one removes the folders of processes that are gone.
     """
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    atexit.register(_remove_temporary_dir, path, os.getpid())
+    pid = os.getpid()
+    _remove_stale(prefix)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{pid}-"))
+    atexit.register(_remove_temporary_dir, path, pid)
     return path
 
 
 def _remove_temporary_dir(path: Path, pid: int) -> None:
     if os.getpid() == pid:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale(prefix: str) -> None:
+    """Remove the ``{prefix}{pid}-*`` folders in the temp dir whose process is
+    gone (POSIX: on Windows ``os.kill`` would end the process it tests)."""
+    if os.name != "posix":
+        return
+    try:
+        for p in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+            pid = p.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM): alive
+        return True
+    return True
 
 
 def _writable(path: Path) -> bool:
