@@ -44,10 +44,10 @@ class Spec:
     # finite (NaN is not representable) and casts them, as NumPy's mean does.
     cast_to: np.dtype | None = None
     # The elements are cast to an integer ``dtype=`` before they are summed
-    # (``sum``, ``prod``, ``mean`` of float values, as NumPy), so a NaN or inf
-    # element is cast to an arbitrary integer before the result could show it;
-    # the caller checks the values themselves (``nan``: NaN is skipped, only
-    # inf counts; ``nansum``).
+    # (``sum``, ``prod``, ``mean`` of float values, as NumPy), so a NaN, an inf
+    # or an out-of-range element becomes an arbitrary integer before the
+    # result could show it; the caller checks the values themselves
+    # (``nan_skipped``: ``nansum``, whose NaN are skipped, not cast).
     finite_values: bool = False
     nan_skipped: bool = False
 

@@ -225,7 +225,7 @@ def cumsum(x, exclusive=False, *, levels=1, dtype=None):
     be = x._backend
     scan = _kernel(be, "segment_scan", "cumsum")
     lv, offsets, leaf = _flatten(x, levels)
-    if spec.finite_values:  # float values into an integer dtype=: NaN/inf is an error
+    if spec.finite_values:  # float values into an integer dtype=: see _finite_for_int
         _finite_for_int(be, leaf, offsets, spec.out_dtype, "cumsum", False)
     return _rebuild(scan(spec, leaf, offsets, bool(exclusive), ends=(0, leaf.shape[0])), lv)
 
