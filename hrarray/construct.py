@@ -7,20 +7,14 @@ import contextlib
 import numpy as np
 
 from hrarray._backends import backend_of, check_same_gpu
-from hrarray.ragged import RaggedArray, _frozen, _host_ints, _named_alloc_error
+from hrarray.ragged import RaggedArray, _frozen, _int_sequence, _named_alloc_error
 from hrarray.reduce import _partitioned
 
 __all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segment_ids", "nest"]
 
 
 def _check_int_array(be, a, argname):
-    if isinstance(a, (list, tuple)) and len(a) == 0:
-        a = np.zeros(0, np.int64)  # NumPy would make an empty list float64
-    if be.name == "cpu" and isinstance(a, (list, tuple)):
-        h = _host_ints(a, argname)
-        if h is not None:  # (None: ragged; the backend's conversion says so)
-            a = h
-    a = be.asarray(a, argname)
+    a = be.asarray(_int_sequence(be, a, argname), argname)
     if a.dtype == np.bool_ or a.dtype.kind not in "iu":
         raise TypeError(f"{argname} must have an integer dtype, got {a.dtype}")
     if a.ndim != 1:

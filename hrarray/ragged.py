@@ -26,10 +26,12 @@ def _host_ints(seq, argname: str):
     """A list or tuple meant as integers (offsets, lengths, ids, an index) as
     a NumPy array, or None where NumPy cannot make one (a ragged list).
 
-    NumPy makes ``[0, 2**63]`` and ``[0, np.uint64(3)]`` float64 and
-    ``[0, 2**64]`` object, so valid integers were refused as "float64
+    NumPy makes ``[]`` and ``[0, 2**63]`` and ``[0, np.uint64(3)]`` float64
+    and ``[0, 2**64]`` object, so valid integers were refused as "float64
     offsets". Integers (Python or NumPy, not bool) give int64, or uint64
     where one needs it; one beyond both is a ValueError naming it."""
+    if len(seq) == 0:
+        return np.zeros(0, np.int64)  # the length, not the dtype, is what may be wrong
     try:
         arr = np.asarray(seq)
     except Exception as exc:
@@ -57,6 +59,16 @@ def _host_ints(seq, argname: str):
     )
 
 
+def _int_sequence(be, obj, argname: str):
+    """``obj`` as ``be.asarray`` should read it where it is a list or tuple
+    of integers (``_host_ints``; on CUDA only an empty one, so that a list's
+    device mismatch is still named as a list); anything else as it is."""
+    if not isinstance(obj, (list, tuple)) or (be.name != "cpu" and len(obj)):
+        return obj
+    arr = _host_ints(obj, argname)
+    return obj if arr is None else arr  # (None: ragged; the backend's conversion says so)
+
+
 def _named_alloc_error(exc: Exception, what: str) -> Exception:
     """NumPy's allocation error (it names no argument) as the same kind of
     error, saying ``what`` was asked: MemoryError stays one, else ValueError."""
@@ -70,15 +82,8 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     int32 and int64 are used as they are (zero-copy); other integer dtypes
     are converted to int64 (a copy of the offsets only).
     """
-    if isinstance(offsets, (list, tuple)) and len(offsets) == 0:
-        # NumPy makes [] float64: the length, not the dtype, is what is wrong
-        offsets = np.zeros(0, np.int64)
     given = offsets
-    if be.name == "cpu" and isinstance(offsets, (list, tuple)):
-        offsets = _host_ints(offsets, argname)
-        if offsets is None:  # ragged: the backend's conversion says so
-            offsets = given
-    offsets = be.asarray(offsets, argname)
+    offsets = be.asarray(_int_sequence(be, offsets, argname), argname)
     if offsets is not given:
         # an array hrarray made (from a list, a DLPack export...): its own, so
         # read-only, as converted offsets are; a caller's ndarray is left as it is
@@ -482,7 +487,7 @@ class RaggedArray:
             )
         if isinstance(key, list):
             # an empty list gathers nothing, as in NumPy (not a float64 array)
-            key = _host_ints(key, "index") if key else np.zeros(0, np.int64)
+            key = _host_ints(key, "index")
             if key is None:  # NumPy's "inhomogeneous shape" names no argument
                 raise TypeError(
                     "index must be an integer or boolean array, got a ragged list "
