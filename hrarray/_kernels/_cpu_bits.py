@@ -16,6 +16,37 @@ _FLOAT_OF = {types.int32: types.float32, types.int64: types.float64}
 
 
 @intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM use 512-bit vectors in the function that calls this.
+
+    LLVM tunes Intel's AVX-512 server cores with ``prefer-256-bit``: its loop
+    vectoriser stops at 256 bits, and 512-bit vector types of a function
+    that does not ask for them are split in two. Numba fixes the target's
+    features once per process (``NUMBA_CPU_FEATURES``); the LLVM function
+    attributes ``prefer-vector-width`` and ``min-legal-vector-width`` set
+    here make the choice for one function instead. On a CPU without AVX-512
+    they change nothing (vectors stay the target's widest legal ones). Call
+    it first thing in a kernel's body; it emits no code.
+
+    Used only where it measured faster (bench/RESULTS.md, Run 26): the 2-D
+    logsumexp column sums (``lse_rows_sum``, a polynomial ``exp`` per
+    element, bound by arithmetic: 25M float32 as (n, 64), 2 threads, 19.1-19.6
+    -> 15.9-16.9 ms). Not in the 1-D reduction kernels, bound by memory and
+    per-segment branches (0.94-1.04x the time), nor in ``lse_block`` (1-D
+    logsumexp: 1.08-1.10x the time).
+    """
+    def codegen(context, builder, sig, args):
+        attrs = builder.function.attributes
+        # string attributes ("key"="value"): llvmlite's add() takes only its
+        # list of keyword attributes; the set itself holds any text
+        set.add(attrs, '"prefer-vector-width"="512"')
+        set.add(attrs, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
 def bitcast_to_int(typingctx, x):
     rt = _INT_OF.get(x)
     if rt is None:

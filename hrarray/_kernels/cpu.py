@@ -454,7 +454,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
-    bitcast_to_float, bitcast_to_int, block_sum, prefetch, prefetch2)
+    bitcast_to_float, bitcast_to_int, block_sum, prefetch, prefetch2, wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -670,6 +670,9 @@ def lse_rows_sum(values, p, q, a0, a1):
     # rows p..q, all finite (lse_rows_max said so), a0 their column maxima:
     # each column's sum of exp(x - max) into a1, the polynomial exp
     # vectorised across the columns (the block is in L1/L2 from the first pass)
+    # in 512-bit vectors where the CPU has them (bound by the exp's arithmetic:
+    # 2-D logsumexp 0.82-0.84x the time, _cpu_bits.wide_vectors)
+    wide_vectors()
     m = values.shape[1]
     for col in range(m):
         a1[col] = 0.0
