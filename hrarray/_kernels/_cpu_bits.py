@@ -28,12 +28,14 @@ def wide_vectors(typingctx):
     they change nothing (vectors stay the target's widest legal ones). Call
     it first thing in a kernel's body; it emits no code.
 
-    Used only where it measured faster (bench/RESULTS.md, Run 26): the 2-D
-    logsumexp column sums (``lse_rows_sum``, a polynomial ``exp`` per
-    element, bound by arithmetic: 25M float32 as (n, 64), 2 threads, 19.1-19.6
-    -> 15.9-16.9 ms). Not in the 1-D reduction kernels, bound by memory and
-    per-segment branches (0.94-1.04x the time), nor in ``lse_block`` (1-D
-    logsumexp: 1.08-1.10x the time).
+    Used only where it measured faster (bench/RESULTS.md, Run 26), in kernels
+    bound by a polynomial ``exp`` per element: the 2-D logsumexp column sums
+    (``lse_rows_sum``; 25M float32 as (n, 64), 2 threads, 19.1-19.6 -> 15.9-16.9
+    ms) and the transforms' map (softmax: 0.75-0.96x the time). Not in the
+    reduction kernels, bound by memory and per-segment branches (1-D:
+    0.94-1.04x; float64 2-D up to 1.17x), nor in ``lse_block`` (1-D
+    logsumexp: 1.08-1.10x) or attention_pool's 2-D row kernel (float64:
+    1.12x).
     """
     def codegen(context, builder, sig, args):
         attrs = builder.function.attributes
