@@ -671,7 +671,7 @@ def lse_rows_sum(values, p, q, a0, a1):
     # each column's sum of exp(x - max) into a1, the polynomial exp
     # vectorised across the columns (the block is in L1/L2 from the first pass)
     # in 512-bit vectors where the CPU has them (bound by the exp's arithmetic:
-    # 2-D logsumexp 0.82-0.84x the time, _cpu_bits.wide_vectors)
+    # 2-D logsumexp 0.82-0.91x the time, _cpu_bits.wide_vectors)
     wide_vectors()
     m = values.shape[1]
     for col in range(m):

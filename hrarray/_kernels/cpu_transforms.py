@@ -121,7 +121,7 @@ def _map_source(reads_values: bool, cache: bool) -> str:
 @numba.njit(**_OPTS)
 def map_1d(c0, c1, {v}offsets, per, bi, bj, out):
     # 512-bit vectors where the CPU has them (_cpu_bits.wide_vectors): softmax's
-    # map, an exp per element, is bound by arithmetic (0.75-0.96x the time)
+    # map, an exp per element, is bound by arithmetic (0.75-0.98x the time)
     wide_vectors()
     nseg = offsets.shape[0] - 1
     base = offsets[0]
