@@ -38,14 +38,34 @@ def wide_vectors(typingctx):
     1.12x).
     """
     def codegen(context, builder, sig, args):
-        attrs = builder.function.attributes
-        # string attributes ("key"="value"): llvmlite's add() takes only its
-        # list of keyword attributes; the set itself holds any text
-        set.add(attrs, '"prefer-vector-width"="512"')
-        set.add(attrs, '"min-legal-vector-width"="512"')
+        _wide(builder)
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+def _wide(builder):
+    attrs = builder.function.attributes
+    # string attributes ("key"="value"): llvmlite's add() takes only its list
+    # of keyword attributes; the set itself holds any text
+    set.add(attrs, '"prefer-vector-width"="512"')
+    set.add(attrs, '"min-legal-vector-width"="512"')
+
+
+@intrinsic
+def wide_vectors_if_float32(typingctx, values):
+    """``wide_vectors()`` where ``values`` holds float32, else nothing: for
+    attention_pool's 2-D row kernel, whose float32 signatures gained from
+    512-bit vectors and float64 ones lost (bench/RESULTS.md, Run 26)."""
+    if not isinstance(values, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if sig.args[0].dtype == types.float32:
+            _wide(builder)
+        return context.get_dummy_value()
+
+    return types.none(values), codegen
 
 
 @intrinsic

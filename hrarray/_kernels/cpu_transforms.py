@@ -519,6 +519,8 @@ import math
 import numba
 import numpy as np
 
+from hrarray._kernels._cpu_bits import wide_vectors_if_float32
+
 _OPTS = dict(nogil=True, error_model='numpy', fastmath=FASTMATH, cache=CACHE)
 _NOWRAP = WRAPPER_OPTS
 BIG = np.finfo(np.float64).max
@@ -600,6 +602,7 @@ _ROWS_CHUNKS = """
 @numba.njit(**_OPTS)
 def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h2, t0, t1, t2,
               accs):
+    wide_vectors_if_float32(values)
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     ncol = values.shape[1]
