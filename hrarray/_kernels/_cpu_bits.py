@@ -31,11 +31,11 @@ def wide_vectors(typingctx):
     Used only where it measured faster (bench/RESULTS.md, Run 26), in kernels
     bound by a polynomial ``exp`` per element: the 2-D logsumexp column sums
     (``lse_rows_sum``; 25M float32 as (n, 64), 2 threads, 19.1-19.6 -> 15.9-16.9
-    ms) and the transforms' map (softmax: 0.75-0.98x the time). Not in the
-    reduction kernels, bound by memory and per-segment branches (1-D:
-    0.94-1.04x; float64 2-D up to 1.17x), nor in ``lse_block`` (1-D
-    logsumexp: 1.08-1.10x) or attention_pool's 2-D row kernel (float64:
-    1.12x).
+    ms), the transforms' map (softmax: 0.75-0.98x the time) and, for float32
+    values only, attention_pool's 2-D row kernel (0.91-0.96x; float64 took
+    1.12x: ``wide_vectors_if_float32``). Not in the reduction kernels, bound
+    by memory and per-segment branches (1-D: 0.94-1.04x; float64 2-D up to
+    1.17x), nor in ``lse_block`` (1-D logsumexp: 1.08-1.10x).
     """
     def codegen(context, builder, sig, args):
         _wide(builder)
