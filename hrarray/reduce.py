@@ -170,8 +170,7 @@ def _finite_for_int(be, leaf, offsets, dtype: np.dtype, name: str, nan_skipped: 
     if bad.any():
         k = int(np.argmax(bad))
         seg = int(np.searchsorted(o, lo + k, side="right")) - 1
-        row = v[k].reshape(-1)
-        first = row[~ok[k].reshape(-1)][0] if row.size > 1 else row[0]
+        first = v[k].reshape(-1)[~ok[k].reshape(-1)][0]  # (a scalar or a row)
         raise ValueError(
             f"{name}() of segment {seg} meets the value {float(first)!r}, which "
             f"dtype={dtype} cannot represent (NaN, inf or out of its range): pass a float dtype"
