@@ -28,14 +28,16 @@ def wide_vectors(typingctx):
     they change nothing (vectors stay the target's widest legal ones). Call
     it first thing in a kernel's body; it emits no code.
 
-    Used only where it measured faster (bench/RESULTS.md, Run 26), in kernels
-    bound by a polynomial ``exp`` per element: the 2-D logsumexp column sums
-    (``lse_rows_sum``; 25M float32 as (n, 64), 2 threads, 19.1-19.6 -> 15.9-16.9
-    ms), the transforms' map (softmax: 0.75-0.98x the time) and, for float32
-    values only, attention_pool's 2-D row kernel (0.91-0.96x; float64 took
-    1.12x: ``wide_vectors_if_float32``). Not in the reduction kernels, bound
-    by memory and per-segment branches (1-D: 0.94-1.04x; float64 2-D up to
-    1.17x), nor in ``lse_block`` (1-D logsumexp: 1.08-1.10x).
+    Used only where it measured faster (bench/RESULTS.md, Runs 26 and 28), in
+    kernels bound by a polynomial ``exp`` per element: the 2-D logsumexp
+    column sums (``lse_rows_sum``; 25M float32 as (n, 64), 2 threads,
+    19.1-19.6 -> 15.9-16.9 ms), the transforms' map (softmax: 0.75-0.98x the
+    time), for float32 values only attention_pool's 2-D row kernel
+    (0.91-0.96x; float64 took 1.12x: ``wide_vectors_if_float32``), and the 1-D
+    logsumexp block ``lse_block`` once its max no longer ran as one scalar
+    chain (Run 28; with that chain it had taken 1.08-1.10x). Not in the
+    reduction kernels, bound by memory and per-segment branches (1-D:
+    0.94-1.04x; float64 2-D up to 1.17x), nor in ``pool_block`` (0.93-1.13x).
     """
     def codegen(context, builder, sig, args):
         _wide(builder)

@@ -578,6 +578,49 @@ _EXP_LE0 = _EXP_CONSTS + _exp_source(
     '            cache=_OPTS["cache"], **_NOWRAP)',
     -708.0, subnormal=False)
 
+# block_max: the largest of an all-finite block, in its own dtype (the
+# conversion to float64 is monotone: the same max). Eight independent
+# chains: LLVM neither vectorised the single-chain select loop nor broke its
+# latency (a scalar max per element, 4 cycles each), which took half of
+# lse_block's time: 128-element blocks, 1 thread, 2.0 -> 1.2 ns per element.
+_EXP_LE0 += '''
+
+@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"], **_NOWRAP)
+def block_max(values, ub, nt):
+    x = values[ub]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x
+    n8 = nt & M8
+    for t in range(U0, n8, U8):
+        b = ub + t
+        v = values[b]
+        m0 = v if v > m0 else m0
+        v = values[b + U1]
+        m1 = v if v > m1 else m1
+        v = values[b + U2]
+        m2 = v if v > m2 else m2
+        v = values[b + U3]
+        m3 = v if v > m3 else m3
+        v = values[b + U4]
+        m4 = v if v > m4 else m4
+        v = values[b + U5]
+        m5 = v if v > m5 else m5
+        v = values[b + U6]
+        m6 = v if v > m6 else m6
+        v = values[b + U7]
+        m7 = v if v > m7 else m7
+    for t in range(n8, nt):
+        v = values[ub + t]
+        m0 = v if v > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    return np.float64(m4 if m4 > m0 else m0)
+'''
+
 # attention_pool (1-D values, style "pool"): an all-finite block's state
 # (max score, sum of exp(w - max), the values' mean weighted by those terms;
 # see _transforms_ops.attention_spec) from two loops with exp_le0, as
@@ -609,10 +652,7 @@ def pool_nonfinite(values, w, ub, nt):
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
 def pool_block(values, w, ub, nt):
-    m = np.float64(w[ub])
-    for t in range(U1, nt):
-        x = np.float64(w[ub + t])
-        m = x if x > m else m
+    m = block_max(w, ub, nt)
     s = 0.0
     a = 0.0
     for t in range(nt):
@@ -627,10 +667,9 @@ _LSE_HELPERS = _EXP_LE0 + '''
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
 def lse_block(values, ub, nt):
-    m = np.float64(values[ub])
-    for t in range(U1, nt):
-        v = np.float64(values[ub + t])
-        m = v if v > m else m
+    # 512-bit vectors for the exp where the CPU has them (wide_vectors)
+    wide_vectors()
+    m = block_max(values, ub, nt)
     s = 0.0
     for t in range(nt):
         s += exp_le0(np.float64(values[ub + t]) - m)
