@@ -384,7 +384,11 @@ def _var_common(name, dt, dtype, ddof, take_sqrt):
         return s[0] <= ddof_
 
     key = (name.removeprefix("nan"), dt.str, out.str, int(ddof))
-    return Decl(key, ident, map_, combine, finalize, is_empty), out
+    # style "var": the CPU kernel gets the state of a block of finite real
+    # values from two vectorised passes (hrarray._kernels.cpu); every other
+    # path runs this declaration
+    meta = {} if is_complex else {"style": "var"}
+    return Decl(key, ident, map_, combine, finalize, is_empty, meta=meta), out
 
 
 def _var(name, dt, dtype, ddof):
@@ -687,7 +691,10 @@ def _nan_variant(base_decl: Decl) -> Decl:
             return bempty(s[:k], s[k])
 
         ident = ident_nan
-    return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty)
+    # nanvar/nanstd of real values: the CPU kernel's fast blocks as var's (see
+    # _var_common), for blocks without NaN
+    meta = {"style": "nanvar"} if base_decl.meta.get("style") == "var" else {}
+    return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty, meta=meta)
 
 
 NAN_OPS = ("nansum", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nanargmax", "nanargmin")

@@ -350,7 +350,8 @@ floats -> same (accumulated in float64), complex -> same.
 Empty segment, or {length} <= ddof: NaN. {nan} Result dtype as ``mean``
 (complex input gives a real result). Computed with Chan's pairwise update of
 M2; for real values each mean is held as an element of the segment plus a sum
-of deviations, so a large common offset costs no accuracy.
+of deviations, so a large common offset costs no accuracy (on the CPU, blocks
+of finite 1-D values start from a corrected two-pass M2 of the block).
 """,
     "std": """Segment standard deviations: ``{name}(x, *, {extra})``.
 

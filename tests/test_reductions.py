@@ -1723,6 +1723,47 @@ def test_logsumexp_long_segments(dtype, inner, backend):
     R.assert_result(got, R.reduce("logsumexp", values, [offs]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_variance_long_segments(dtype, backend):
+    """1-D var, std, nanvar, nanstd of real values: on the CPU, blocks and 9-16-element
+    segments of finite values at most 2**500 in magnitude take two vectorised passes
+    (shift, corrected two-pass M2); others run the declaration's element-wise update
+    (nanvar: the blocks with a NaN). Segments crossing
+    block edges, a large common offset, a NaN, an inf or a value beyond 2**500 in one
+    block only, squares that overflow to inf, with ddof 0 and 1, against the oracle."""
+    rng = np.random.default_rng(17)
+    lens = ([300, 129, 17, 1000, 256, 9, 16, 700, 400, 400, 300, 2] if backend == "cpu"
+            else [40, 17, 33])
+    n = int(sum(lens))
+    offs = hst.offsets_from_lengths(lens)
+    if dtype == "int64":
+        values = rng.integers(-(2**40), 2**40, n)
+    else:
+        values = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)).astype(dtype)
+    if backend == "cpu":
+        values[offs[1] : offs[2]] += 10**9 if dtype == "int64" else 1e9  # a large offset
+        if dtype != "int64":
+            values[offs[7] + 300] = np.nan  # one block of a long segment
+            values[offs[8] + 200] = np.inf
+        if dtype == "float64":
+            values[offs[9] + 200] = 2.0**501  # past the fast blocks' bound
+            values[offs[5] + 3] = 2.0**510  # a 9-element segment past the bound
+    x = make_ragged(values, [offs], backend)
+    for op in ("var", "std", "nanvar", "nanstd"):
+        for ddof in (0, 1):
+            R.assert_result(call(op, x, ddof=ddof),
+                            R.reduce(op, values, [offs], ddof=ddof), err_msg=f"{op} {ddof}")
+    if backend == "cpu" and dtype == "float64":
+        # squares that overflow in a long segment's block: inf, as NumPy (the oracle's
+        # Python floats raise OverflowError there)
+        big = values[: offs[1]].copy()
+        big[100:103] = [1e308, -1e308, 1e308]
+        got = host(hr.var(make_ragged(big, [offs[:2]], backend)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(got, [np.var(big)])
+        assert got[0] == np.inf
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

@@ -433,6 +433,15 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
             + f"{ind}else:\n"
             + f"{ind}    blk = lse_block(values, ub, nt)\n"
         )
+    if style in ("var", "nanvar"):
+        # var/std (and their nan variants) of real values: see _VAR_HELPERS
+        assert not aux
+        return (
+            f"{ind}if var_bad(values, ub, nt):\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
+            + f"{ind}    blk = {style}_block(values, ub, nt)\n"
+        )
     if style == "pool":
         # attention_pool: see _POOL_HELPERS
         assert aux
@@ -583,7 +592,9 @@ _EXP_LE0 = _EXP_CONSTS + _exp_source(
 # chains: LLVM neither vectorised the single-chain select loop nor broke its
 # latency (a scalar max per element, 4 cycles each), which took half of
 # lse_block's time: 128-element blocks, 1 thread, 2.0 -> 1.2 ns per element.
-_EXP_LE0 += '''
+# (The chains stay scalar: Numba runs no SLP vectoriser, NUMBA_SLP_VECTORIZE
+# defaults to 0, so only LLVM's loop vectoriser packs operations.)
+_BLOCK_MAX = '''
 
 @numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
@@ -632,7 +643,7 @@ def block_max(values, ub, nt):
 # the exps (values of 1e308 had summed to inf, and the result was inf or
 # NaN where the weighted mean was finite).
 POOL_BIG = 2.0**1016
-_POOL_HELPERS = _EXP_LE0 + '''
+_POOL_HELPERS = _EXP_LE0 + _BLOCK_MAX + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
             **_NOWRAP)
@@ -662,7 +673,7 @@ def pool_block(values, w, ub, nt):
     return (m, s, a / s)  # s >= 1: the max's own term is exp(0)
 '''
 
-_LSE_HELPERS = _EXP_LE0 + '''
+_LSE_HELPERS = _EXP_LE0 + _BLOCK_MAX + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
@@ -718,6 +729,58 @@ def lse_rows_sum(values, p, q, a0, a1):
     for j in range(p, q):
         for col in range(m):
             a1[col] += exp_le0(np.float64(values[j, col]) - a0[col])
+'''
+
+# var/std of real values (style "var"; "nanvar" for nanvar/nanstd, whose
+# state appends the count of non-NaN elements): the declaration's state is (count,
+# shift, sum of (v - shift), M2) and its combine divides once per element
+# (Chan's pairwise update; 1-D float32 var took 4.5x the time of sum). A block
+# whose values are all finite and at most VAR_BIG in magnitude gets that
+# state from two vectorised passes instead: the shift its first element, the
+# sum of deviations from it, then M2 by the corrected two-pass formula
+# (sum of d * d minus (sum of d)**2 / n, d = v - mean: the second term makes
+# up for the mean's rounding), as accurate as the element-wise update or
+# more. VAR_BIG = 2**500: a square of a difference stays below 2**1002 and a
+# block's sum of 128 of them finite. Other blocks run the declaration (its
+# NaN/inf shift and its overflow to inf).
+VAR_BIG = 2.0**500
+_VAR_HELPERS = '''
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def var_bad(values, ub, nt):
+    # x * 0 is 0 for finite x, NaN for NaN or +-inf (as nonfinite); a value
+    # beyond VAR_BIG adds 1
+    acc = 0.0
+    for t in range(nt):
+        v = np.float64(values[ub + t])
+        acc += v * 0.0 + (1.0 if abs(v) > VAR_BIG else 0.0)
+    return acc != 0
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
+            cache=_OPTS["cache"], **_NOWRAP)
+def var_block(values, ub, nt):
+    k = np.float64(values[ub])
+    s = 0.0
+    for t in range(nt):
+        s += np.float64(values[ub + t]) - k
+    fn = np.float64(nt)
+    c = s / fn
+    q = 0.0
+    r = 0.0
+    for t in range(nt):
+        d = (np.float64(values[ub + t]) - k) - c
+        q += d * d
+        r += d
+    return (np.int64(nt), k, s, q - r * r / fn)
+
+
+@numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
+def nanvar_block(values, ub, nt):
+    # nanvar/nanstd: the same state and the count of non-NaN elements (all)
+    n, k, s, q = var_block(values, ub, nt)
+    return (n, k, s, q, n)
 '''
 
 # The CPU map kernels' exp_nonpos (hrarray._transforms_ops.exp_nonpos, which
@@ -1017,10 +1080,13 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         f"{ind}    for j in range(a, b):\n"
         f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
     )
-    if style in ("lse", "pool"):
-        # as one block (lse_block, pool_block) when all finite (see masked)
-        check, blk, arrs = (("nonfinite", "lse_block", "values") if style == "lse"
-                            else ("pool_nonfinite", "pool_block", "values, w"))
+    if style in ("lse", "pool", "var", "nanvar"):
+        # as one block (lse_block, pool_block, var_block, nanvar_block) when
+        # all finite (see masked)
+        check, blk, arrs = {"lse": ("nonfinite", "lse_block", "values"),
+                            "pool": ("pool_nonfinite", "pool_block", "values, w"),
+                            "var": ("var_bad", "var_block", "values"),
+                            "nanvar": ("var_bad", "nanvar_block", "values")}[style]
         short = (
             f"{ind}    if {check}({arrs}, np.uint64(a), np.uint64(b - a)):\n"
             + _indented(short)
@@ -1156,6 +1222,8 @@ def _source(decl: Decl, cache: bool) -> str:
         src.append(_LSE_HELPERS)
     if style == "pool":
         src.append(f"POOL_BIG = {POOL_BIG!r}\n" + _POOL_HELPERS)
+    if style in ("var", "nanvar"):
+        src.append(f"VAR_BIG = {VAR_BIG!r}\n" + _VAR_HELPERS)
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
     stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
