@@ -531,16 +531,19 @@ def _count_nonzero(name, dt, dtype, ddof):
 def _any_all(name, dt, dtype, ddof):
     vt = _value_dtype(dt).type
     vzero = vt(0)
+    # ``|`` and ``&``, not ``or`` and ``and``: the same on bools, without the
+    # short-circuit branch, so LLVM vectorises the CPU blocks (1-D float32
+    # any took 1.9x the time of count_nonzero)
     if name == "any":
         ident = np.bool_(False)
 
         def combine(a, b):
-            return a or b
+            return a | b
     else:
         ident = np.bool_(True)
 
         def combine(a, b):
-            return a and b
+            return a & b
 
     def map_(v, j):
         return v != vzero
