@@ -594,43 +594,42 @@ _EXP_LE0 = _EXP_CONSTS + _exp_source(
 # lse_block's time: 128-element blocks, 1 thread, 2.0 -> 1.2 ns per element.
 # (The chains stay scalar: Numba runs no SLP vectoriser, NUMBA_SLP_VECTORIZE
 # defaults to 0, so only LLVM's loop vectoriser packs operations.)
-_BLOCK_MAX = '''
+def _block_max_source() -> str:
+    """``block_max(values, ub, nt)``: LANES independent max chains over the
+    block's multiple of LANES, the rest into chain 0, the chains merged as a
+    fixed tree."""
+    assert LANES == 8  # the loop steps by U8 and masks with M8
+    m = [f"m{i}" for i in range(LANES)]
+    lines = [
+        "",
+        "",
+        '@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},',
+        '            cache=_OPTS["cache"], **_NOWRAP)',
+        "def block_max(values, ub, nt):",
+        "    x = values[ub]",
+        f"    {' = '.join(m)} = x",
+        "    n8 = nt & M8",
+        "    for t in range(U0, n8, U8):",
+        "        b = ub + t",
+    ]
+    for i in range(LANES):
+        lines.append(f"        v = values[b{' + U' + str(i) if i else ''}]")
+        lines.append(f"        m{i} = v if v > m{i} else m{i}")
+    lines += ["    for t in range(n8, nt):", "        v = values[ub + t]",
+              "        m0 = v if v > m0 else m0"]
+    span = 1
+    while span < LANES:
+        for i in range(0, LANES, 2 * span):
+            a, b = f"m{i}", f"m{i + span}"
+            if 2 * span == LANES:
+                lines.append(f"    return np.float64({b} if {b} > {a} else {a})")
+            else:
+                lines.append(f"    {a} = {b} if {b} > {a} else {a}")
+        span *= 2
+    return "\n".join(lines) + "\n"
 
-@numba.njit(inline="always", fastmath={"reassoc", "nsz", "contract", "nnan"},
-            cache=_OPTS["cache"], **_NOWRAP)
-def block_max(values, ub, nt):
-    x = values[ub]
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x
-    n8 = nt & M8
-    for t in range(U0, n8, U8):
-        b = ub + t
-        v = values[b]
-        m0 = v if v > m0 else m0
-        v = values[b + U1]
-        m1 = v if v > m1 else m1
-        v = values[b + U2]
-        m2 = v if v > m2 else m2
-        v = values[b + U3]
-        m3 = v if v > m3 else m3
-        v = values[b + U4]
-        m4 = v if v > m4 else m4
-        v = values[b + U5]
-        m5 = v if v > m5 else m5
-        v = values[b + U6]
-        m6 = v if v > m6 else m6
-        v = values[b + U7]
-        m7 = v if v > m7 else m7
-    for t in range(n8, nt):
-        v = values[ub + t]
-        m0 = v if v > m0 else m0
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return np.float64(m4 if m4 > m0 else m0)
-'''
+
+_BLOCK_MAX = _block_max_source()
 
 # attention_pool (1-D values, style "pool"): an all-finite block's state
 # (max score, sum of exp(w - max), the values' mean weighted by those terms;
