@@ -329,7 +329,11 @@ def _from_var64(decl, take_sqrt, values, offsets, shape, k_dt, fill_v, use_fill)
     get_kernel(decl).run(values, offsets, var, np.float64(-1.0), bool(use_fill))
     empty = var < 0 if use_fill else None
     if take_sqrt:
-        np.sqrt(var, out=var, where=var >= 0)  # NaN stays NaN; -1 stays for the mask
+        # NaN stays NaN; a -1 (empty, with a fill) becomes NaN and is replaced
+        # below. Not ``where=var >= 0``: NumPy's masked loop took 2.2x the time
+        # (12.5M results: 31.6 against 14.1 ms)
+        with np.errstate(invalid="ignore"):
+            np.sqrt(var, out=var)
     if k_dt == np.float64:
         out = var
     else:

@@ -772,7 +772,10 @@ def var_block(values, ub, nt):
         d = (np.float64(values[ub + t]) - k) - c
         q += d * d
         r += d
-    return (np.int64(nt), k, s, q - r * r / fn)
+    # M2 >= 0 exactly; the max keeps it so after rounding (a negative
+    # variance would read as the -1 that marks empty results for fill_value)
+    m2 = q - r * r / fn
+    return (np.int64(nt), k, s, m2 if m2 > 0.0 else 0.0)
 
 
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
