@@ -696,7 +696,9 @@ def _nan_variant(base_decl: Decl) -> Decl:
         ident = ident_nan
     # nanvar/nanstd of real values: the CPU kernel's fast blocks as var's (see
     # _var_common), for blocks without NaN
-    meta = {"style": "nanvar"} if base_decl.meta.get("style") == "var" else {}
+    style = base_decl.meta.get("style")
+    meta = ({"style": "nanvar"} if style == "var"
+            else {"style": "simd"} if style == "simd" else {})
     return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty, meta=meta)
 
 
