@@ -1728,9 +1728,9 @@ def test_variance_long_segments(dtype, backend):
     """1-D var, std, nanvar, nanstd of real values: on the CPU, blocks and 9-16-element
     segments of finite values at most 2**500 in magnitude take two vectorised passes
     (shift, corrected two-pass M2); others run the declaration's element-wise update
-    (nanvar: the blocks with a NaN). Segments crossing
-    block edges, a large common offset, a NaN, an inf or a value beyond 2**500 in one
-    block only, squares that overflow to inf, with ddof 0 and 1, against the oracle."""
+    (nanvar: the blocks with a NaN). Segments crossing block edges, a large common
+    offset, a NaN, an inf or a value beyond 2**500 in one block only, squares that
+    overflow to inf, with ddof 0 and 1, against the oracle."""
     rng = np.random.default_rng(17)
     lens = ([300, 129, 17, 1000, 256, 9, 16, 700, 400, 400, 300, 2] if backend == "cpu"
             else [40, 17, 33])

@@ -344,6 +344,23 @@ def _lanes_code(aux: bool, ind: str) -> str:
     return "".join(lines)
 
 
+# Styles whose blocks are checked first, then reduced by a block function of
+# their own: style -> (check, block function, arrays they read). The check
+# says whether the block must run the declaration instead.
+# - "lse": logsumexp / softmax statistics, (max, sum of exp(x - max)) from
+#   two loops without a libm call per element (_LSE_HELPERS); NaN/inf blocks
+#   run the declaration.
+# - "pool": attention_pool (_POOL_HELPERS).
+# - "var", "nanvar": var/std of real values and their nan variants
+#   (_VAR_HELPERS).
+_CHECKED_BLOCKS = {
+    "lse": ("nonfinite", "lse_block", "values"),
+    "pool": ("pool_nonfinite", "pool_block", "values, w"),
+    "var": ("var_bad", "var_block", "values"),
+    "nanvar": ("var_bad", "nanvar_block", "values"),
+}
+
+
 def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
     """Source that reduces block ``values[ub:ub + nt]`` into ``blk``.
 
@@ -422,34 +439,17 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
             + f"{ind}else:\n"
             + f"{ind}    blk = fast_block(values, ub, nt, off, khi if IS_MAX else klo)\n"
         )
-    if style == "lse":
-        # logsumexp / softmax statistics: an all-finite block's state
-        # (max, sum of exp(x - max)) from two loops without a libm call per
-        # element (see _LSE_HELPERS); NaN/inf blocks run the declaration.
-        assert not aux
+    if style in _CHECKED_BLOCKS:
+        # A block the style's check passes (all finite, within bounds) gets
+        # its state from the style's block function; others run the
+        # declaration (see _CHECKED_BLOCKS)
+        check, fn, arrs = _CHECKED_BLOCKS[style]
+        assert aux == (style == "pool")
         return (
-            f"{ind}if nonfinite(values, ub, nt):\n"
+            f"{ind}if {check}({arrs}, ub, nt):\n"
             + _lanes_code(aux, ind + "    ")
             + f"{ind}else:\n"
-            + f"{ind}    blk = lse_block(values, ub, nt)\n"
-        )
-    if style in ("var", "nanvar"):
-        # var/std (and their nan variants) of real values: see _VAR_HELPERS
-        assert not aux
-        return (
-            f"{ind}if var_bad(values, ub, nt):\n"
-            + _lanes_code(aux, ind + "    ")
-            + f"{ind}else:\n"
-            + f"{ind}    blk = {style}_block(values, ub, nt)\n"
-        )
-    if style == "pool":
-        # attention_pool: see _POOL_HELPERS
-        assert aux
-        return (
-            f"{ind}if pool_nonfinite(values, w, ub, nt):\n"
-            + _lanes_code(aux, ind + "    ")
-            + f"{ind}else:\n"
-            + f"{ind}    blk = pool_block(values, w, ub, nt)\n"
+            + f"{ind}    blk = {fn}({arrs}, ub, nt)\n"
         )
     return _lanes_code(aux, ind)
 
@@ -1082,13 +1082,9 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         f"{ind}    for j in range(a, b):\n"
         f"{ind}        st = combine(st, map_(values[j], {wj}j - s))\n"
     )
-    if style in ("lse", "pool", "var", "nanvar"):
-        # as one block (lse_block, pool_block, var_block, nanvar_block) when
-        # all finite (see masked)
-        check, blk, arrs = {"lse": ("nonfinite", "lse_block", "values"),
-                            "pool": ("pool_nonfinite", "pool_block", "values, w"),
-                            "var": ("var_bad", "var_block", "values"),
-                            "nanvar": ("var_bad", "nanvar_block", "values")}[style]
+    if style in _CHECKED_BLOCKS:
+        # as one block of the style's when its check passes (see masked)
+        check, blk, arrs = _CHECKED_BLOCKS[style]
         short = (
             f"{ind}    if {check}({arrs}, np.uint64(a), np.uint64(b - a)):\n"
             + _indented(short)
