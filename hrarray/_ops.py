@@ -493,6 +493,89 @@ def _argextreme(name, dt, dtype, ddof):
             np.dtype(np.int64))
 
 
+def _nan_extreme(name, dt, dtype, ddof):
+    """nanmax/nanmin/nanargmax/nanargmin of float values: max/argmax's state
+    with NaN as "nothing taken" instead of a count appended to it.
+
+    The identity's value is NaN and ``combine`` drops a NaN-valued side, so a
+    state's value is NaN exactly when its elements are all NaN (or none): that
+    is the empty test, and finalize gives the op's empty result (-inf / +inf,
+    -1) for it. The state is max/argmax's own, so the CPU kernel's "extreme"
+    paths serve these ops too (meta ``skipnan``: their select rule lets a
+    value replace a NaN state and never a NaN replace a state); the counted
+    variant ran the generic lanes, 2.2x max's time and 9x argmax's (1-D float32).
+    """
+    vdt = _value_dtype(dt)
+    vt = vdt.type
+    base = name.removeprefix("nan")
+    is_max = base.endswith("max")
+    nan = vt(NAN)
+    empty = _lowest(vdt) if is_max else _highest(vdt)
+
+    if is_max:
+
+        def better(x, y):
+            return x > y
+    else:
+
+        def better(x, y):
+            return x < y
+
+    meta = {"style": "extreme", "kind": base, "skipnan": True}
+    if base in ("max", "min"):
+
+        def map_(v, j):
+            return vt(v)
+
+        def combine(a, b):
+            if b != b:
+                return a
+            if a != a or better(b, a):
+                return b
+            return a
+
+        def finalize(s, n):
+            return s if s == s else empty
+
+        def is_empty(s, n):
+            return s != s
+
+        return Decl((name, dt.str), nan, map_, combine, finalize, is_empty, meta=meta), dt
+
+    def map_(v, j):
+        return (vt(v), np.int64(j))
+
+    def combine(a, b):
+        # a NaN-valued side holds nothing; then the extreme value, then the
+        # lowest index (as argmax)
+        av, ai = a
+        bv, bi = b
+        if bv != bv:
+            return a
+        if av != av or better(bv, av):
+            return b
+        if bv == av and bi < ai:
+            return b
+        return a
+
+    def step(a, v, j):
+        # combine(a, map_(v, j)) for j above a's index, as selects: a
+        # value (not NaN) replaces a NaN state or a worse one
+        av, ai = a
+        x = vt(v)
+        take = better(x, av) | ((av != av) & (x == x))
+        return (x if take else av, np.int64(j) if take else ai)
+
+    def finalize(s, n):
+        return s[1] if s[0] == s[0] else np.int64(-1)
+
+    def is_empty(s, n):
+        return s[0] != s[0]
+
+    return (Decl((name, dt.str), (nan, np.int64(-1)), map_, combine, finalize, is_empty,
+                 meta=meta, step=step), np.dtype(np.int64))
+
+
 def _count(name, dt, dtype, ddof):
     zero = np.int64(0)
 
@@ -707,6 +790,7 @@ def _nan_variant(base_decl: Decl) -> Decl:
 
 NAN_OPS = ("nansum", "nanmean", "nanmax", "nanmin", "nanvar", "nanstd", "nanargmax", "nanargmin")
 OPS = tuple(_BASE) + NAN_OPS
+_NAN_EXTREMES = ("nanmax", "nanmin", "nanargmax", "nanargmin")
 
 
 def parse_dtype(dtype, shown: str) -> np.dtype:
@@ -785,9 +869,12 @@ def _build(name: str, in_dtype: np.dtype, dtype, ddof: int, shown: str) -> Spec:
     if ddof < 0:
         raise ValueError(f"ddof must be >= 0, got {ddof}")
     base = name.removeprefix("nan") if name in NAN_OPS else name
-    decl, out = _BASE[base](name, in_dtype, dtype, ddof)
-    if name in NAN_OPS and in_dtype.kind in "fc":
-        decl = _nan_variant(decl)
+    if name in _NAN_EXTREMES and in_dtype.kind == "f":
+        decl, out = _nan_extreme(name, in_dtype, dtype, ddof)
+    else:
+        decl, out = _BASE[base](name, in_dtype, dtype, ddof)
+        if name in NAN_OPS and in_dtype.kind in "fc":
+            decl = _nan_variant(decl)
     out = np.dtype(out)
     if base in ("var", "std") and out.kind == "f" and not (base == "var" and out == np.float64):
         # A kernel hint: var and std at any float result dtype are the float64 variance

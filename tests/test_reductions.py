@@ -736,7 +736,8 @@ def _extreme_specials(dtype, inner, seed):
     v = rng.integers(-4, 5, size=(n, *inner)).astype(dtype)  # many ties
     starts = np.cumsum([0] + lengths[:-1])
     flat = v.reshape(n, -1)
-    kinds = ["inf", "-inf", "both", "nan", "-nan", "zeros", "first_nan", "last_nan"]
+    kinds = ["inf", "-inf", "both", "nan", "-nan", "zeros", "first_nan", "last_nan",
+             "all_nan", "nan_head"]
     for k, (s, L) in enumerate(zip(starts, lengths, strict=True)):
         if L == 0:
             continue
@@ -759,6 +760,10 @@ def _extreme_specials(dtype, inner, seed):
             flat[rows, col] = -0.0
         elif kind == "first_nan":
             flat[s] = np.nan
+        elif kind == "all_nan":
+            flat[s:s + L] = np.nan
+        elif kind == "nan_head":  # the nan* ops' state holds nothing, then a value
+            flat[s:s + (L + 1) // 2] = np.nan
         else:
             flat[s + L - 1] = np.nan
     assert np.signbit(-np.abs(np.array(np.nan, dtype)))
@@ -778,7 +783,8 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
             rows = 140 if len(inner) < 2 else 60  # (2, 5): 10 columns a row
             v, offsets = v[:rows], np.append(offsets[offsets < rows], rows)  # last one cut
         x = make_ragged(v, [offsets], backend)
-        for op in ("max", "min", "argmax", "argmin"):
+        for op in ("max", "min", "argmax", "argmin", "nanmax", "nanmin", "nanargmax",
+                   "nanargmin"):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
 
 
@@ -825,6 +831,44 @@ def _argextreme_across_blocks(dtype, backend, L):
             got = host(call(op, make_ragged(vv, [offsets], backend)))
             R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
             assert got.tolist() == [0, 5, 3, L - 4, L - 4, 1], (op, L, vv.strides)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_extremes_across_blocks(dtype, backend):
+    """nanmax/nanmin/nanargmax/nanargmin hold "no value yet" as a NaN state (the CPU
+    runs max/argmax's block paths with the NaN rule reversed): NaN-only blocks (1 KiB
+    for argmax, 128 elements for max) before NaN-free ones, a NaN before the
+    extreme, an all-NaN segment (empty: -1, -inf / +inf, or ``fill_value``), a
+    segment of the dtype's worst value, -0.0 before 0.0; contiguous and strided."""
+    sim = backend == "cuda" and not REAL_GPU
+    for L in (140,) if sim else (200, 300, 260, 1030):
+        h = L // 2 if L < 260 else 256 if L < 1030 else 512  # whole blocks of NaN
+        for op in ("nanargmax", "nanargmin"):
+            sign = 1.0 if op == "nanargmax" else -1.0
+            segs = [np.full(L, -sign * np.inf), np.full(L, np.nan)]
+            s = -sign * np.arange(L, dtype=float)
+            s[:h] = np.nan
+            s[L - 5] = sign * 9.0
+            segs.append(s)
+            s = np.full(L, -sign)
+            s[3], s[20], s[L - 2] = -0.0, 0.0, 0.0  # equal extremes: the first wins
+            s[1] = -np.nan
+            segs.append(s)
+            s = -sign * np.arange(L, dtype=float)
+            s[1], s[L - 1], s[L - 3] = np.nan, sign * 9.0, -np.nan
+            segs.append(s)
+            v = np.concatenate(segs).astype(dtype)
+            offsets = hst.offsets_from_lengths([len(s) for s in segs])
+            layouts = [v] if backend != "cpu" else [v, np.repeat(v, 2)[::2]]  # strided
+            for vv in layouts:
+                x = make_ragged(vv, [offsets], backend)
+                got = host(call(op, x))
+                assert got.tolist() == [0, -1, L - 5, 3, L - 1], (op, L, vv.strides)
+                ext = op.replace("arg", "")
+                for o in (op, ext):
+                    R.assert_result(call(o, x), R.reduce(o, v, [offsets]), err_msg=o)
+                    R.assert_result(call(o, x, fill_value=2),
+                                    R.reduce(o, v, [offsets], fill_value=2), err_msg=o)
 
 
 def test_argmax_levels_nan_index(backend):
@@ -1811,12 +1855,13 @@ def test_logsumexp_short_segments(dtype, backend):
                           ("float64", (64,), None, False),
                           ("float64", (1024,), None, False)])
 def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, strided, monkeypatch):
-    """CPU 2-D argmax/argmin over long pieces: later rows that improve, ties (0.0 and
-    -0.0 among them), a NaN or an infinity first seen late in a 200-row segment,
-    all-(-inf) columns. float64 runs every piece in one (value, row) pass. float32 with
-    unit column stride and at least 16 columns runs strips of 16 columns over blocks of
-    rows (20 columns: the last strip overlaps the first); narrower or ``strided``
-    values one row-by-row pass with an int32 row index; either way pieces beyond
+    """CPU 2-D argmax/argmin (and the nan* ops) over long pieces: later rows that
+    improve, ties (0.0 and -0.0 among them), a NaN or an infinity first seen late in a
+    200-row segment, all-(-inf) columns, NaN rows before values, all-NaN columns.
+    float64 runs every piece in one (value, row) pass. float32 with unit column stride
+    and at least 16 columns runs strips of 16 columns over blocks of rows (20 columns:
+    the last strip overlaps the first); narrower or ``strided`` values one row-by-row
+    pass with an int32 row index; either way pieces beyond
     NARROW_ROWS (2**31 - 1 rows) in blocks of rows (the best value per block, then its
     first row): ``narrow_rows`` lowers that limit (a kernel generated for the test) so
     the float32 pieces longer than it take the row blocks."""
@@ -1842,13 +1887,16 @@ def test_2d_argextreme_row_blocks(dtype, inner, narrow_rows, strided, monkeypatc
     v[pick[3, 0], pick[3, 1] % m] = -np.inf
     v[:, 5 % m] = -np.inf
     v[150:, 7 % m] = np.nan  # a NaN first met in a later block of the 200-row segment
+    # for the nan* ops: NaN rows first in the 200-row segment, an all-NaN 65-row one
+    v[154:300, 11 % m] = np.nan
+    v[89:154, 13 % m] = np.nan
     v = v.reshape(n, *inner)
     if strided:
         v = np.repeat(v, 2, axis=1)[:, ::2]
         assert v.strides[1] == 2 * v.itemsize
     offsets = hst.offsets_from_lengths(lengths)
     x = make_ragged(v, [offsets], "cpu")
-    for op in ("argmax", "argmin", "max", "min"):
+    for op in ("argmax", "argmin", "max", "min", "nanargmax", "nanargmin", "nanmax", "nanmin"):
         R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
 
 

@@ -341,7 +341,7 @@ def block_sum(typingctx, values, ub, nt):
     return types.float64(values, ub, nt), codegen
 
 
-def _strip_arg(is_max: bool):
+def _strip_arg(is_max: bool, skip: bool = False):
     """Rows ``p .. q - 1`` of one strip of 2-D float32 values into a column
     state held in vector registers: argmax/argmin across rows.
 
@@ -362,7 +362,8 @@ def _strip_arg(is_max: bool):
     piece; ``jb`` is row ``p``'s) are 1-D and contiguous. A strip may
     overlap the one before it (the last strip of a width that is not a
     multiple of 16): rows seen twice by a column change nothing the second
-    time.
+    time. ``skip`` (nanargmax/nanargmin): a NaN never replaces the best and
+    anything replaces a NaN best, which holds nothing yet.
     """
 
     def check(values, p, q, c, bm):
@@ -378,14 +379,14 @@ def _strip_arg(is_max: bool):
             return None
         if not isinstance(ix, types.Array) or ix.ndim != 1 or ix.dtype != types.int32:
             return None
-        return types.none(values, p, q, c, bm, ix, jb), _strip_codegen(is_max)
+        return types.none(values, p, q, c, bm, ix, jb), _strip_codegen(is_max, skip)
 
-    name = "strip_arg" + ("max" if is_max else "min")
+    name = "strip_" + ("nan" if skip else "") + "arg" + ("max" if is_max else "min")
     typer.__name__ = typer.__qualname__ = name
     return intrinsic(typer)
 
 
-def _strip_codegen(is_max: bool):
+def _strip_codegen(is_max: bool, skip: bool):
     def codegen(context, builder, sig, args):
         from llvmlite import ir
         from numba.core import cgutils
@@ -416,9 +417,14 @@ def _strip_codegen(is_max: bool):
             # align=1: values are read in place (API.md), any alignment
             v = builder.load(builder.bitcast(ptr, vf.as_pointer()), align=1)
             b = builder.load(bm_a)
-            # strictly better, or v NaN; never over a NaN best (sticky)
-            up = builder.and_(builder.fcmp_unordered(">" if is_max else "<", v, b),
-                              builder.fcmp_ordered("ord", b, b))
+            if skip:
+                # strictly better (neither NaN), or over a NaN best
+                up = builder.or_(builder.fcmp_ordered(">" if is_max else "<", v, b),
+                                 builder.fcmp_unordered("uno", b, b))
+            else:
+                # strictly better, or v NaN; never over a NaN best (sticky)
+                up = builder.and_(builder.fcmp_unordered(">" if is_max else "<", v, b),
+                                  builder.fcmp_ordered("ord", b, b))
             builder.store(builder.select(up, v, b), bm_a)
             row = builder.add(jb, builder.trunc(loop.index, i32))
             splat = builder.shuffle_vector(
@@ -434,3 +440,5 @@ def _strip_codegen(is_max: bool):
 
 strip_argmax = _strip_arg(True)
 strip_argmin = _strip_arg(False)
+strip_nanargmax = _strip_arg(True, True)
+strip_nanargmin = _strip_arg(False, True)

@@ -298,11 +298,15 @@ def compiled_count() -> int:
     return n
 
 
-def _takes(v: str, s: str, better: str) -> str:
+def _takes(v: str, s: str, better: str, skip: bool = False) -> str:
     """Source of the extreme fast paths' select rule: ``v`` replaces the state
     ``s`` when ``better`` (``v > s`` or ``v < s``) holds or ``v`` is the first
     NaN, the order the declaration's combine gives when elements come in
-    order (its index tie-break cannot fire then)."""
+    order (its index tie-break cannot fire then). ``skip`` (nanmax and the
+    like, meta ``skipnan``): a NaN never replaces ``s`` (``better`` is false
+    for it) and anything replaces a NaN ``s``, which holds nothing yet."""
+    if skip:
+        return f"({better}) | ({s} != {s})"
     return f"({better}) | (({v} != {v}) & ({s} == {s}))"
 
 
@@ -902,7 +906,7 @@ def _block_head(ind: str, size: str) -> str:
 
 
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
-                    vsum: bool = False) -> str:
+                    vsum: bool = False, skip: bool = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
@@ -1002,7 +1006,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # 0.04 of the flat read): the first element, then each later one
         # replaces it when strictly better or the first NaN, as the
         # declaration orders them.
-        takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)")
+        takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)", skip)
         res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
         return (
             f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
@@ -1124,7 +1128,9 @@ def _arg_long_source() -> str:
     16 elements, from block_keys and then first_index (a second pass), only
     where the block's extreme beats the state's strictly (the state holds
     the first NaN or the first of equal extremes; -0.0 == 0.0 as the
-    declaration compares). Merging every block had searched every block:
+    declaration compares). nanargmax/nanargmin: the declaration's lanes
+    leave a block of NaN only at the identity (index -1), which any later
+    block replaces. Merging every block had searched every block:
     one_huge float32 argmax read at 0.49 of the flat read, max at 0.75.
 
     A function of its own, called once per such segment: written into the
@@ -1204,6 +1210,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # ---------------- 1-D: pairwise-blocked range reduction, 8 lanes per block
     K1 = max(K, 1)
     style = decl.meta.get("style", "lanes")
+    # nanmax and the like: the extreme paths' NaN rule reversed (see _takes)
+    skip = bool(decl.meta.get("skipnan"))
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
     src.append(f"PF_BYTES = {PF_BYTES}\nOFFSETS_PF = {OFFSETS_PF}\nM8 = ~np.uint64(7)\n"
                "U16 = np.uint64(16)\n")
@@ -1256,7 +1264,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
     vsum = bool(decl.meta.get("vsum"))
-    red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum)
+    red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
         # head/tail branch, each start is the previous end (one offsets read
@@ -1266,7 +1274,8 @@ def _source(decl: Decl, cache: bool) -> str:
         # the test suite, compiling ~900 signatures, could not afford), though
         # argmax gained 2.4x on tiny segments (a next step: a smaller edge
         # path).
-        red_edge = _reduce_1d_code(style, aux, K, "            ", small=False, vsum=vsum)
+        red_edge = _reduce_1d_code(style, aux, K, "            ", small=False, vsum=vsum,
+                                   skip=skip)
         loop = f"""        lo = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0
         s = offsets[lo]
         for k in range(lo, i1):
@@ -1418,7 +1427,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             + f"{i2}for col in range(m):\n"
             f"{i3}v = AT0(values[j, col])\n"
             f"{i3}av = a0[col]\n"
-            f"{i3}tk = {_takes('v', 'av', f'v {cmp} av')}\n"
+            f"{i3}tk = {_takes('v', 'av', f'v {cmp} av', skip)}\n"
             f"{i3}a0[col] = v if tk else av\n"
             + (f"{i3}a1[col] = jj if tk else a1[col]\n" if arg else "")
             + f"{ind}else:\n"
@@ -1491,7 +1500,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i2}for col in range(m):\n"
             f"{i3}v = VT(values[j, col])\n"
             f"{i3}bv = bm[col]\n"
-            f"{i3}tk = {_takes('v', 'bv', f'v {cmp} bv')}\n"
+            f"{i3}tk = {_takes('v', 'bv', f'v {cmp} bv', skip)}\n"
             f"{i3}bm[col] = v if tk else bv\n"
             f"{i3}ix[col] = jb if tk else ix[col]\n"
             f"{i1}for col in range(m):\n"
@@ -1512,7 +1521,9 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # declaration: first NaN, else the strictly best value, else the
         # lowest index.
         i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
-        improve = _takes("tv", "av", f"tv {cmp} av")
+        improve = _takes("tv", "av", f"tv {cmp} av", skip)
+        # pass 1's rule (skip: a NaN best holds nothing; NaN iff all are)
+        pass1 = f"(v {cmp} bv) | (bv != bv)" if skip else f"(v {cmp} bv) | (v != v)"
         return (
             f"{ind}elif a < {end}:\n"
             f"{i1}for col in range(m):\n"
@@ -1533,7 +1544,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             f"{i3}for col in range(m):\n"
             f"{i4}v = VT(values[j, col])\n"
             f"{i4}bv = bm[col]\n"
-            f"{i4}bm[col] = v if (v {cmp} bv) | (v != v) else bv\n"
+            f"{i4}bm[col] = v if {pass1} else bv\n"
             f"{i2}up = False\n"
             f"{i2}for col in range(m):\n"
             f"{i3}tv = AT0(bm[col])\n"
@@ -1891,9 +1902,10 @@ class CpuKernel:
             ns["arg_keys"] = arg_keys_max if ns["IS_MAX"] else arg_keys_min
             ns["block_keys_vec"] = block_keys_vec
             ns["MW"] = ~np.uint64(EXTREME_STEP - 1)
-            from hrarray._kernels._cpu_bits import strip_argmax, strip_argmin
+            from hrarray._kernels import _cpu_bits
 
-            ns["strip"] = strip_argmax if ns["IS_MAX"] else strip_argmin
+            ns["strip"] = getattr(_cpu_bits, "strip_" + ("nan" if decl.meta.get("skipnan") else "")
+                                  + ("argmax" if ns["IS_MAX"] else "argmin"))
             ns["SW"] = 16  # float32 lanes of the strips (_widened_arg: float32 only)
         return cg.import_module(self.path, ns)
 
