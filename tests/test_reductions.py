@@ -1808,6 +1808,46 @@ def test_variance_long_segments(dtype, backend):
         assert got[0] == np.inf
 
 
+def test_variance_short_segments(backend):
+    """1-D var, std, nanvar, nanstd over segments of 0-8 elements (the CPU's masked
+    steps: var_block's state when the segment is finite and within 2**500, else the
+    declaration), the last ones at the array's end (its padded copies): against the
+    oracle, and for 1e9 + N(0, 1), within 1e-13 of the variance of the exact
+    differences, as the shifted state promises (the oracle's bound scales with the sum of
+    squares, 1e18 here, and would pass a variance wrong in its fourth digit)."""
+    rng = np.random.default_rng(23)
+    nseg = 400 if backend == "cpu" else 40
+    lens = [int(x) for x in rng.integers(0, 9, nseg)]
+    offs = hst.offsets_from_lengths(lens)
+    n = int(offs[-1])
+    values = 1e9 + rng.standard_normal(n)
+    x = make_ragged(values, [offs], backend)
+    for ddof in (0, 1):
+        got = host(hr.var(x, ddof=ddof))
+        for i, (a, b) in enumerate(itertools.pairwise(offs)):
+            if b - a <= ddof:
+                assert np.isnan(got[i])
+                continue
+            d = [float(v) for v in values[a:b] - values[a]]  # exact (Sterbenz)
+            mean = math.fsum(d) / (b - a)
+            want = math.fsum((v - mean) ** 2 for v in d) / (b - a - ddof)
+            assert abs(got[i] - want) <= 1e-13 * want + 1e-300, (i, b - a, got[i], want)
+    specials = rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)
+    starts = offs[:-1][np.asarray(lens) > 0]
+    specials[starts[::7]] = np.nan
+    specials[starts[3::7]] = np.inf
+    specials[starts[5::7] + 0] = 2.0**501  # past the masked steps' bound
+    for vals in (values, specials):
+        for dt in ("float64", "float32"):
+            with np.errstate(over="ignore"):
+                v = vals.astype(dt)  # 2**501 is inf in float32
+            x = make_ragged(v, [offs], backend)
+            for op in ("var", "std", "nanvar", "nanstd"):
+                for ddof in (0, 1):
+                    R.assert_result(call(op, x, ddof=ddof), R.reduce(op, v, [offs], ddof=ddof),
+                                    err_msg=f"{op} {dt} {ddof}")
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

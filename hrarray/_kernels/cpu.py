@@ -782,6 +782,33 @@ def var_block(values, ub, nt):
     return (np.int64(nt), k, s, m2 if m2 > 0.0 else 0.0)
 
 
+@numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def var_masked(values, u, L, W):
+    # var_block's state for a segment of L <= W elements at u, as masked
+    # steps over W (the caller checked the L elements: finite, within
+    # VAR_BIG; the overread is discarded). No reassoc: in the caller's loop,
+    # where the steps are unrolled, it turned (x - k) - c into x - (k + c)
+    # and the variance of 1e9 + N(0, 1) in 3-element segments lost 1e-3 of
+    # it. An empty segment gives the identity (count 0, zeros).
+    k = np.float64(values[u]) if L > 0 else 0.0
+    s = 0.0
+    for t in range(W):
+        d = np.float64(values[u + np.uint64(t)]) - k
+        s += d if t < L else 0.0
+    fn = np.float64(max(L, 1))
+    c = s / fn
+    q = 0.0
+    r = 0.0
+    for t in range(W):
+        d = (np.float64(values[u + np.uint64(t)]) - k) - c
+        d = d if t < L else 0.0
+        q += d * d
+        r += d
+    m2 = q - r * r / fn
+    return (np.int64(L), k, s, m2 if m2 > 0.0 else 0.0)
+
+
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
 def nanvar_block(values, ub, nt):
     # nanvar/nanstd: the same state and the count of non-NaN elements (all)
@@ -989,6 +1016,33 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                    if pool else "")
                 # (an empty segment: sx = 0, the identity (-inf, 0, 0))
                 + f"{i2}st = {'(mx, sx, ax / sx if sx > 0.0 else 0.0)' if pool else '(mx, sx)'}\n"
+                f"{ind}    else:\n"
+                + _indented(decl_steps)
+            )
+        if style in ("var", "nanvar"):
+            # var/std (and their nan variants without NaN): var_block's state
+            # from var_masked, two divisions per segment where the
+            # declaration's combines divide once per element; a segment with
+            # NaN, +-inf or a value beyond VAR_BIG runs the declaration.
+            i2 = ind + "        "
+            st = f"var_masked({arr}, u, L, {width})"
+            if style == "nanvar":
+                st = f"var_masked({arr}, u, L, {width}) + (np.int64(L),)"
+            return (
+                f"{ind}{kw} {cond}:\n"
+                + ("" if padded else tiny_pf)
+                + f"{ind}    L = b - a\n"
+                f"{ind}    u = {u}\n"
+                f"{ind}    z = 0.0\n"
+                f"{ind}    for t in range({width}):\n"
+                # selects of one value each: the nested conditional form
+                # (z += ... if t < L else 0.0) branched on the random lengths
+                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
+                f"{i2}v = v if t < L else 0.0\n"
+                f"{i2}z += v * 0.0\n"
+                f"{i2}z = z if abs(v) <= VAR_BIG else 1.0\n"
+                f"{ind}    if z == 0.0:\n"
+                f"{i2}st = {st}\n"
                 f"{ind}    else:\n"
                 + _indented(decl_steps)
             )
