@@ -780,8 +780,8 @@ def _nan_variant(base_decl: Decl) -> Decl:
     # Kernel hints carried over: nanvar/nanstd of real values take the CPU
     # kernel's fast blocks as var's (see _var_common) where a block has no NaN;
     # nansum/nanmean keep sum's "simd" (their NaN test is a select LLVM
-    # vectorises; the generic lanes took 1.06-1.22x the time). Not "extreme":
-    # its fast paths assume the base state.
+    # vectorises; the generic lanes took 1.06-1.22x the time). (Float
+    # nanmax/nanmin/nanargmax/nanargmin are not made here: _nan_extreme.)
     style = base_decl.meta.get("style")
     meta = ({"style": "nanvar"} if style == "var"
             else {"style": "simd"} if style == "simd" else {})
