@@ -993,6 +993,12 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         arr, wa = ("vpad", wu.replace("w[", "wpad[")) if padded else ("values", wu)
         cond = f"b - a <= {width}" if padded else f"b - a <= {width} and a + {width} <= nv"
         u = "np.uint64(a - pb)" if padded else "np.uint64(a)"
+        head = (
+            f"{ind}{kw} {cond}:\n"
+            + ("" if padded else tiny_pf)
+            + f"{ind}    L = b - a\n"
+            f"{ind}    u = {u}\n"
+        )
         decl_steps = (
             f"{ind}    st = IDENT\n"
             f"{ind}    off = a - s\n"
@@ -1017,11 +1023,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             # too (see _POOL_HELPERS)
             pool_z = " + v * 0.0 + (1.0 if abs(v) > POOL_BIG else 0.0)" if pool else ""
             return (
-                f"{ind}{kw} {cond}:\n"
-                + ("" if padded else tiny_pf)
-                + f"{ind}    L = b - a\n"
-                f"{ind}    u = {u}\n"
-                f"{ind}    z = 0.0\n"
+                head
+                + f"{ind}    z = 0.0\n"
                 f"{ind}    mx = -np.inf\n"
                 f"{ind}    for t in range({width}):\n"
                 f"{i2}{sv} = np.float64({sarr}[u + np.uint64(t)])\n"
@@ -1052,11 +1055,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             if style == "nanvar":
                 st = f"var_masked({arr}, u, L, {width}) + (np.int64(L),)"
             return (
-                f"{ind}{kw} {cond}:\n"
-                + ("" if padded else tiny_pf)
-                + f"{ind}    L = b - a\n"
-                f"{ind}    u = {u}\n"
-                f"{ind}    z = 0.0\n"
+                head
+                + f"{ind}    z = 0.0\n"
                 f"{ind}    for t in range({width}):\n"
                 # selects of one value each: the nested conditional form
                 # (z += ... if t < L else 0.0) branched on the random lengths
@@ -1069,20 +1069,14 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                 f"{ind}    else:\n"
                 + _indented(decl_steps)
             )
-        return (
-            f"{ind}{kw} {cond}:\n"
-            + ("" if padded else tiny_pf)
-            + f"{ind}    L = b - a\n"
-            f"{ind}    u = {u}\n"
-            + decl_steps
-        )
+        return head + decl_steps
 
     def masked_extreme(width: int, kw: str) -> str:
         # Float max/min/argmax/argmin as selects (the declaration's combine
         # on tuple states kept its branches: 0-4 element segments ran at
         # 0.04 of the flat read): the first element, then each later one
         # replaces it when strictly better or the first NaN, as the
-        # declaration orders them.
+        # declaration orders them (the nan* ops: the rule of _takes' skip).
         takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)", skip)
         res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
         return (
@@ -1207,8 +1201,9 @@ def _arg_long_source(skip: bool = False) -> str:
     the first NaN or the first of equal extremes; -0.0 == 0.0 as the
     declaration compares). nanargmax/nanargmin (``skip``): a block with a
     NaN takes the keys of its other elements (block_keys_skip) and then the
-    index search; a block of NaN only changes nothing. Merging every block had searched every block:
-    one_huge float32 argmax read at 0.49 of the flat read, max at 0.75.
+    index search; a block of NaN only changes nothing. Merging every block
+    had searched every block: one_huge float32 argmax read at 0.49 of the
+    flat read, max at 0.75.
 
     A function of its own, called once per such segment: written into the
     chunk loop, its code made the loop's runs of 0-4-element segments (which
