@@ -793,7 +793,9 @@ def var_masked(values, u, L, W):
     # VAR_BIG; the overread is discarded). No reassoc: in the caller's loop,
     # where the steps are unrolled, it turned (x - k) - c into x - (k + c)
     # and the variance of 1e9 + N(0, 1) in 3-element segments lost 1e-3 of
-    # it. An empty segment gives the identity (count 0, zeros).
+    # it. An empty segment gives the identity (count 0, zeros). Not var_block
+    # on the L elements: its loops' exits, at random lengths, took 1.43-1.55x
+    # the time (var/nanvar, 25M float32/float64 in segments of 0-4).
     k = np.float64(values[u]) if L > 0 else 0.0
     s = 0.0
     for t in range(W):
