@@ -172,7 +172,8 @@ def _arrow_values(values: np.ndarray, pa):
     dt = values.dtype
     if dt.kind == "c":
         raise TypeError(f"Arrow has no complex type: cannot convert values of dtype {dt}")
-    if dt.kind not in "biuf":
+    # Arrow's floats are 16, 32 and 64 bits: np.longdouble (kind "f" too) is not one
+    if dt.kind not in "biuf" or dt.itemsize > 8:
         raise TypeError(f"cannot convert values of dtype {dt} to Arrow")
     if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
         dt = dt.newbyteorder("<")
@@ -211,7 +212,7 @@ def to_arrow(x: RaggedArray):
     ------
     TypeError
         ``x`` is on a CUDA device (call ``x.to_numpy()`` first) or its dtype
-        has no Arrow type (complex).
+        has no Arrow type (complex, np.longdouble).
     """
     import pyarrow as pa
 
@@ -388,7 +389,8 @@ def from_awkward(array) -> RaggedArray:
     """
     import awkward as ak
 
-    if array is None or isinstance(array, (str, bytes, int, float, complex)):
+    # a dict would reach Awkward as one record, which it refuses with a ValueError
+    if array is None or isinstance(array, (str, bytes, int, float, complex, dict)):
         raise TypeError(f"array must be an Awkward array, got {type(array).__name__}")
     layout = ak.to_layout(array, allow_record=False)
     if not _ak_has_ragged(_ak_unwrap(layout, "array")):

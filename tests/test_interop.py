@@ -178,6 +178,9 @@ def test_to_arrow_copies_only_what_it_must(pa_):
     assert hr.to_arrow(sw).to_pylist() == [[0.0, 1.0, 2.0]]
     with pytest.raises(TypeError, match="complex"):
         hr.to_arrow(hr.RaggedArray(np.ones(2, np.complex64), np.array([0, 2])))
+    if np.dtype(np.longdouble).itemsize > 8:  # an 80-bit float where the platform has one
+        with pytest.raises(TypeError, match=r"dtype float(96|128) to Arrow"):
+            hr.to_arrow(hr.RaggedArray(np.ones(2, np.longdouble), np.array([0, 2])))
     with pytest.raises(TypeError, match="RaggedArray"):
         hr.to_arrow(np.ones(3))
 
@@ -305,6 +308,8 @@ def test_from_awkward_errors(ak_):
     ak = ak_
     with pytest.raises(TypeError, match="array must be an Awkward array, got NoneType"):
         hr.from_awkward(None)
+    with pytest.raises(TypeError, match="array must be an Awkward array, got dict"):
+        hr.from_awkward({"a": [1.0]})
     with pytest.raises(ValueError, match="missing value at position 1"):
         hr.from_awkward(ak.Array([[1.0, None]]))
     with pytest.raises(ValueError, match="missing value at position 1"):
