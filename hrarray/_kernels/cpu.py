@@ -363,6 +363,13 @@ _CHECKED_BLOCKS = {
     "var": ("var_bad", "var_block", "values"),
     "nanvar": ("var_bad", "nanvar_block", "values"),
 }
+# Styles whose block function has a form for values of other than unit stride:
+# var_block's passes without reassoc (var_block_strict). Inlined into the
+# chunk loop, where LLVM does not vectorise a strided loop, reassoc regrouped
+# the deviations' sums: 1e9 + N(0, 1) in strided segments of 129 elements
+# came out 3e-10 off (1e12: 6e-7; NumPy 2e-16 and 6e-10). A stride check in
+# var_block itself made contiguous var 2-2.5x slower.
+_STRIDED_BLOCKS = {"var": "var_block_strict", "nanvar": "nanvar_block_strict"}
 
 
 def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
@@ -452,9 +459,13 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
         # declaration (see _CHECKED_BLOCKS)
         check, fn, arrs = _CHECKED_BLOCKS[style]
         assert aux == (style == "pool")
+        strided = (
+            f"{ind}elif not unit:\n{ind}    blk = {_STRIDED_BLOCKS[style]}({arrs}, ub, nt)\n"
+            if style in _STRIDED_BLOCKS else "")
         return (
             f"{ind}if {check}({arrs}, ub, nt):\n"
             + _lanes_code(aux, ind + "    ")
+            + strided
             + f"{ind}else:\n"
             + f"{ind}    blk = {fn}({arrs}, ub, nt)\n"
         )
@@ -737,6 +748,33 @@ def lse_rows_sum(values, p, q, a0, a1):
             a1[col] += exp_le0(np.float64(values[j, col]) - a0[col])
 '''
 
+
+def _var_block_source(name: str, flags: str, head: str) -> str:
+    """``name(values, ub, nt)``: var_block's state of a block (see _VAR_HELPERS),
+    compiled with fastmath ``flags``; ``head`` opens its body."""
+    return f"""
+@numba.njit(nogil=True, error_model="numpy", fastmath={flags}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def {name}(values, ub, nt):
+{head}    k = np.float64(values[ub])
+    s = 0.0
+    for t in range(nt):
+        s += np.float64(values[ub + t]) - k
+    fn = np.float64(nt)
+    c = s / fn
+    q = 0.0
+    r = 0.0
+    for t in range(nt):
+        d = (np.float64(values[ub + t]) - k) - c
+        q += d * d
+        r += d
+    # M2 >= 0 exactly; the max keeps it so after rounding (a negative
+    # variance would read as the -1 that marks empty results for fill_value)
+    m2 = q - r * r / fn
+    return (np.int64(nt), k, s, m2 if m2 > 0.0 else 0.0)
+"""
+
+
 # var/std of real values (style "var"; "nanvar" for nanvar/nanstd, whose
 # state appends the count of non-NaN elements): the declaration's state is (count,
 # shift, sum of (v - shift), M2) and its combine divides once per element
@@ -764,26 +802,8 @@ def var_bad(values, ub, nt):
     return acc != 0
 
 
-@numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
-            cache=_OPTS["cache"], **_NOWRAP)
-def var_block(values, ub, nt):
-    k = np.float64(values[ub])
-    s = 0.0
-    for t in range(nt):
-        s += np.float64(values[ub + t]) - k
-    fn = np.float64(nt)
-    c = s / fn
-    q = 0.0
-    r = 0.0
-    for t in range(nt):
-        d = (np.float64(values[ub + t]) - k) - c
-        q += d * d
-        r += d
-    # M2 >= 0 exactly; the max keeps it so after rounding (a negative
-    # variance would read as the -1 that marks empty results for fill_value)
-    m2 = q - r * r / fn
-    return (np.int64(nt), k, s, m2 if m2 > 0.0 else 0.0)
-
+''' + _var_block_source("var_block_strict", '{"nsz", "contract"}', "") + _var_block_source(
+    "var_block", '{"reassoc", "nsz", "contract", "nnan"}', "") + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
             **_NOWRAP)
@@ -818,6 +838,12 @@ def var_masked(values, u, L, W):
 def nanvar_block(values, ub, nt):
     # nanvar/nanstd: the same state and the count of non-NaN elements (all)
     n, k, s, q = var_block(values, ub, nt)
+    return (n, k, s, q, n)
+
+
+@numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
+def nanvar_block_strict(values, ub, nt):
+    n, k, s, q = var_block_strict(values, ub, nt)
     return (n, k, s, q, n)
 '''
 
@@ -1162,9 +1188,14 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     if style in _CHECKED_BLOCKS:
         # as one block of the style's when its check passes (see masked)
         check, blk, arrs = _CHECKED_BLOCKS[style]
+        strided = (
+            f"{ind}    elif not unit:\n"
+            f"{ind}        st = {_STRIDED_BLOCKS[style]}({arrs}, np.uint64(a), np.uint64(b - a))\n"
+            if style in _STRIDED_BLOCKS else "")
         short = (
             f"{ind}    if {check}({arrs}, np.uint64(a), np.uint64(b - a)):\n"
             + _indented(short)
+            + strided
             + f"{ind}    else:\n"
             f"{ind}        st = {blk}({arrs}, np.uint64(a), np.uint64(b - a))\n"
         )
@@ -1413,7 +1444,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # argmax/argmin's one-pass block search (arg_keys) reads whole vectors:
     # values of unit stride only
     unit = ("    unit = values.strides[0] == values.itemsize\n"
-            if (style == "extreme" and not aux) or vsum else "")
+            if (style == "extreme" and not aux) or vsum or style in _STRIDED_BLOCKS else "")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
