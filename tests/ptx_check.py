@@ -273,7 +273,8 @@ def check_backend_kernels() -> None:
     # byte swap of non-native values (word views: a strided one, a complex's halves)
     for nd, word, unit, src in ((1, 4, 4, np.zeros(8, np.uint32)[::2]),
                                 (2, 8, 4, np.zeros((3, 4), np.uint64)),
-                                (1, 2, 2, np.zeros(5, np.uint16))):
+                                (1, 2, 2, np.zeros(5, np.uint16)),
+                                (2, 8, 8, np.zeros((6, 2), np.uint64)[::2])):
         dst = np.zeros(src.shape, src.dtype)
         _compile(B._swap_kernel(nd, word, unit), (src, dst, np.int64(src.size)), "backend")
 

@@ -238,6 +238,20 @@ def _cai(a):
         return None
 
 
+def _word_pairs(v, wdt):
+    """``v`` (16-byte items, any strides) as ``wdt`` words with a last axis of
+    two: the same memory, zero-copy."""
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        # NumPy changes the item size where the last axis has length 1
+        return FakeCUDAArray(v._ary[..., None].view(wdt))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(shape=tuple(v.shape) + (2,), strides=tuple(v.strides) + (8,),
+                         dtype=wdt, stream=v.stream, gpu_data=v.gpu_data)
+
+
 def _view(a):
     """A numba device array over ``a``'s memory (zero-copy)."""
     if _is_numba(a):
@@ -575,18 +589,20 @@ class CudaBackend:
         native = dt.newbyteorder("=")
         unit = dt.itemsize // 2 if dt.kind == "c" else dt.itemsize
         word = min(dt.itemsize, 8)  # the swap kernel moves unsigned words of up to 8 bytes
-        if dt.itemsize > 8 and not _c_contiguous(v):
-            # (a word view of another size needs a contiguous array)
-            raise TypeError(f"non-native byte order {dt} CUDA arrays must be C-contiguous "
-                            "(only contiguous ones are swapped)")
         with _device_ctx(a):
             stream = _stream_of(a)
             out = _empty(a, tuple(v.shape), native, stream)
             n = int(np.prod(v.shape)) if v.ndim else 1
             if n:
                 wdt = np.dtype(f"u{word}")
-                src, dst = v.view(wdt), _view(out).view(wdt)
                 nw = n * (dt.itemsize // word)
+                if dt.itemsize > word and not _c_contiguous(v):
+                    # strided complex128: each number as its two 8-byte words, a last
+                    # axis of 2 (view() changes the item size of C-contiguous arrays only)
+                    src, dst = _word_pairs(v, wdt), _view(out).view(wdt).reshape(
+                        tuple(v.shape) + (dt.itemsize // word,))
+                else:
+                    src, dst = v.view(wdt), _view(out).view(wdt)
                 launch(_swap_kernel(max(src.ndim, 1), word, min(unit, word)), _grid(nw), _TPB,
                        stream, (src, dst, nw))
         return _view(out)
