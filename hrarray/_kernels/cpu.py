@@ -368,7 +368,7 @@ _CHECKED_BLOCKS = {
 # chunk loop, where LLVM does not vectorise a strided loop, reassoc regrouped
 # the deviations' sums: 1e9 + N(0, 1) in strided segments of 129 elements
 # came out 3e-10 off (1e12: 6e-7; NumPy 2e-16 and 6e-10). A stride check in
-# var_block itself made contiguous var 2-2.5x slower.
+# var_block itself made contiguous var 1.9-2.6x slower.
 _STRIDED_BLOCKS = {"var": "var_block_strict", "nanvar": "nanvar_block_strict"}
 
 
@@ -749,14 +749,14 @@ def lse_rows_sum(values, p, q, a0, a1):
 '''
 
 
-def _var_block_source(name: str, flags: str, head: str) -> str:
+def _var_block_source(name: str, flags: str) -> str:
     """``name(values, ub, nt)``: var_block's state of a block (see _VAR_HELPERS),
-    compiled with fastmath ``flags``; ``head`` opens its body."""
+    compiled with fastmath ``flags``."""
     return f"""
 @numba.njit(nogil=True, error_model="numpy", fastmath={flags}, cache=_OPTS["cache"],
             **_NOWRAP)
 def {name}(values, ub, nt):
-{head}    k = np.float64(values[ub])
+    k = np.float64(values[ub])
     s = 0.0
     for t in range(nt):
         s += np.float64(values[ub + t]) - k
@@ -802,8 +802,8 @@ def var_bad(values, ub, nt):
     return acc != 0
 
 
-''' + _var_block_source("var_block_strict", '{"nsz", "contract"}', "") + _var_block_source(
-    "var_block", '{"reassoc", "nsz", "contract", "nnan"}', "") + '''
+''' + _var_block_source("var_block_strict", '{"nsz", "contract"}') + _var_block_source(
+    "var_block", '{"reassoc", "nsz", "contract", "nnan"}') + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
             **_NOWRAP)
