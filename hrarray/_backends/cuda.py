@@ -239,8 +239,8 @@ def _cai(a):
 
 
 def _word_pairs(v, wdt):
-    """``v`` (16-byte items, any strides) as ``wdt`` words with a last axis of
-    two: the same memory, zero-copy."""
+    """``v`` (items wider than ``wdt``, any strides) as ``wdt`` words with a
+    last axis of ``itemsize // wdt.itemsize``: the same memory, zero-copy."""
     if SIMULATOR:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
@@ -248,7 +248,8 @@ def _word_pairs(v, wdt):
         return FakeCUDAArray(v._ary[..., None].view(wdt))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
 
-    return DeviceNDArray(shape=tuple(v.shape) + (2,), strides=tuple(v.strides) + (8,),
+    k = v.dtype.itemsize // wdt.itemsize
+    return DeviceNDArray(shape=tuple(v.shape) + (k,), strides=tuple(v.strides) + (wdt.itemsize,),
                          dtype=wdt, stream=v.stream, gpu_data=v.gpu_data)
 
 
@@ -597,8 +598,8 @@ class CudaBackend:
                 wdt = np.dtype(f"u{word}")
                 nw = n * (dt.itemsize // word)
                 if dt.itemsize > word and not _c_contiguous(v):
-                    # strided complex128: each number as its two 8-byte words, a last
-                    # axis of 2 (view() changes the item size of C-contiguous arrays only)
+                    # strided complex128: each number as its 8-byte words, a last axis
+                    # (view() changes the item size of C-contiguous arrays only)
                     src, dst = _word_pairs(v, wdt), _view(out).view(wdt).reshape(
                         tuple(v.shape) + (dt.itemsize // word,))
                 else:

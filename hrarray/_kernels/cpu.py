@@ -832,20 +832,14 @@ def var_masked(values, u, L, W):
         r += d
     m2 = q - r * r / fn
     return (np.int64(L), k, s, m2 if m2 > 0.0 else 0.0)
+''' + "".join(f"""
 
-
+# nanvar/nanstd: {base}'s state and the count of non-NaN elements (all)
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
-def nanvar_block(values, ub, nt):
-    # nanvar/nanstd: the same state and the count of non-NaN elements (all)
-    n, k, s, q = var_block(values, ub, nt)
+def nan{base}(values, ub, nt):
+    n, k, s, q = {base}(values, ub, nt)
     return (n, k, s, q, n)
-
-
-@numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
-def nanvar_block_strict(values, ub, nt):
-    n, k, s, q = var_block_strict(values, ub, nt)
-    return (n, k, s, q, n)
-'''
+""" for base in ("var_block", "var_block_strict"))
 
 # The CPU map kernels' exp_nonpos (hrarray._transforms_ops.exp_nonpos, which
 # it replaces there; defined in each map module, compiled only where a map
