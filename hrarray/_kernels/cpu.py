@@ -414,7 +414,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
                 f"{ind}        blk = combine(blk, s8)\n"
             )
 
-        return (
+        unit_loop = (
             f"{ind}blk = IDENT\n"
             f"{ind}n8 = nt & M8\n"
             f"{ind}for t in range(n8):\n"
@@ -428,6 +428,17 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
             + f"{ind}    else:\n"
             f"{ind}        b8 -= pbu\n"
             + step("vpad")
+        )
+        # Values of other than unit stride take the lanes: LLVM does not
+        # vectorise a strided loop, so the plain loop was one chain per block,
+        # 127 roundings deep (a float64 sum of [1, u, u, ...] read with a step
+        # of 2 came out 127u off, where np.sum of the same view is 15u off and
+        # the lanes' bound is 16 + 3)
+        return (
+            f"{ind}if not unit:\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
+            + _indented(unit_loop)
         )
     if style == "simd":
         return (
@@ -1435,10 +1446,11 @@ def _source(decl: Decl, cache: bool) -> str:
                     out[k] = finalize(st, n)
             s = e
 """
-    # argmax/argmin's one-pass block search (arg_keys) reads whole vectors:
-    # values of unit stride only
+    # the blocks' code tests ``unit`` where it has a form for values of unit
+    # stride only (vector-IR passes: arg_keys, block_sum) or one for strided
+    # values (var_block_strict; the simd style's lanes)
     unit = ("    unit = values.strides[0] == values.itemsize\n"
-            if (style == "extreme" and not aux) or vsum or style in _STRIDED_BLOCKS else "")
+            if (not aux and style in ("extreme", "simd")) or style in _STRIDED_BLOCKS else "")
     src.append(f"""
 @numba.njit(**_OPTS)
 def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
