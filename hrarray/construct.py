@@ -132,6 +132,9 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
         starts = xp.arange(nsegments + 1)
     except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
         raise _named_alloc_error(exc, f"nsegments={nsegments} is too large") from None
+    if starts.shape[0] != nsegments + 1:
+        # near 2**63 NumPy's length computation wraps: an empty arange, no error
+        raise ValueError(f"nsegments={nsegments} is too large")
     offs = xp.searchsorted(ids, starts, side="left").astype(np.int64)
     return RaggedArray(vals, _frozen(offs))
 
@@ -262,22 +265,17 @@ def _not_numbers(kind: str) -> bool:
 
 def _leaf_path(nested, depth: int, k: int) -> str:
     """``[i][j]...``: where the ``k``-th innermost item of ``nested`` is."""
-    count = 0
-
-    def find(obj, path):
-        nonlocal count
-        for i, item in enumerate(obj):
-            if len(path) + 1 == depth:
-                if count == k:
-                    return (*path, i)
-                count += 1
-            else:
-                got = find(item, (*path, i))
-                if got is not None:
-                    return got
-        return None
-
-    return "".join(f"[{i}]" for i in find(nested, ()))
+    count = 0  # innermost items before the list on top of the stack
+    stack: list = [(nested, ())]  # depth first, in order: a stack, for any depth
+    while stack:
+        obj, path = stack.pop()
+        if len(path) + 1 == depth:
+            if k < count + len(obj):
+                return "".join(f"[{i}]" for i in (*path, k - count))
+            count += len(obj)
+        else:
+            stack.extend((item, (*path, i)) for i, item in reversed(list(enumerate(obj))))
+    raise AssertionError(f"no innermost item {k}")  # callers pass k < len(leaves)
 
 
 def _unequal_leaf(nested, depth: int, leaves: list) -> None:
@@ -340,13 +338,24 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     def depth_of(obj):
         # The deepest list nesting anywhere: a branch of empty lists such as
         # [[]] says nothing about the depth of its siblings, so every branch
-        # counts (walk() then rejects items at an inconsistent level).
+        # counts (walk() then rejects items at an inconsistent level). A list
+        # that holds itself (at any depth) has none: ValueError, not a loop.
         best = 0
-        stack = [(obj, 1)]
+        on_path: set[int] = set()  # ids of the lists above the current one
+        stack: list = [(obj, ())]
         while stack:
-            o, d = stack.pop()
-            best = max(best, d)
-            stack.extend((c, d + 1) for c in o if isinstance(c, (list, tuple)))
+            o, path = stack.pop()
+            if path is None:  # every item of list o done
+                on_path.discard(id(o))
+                continue
+            if id(o) in on_path:
+                raise ValueError("from_list: nested_lists" + "".join(f"[{i}]" for i in path)
+                                 + " is one of the lists that hold it (a list that holds "
+                                 "itself nests without an end)")
+            on_path.add(id(o))
+            stack.append((o, None))
+            best = max(best, len(path) + 1)
+            stack.extend((c, (*path, i)) for i, c in enumerate(o) if isinstance(c, (list, tuple)))
         return best
 
     depth = depth_of(nested_lists)
@@ -387,23 +396,28 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
     offs: list[list[int]] = [[0] for _ in range(depth)]
     leaves: list = []
 
-    def walk(obj, level, path):
-        # obj is a list at nesting `level` (1 = a top-level segment)
+    # Each list at nesting `level` (1 = a top-level segment) in order, its
+    # offset appended once its items are done. A stack, not recursion: any
+    # depth (Python's recursion limit stopped lists nested ~1000 deep).
+    stack: list = [(item, 1, (i,)) for i, item in reversed(list(enumerate(nested_lists)))]
+    while stack:
+        obj, level, path = stack.pop()
+        if path is None:  # obj's items are done: the offset after it
+            offs[level].append(len(offs[level + 1]) - 1)
+            continue
         if not isinstance(obj, (list, tuple)):
             where = "".join(f"[{i}]" for i in path)
             raise ValueError(
                 f"from_list: nested_lists{where}={obj!r} is not a list, but other items are "
                 f"nested {depth} lists deep (innermost items must all be at one depth)"
             )
-        for i, item in enumerate(obj):
-            if level + 1 == depth:
-                leaves.append(item)
-            else:
-                walk(item, level + 1, (*path, i))
-        offs[level].append(len(leaves) if level + 1 == depth else len(offs[level + 1]) - 1)
-
-    for i, item in enumerate(nested_lists):
-        walk(item, 1, (i,))
+        if level + 1 == depth:
+            leaves.extend(obj)
+            offs[level].append(len(leaves))
+        else:
+            stack.append((obj, level, None))
+            stack.extend((item, level + 1, (*path, i))
+                         for i, item in reversed(list(enumerate(obj))))
     # a masked array as an item: NumPy's conversion reads the data under its mask
     k = next((i for i, v in enumerate(leaves) if np.ma.isMaskedArray(v)), None)
     if k is not None:
@@ -471,7 +485,8 @@ def concatenate(arrays) -> RaggedArray:
     ``hrarray.dask.RaggedDaskArray`` among them, returns one (see
     ``hrarray.dask.concatenate``).
     """
-    if isinstance(arrays, RaggedArray) or not hasattr(arrays, "__iter__"):
+    if (isinstance(arrays, RaggedArray) or not hasattr(arrays, "__iter__")
+            or getattr(arrays, "ndim", None) == 0):  # a 0-d array has __iter__ but cannot
         raise TypeError(
             f"concatenate(): arrays must be a sequence of RaggedArrays, got {type(arrays).__name__}"
         )

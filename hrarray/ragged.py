@@ -495,6 +495,16 @@ class RaggedArray:
                 )
             if be.name != "cpu":
                 key = be.xp.asarray(key)
+        if isinstance(key, (bool, np.bool_)) or (isinstance(key, np.ndarray) and key.ndim == 0):
+            # host scalars, the same on every backend: a 0-d integer array is an
+            # integer, a boolean a 0-d mask (the device check below took them for
+            # host index arrays on CUDA)
+            k = np.asarray(key)
+            if k.dtype == np.bool_:
+                raise SegmentIndexError(f"boolean index has shape (), expected ({n},)")
+            if k.dtype.kind not in _INT_KINDS:
+                raise TypeError(f"index must be an integer or boolean array, got dtype {k.dtype}")
+            return self[k.item()]
         if device_of(key) != be.name:
             raise TypeError(f"index array is on {device_of(key)} but the array is on {be.name}")
         if be.name != "cpu":
@@ -650,13 +660,21 @@ class RaggedArray:
 
     def to_list(self) -> list:
         """Nested Python lists (a host copy)."""
-        h = self.to_numpy()
-        offs = np.asarray(h._offsets)
-        if isinstance(h._values, RaggedArray):
-            inner = h._values
-            return [inner[int(offs[i]) : int(offs[i + 1])].to_list() for i in range(len(offs) - 1)]
-        v = np.asarray(h._values)
-        return [v[int(offs[i]) : int(offs[i + 1])].tolist() for i in range(len(offs) - 1)]
+        node = self.to_numpy()
+        levels = []  # (offsets, first and last+1 segment used), outermost first
+        lo, hi = 0, node.nsegments
+        while isinstance(node, RaggedArray):
+            offs = np.asarray(node._offsets).tolist()
+            levels.append((offs, lo, hi))
+            lo, hi = offs[lo], offs[hi]  # the elements of the next level inward they cover
+            node = node._values
+        # Built from the leaves outward, each level from the lists of the one
+        # inside it (no recursion: any depth; no RaggedArray per segment)
+        items = np.asarray(node)[lo:hi].tolist()
+        for offs, lo, hi in reversed(levels):
+            base = offs[lo]
+            items = [items[offs[i] - base : offs[i + 1] - base] for i in range(lo, hi)]
+        return items
 
     def to_padded(self, fill_value=0, max_length=None):
         """Dense ``(nsegments, L, *inner)`` array and its mask.

@@ -354,6 +354,28 @@ def test_with_values_wrong_length():
         x.with_values(np.arange(4.0))
 
 
+def test_from_list_of_a_list_that_holds_itself():
+    """A list that holds itself: a ValueError naming where (was an endless loop)."""
+    a = []
+    a.append(a)
+    with raises(ValueError, r"nested_lists\[0\] is one of the lists that hold it"):
+        hr.from_list(a)
+    b = [1.0]
+    b.append(b)
+    with raises(ValueError, r"nested_lists\[1\]\[0\]\[1\] is one"):
+        hr.from_list([[[2.0]], [b]])
+    c = [1.0]  # the same list twice, side by side, is no cycle
+    assert hr.from_list([[c, c], [c]]).to_list() == [[[1.0], [1.0]], [[1.0]]]
+
+
+def test_from_segment_ids_nsegments_near_int64_max():
+    """nsegments whose arange NumPy computes as empty (its length wraps) names nsegments
+    (it blamed the offsets, which are no argument of from_segment_ids)."""
+    for ns in (2**63 - 100, 2**63 - 1, 2**64 - 1):
+        with raises(ValueError, rf"nsegments={ns} is too large"):
+            hr.from_segment_ids(np.arange(3.0), np.array([0, 0, 2]), nsegments=ns)
+
+
 def test_concatenate_mismatch():
     a = hr.from_lengths(np.arange(3.0), [1, 2])
     with pytest.raises((TypeError, ValueError)):
@@ -364,6 +386,8 @@ def test_concatenate_mismatch():
         hr.concatenate([a, hr.RaggedArray(a, np.array([0, 2]))])
     with pytest.raises((TypeError, ValueError)):
         hr.concatenate([])
+    with raises(TypeError, r"arrays must be a sequence of RaggedArrays, got ndarray"):
+        hr.concatenate(np.array(1.5))  # a 0-d array has __iter__ ("iteration over a 0-d array")
 
 
 # --------------------------------------------------------------------------

@@ -454,6 +454,54 @@ def test_getitem_out_of_range():
         x[np.array([0, 5])]
 
 
+def test_getitem_host_scalars(backend):
+    """A boolean scalar is a 0-d mask and a 0-d integer array an integer, on every backend
+    (on CUDA both were taken for host index arrays: a TypeError)."""
+    x = make_ragged(np.arange(6.0), [np.array([0, 2, 2, 6])], backend)
+    for key in (True, False, np.True_, np.array(True)):
+        with pytest.raises(IndexError, match=r"boolean index has shape \(\), expected \(3,\)"):
+            x[key]
+    for key, want in ((np.array(0), [0.0, 1.0]), (np.array(-1), [2.0, 3.0, 4.0, 5.0]),
+                      (np.array(1, np.uint64), [])):
+        np.testing.assert_array_equal(to_host(x[key]), want)
+    with pytest.raises(IndexError, match="out of range"):
+        x[np.array(3)]
+    with pytest.raises(TypeError, match="got dtype float64"):
+        x[np.array(1.0)]
+
+
+def test_deep_nesting_to_list_and_from_list():
+    """to_list and from_list at any depth (both recursed: a RecursionError near depth
+    1000, to_list near 450)."""
+    depth = 1200
+    x = hr.nest(np.array([7.0]), *[np.array([0, 1])] * depth)
+    assert x.depth == depth
+    got = x.to_list()
+    for _ in range(depth + 1):  # the segments' list, then a list per level's segment
+        assert isinstance(got, list)
+        assert len(got) == 1
+        got = got[0]
+    assert got == 7.0
+    nested = [7.0]
+    for _ in range(depth - 1):
+        nested = [nested]
+    y = hr.from_list(nested)
+    assert y.depth == depth - 1
+    assert hr.sum(y, levels=y.depth).tolist() == [7.0]
+
+
+def test_to_list_of_views():
+    """to_list of slices of a depth-3 array: the levels' offsets taken where they start."""
+    x = hr.nest(np.arange(10.0), np.array([0, 1, 3, 3, 6, 10]), np.array([0, 2, 4, 5]),
+                np.array([0, 1, 3]))
+    full = [[[[0.0], [1.0, 2.0]]], [[[], [3.0, 4.0, 5.0]], [[6.0, 7.0, 8.0, 9.0]]]]
+    assert x.to_list() == full
+    assert x[1:].to_list() == full[1:]
+    assert x[:1].to_list() == full[:1]
+    assert x[1].to_list() == full[1]
+    assert x[0][1:].to_list() == full[0][1:]
+
+
 def test_slice_is_a_view_of_values():
     values = np.arange(10.0)
     x = hr.from_lengths(values, [3, 3, 4])
