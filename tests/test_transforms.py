@@ -1005,3 +1005,31 @@ def test_attention_pool_float16_scores_in_either_byte_order(heads, backend):
         got = to_host(hr.attention_pool(make_ragged(v, [offs], backend),
                                          make_ragged(s.astype(dt), [offs], backend)))
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_exp_sums_of_strided_values():
+    """1-D logsumexp, softmax and attention_pool of strided values or scores (steps 2 and
+    -1) sum their exp terms 16 at a time, as contiguous ones are summed in vectors. Data made
+    to show one chain per block: 0 heading each block of 128, -37 elsewhere, whose exp
+    (8.5e-17) is below half an ulp of 1. (From an audit: each strided block was one chain,
+    98-104u off, contiguous values 2-8u.)"""
+    u = 2.0**-53
+    for n in (128, 1000):
+        w = np.full(n, -37.0)
+        w[::128] = 0.0
+        vals = np.ones(n)
+        vals[::128] = 0.0  # the weighted mean: the tiny weights' ones alone
+        e = [math.exp(a) for a in w]
+        lse = math.log(math.fsum(e))
+        pool = math.fsum(v * f for v, f in zip(vals, e, strict=True)) / math.fsum(e)
+        for step in (2, -1):
+            def view(a, step=step):
+                return np.repeat(a, 2)[::2] if step == 2 else a[::-1].copy()[::-1]
+            assert view(w).strides[0] != w.itemsize
+            got = hr.logsumexp(hr.from_lengths(view(w), [n]))[0]
+            assert abs(got - lse) <= 24 * u * max(1.0, abs(lse)), (n, step, got, lse)
+            sm = hr.softmax(hr.from_lengths(view(w), [n])).values
+            assert abs(math.fsum(sm) - 1.0) <= 24 * u, (n, step)
+            for v, s in ((view(vals), view(w)), (view(vals), w), (vals, view(w))):
+                got = hr.attention_pool(hr.from_lengths(v, [n]), hr.from_lengths(s, [n]))[0]
+                assert abs(got - pool) <= 24 * u * pool, (n, step, got, pool)

@@ -363,13 +363,16 @@ _CHECKED_BLOCKS = {
     "var": ("var_bad", "var_block", "values"),
     "nanvar": ("var_bad", "nanvar_block", "values"),
 }
-# Styles whose block function has a form for values of other than unit stride:
-# var_block's passes without reassoc (var_block_strict). Inlined into the
-# chunk loop, where LLVM does not vectorise a strided loop, reassoc regrouped
-# the deviations' sums: 1e9 + N(0, 1) in strided segments of 129 elements
-# came out 3e-10 off (1e12: 6e-7; NumPy 2e-16 and 6e-10). A stride check in
-# var_block itself made contiguous var 1.9-2.6x slower.
-_STRIDED_BLOCKS = {"var": "var_block_strict", "nanvar": "nanvar_block_strict"}
+# Styles whose block function has a form for values of other than unit stride
+# (attention_pool: values or scores). var_block's passes without reassoc
+# (var_block_strict): inlined into the chunk loop, where LLVM does not
+# vectorise a strided loop, reassoc regrouped the deviations' sums: 1e9 +
+# N(0, 1) in strided segments of 129 elements came out 3e-10 off (1e12: 6e-7;
+# NumPy 2e-16 and 6e-10). A stride check in var_block itself made contiguous
+# var 1.9-2.6x slower. lse_block and pool_block, whose exp sums were one
+# chain per strided block: partial sums of 16 (_exp_partials_source).
+_STRIDED_BLOCKS = {"var": "var_block_strict", "nanvar": "nanvar_block_strict",
+                   "lse": "lse_block_strided", "pool": "pool_block_strided"}
 
 
 def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
@@ -660,6 +663,40 @@ def _block_max_source() -> str:
 
 _BLOCK_MAX = _block_max_source()
 
+
+def _exp_partials_source(name: str, pool: bool) -> str:
+    """``name``: lse_block (``pool``: pool_block) for values (and scores) of
+    other than unit stride, the sums of exp(x - max) taken 16 terms at a
+    time, each partial sum then added to the total. LLVM does not vectorise a
+    strided loop, so lse_block's and pool_block's sums there were one chain
+    per block, 127 roundings deep: logsumexp of [0, -37, -37, ...] read with a
+    step of 2 came out 98u off where contiguous values are 2u off. No
+    reassoc, which could regroup the partial sums (it did var_block's: see
+    _STRIDED_BLOCKS)."""
+    w, x = ("w", "values, w") if pool else ("values", "values")
+    acc = ("s", "a") if pool else ("s",)
+    zero = "".join(f"    {c} = 0.0\n" for c in acc)
+    part = "".join(f"        {c}{c} = 0.0\n" for c in acc)
+    terms = (f"            f = exp_le0(np.float64({w}[t + k]) - m)\n"
+             "            ss += f\n"
+             + ("            aa += np.float64(values[t + k]) * f\n" if pool else ""))
+    add = "".join(f"        {c} += {c}{c}\n" for c in acc)
+    ret = ("    return (m, s, a / s)  # s >= 1: the max's own term is exp(0)\n" if pool
+           else "    return (m, s)\n")
+    return f"""
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={{"nsz", "contract", "nnan"}},
+            cache=_OPTS["cache"], **_NOWRAP)
+def {name}({x}, ub, nt):
+    m = block_max({w}, ub, nt)
+{zero}    e = ub + nt
+    t = ub
+    while t < e:
+        k16 = min(np.uint64(16), e - t)
+{part}        for k in range(k16):
+{terms}{add}        t += k16
+{ret}"""
+
 # attention_pool (1-D values, style "pool"): an all-finite block's state
 # (max score, sum of exp(w - max), the values' mean weighted by those terms;
 # see _transforms_ops.attention_spec) from two loops with exp_le0, as
@@ -699,7 +736,7 @@ def pool_block(values, w, ub, nt):
         s += f
         a += np.float64(values[ub + t]) * f
     return (m, s, a / s)  # s >= 1: the max's own term is exp(0)
-'''
+''' + _exp_partials_source("pool_block_strided", pool=True)
 
 _LSE_HELPERS = _EXP_LE0 + _BLOCK_MAX + '''
 
@@ -713,6 +750,7 @@ def lse_block(values, ub, nt):
     for t in range(nt):
         s += exp_le0(np.float64(values[ub + t]) - m)
     return (m, s)
+''' + _exp_partials_source("lse_block_strided", pool=False) + '''
 
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"},
@@ -1448,8 +1486,9 @@ def _source(decl: Decl, cache: bool) -> str:
 """
     # the blocks' code tests ``unit`` where it has a form for values of unit
     # stride only (vector-IR passes: arg_keys, block_sum) or one for strided
-    # values (var_block_strict; the simd style's lanes)
-    unit = ("    unit = values.strides[0] == values.itemsize\n"
+    # values (the simd style's lanes; _STRIDED_BLOCKS: attention_pool's scores too)
+    unit = ("    unit = values.strides[0] == values.itemsize"
+            + (" and w.strides[0] == w.itemsize\n" if aux else "\n")
             if (not aux and style in ("extreme", "simd")) or style in _STRIDED_BLOCKS else "")
     src.append(f"""
 @numba.njit(**_OPTS)
