@@ -486,7 +486,7 @@ def concatenate(arrays) -> RaggedArray:
     ``hrarray.dask.concatenate``).
     """
     if (isinstance(arrays, RaggedArray) or not hasattr(arrays, "__iter__")
-            or getattr(arrays, "ndim", None) == 0):  # a 0-d array has __iter__ but cannot
+            or getattr(arrays, "ndim", None) == 0):  # a 0-d array has __iter__, yet raises
         raise TypeError(
             f"concatenate(): arrays must be a sequence of RaggedArrays, got {type(arrays).__name__}"
         )

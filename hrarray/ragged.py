@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from hrarray._backends import backend_of, check_same_gpu, device_of
@@ -661,19 +663,19 @@ class RaggedArray:
     def to_list(self) -> list:
         """Nested Python lists (a host copy)."""
         node = self.to_numpy()
-        levels = []  # (offsets, first and last+1 segment used), outermost first
+        levels = []  # each level's offsets of the segments used, outermost first
         lo, hi = 0, node.nsegments
         while isinstance(node, RaggedArray):
-            offs = np.asarray(node._offsets).tolist()
-            levels.append((offs, lo, hi))
-            lo, hi = offs[lo], offs[hi]  # the elements of the next level inward they cover
+            offs = np.asarray(node._offsets)[lo : hi + 1].tolist()
+            levels.append(offs)
+            lo, hi = offs[0], offs[-1]  # the elements of the next level inward they cover
             node = node._values
         # Built from the leaves outward, each level from the lists of the one
         # inside it (no recursion: any depth; no RaggedArray per segment)
         items = np.asarray(node)[lo:hi].tolist()
-        for offs, lo, hi in reversed(levels):
-            base = offs[lo]
-            items = [items[offs[i] - base : offs[i + 1] - base] for i in range(lo, hi)]
+        for offs in reversed(levels):
+            base = offs[0]
+            items = [items[a - base : b - base] for a, b in itertools.pairwise(offs)]
         return items
 
     def to_padded(self, fill_value=0, max_length=None):
