@@ -432,11 +432,18 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
             f"{ind}        b8 -= pbu\n"
             + step("vpad")
         )
-        # values of other than unit stride: lanes (_SIMD_STRIDED_HELPER)
+        # Values of other than unit stride take the lanes: LLVM does not
+        # vectorise a strided loop, so the plain loop was one chain per block,
+        # 127 roundings deep (a float64 sum of [1, u, u, ...] read with a step
+        # of 2 came out 127u off, where np.sum of the same view is 15u off and
+        # the lanes' bound is 16 + 3). Inlined: called as a helper instead, as
+        # vsum_block is, the unit-stride path's masked step came out compiled
+        # otherwise, and a float64 nansum of 27 elements rounded 1 ulp apart
+        # with and without rows after the segment (the test of that caught it)
         return (
             f"{ind}if not unit:\n"
-            f"{ind}    blk = simd_strided_block(values, ub, nt, off)\n"
-            f"{ind}else:\n"
+            + _lanes_code(aux, ind + "    ")
+            + f"{ind}else:\n"
             + _indented(unit_loop)
         )
     if style == "simd":
@@ -909,20 +916,6 @@ def vsum_block(values, ub, nt):
     return block_sum(values, ub, nt)
 '''
 
-# The simd style's blocks of values of other than unit stride, in lanes:
-# LLVM does not vectorise a strided loop, so the plain loop was one chain
-# per block, 127 roundings deep (a float64 sum of [1, u, u, ...] read with a
-# step of 2 came out 127u off, where np.sum of the same view is 15u off and
-# the lanes' bound is 16 + 3). A call, as vsum_block, whose inlining had
-# made runs of 0-4-element segments (which never reach it) 5-7 % slower;
-# for this one, inlined or called, tiny sum/mean timed 0.98-1.14x the
-# session base's time, within this host's noise (bench/RESULTS.md, Run 31).
-_SIMD_STRIDED_HELPER = (
-    '\n\n@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)\n'
-    "def simd_strided_block(values, ub, nt, off):\n"
-    + _lanes_code(False, "    ") + "    return blk\n"
-)
-
 _EXTREME_HELPERS = '''
 
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
@@ -1391,8 +1384,6 @@ def _source(decl: Decl, cache: bool) -> str:
             src.append(_arg_long_source(skip))
     if decl.meta.get("vsum"):
         src.append(_VSUM_HELPER)
-    if style == "simd" and not aux:
-        src.append(_SIMD_STRIDED_HELPER)
     if style == "lse":
         src.append(_LSE_HELPERS)
     if style == "pool":
