@@ -432,17 +432,29 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
             f"{ind}        b8 -= pbu\n"
             + step("vpad")
         )
-        # Values of other than unit stride take the lanes: LLVM does not
-        # vectorise a strided loop, so the plain loop was one chain per block,
-        # 127 roundings deep (a float64 sum of [1, u, u, ...] read with a step
-        # of 2 came out 127u off, where np.sum of the same view is 15u off and
-        # the lanes' bound is 16 + 3). Inlined: called as a helper instead, as
-        # vsum_block is, the unit-stride path's masked step came out compiled
-        # otherwise, and a float64 nansum of 27 elements rounded 1 ulp apart
-        # with and without rows after the segment (the test of that caught it)
+        # Values of other than unit stride: partial sums of 16 elements, added
+        # in order. LLVM does not vectorise a strided loop, so the plain loop
+        # was one chain per block, 127 roundings deep (a float64 sum of [1, u,
+        # u, ...] read with a step of 2 came out 127u off, where np.sum of the
+        # same view is 15u off; now 15u). Not 8 lanes written out: those cost
+        # ~0.6 s of compile per kernel (written twice in each). Not a called
+        # helper: the unit-stride path's masked step then compiled otherwise,
+        # and a float64 nansum of 27 elements rounded 1 ulp apart with and
+        # without rows after the segment (the test of that caught it).
+        strided = (
+            f"{ind}blk = IDENT\n"
+            f"{ind}t16 = U0\n"
+            f"{ind}while t16 < nt:\n"
+            f"{ind}    k16 = min(U16, nt - t16)\n"
+            f"{ind}    p16 = IDENT\n"
+            f"{ind}    for t in range(t16, t16 + k16):\n"
+            f"{ind}        p16 = combine(p16, map_(values[ub + t], off + np.int64(t)))\n"
+            f"{ind}    blk = combine(blk, p16)\n"
+            f"{ind}    t16 += k16\n"
+        )
         return (
             f"{ind}if not unit:\n"
-            + _lanes_code(aux, ind + "    ")
+            + _indented(strided)
             + f"{ind}else:\n"
             + _indented(unit_loop)
         )
