@@ -436,7 +436,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
         # in order. LLVM does not vectorise a strided loop, so the plain loop
         # was one chain per block, 127 roundings deep (a float64 sum of [1, u,
         # u, ...] read with a step of 2 came out 127u off, where np.sum of the
-        # same view is 15u off; now 15u). Not 8 lanes written out: those cost
+        # same view is 15u off; now 16u). Not 8 lanes written out: those cost
         # ~0.6 s of compile per kernel (written twice in each). Not a called
         # helper: the unit-stride path's masked step then compiled otherwise,
         # and a float64 nansum of 27 elements rounded 1 ulp apart with and
@@ -1501,7 +1501,7 @@ def _source(decl: Decl, cache: bool) -> str:
 """
     # the blocks' code tests ``unit`` where it has a form for values of unit
     # stride only (vector-IR passes: arg_keys, block_sum) or one for strided
-    # values (the simd style's lanes; _STRIDED_BLOCKS: attention_pool's scores too)
+    # values (the simd style's partial sums; _STRIDED_BLOCKS: attention_pool's scores too)
     unit = ("    unit = values.strides[0] == values.itemsize"
             + (" and w.strides[0] == w.itemsize\n" if aux else "\n")
             if (not aux and style in ("extreme", "simd")) or style in _STRIDED_BLOCKS else "")
