@@ -293,8 +293,8 @@ def compiled_count() -> int:
         for k in _compiled.values():
             for fn in k.functions():
                 n += len(fn.signatures)
-            for name in _FUNCTIONS:
-                n += getattr(k, name).loaded()
+            fns = {id(f): f for f in (getattr(k, name) for name in _FUNCTIONS)}
+            n += sum(f.loaded() for f in fns.values())
     return n
 
 
@@ -1187,16 +1187,19 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # 1 KiB) without NaN here, in one arg_keys pass; all others through
         # arg_long (see _arg_long_source)
         blocked = (
+            # (khi and klo are read only where set: the strided form of the
+            # kernel has the first branch pruned, and them undefined)
             f"{li}kix = np.int64(-1)\n"
             f"{li}if unit and b - a <= ABLK and b - a >= 16:\n"
             f"{li}    pf = pf_1d(values, pf, b + pfd, nv, pfs)\n"
             f"{li}    khi, klo, kix = arg_keys(values, np.uint64(a), np.uint64(b - a))\n"
             f"{li}    if khi > KPINF or klo < KNINF:\n"
             f"{li}        kix = np.int64(-1)\n"
-            f"{li}if kix >= 0:\n"
-            f"{li}    kx = khi if IS_MAX else klo\n"
-            f"{li}    st = (VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG)))), (a - s) + kix)\n"
-            f"{li}else:\n"
+            f"{li}    else:\n"
+            f"{li}        kx = khi if IS_MAX else klo\n"
+            f"{li}        st = (VT(bitcast_to_float(IT(kx ^ ((kx >> SHIFT) & MAG)))), "
+            "(a - s) + kix)\n"
+            f"{li}if kix < 0:\n"
             f"{li}    st, pf = arg_long(values, a, b, s, pf, nv, pfd, pfs, unit)\n"
         )
     else:
@@ -1356,6 +1359,13 @@ def _widened_arg(decl: Decl) -> bool:
     return decl.meta.get("kind") in ("argmax", "argmin") and dt.kind == "f" and dt.itemsize < 8
 
 
+def _two_forms(decl: Decl) -> bool:
+    """Whether the kernel's chunks_1d has a unit-stride and a strided form
+    (chunks_1d_s; see _source)."""
+    style = decl.meta.get("style", "lanes")
+    return (not decl.aux and style in ("extreme", "simd")) or style in _STRIDED_BLOCKS
+
+
 def _signature_text(decl: Decl) -> str:
     return repr(decl.key)
 
@@ -1501,27 +1511,38 @@ def _source(decl: Decl, cache: bool) -> str:
 """
     # the blocks' code tests ``unit`` where it has a form for values of unit
     # stride only (vector-IR passes: arg_keys, block_sum) or one for strided
-    # values (the simd style's partial sums; _STRIDED_BLOCKS: attention_pool's scores too)
-    unit = ("    unit = values.strides[0] == values.itemsize"
-            + (" and w.strides[0] == w.itemsize\n" if aux else "\n")
-            if (not aux and style in ("extreme", "simd")) or style in _STRIDED_BLOCKS else "")
-    src.append(f"""
+    # values (the simd style's partial sums; _STRIDED_BLOCKS: attention_pool's
+    # scores too). Such a kernel is written twice, ``unit`` a constant in each:
+    # chunks_1d for unit stride, chunks_1d_s for other strides (run() picks by
+    # the same test). Numba prunes the branches a constant rules out before
+    # typing, so a signature compiles one form: writing both into one function
+    # cost every kernel the other's compile too (sum float64: 1.70 s cold, the
+    # strided partial sums ~0.25 s of it; logsumexp ~0.45 s).
+    two_forms = _two_forms(decl)
+    chunks_1d = f"""
 @numba.njit(**_OPTS)
-def chunks_1d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
+def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
 {stk_alloc}    nv = {nv}
     nvu = np.uint64(nv)
 {pad_fill}    pfd = PF_BYTES // values.itemsize
     pfs = pf_step(values.strides[0])
-{unit}    for c in range(c0, c1):
+@UNIT@    for c in range(c0, c1):
         i0 = bi[c]
         i1 = bi[c + 1]
         j0 = bj[c] + base
         j1 = bj[c + 1] + base
         pf = j0
 {loop}
-""")
+"""
+    if two_forms:
+        src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n"))
+        src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
+                   .replace("@UNIT@", "    unit = False\n"))
+    else:
+        src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
+        src.append("\nchunks_1d_s = chunks_1d\n")
     # The fix-up: a segment cut by chunk edges has its open pieces in the
     # tails of chunks cs..c-1 and its last piece in chunk c's head. The tails
     # are combined pairwise in place (neighbours at distance 1, 2, 4, ...;
@@ -2015,7 +2036,9 @@ def _scratch(decl: Decl) -> dict:
     }
 
 
-_FUNCTIONS = ("chunks_1d", "fixup_1d", "chunks_2d", "fixup_2d")
+# chunks_1d_s: chunks_1d's form for values (or scores) of other than unit
+# stride, where the kernel has two (_two_forms); else the same function
+_FUNCTIONS = ("chunks_1d", "chunks_1d_s", "fixup_1d", "chunks_2d", "fixup_2d")
 
 
 class CpuKernel:
@@ -2040,8 +2063,12 @@ class CpuKernel:
         self._specs: dict = {}
         self._tls = threading.local()
         self._lazy = native.Lazy(self._import)
-        self.chunks_1d, self.fixup_1d, self.chunks_2d, self.fixup_2d = native.functions(
+        self.two_forms = _two_forms(decl)
+        (self.chunks_1d, chunks_1d_s, self.fixup_1d, self.chunks_2d,
+         self.fixup_2d) = native.functions(
             folder if self.disk else None, self.path.stem, _FUNCTIONS, self._lazy)
+        # one function (and one native entry per signature) where one form
+        self.chunks_1d_s = chunks_1d_s if self.two_forms else self.chunks_1d
 
     def _import(self):
         decl = self.decl
@@ -2087,7 +2114,10 @@ class CpuKernel:
     def functions(self):
         """The module's Numba dispatchers (empty while it is not imported)."""
         m = self._lazy.loaded
-        return [] if m is None else [getattr(m, n) for n in _FUNCTIONS]
+        if m is None:
+            return []
+        fns = [getattr(m, n) for n in _FUNCTIONS]
+        return [f for i, f in enumerate(fns) if all(f is not g for g in fns[:i])]
 
     def scratch_for(self, fname: str, rows: int, m: int, vdt=None, adt=None) -> list:
         """The scratch arrays of kernel function ``fname`` (see _scratch), with
@@ -2135,7 +2165,12 @@ class CpuKernel:
         if two_d:
             chunk, fix, cname, fname = self.chunks_2d, self.fixup_2d, "chunks_2d", "fixup_2d"
         else:
-            chunk, fix, cname, fname = self.chunks_1d, self.fixup_1d, "chunks_1d", "fixup_1d"
+            # the same test as the kernel's own before it had two forms: a
+            # unit-stride form given other strides would read wrong memory
+            unit = values.strides[0] == values.itemsize and (
+                aux is None or aux.strides[0] == aux.itemsize)
+            chunk = self.chunks_1d if unit else self.chunks_1d_s
+            fix, cname, fname = self.fixup_1d, "chunks_1d", "fixup_1d"
         if nchunks == 1 and not two_d:
             # A small call's scratch, kept by the calling thread: its 3-4
             # allocations were ~2 us of a ~12 us reduction. Per thread, so
