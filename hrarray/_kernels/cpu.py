@@ -1515,9 +1515,9 @@ def _source(decl: Decl, cache: bool) -> str:
     # scores too). Such a kernel is written twice, ``unit`` a constant in each:
     # chunks_1d for unit stride, chunks_1d_s for other strides (run() picks by
     # the same test). Numba prunes the branches a constant rules out before
-    # typing, so a signature compiles one form: writing both into one function
-    # cost every kernel the other's compile too (sum float64: 1.70 s cold, the
-    # strided partial sums ~0.25 s of it; logsumexp ~0.45 s).
+    # typing, so a signature compiles one form: written into one function, both
+    # were compiled for every signature (logsumexp and attention_pool ~0.5 s
+    # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
     chunks_1d = f"""
 @numba.njit(**_OPTS)
