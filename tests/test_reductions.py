@@ -1899,6 +1899,46 @@ def test_float64_sum_strided_blocks(op):
                 got *= n
             assert abs(got - exact) <= bound, (op, n, name, abs(got - exact) / (u * exact))
 
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strided_extremes_equal_contiguous(dtype):
+    """1-D max/min/argmax/argmin and their nan forms of strided values (steps 2 and -1)
+    equal those of a contiguous copy, bit for bit, and argmax/argmin NumPy's where no NaN
+    is near: strided blocks of 16 or more have key passes of their own (four chains, and
+    a scan for the index). Lengths around the chains and the blocks; ties, -0.0 and 0.0
+    in one segment, infinities, NaN in some segments."""
+    rng = np.random.default_rng(33)
+    lengths = [0, 1, 15, 16, 17, 19, 31, 64, 129, 255, 256, 257, 1000, 3, 40, 40]
+    n = sum(lengths)
+    v = rng.integers(-20, 20, n).astype(dtype)  # ties in every long segment
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    v[starts[13]:ends[13]] = [-5.0, -0.0, 0.0]  # max 0: -0.0 is met first
+    v[starts[8] + 100] = np.inf
+    v[starts[9] + 7] = -np.inf
+    v[starts[10] + 200] = np.nan
+    v[starts[14]:ends[14]] = np.nan  # all NaN
+    v[starts[12] + 3] = np.nan
+    x = hr.from_lengths(v, lengths)
+    for name, sv in (("step 2", np.repeat(v, 2)[::2]), ("step -1", v[::-1].copy()[::-1])):
+        assert sv.strides[0] != sv.itemsize
+        xs = hr.from_lengths(sv, lengths)
+        for op in ("max", "min", "argmax", "argmin", "nanmax", "nanmin", "nanargmax",
+                   "nanargmin"):
+            f = getattr(hr, op)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # all-NaN segments of the nan forms
+                want = f(x, fill_value=-1)
+                got = f(xs, fill_value=-1)
+            assert got.dtype == want.dtype
+            assert np.array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}")), (
+                name, op, got, want)
+            if op in ("argmax", "argmin"):
+                for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+                    seg = v[a:b]
+                    if b > a and not np.isnan(seg).any():
+                        assert got[i] == getattr(np, op)(seg), (name, op, i)
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

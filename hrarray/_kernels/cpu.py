@@ -50,9 +50,6 @@ from hrarray.reducer import Decl
 BLOCK = 128
 LANES = 8
 SHORT = 16
-# block_keys' vector step for float32 max/min (see there): LLVM's vector
-# width x interleave for its loop (8 x 4 int32 keys).
-EXTREME_STEP = 32
 # Bytes of the blocks argmax/argmin read a long segment in (exact in any
 # order: no pairwise tree to keep short). A/B, one thread, segments of ~200
 # (empty_heavy) float32: 6.7-6.9 ms in 128-element blocks, 5.4-5.6 in 256;
@@ -933,13 +930,12 @@ _EXTREME_HELPERS = '''
 @numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
 def block_keys(values, ub, nt):
     # The largest and smallest order key of the block (float bits with the
-    # magnitude flipped for negatives: they order like the floats), in one
-    # pass LLVM vectorises (a float select reduction it does not). A NaN's
+    # magnitude flipped for negatives: they order like the floats). A NaN's
     # key lies above +inf's (sign clear) or below -inf's (sign set), so the
     # same pass tells whether the block holds a NaN. Blocks of 16 or more
     # unit-stride elements take the vector-IR passes instead (block_keys_vec,
-    # arg_keys: _cpu_bits); this one reads strided values and short blocks.
-    if nt < UW or IS_ARG or WIDE_KEYS:
+    # arg_keys: _cpu_bits); this one reads short blocks and strided values.
+    if nt < U16:
         k = _key(values[ub])
         hi = k
         lo = k
@@ -948,30 +944,44 @@ def block_keys(values, ub, nt):
             hi = k if k > hi else hi
             lo = k if k < lo else lo
         return hi, lo
-    # max/min, nt >= UW: the multiple of UW, then the last UW elements again
-    # (the overlap is harmless: max and min are idempotent). Both trip counts
-    # are multiples of UW, so LLVM's vector loop needs no remainder loops,
-    # whose data-dependent exits were mispredicted once or twice per block:
-    # float32 max over Poisson(100) segments, 1 thread, 6.8-6.9 -> 5.7-5.8 ms.
-    # Not argmax/argmin: the same here (and in first_index) made them slower
-    # (8.8 -> 10.1 ms; the branch history that predicted first_index's exits
-    # from block_keys' own was gone). Not float64 either: LLVM kept remainder
-    # loops there and max ran 1.4-1.7x slower (one_huge 10.4 -> 17.9 ms).
-    hi = KLOW
-    lo = KHIGH
-    base = ub
-    cnt = nt & MW
-    last = cnt == nt
-    while True:
-        for t in range(cnt):
-            k = _key(values[base + t])
-            hi = k if k > hi else hi
-            lo = k if k < lo else lo
-        if last:
-            return hi, lo
-        base = ub + nt - UW
-        cnt = UW
-        last = True
+    # Only strided values come here (see above), and LLVM does not vectorise
+    # a strided loop: four chains of each, not one (a step-2 view of 25M
+    # float32, 1 thread: max 37.9 -> 20.4 ms; bench/RESULTS.md Run 33). The
+    # keys are integers, so the order of the compares changes nothing.
+    h0 = KLOW
+    h1 = KLOW
+    h2 = KLOW
+    h3 = KLOW
+    l0 = KHIGH
+    l1 = KHIGH
+    l2 = KHIGH
+    l3 = KHIGH
+    n4 = nt & M4
+    t = U0
+    while t < n4:
+        k0 = _key(values[ub + t])
+        k1 = _key(values[ub + t + U1])
+        k2 = _key(values[ub + t + U2])
+        k3 = _key(values[ub + t + U3])
+        h0 = k0 if k0 > h0 else h0
+        h1 = k1 if k1 > h1 else h1
+        h2 = k2 if k2 > h2 else h2
+        h3 = k3 if k3 > h3 else h3
+        l0 = k0 if k0 < l0 else l0
+        l1 = k1 if k1 < l1 else l1
+        l2 = k2 if k2 < l2 else l2
+        l3 = k3 if k3 < l3 else l3
+        t += U4
+    while t < nt:
+        k0 = _key(values[ub + t])
+        h0 = k0 if k0 > h0 else h0
+        l0 = k0 if k0 < l0 else l0
+        t += U1
+    h0 = h1 if h1 > h0 else h0
+    h2 = h3 if h3 > h2 else h2
+    l0 = l1 if l1 < l0 else l0
+    l2 = l3 if l3 < l2 else l2
+    return (h2 if h2 > h0 else h0), (l2 if l2 < l0 else l0)
 
 
 @numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
@@ -980,6 +990,15 @@ def first_index(values, ub, nt, m):
     # reduction instead of an early-exit scan
     # (in IT, the width of the values: a float32 block's compare and index
     # then fill the same vector lanes; nt <= BLOCK fits)
+    if values.strides[0] != values.itemsize:
+        # strided values: LLVM does not vectorise the reduction below, which
+        # is then one chain of selects; a scan that stops at the first match
+        # gives the same index (with the four chains of block_keys, a step-2
+        # view of 25M float32, 1 thread: argmax 54.6 -> 31.1 ms; Run 33)
+        for t in range(nt):
+            if values[ub + t] == m:
+                return np.int64(t)
+        return np.int64(nt - U1)
     last = IT(nt - U1)
     best = last
     for t in range(nt):
@@ -1394,6 +1413,7 @@ def _source(decl: Decl, cache: bool) -> str:
     skip = bool(decl.meta.get("skipnan"))
     src.append("".join(f"U{i} = np.uint64({i})\n" for i in range(LANES + 1)))
     src.append(f"PF_BYTES = {PF_BYTES}\nOFFSETS_PF = {OFFSETS_PF}\nM8 = ~np.uint64(7)\n"
+               "M4 = ~np.uint64(3)\n"
                "U16 = np.uint64(16)\n")
     src.append(_PREFETCH_HELPER)
     if style == "lse":
@@ -2097,13 +2117,11 @@ class CpuKernel:
             ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["KNONE"] = ns["KLOW"] if ns["IS_MAX"] else ns["KHIGH"]
             ns["WIDE_KEYS"] = bits > 32
-            ns["UW"] = np.uint64(EXTREME_STEP)
             ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
             from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min, block_keys_vec
 
             ns["arg_keys"] = arg_keys_max if ns["IS_MAX"] else arg_keys_min
             ns["block_keys_vec"] = block_keys_vec
-            ns["MW"] = ~np.uint64(EXTREME_STEP - 1)
             from hrarray._kernels import _cpu_bits
 
             ns["strip"] = getattr(_cpu_bits, "strip_" + ("nan" if decl.meta.get("skipnan") else "")
