@@ -2116,7 +2116,6 @@ class CpuKernel:
             ns["KLOW"] = it.type(np.iinfo(it).min)
             ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["KNONE"] = ns["KLOW"] if ns["IS_MAX"] else ns["KHIGH"]
-            ns["WIDE_KEYS"] = bits > 32
             ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
             from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min, block_keys_vec
 
