@@ -1979,6 +1979,72 @@ def test_logsumexp_short_segments(dtype, backend):
     np.testing.assert_array_equal(to_host(got)[ones], values[offs[ones]])
 
 
+def _guarded(nbytes: int) -> np.ndarray:
+    """``nbytes`` of memory (uint8) ending where a page that faults on any access begins:
+    a kernel that reads past the array's last byte crashes the test, where it could
+    otherwise read what happens to lie there."""
+    import ctypes
+    import mmap
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("mprotect guard pages: Linux only")
+    page = mmap.PAGESIZE
+    total = -(-nbytes // page) * page + page
+    buf = mmap.mmap(-1, total)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if libc.mprotect(addr + total - page, page, 0) != 0:  # PROT_NONE
+        pytest.skip("mprotect failed")
+    return np.frombuffer(buf, np.uint8)[total - page - nbytes:total - page]
+
+
+@pytest.mark.parametrize(("dtype", "pitch"), [("float32", 64), ("float64", 33), ("int32", 40)])
+def test_row_strided_2d_equals_contiguous(dtype, pitch, monkeypatch):
+    """2-D values whose rows are unit-stride but spaced wider than a row (``a[:, :m]`` of a
+    wider ``a``) are read through a C-contiguous view of the wider rows (kernels.cpu
+    _rows_view): every reduction's result, softmax's and attention_pool's equal a
+    contiguous copy's, bit for bit, one chunk or several, and nothing past the last row's
+    ``m`` columns is read (the view's last row reaches beyond them; here into a page
+    that faults)."""
+    from hrarray._kernels import cpu as cpu_kernels
+
+    rng = np.random.default_rng(5)
+    lengths = [0, 1, 2, 7, 0, 130, 3, 260, 1]
+    n, m = sum(lengths), 20
+    dt = np.dtype(dtype)
+    size = (n - 1) * pitch + m
+    base = _guarded(size * dt.itemsize).view(dt)
+    if dt.kind == "f":
+        base[:] = rng.normal(size=size).round(2)
+        base[rng.integers(0, size, 3)] = (np.nan, np.inf, -np.inf)
+    else:
+        base[:] = rng.integers(-50, 50, size)
+    v = np.lib.stride_tricks.as_strided(base, (n, m), (pitch * dt.itemsize, dt.itemsize))
+    assert v[-1:, -1:].ctypes.data == base[-1:].ctypes.data  # the last row ends the memory
+    assert not v.flags.c_contiguous
+    x, xc = hr.from_lengths(v, lengths), hr.from_lengths(v.copy(), lengths)
+    ops = ["sum", "max", "argmax", "nanargmin", "prod"] + (
+        ["mean", "var", "logsumexp"] if dt.kind == "f" else [])
+    for chunks in (None, 3):
+        monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)
+        for op in ops:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # all-NaN columns of nanargmin
+                got, want = call(op, x), call(op, xc)
+            assert got.dtype == want.dtype, op
+            assert np.array_equal(got.view(f"u{got.itemsize}"),
+                                  want.view(f"u{want.itemsize}")), (op, chunks, got, want)
+        if dt.kind == "f":
+            # the transforms' row kernels read the same view: softmax's map, attention_pool
+            scores = x.with_values(rng.normal(size=n))
+            for got, want in ((hr.softmax(x).values, hr.softmax(xc).values),
+                              (hr.attention_pool(x, scores), hr.attention_pool(xc, scores))):
+                assert np.array_equal(got.view(f"u{got.itemsize}"),
+                                      want.view(f"u{want.itemsize}")), (chunks, got, want)
+    R.assert_result(call("sum", x), R.reduce("sum", v, [hst.offsets_from_lengths(lengths)]))
+
+
 @pytest.mark.parametrize(("dtype", "inner", "narrow_rows", "strided"),
                          [("float32", (64,), None, False), ("float32", (64,), 100, False),
                           ("float32", (20,), None, False), ("float32", (8,), None, False),

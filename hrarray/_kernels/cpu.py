@@ -767,11 +767,11 @@ def lse_block(values, ub, nt):
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract"},
             cache=_OPTS["cache"], **_NOWRAP)
-def lse_rows_max(values, p, q, a0, a1, pfr, pfs):
-    # 2-D rows p..q (a block, at most BLOCK rows): each column's max into a0,
-    # and whether every value is finite (x * 0 is 0 only for finite x; no
-    # nnan/ninf flags here, so it is not folded away). a1 is scratch.
-    m = values.shape[1]
+def lse_rows_max(values, m, p, q, a0, a1, pfr, pfs):
+    # 2-D rows p..q (a block, at most BLOCK rows) of the first m columns
+    # (chunks_2d's m): each column's max into a0, and whether every value is
+    # finite (x * 0 is 0 only for finite x; no nnan/ninf flags here, so it is
+    # not folded away). a1 is scratch.
     nr = values.shape[0]
     for col in range(m):
         a0[col] = np.float64(values[p, col])
@@ -794,14 +794,13 @@ def lse_rows_max(values, p, q, a0, a1, pfr, pfs):
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
-def lse_rows_sum(values, p, q, a0, a1):
+def lse_rows_sum(values, m, p, q, a0, a1):
     # rows p..q, all finite (lse_rows_max said so), a0 their column maxima:
     # each column's sum of exp(x - max) into a1, the polynomial exp
     # vectorised across the columns (the block is in L1/L2 from the first pass)
     # in 512-bit vectors where the CPU has them (bound by the exp's arithmetic:
     # 2-D logsumexp 0.82-0.91x the time, _cpu_bits.wide_vectors)
     wide_vectors()
-    m = values.shape[1]
     for col in range(m):
         a1[col] = 0.0
     for j in range(p, q):
@@ -1822,8 +1821,8 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
             # 25M as (n, 64), 2 threads: float32 86 -> 14.6 ms, float64 85 ->
             # 19.5 ms (the declaration's math.exp per element is a scalar call).
             return (
-                f"{i1}if lse_rows_max(values, p, q, a0, a1, pfr, pfs):\n"
-                f"{i2}lse_rows_sum(values, p, q, a0, a1)\n"
+                f"{i1}if lse_rows_max(values, m, p, q, a0, a1, pfr, pfs):\n"
+                f"{i2}lse_rows_sum(values, m, p, q, a0, a1)\n"
                 f"{i1}else:\n"
                 f"{i2}for col in range(m):\n{reset(i3)}"
                 + _indented(loop)
@@ -1894,9 +1893,16 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
 def chunks_2d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X2d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    m = values.shape[1]
+    # the row width is out's: values may be a wider view (run(), _rows_view),
+    # whose columns from m on are never read
+    m = out.shape[1]
     nr = values.shape[0]
-    pfr = max(1, PF_BYTES // max(1, m * values.itemsize))
+    # the prefetch stream's distance in rows; none in a wider view's rows
+    # (_rows_view): there it took up to 2x the time of none (float64 sum)
+    rowb = m * values.itemsize
+    pfr = max(1, PF_BYTES // max(1, rowb))
+    if values.strides[1] == values.itemsize and values.strides[0] > rowb:
+        pfr = nr
     pfs = pf_step(values.strides[1])
 {acc_alloc1}    for c in range(c0, c1):
         i0 = bi[c]
@@ -2176,6 +2182,8 @@ class CpuKernel:
             return out
         two_d = values.ndim == 2
         m = values.shape[1] if two_d else 1
+        if two_d:
+            values = _rows_view(values)
         parallel, bi, bj = chunking(offsets, m)
         nchunks = bi.shape[0] - 1
         adt = None if aux is None else aux.dtype
@@ -2223,6 +2231,27 @@ class CpuKernel:
                      *self.scratch_for(fname, 1, m))
             fix.resolve(short, fargs)(*fargs)
         return out
+
+
+def _rows_view(values: np.ndarray) -> np.ndarray:
+    """2-D ``values`` whose rows are unit-stride but spaced wider than a row
+    (``a[:, :32]`` of a wider ``a``) as a C-contiguous view ``(n, pitch)``
+    of the same memory, of which the kernels read the first ``m`` columns
+    (their ``m`` is the result's width); others as they are.
+
+    Numba compiles a non-contiguous array with run-time strides, and LLVM
+    vectorises no loop across columns of unknown stride: a[:, :32] of a
+    float32 (n, 64) array took 3.4x (sum) to 5x (logsumexp) the time of a
+    contiguous copy of it, 1 thread. The view is the contiguous layout's
+    own code (the same signature, the same results). Its last row reaches
+    ``pitch - m`` elements past the array's end, memory nothing reads.
+    """
+    n, m = values.shape
+    isz = values.itemsize
+    s0, s1 = values.strides
+    if values.flags.c_contiguous or n < 2 or s1 != isz or s0 % isz or s0 < m * isz:
+        return values
+    return np.lib.stride_tricks.as_strided(values, (n, s0 // isz), (s0, isz))
 
 
 def get_kernel(decl: Decl) -> CpuKernel:

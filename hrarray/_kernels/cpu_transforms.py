@@ -209,6 +209,8 @@ class CpuMapKernel:
         m = out.shape[1] if two_d else 1
         _, bi, bj = _cpu.chunking(offsets, m)
         fn = self.map_2d if two_d else self.map_1d
+        if two_d and self.mdecl.reads_values:
+            values = _cpu._rows_view(values)  # map_2d reads out's m columns
         args = ((values,) if self.mdecl.reads_values else ()) + (offsets, per, bi, bj, out)
         launch(fn.resolve(None, (0, 1, *args)), bi.shape[0] - 1, *args)
         return out
@@ -527,12 +529,12 @@ BIG = np.finfo(np.float64).max
 
 
 @numba.njit(**_OPTS, **_NOWRAP)
-def rows_exact(values, w, a, e, acc):
+def rows_exact(values, ncol, w, a, e, acc):
     # the declaration's steps, combine(state, map_(v, w, j)), column by
     # column; m and s depend on the scores only, the same in every column
     m = -np.inf
     s = 0.0
-    for col in range(values.shape[1]):
+    for col in range(ncol):
         st = IDENT
         for j in range(a, e):
             st = combine(st, map_(values[j, col], w[j], j - a))
@@ -541,8 +543,7 @@ def rows_exact(values, w, a, e, acc):
 
 
 @numba.njit(inline="always", **_OPTS, **_NOWRAP)
-def rows_piece(values, w, a, e, acc):
-    ncol = values.shape[1]
+def rows_piece(values, ncol, w, a, e, acc):
     m = -np.inf
     s = 0.0
     for col in range(ncol):
@@ -573,17 +574,17 @@ def rows_piece(values, w, a, e, acc):
 
 
 @numba.njit(inline="always", **_OPTS, **_NOWRAP)
-def to_mean(values, w, a, e, acc, m, s):
+def to_mean(values, ncol, w, a, e, acc, m, s):
     # rows_piece's sums divided by s in place (a piece cut by a chunk edge,
     # whose state the fix-up combines); rows_exact where one is not finite
     if s > 0.0:  # else no row: the identity (-inf, 0, 0)
         bad = 0
-        for col in range(values.shape[1]):
+        for col in range(ncol):
             x = acc[col]
             bad += 0 if abs(x) <= BIG else 1
             acc[col] = x / s
         if bad:
-            return rows_exact(values, w, a, e, acc)
+            return rows_exact(values, ncol, w, a, e, acc)
     return m, s
 
 
@@ -605,7 +606,7 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
     wide_vectors_if_float32(values)
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    ncol = values.shape[1]
+    ncol = out.shape[1]  # values may be a wider view (_rows_view)
     for c in range(c0, c1):
         acc = accs[c]  # scratch from the caller: no kernel allocates
         i0 = bi[c]
@@ -616,9 +617,9 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
             s0 = offsets[k]
             e = offsets[k + 1]
             a = s0 if s0 > j0 else j0
-            m, s = rows_piece(values, w, a, e, acc)
+            m, s = rows_piece(values, ncol, w, a, e, acc)
             if s0 < j0:
-                m, s = to_mean(values, w, a, e, acc, m, s)
+                m, s = to_mean(values, ncol, w, a, e, acc, m, s)
                 store(h0, h1, h2, c, m, s, acc)
             else:
                 # a whole segment: its sums divided and checked in the loop
@@ -636,7 +637,7 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
                     else:
                         out[k, col] = finalize(st, n)
                 if bad:
-                    m, s = rows_exact(values, w, a, e, acc)
+                    m, s = rows_exact(values, ncol, w, a, e, acc)
                     for col in range(ncol):
                         st = (m, s, acc[col])
                         if use_fill and is_empty(st, n):
@@ -646,8 +647,8 @@ def pool_rows(c0, c1, values, w, offsets, bi, bj, out, fill, use_fill, h0, h1, h
         if i1 < nseg:
             s0 = offsets[i1]
             a = s0 if s0 > j0 else j0
-            m, s = rows_piece(values, w, a, j1, acc)
-            m, s = to_mean(values, w, a, j1, acc, m, s)
+            m, s = rows_piece(values, ncol, w, a, j1, acc)
+            m, s = to_mean(values, ncol, w, a, j1, acc, m, s)
             store(t0, t1, t2, c, m, s, acc)
 """
 
@@ -684,6 +685,7 @@ def _pool_rows(decl: Decl, values, offsets, aux, out, fill, use_fill):
     if nseg == 0:
         return out
     ncol = values.shape[1]
+    values = _cpu._rows_view(values)  # pool_rows reads out's ncol columns
     parallel, bi, bj = _cpu.chunking(offsets, ncol)
     fn = _rows_function(decl)
     nchunks = bi.shape[0] - 1
