@@ -87,8 +87,13 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     given = offsets
     offsets = be.asarray(_int_sequence(be, offsets, argname), argname)
     if offsets is not given:
-        # an array hrarray made (from a list, a DLPack export...): its own, so
-        # read-only, as converted offsets are; a caller's ndarray is left as it is
+        # an array hrarray made (from a list, a DLPack export...), read-only as
+        # converted offsets are; or one an object's __array__ handed over, which
+        # may be the caller's own ndarray (a pandas Series' data): a read-only
+        # view then, so the caller's array keeps its flags (an audit: freezing
+        # the array itself made the caller's next write raise)
+        if offsets.__class__ is np.ndarray:
+            offsets = offsets.view()
         offsets = _frozen(offsets)
     dt = be.dtype(offsets)
     if dt == np.bool_ or dt.kind not in _INT_KINDS:

@@ -640,6 +640,24 @@ def test_derived_offsets_are_read_only_views():
     assert not xu.offsets.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
         xu.offsets[-1] = 200
+    # an object whose __array__ hands over the caller's own ndarray (a pandas Series does):
+    # hrarray's offsets are a read-only view of it, and the caller's array keeps its flags
+    # (an audit: the array itself had been made read-only, at every level of hr.nest too)
+
+    class Wrap:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    o2 = np.array([0, 1, 4])
+    for y in (hr.RaggedArray(v, Wrap(o)), hr.nest(v, Wrap(o), Wrap(o2))):
+        for level in y._levels():
+            assert not level.offsets.flags.writeable
+    assert o.flags.writeable
+    assert o2.flags.writeable
+    o[0] = 0
     # so are offsets given as lists or tuples (no caller holds that array), at every
     # level of hr.nest: one write had made hr.sum read past the values
     for y in (hr.RaggedArray(v, [0, 3, 3, 7, 10]), hr.RaggedArray(v, (0, 10)),
