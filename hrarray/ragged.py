@@ -233,6 +233,41 @@ def check_fill(fill_value, dtype: np.dtype, argname: str = "fill_value"):
     return fill_value
 
 
+def _fill_other(fill_value, dtype: np.dtype, argname: str = "fill_value"):
+    """``to_padded``'s fill for values that are not numbers (strings, bytes,
+    datetime64, timedelta64, records). ``0``, the default, is the dtype's zero
+    (``np.zeros``: ``''``, ``b''``, the epoch, a zero duration, a zeroed
+    record), not ``0`` converted (``'0'`` was the padding of strings); else a
+    scalar of the values' own kind (a ``str`` for strings, ``NaT``...) that
+    the dtype holds as it is: ``FillValueKindError`` for another kind,
+    ``ValueError`` for one that would be cut or rounded (a string longer than
+    the dtype holds, a time finer than its unit)."""
+    if type(fill_value) is int and fill_value == 0:
+        return np.zeros((), dtype)[()]
+    if dtype.kind == "V":
+        try:
+            f = np.asarray(fill_value, dtype=dtype)
+        except (TypeError, ValueError):
+            f = None
+        if f is None or f.ndim != 0:
+            raise FillValueKindError(
+                f"{argname} must be a record of dtype {dtype}, got {fill_value!r}")
+        return f[()]
+    try:
+        f = np.asarray(fill_value)
+    except (TypeError, ValueError):
+        f = np.asarray(None)
+    if f.ndim != 0 or f.dtype.kind != dtype.kind:
+        what = {"U": "a str", "S": "bytes", "M": "a datetime64", "m": "a timedelta64"}
+        raise FillValueKindError(
+            f"{argname} must be {what.get(dtype.kind, 'a scalar of the values kind')} for "
+            f"{dtype} values (or 0, the dtype's zero), got {fill_value!r}")
+    c = f.astype(dtype)
+    if c.astype(f.dtype) != f and not (dtype.kind in "Mm" and np.isnat(f)):
+        raise ValueError(f"{argname}={fill_value!r} cannot be represented as {dtype}")
+    return c[()]
+
+
 class RaggedArray:
     """A ragged array: segment ``i`` is ``values[offsets[i]:offsets[i+1]]``.
 
@@ -688,7 +723,10 @@ class RaggedArray:
 
         ``L`` is ``max_length`` or the longest segment; longer segments are
         truncated. ``mask[i, j]`` is True where element ``j`` of segment ``i``
-        exists. Depth-1 arrays only.
+        exists. Depth-1 arrays only. ``fill_value`` must fit the values' dtype
+        (a ``ValueError`` where it would not); values that are not numbers
+        (strings, datetime64...) take one of their own kind, and ``0``, the
+        default, is their dtype's zero (``''``, the epoch...).
         """
         if self.depth != 1:
             raise ValueError(
@@ -705,7 +743,11 @@ class RaggedArray:
         L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
         if L < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
-        fill_value = check_fill(fill_value, np.dtype(self._backend.dtype(self._values)))
+        dt = np.dtype(self._backend.dtype(self._values))
+        if dt.kind in "biufc":
+            fill_value = check_fill(fill_value, dt)
+        else:
+            fill_value = _fill_other(fill_value, dt)
         n = self.nsegments
         try:
             padded = xp.full((n, L, *self.inner_shape), fill_value, dtype=self._values.dtype)

@@ -771,6 +771,27 @@ def test_non_numeric_values_move_but_do_not_reduce(dt):
     padded, mask = x.to_padded()
     assert padded[2].tolist() == v[2:5].tolist()
     assert mask.tolist() == [[True, True, False], [False] * 3, [True] * 3]
+    # the default pads with the dtype's zero ('' for strings: 0 converted had made '0'); a
+    # fill of the values' own kind is taken (an audit: every one was a TypeError), one of
+    # another kind is a TypeError, one the dtype would cut or round a ValueError
+    assert padded[1].tolist() == [np.zeros((), v.dtype).tolist()] * 3
+    own, cut, other = {
+        "U": ("-", "xyz", b"-"), "S": (b"-", b"xyz", "-"),
+        "M": (np.datetime64("NaT"), np.datetime64("2020-01-01T00:00:00.5"),
+              np.timedelta64(1, "s")),
+        "m": (np.timedelta64("NaT"), np.timedelta64(1, "us"), np.datetime64(1, "s")),
+        "V": ((1.5, 7), None, "a"),
+    }[v.dtype.kind]
+    padded, _ = x.to_padded(fill_value=own)
+    if v.dtype.kind in "Mm":
+        assert np.isnat(padded[1, 0])
+    else:
+        assert padded[1, 0:1].tolist() == [np.array(own, dtype=v.dtype).tolist()]
+    with raises(TypeError, "fill_value must be"):
+        x.to_padded(fill_value=other)
+    if cut is not None:
+        with raises(ValueError, "cannot be represented"):
+            x.to_padded(fill_value=cut)
     for f in (hr.sum, hr.max, hr.first, hr.count, hr.argmax, hr.softmax, hr.cumsum):
         with raises(TypeError, re.escape(f"dtype {np.dtype(dt)}")):
             f(x)
