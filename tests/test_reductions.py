@@ -2003,7 +2003,7 @@ def _guarded(nbytes: int) -> np.ndarray:
 def test_row_strided_2d_equals_contiguous(dtype, pitch, monkeypatch):
     """2-D values whose rows are unit-stride but spaced wider than a row (``a[:, :m]`` of a
     wider ``a``) are read through a C-contiguous view of the wider rows (kernels.cpu
-    _rows_view): every reduction's result, softmax's and attention_pool's equal a
+    _rows_view): every reduction's result, softmax's, cumsum's and attention_pool's equal a
     contiguous copy's, bit for bit, one chunk or several, and nothing past the last row's
     ``m`` columns is read (the view's last row reaches beyond them; here into a page
     that faults)."""
@@ -2039,6 +2039,7 @@ def test_row_strided_2d_equals_contiguous(dtype, pitch, monkeypatch):
             # the transforms' row kernels read the same view: softmax's map, attention_pool
             scores = x.with_values(rng.normal(size=n))
             for got, want in ((hr.softmax(x).values, hr.softmax(xc).values),
+                              (hr.cumsum(x).values, hr.cumsum(xc).values),
                               (hr.attention_pool(x, scores), hr.attention_pool(xc, scores))):
                 assert np.array_equal(got.view(f"u{got.itemsize}"),
                                       want.view(f"u{want.itemsize}")), (chunks, got, want)

@@ -342,7 +342,7 @@ def scan_1d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}):
 def tails_2d(c0, c1, values, offsets, bi, bj, {T}, {A}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    m = values.shape[1]
+    m = t0.shape[1]  # values may be a wider view (_cpu._rows_view)
     for c in range(c0, c1):
 {alloc}        for col in range(m):
 {cg.store("a", K, "col", "IDENT", "            ")}        i1 = bi[c + 1]
@@ -363,7 +363,7 @@ def tails_2d(c0, c1, values, offsets, bi, bj, {T}, {A}):
 def scan_2d(c0, c1, values, offsets, bi, bj, exclusive, out, {C}, {A}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
-    m = values.shape[1]
+    m = out.shape[1]  # values may be a wider view (_cpu._rows_view)
     for c in range(c0, c1):
 {alloc}        i0 = bi[c]
         i1 = bi[c + 1]
@@ -452,6 +452,8 @@ class CpuScanKernel:
             return out
         two_d = values.ndim == 2
         m = values.shape[1] if two_d else 1
+        if two_d:
+            values = _cpu._rows_view(values)  # the 2-D scans read m columns
         parallel, bi, bj = _cpu.chunking(offsets, m)
         nchunks = bi.shape[0] - 1
         shape = (nchunks, m) if two_d else (nchunks,)
