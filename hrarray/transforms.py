@@ -253,7 +253,8 @@ def broadcast(per_segment, x, *, levels=1):
     RaggedArray
         Compact, with ``x``'s structure; leaf values of shape
         ``(n, *row)``, ``n`` the leaf elements inside ``x``'s segments, and
-        ``per_segment``'s dtype. Empty segments stay empty; NaN is copied
+        ``per_segment``'s dtype (in native byte order: ``'>f8'`` gives
+        ``float64``). Empty segments stay empty; NaN is copied
         like any value.
 
     Raises
