@@ -626,6 +626,22 @@ def test_complex_into_real_dtype(op, dtype, backend):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_complex_var_into_real_dtype_is_the_variance():
+    """docs/semantics.md: var/std of complex values into a real dtype= are the variance
+    itself (the result without dtype=, cast), without a warning; NumPy takes the spread
+    around the mean's real part there (4.56 for these values, whose variance is 3.56)."""
+    x = ragged_1d(np.array([1 + 2j, 3 - 1j, 2j, 5 + 0j]), [3, 0, 1])
+    for op in ("var", "std", "nanvar", "nanstd"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain = call(op, x)
+            for dt in ("float64", "float32"):
+                got = call(op, x, dtype=dt)
+                assert got.dtype == np.dtype(dt)
+                np.testing.assert_allclose(got, plain.astype(dt), rtol=1e-6)
+    np.testing.assert_allclose(hr.var(x)[0], 32 / 9)
+
+
 def test_dtype_argument_matches_numpy():
     values = np.array([100, 100, 27, 5], np.int8)
     got = hr.sum(ragged_1d(values, [3, 1]), dtype="int8")
