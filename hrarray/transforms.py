@@ -304,6 +304,12 @@ def broadcast(per_segment, x, *, levels=1):
                 )
         per = pc.leaf_values
     else:
+        if isinstance(per_segment, (int, float, complex, np.generic)):
+            # a Python or NumPy scalar is no array on any device: the same
+            # ValueError for every x (CUDA's device check had made it a
+            # TypeError, "per_segment is on cpu")
+            raise ValueError("broadcast(): per_segment must have one row per segment, got a "
+                             f"scalar ({per_segment!r})")
         be = backend_of(("x", x.leaf_values), ("per_segment", per_segment))
         per = be.asarray(per_segment, "per_segment")
     be = x._backend

@@ -932,6 +932,16 @@ def test_ragged_lists_and_segment_counts_are_named():
         hr.broadcast(hr.from_lengths(np.zeros(4), [1, 2, 1]), y, levels=1)
 
 
+def test_broadcast_of_a_scalar_is_a_value_error(backend):
+    """A Python or NumPy scalar as per_segment is the same ValueError on every backend (on
+    CUDA the device check had made it a TypeError saying the scalar is "on cpu")."""
+    x = make_ragged(np.arange(3.0), [np.array([0, 1, 3])], backend)
+    for per in (2.0, 3, np.float32(2.0), True):
+        with raises(ValueError, r"^broadcast\(\): per_segment must have one row per segment, "
+                    r"got a scalar"):
+            hr.broadcast(per, x)
+
+
 def test_lists_of_integers_beyond_int64_are_integers():
     """From an audit: NumPy makes [0, 2**63] and [0, np.uint64(3)] float64 and [0, 2**64]
     object, so lists of valid integers were refused as "float64 offsets" (also lengths,
