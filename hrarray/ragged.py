@@ -258,9 +258,10 @@ def _fill_other(fill_value, dtype: np.dtype, argname: str = "fill_value"):
     except (TypeError, ValueError):
         f = np.asarray(None)
     if f.ndim != 0 or f.dtype.kind != dtype.kind:
-        what = {"U": "a str", "S": "bytes", "M": "a datetime64", "m": "a timedelta64"}
+        what = {"U": "a str", "S": "bytes", "M": "a datetime64", "m": "a timedelta64"}.get(
+            dtype.kind, "a scalar of the values' kind")
         raise FillValueKindError(
-            f"{argname} must be {what.get(dtype.kind, 'a scalar of the values kind')} for "
+            f"{argname} must be {what} for "
             f"{dtype} values (or 0, the dtype's zero), got {fill_value!r}")
     c = f.astype(dtype)
     if c.astype(f.dtype) != f and not (dtype.kind in "Mm" and np.isnat(f)):

@@ -304,8 +304,8 @@ def broadcast(per_segment, x, *, levels=1):
                 )
         per = pc.leaf_values
     else:
-        if isinstance(per_segment, (int, float, complex, np.generic)):
-            # a Python or NumPy scalar is no array on any device: the same
+        if isinstance(per_segment, (int, float, complex, np.number, np.bool_)):
+            # a Python or NumPy number is no array on any device: the same
             # ValueError for every x (CUDA's device check had made it a
             # TypeError, "per_segment is on cpu")
             raise ValueError("broadcast(): per_segment must have one row per segment, got a "

@@ -1902,7 +1902,7 @@ def chunks_2d(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, 
     m = out.shape[1]
     nr = values.shape[0]
     # the prefetch stream's distance in rows; none in a wider view's rows
-    # (_rows_view): there it took up to 2x the time of none (float64 sum)
+    # (_rows_view): there float64 sum took 1.4-1.6x the time of none (Run 34)
     rowb = m * values.itemsize
     pfr = max(1, PF_BYTES // max(1, rowb))
     if values.strides[1] == values.itemsize and values.strides[0] > rowb:
