@@ -294,8 +294,7 @@ def compiled_count() -> int:
         for k in _compiled.values():
             for fn in k.functions():
                 n += len(fn.signatures)
-            fns = {id(f): f for f in (getattr(k, name) for name in _FUNCTIONS)}
-            n += sum(f.loaded() for f in fns.values())
+            n += sum(getattr(k, name).loaded() for name in k.names())
     return n
 
 
@@ -2138,13 +2137,15 @@ class CpuKernel:
             ns["SW"] = 16  # float32 lanes of the strips (_widened_arg: float32 only)
         return cg.import_module(self.path, ns)
 
+    def names(self):
+        """The kernel's functions by name, each once (chunks_1d_s only where
+        it is a form of its own, _two_forms; else it is chunks_1d)."""
+        return [n for n in _FUNCTIONS if n != "chunks_1d_s" or self.two_forms]
+
     def functions(self):
         """The module's Numba dispatchers (empty while it is not imported)."""
         m = self._lazy.loaded
-        if m is None:
-            return []
-        fns = [getattr(m, n) for n in _FUNCTIONS]
-        return [f for i, f in enumerate(fns) if all(f is not g for g in fns[:i])]
+        return [] if m is None else [getattr(m, n) for n in self.names()]
 
     def scratch_for(self, fname: str, rows: int, m: int, vdt=None, adt=None) -> list:
         """The scratch arrays of kernel function ``fname`` (see _scratch), with
@@ -2269,8 +2270,9 @@ class CpuKernel:
         them all.
         """
         m = values.shape[1]
-        nw = min(m, _num_threads()) if values.shape[0] * m >= PARALLEL_MIN_WORK else 1
-        sched = chunking(offsets, 1) if nw > 1 and m >= _num_threads() else None
+        threads = _num_threads()
+        nw = min(m, threads) if values.shape[0] * m >= PARALLEL_MIN_WORK else 1
+        sched = chunking(offsets, 1) if nw > 1 and m >= threads else None
 
         def columns(c0, c1):
             col = np.empty(out.shape[0], out.dtype)
