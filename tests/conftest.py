@@ -13,16 +13,16 @@ if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    # The simulator runs each GPU thread of a block as a Python thread while
-    # the launching thread busy-polls them (simulator/kernel.py, BlockManager.run):
-    # every hand-over of the GIL from the poller to a simulated thread waits
-    # out the switch interval (5 ms by default), at each syncthreads and each
-    # thread's start. At 0.1 ms test_cuda.py::test_every_op_1d_matches_cpu's
-    # CUDA side ran 17.0 s -> 3.0 s (0.5 ms: 4.0 s, 0.02 ms: 3.5 s). Only this
-    # test process's scheduling changes; no kernel or result does.
+    # The simulator runs each GPU thread of a block as a Python thread. Its block
+    # manager, which busy-polled them, now sleeps until they wait at a barrier
+    # (_event_driven_simulator_blocks below); with it, 1 ms ran the wide-row
+    # simulator tests as fast as the default 5 ms (0.1 ms, needed against the
+    # poller: 20% slower) and switches threads more often between barriers, where
+    # a kernel's races show. Only this test process's scheduling changes; no
+    # kernel or result does.
     import sys
 
-    sys.setswitchinterval(1e-4)
+    sys.setswitchinterval(1e-3)
 
 import numpy as np
 import pytest
@@ -113,8 +113,86 @@ def _lock_simulator_shared_arrays():
     cls.array = array
 
 
+def _event_driven_simulator_blocks():
+    """Let the simulator's block manager sleep until its threads all wait at a barrier.
+
+    numba-cuda's ``BlockManager.run`` (``simulator/kernel.py``) polls its threads in a loop
+    that never blocks (``is_alive`` and a ``syncthreads_blocked`` flag of each, ~4 million
+    ``is_alive`` calls in one 13 s test), so it holds the GIL about half of the time the
+    simulated threads need it. Here a thread reaching ``syncthreads`` or ending notifies a
+    condition the manager waits on; the rest is the original's logic: when every thread not
+    yet ended waits at the barrier, all are released; a thread's exception aborts the others
+    and is raised. Where the simulator's layout differs, it is left as it is.
+    """
+    import threading
+
+    try:
+        from numba.cuda.simulator import kernel as simkernel
+
+        thread_cls, manager_cls = simkernel.BlockThread, simkernel.BlockManager
+        original_run = thread_cls.run
+        thread_cls.syncthreads  # noqa: B018
+    except (ImportError, AttributeError):
+        return
+
+    def thread_run(self):
+        try:
+            original_run(self)
+        finally:
+            cond = self._manager._hr_cond
+            with cond:
+                self._hr_done = True
+                cond.notify()
+
+    def syncthreads(self):
+        if self.abort:
+            raise RuntimeError("abort flag set on syncthreads call")
+        cond = self._manager._hr_cond
+        with cond:
+            self.syncthreads_blocked = True
+            cond.notify()
+        self.syncthreads_event.wait()
+        self.syncthreads_event.clear()
+        if self.abort:
+            raise RuntimeError("abort flag set on syncthreads clear")
+
+    def manager_run(self, grid_point, *args):
+        self._hr_cond = cond = threading.Condition()
+
+        def target():
+            self._f(*args)
+
+        threads = [thread_cls(target, self, grid_point, point, self._debug)
+                   for point in np.ndindex(*self._block_dim)]
+        for t in threads:
+            t._hr_done = False
+        for t in threads:
+            t.start()
+        with cond:
+            while True:
+                cond.wait_for(lambda: all(t._hr_done or t.syncthreads_blocked for t in threads))
+                for t in threads:
+                    if t.exception:
+                        for other in threads:
+                            other.abort = True
+                            other.syncthreads_blocked = False
+                            other.syncthreads_event.set()
+                        raise t.exception[0].with_traceback(t.exception[1])
+                live = [t for t in threads if not t._hr_done]
+                if not live:
+                    return
+                for t in live:
+                    t.syncthreads_blocked = False
+                    t.syncthreads_event.set()
+
+    thread_cls.run = thread_run
+    thread_cls.syncthreads = syncthreads
+    manager_cls.run = manager_run
+
+
 if CUDA_MODE == "sim":
     _lock_simulator_shared_arrays()
+    _event_driven_simulator_blocks()
 
 
 def _known_failures() -> dict:

@@ -177,6 +177,53 @@ def _one_d():
 # ---------------------------------------------------------------- every op
 
 
+@pytest.mark.skipif(not SIM, reason="tests the simulator's patched block manager")
+def test_simulator_barriers_after_the_block_manager_patch():
+    """conftest's event-driven block manager keeps the simulator's barrier semantics: every
+    thread's shared-memory write is seen by every other after ``syncthreads`` (three rounds
+    of a neighbour shift), threads that return early do not hold the others back, and an
+    exception in one thread is raised from the launch (the others aborted), not a hang."""
+    from numba.cuda.simulator import kernel as simkernel
+
+    assert simkernel.BlockManager.run.__name__ == "manager_run"  # conftest's, in place
+
+    @cuda.jit
+    def shift(out, rounds, stop_below):
+        buf = cuda.shared.array(32, np.float64)
+        t = cuda.threadIdx.x
+        if t < stop_below:  # ends before any barrier
+            out[t] = -1.0
+            return
+        buf[t] = t
+        for _ in range(rounds):
+            cuda.syncthreads()
+            v = buf[t + 1] if t + 1 < 32 else buf[stop_below]
+            cuda.syncthreads()
+            buf[t] = v
+        cuda.syncthreads()
+        out[t] = buf[t]
+
+    for stop in (0, 5):
+        out = np.zeros(32)
+        shift[1, 32](out, 3, stop)
+        live = np.arange(stop, 32)
+        want = np.roll(live, -3).astype(float)
+        np.testing.assert_array_equal(out[stop:], want)
+        assert (out[:stop] == -1.0).all()
+
+    @cuda.jit
+    def fails(out):
+        t = cuda.threadIdx.x
+        cuda.syncthreads()
+        if t == 7:
+            raise ValueError("thread seven")
+        cuda.syncthreads()
+        out[t] = 1.0
+
+    with pytest.raises(ValueError, match="thread seven"):
+        fails[1, 32](np.zeros(32))
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_every_op_1d_matches_cpu(op):
     v, offs = _one_d()
