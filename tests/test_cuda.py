@@ -271,7 +271,7 @@ def test_rows_wider_than_the_grid_run_as_column_slices(monkeypatch):
 
     monkeypatch.setattr(kc, "MAX_GRID_Y", 1)
     monkeypatch.setattr(kc, "launch", record)
-    lengths = np.array([1, 0, 9, 3, 0, 40])
+    lengths = np.array([1, 0, 9, 3, 0, 14])  # (the simulator's cost is per block launched)
     offs = lengths_offsets(lengths)
     v = RNG.standard_normal((int(lengths.sum()), 70))
     v[3, 65] = np.nan
@@ -308,11 +308,14 @@ def test_rows_wider_than_the_row_lanes_take_column_tiles(monkeypatch):
     v[3, 17] = np.nan
     v[20, 9] = -np.inf
     for cap in (65535, 1):
+        # capped: one kind of each launch shape (every kind meets the cap at 70 columns in
+        # test_rows_wider_than_the_grid_run_as_column_slices)
         monkeypatch.setattr(kc, "MAX_GRID_Y", cap)
-        for op in ("sum", "max", "argmin", "var", "first"):
+        for op in ("sum", "max", "argmin", "var", "first") if cap > 1 else ("sum", "argmin"):
             got, want = both(v, [offs], op)
             assert_same(op, got, want)
-        for fn in (hr.softmax, hr.cumsum, lambda a: hr.cumsum(a, exclusive=True)):
+        fns = (hr.softmax, hr.cumsum, lambda a: hr.cumsum(a, exclusive=True))
+        for fn in fns if cap > 1 else fns[1:2]:
             got, want = _transform_pair(fn, v, offs)
             assert_same("sum", got.values, want.values)
         per = RNG.standard_normal((len(lengths), 20))
@@ -330,7 +333,7 @@ def test_row_lanes_layout_of_the_gpu():
     place values, a long segment's fix-up; at 128 threads x 8 items under the simulator
     (test_rows_wider_than_the_row_lanes_take_column_tiles runs the cap lowered to 8)."""
     assert kc._layout(True, 140, 128) == (64, 2, 1)
-    lengths = np.array([2, 0, 30, 1, 0, 3])
+    lengths = np.array([2, 0, 20, 1, 0, 3])  # a block covers 2 groups x 8 items = 16 rows
     offs = lengths_offsets(lengths)
     v = RNG.standard_normal((int(lengths.sum()), 140))
     v[4, 100] = np.nan
@@ -1424,18 +1427,20 @@ def test_non_native_byte_order_is_swapped_on_the_device():
             v = v + 1j * (np.arange(9) - 2)
         big = v.astype(dt)
         native = big.astype(big.dtype.newbyteorder("="))
-        want = hr.sum(hr.RaggedArray(native, offs))
+        # CPU results from contiguous copies in the run's kernel layout: a reversed view
+        # would compile a strided kernel per dtype (~10 s of the suite); these sums are exact
+        want = _cpu(native, [offs], "sum")
         got = hr.sum(hr.RaggedArray(dev(big), dev(offs)))
         np.testing.assert_array_equal(host(got), want, err_msg=dt)
         base = np.zeros(18, dt)  # strided device views: every other element, reversed
         base[::2] = big
         got = hr.sum(hr.RaggedArray(dev(base)[::2], dev(offs)))
         np.testing.assert_array_equal(host(got), want, err_msg=dt + " strided")
-        rev = hr.sum(hr.RaggedArray(native[::-1], offs))
+        rev = _cpu(np.ascontiguousarray(native[::-1]), [offs], "sum")
         got = hr.sum(hr.RaggedArray(dev(base)[-2::-2], dev(offs)))
         np.testing.assert_array_equal(host(got), rev, err_msg=dt + " reversed")
     col = (np.arange(18) - 5 + 2j * np.arange(18)).astype(">c16").reshape(9, 2)  # a column
-    want = hr.mean(hr.RaggedArray(col[:, 1].astype("<c16"), offs))
+    want = _cpu(col[:, 1].astype("<c16"), [offs], "mean")
     got = hr.mean(hr.RaggedArray(dev(col)[:, 1], dev(offs)))
     np.testing.assert_array_equal(host(got), want)
     got = hr.sum(hr.RaggedArray(dev(np.arange(6.0)), dev(np.array([0, 2, 6], ">i8"))))
