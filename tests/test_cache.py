@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -75,15 +76,26 @@ print("ok")
 """
 
 
+@pytest.fixture(scope="module")
+def probed_cache(tmp_path_factory):
+    """A cache folder that DAMAGE_PROBE has filled (``HRARRAY_NATIVE=0``), once per worker:
+    the damage tests copy it (mtimes kept, as Numba's index checks them) instead of each
+    compiling the same kernels first."""
+    folder = tmp_path_factory.mktemp("probed") / "c"
+    env = {"HRARRAY_CACHE_DIR": str(folder), "HRARRAY_NATIVE": "0"}
+    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    return folder
+
+
 @pytest.mark.parametrize("damage", ["truncate-index", "garbage-index", "garbage-data"])
-def test_damaged_numba_cache_files_are_recompiled(tmp_path, damage):
+def test_damaged_numba_cache_files_are_recompiled(tmp_path, damage, probed_cache):
     """From an audit: one truncated or overwritten Numba cache file (``.nbi`` index, ``.nbc``
     data) made every later call raise ``UnpicklingError``, in every process, until the file
     was deleted by hand (even the constructor: its validation kernel). A damaged file is
     now a cache miss: the kernel is compiled and cached again. (``HRARRAY_NATIVE=0``: the
     native entries alone would not read Numba's files.)"""
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0"}
-    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    shutil.copytree(probed_cache, tmp_path / "c")
     pattern = "*.nbc" if damage == "garbage-data" else "*.nbi"
     files = sorted((tmp_path / "c").rglob(pattern))
     assert files
@@ -173,13 +185,13 @@ def test_temporary_kernel_folders_are_removed_at_exit(tmp_path, cache):
     assert sorted(os.listdir(tmp)) == []
 
 
-def test_damaged_generated_modules_are_written_again(tmp_path):
+def test_damaged_generated_modules_are_written_again(tmp_path, probed_cache):
     """From a helper's audit: a generated kernel module (``hrk_*.py``) truncated or edited
     in the cache raised SyntaxError from every later process that had to compile from it
     (the docs promise a damaged cache file is a miss). It is now compared with its source
     and written again; a removed private folder is made again too."""
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0"}
-    assert _run(DAMAGE_PROBE, env).strip() == "ok"
+    shutil.copytree(probed_cache, tmp_path / "c")
     files = sorted((tmp_path / "c").glob("hrk_*.py"))
     assert files
     for f in files:

@@ -245,10 +245,11 @@ FORK_WHILE_BUSY = textwrap.dedent(
         def child_work():
             # a new kernel (a user reducer: compiled here, never cached on disk) and
             # built-ins, in a new thread: the locks the fork held must be released here
+            # (max and var: the kernels the other thread loads in the cold modes; each
+            # further built-in was one more compile there)
             r = hr.reduce(x, hr.Reducer(0.0, lambda a, b: a + b, map=lambda v: v * 3.0))
-            ok = np.array_equal(r, 3 * hr.sum(x)) and np.array_equal(hr.mean(x), hr.sum(x) / 10)
-            result.append(ok and np.allclose(hr.var(x), 8.25)
-                          and np.array_equal(hr.max(x), hr.last(x)))
+            ok = np.array_equal(r, 3 * hr.sum(x)) and np.array_equal(hr.max(x), x.values[9::10])
+            result.append(ok and (mode != "compiling" or np.allclose(hr.var(x), 8.25)))
 
         w = threading.Thread(target=child_work)
         w.start()
