@@ -308,8 +308,9 @@ def test_rows_wider_than_the_row_lanes_take_column_tiles(monkeypatch):
     v[3, 17] = np.nan
     v[20, 9] = -np.inf
     for cap in (65535, 1):
-        # capped: one kind of each launch shape (every kind meets the cap at 70 columns in
-        # test_rows_wider_than_the_grid_run_as_column_slices)
+        # capped: two reduce states (a value, an index pair), one scan, broadcast and
+        # attention_pool; every launch (reduce and fix-up, map, scan, broadcast, pooling)
+        # meets the cap at 70 columns in test_rows_wider_than_the_grid_run_as_column_slices
         monkeypatch.setattr(kc, "MAX_GRID_Y", cap)
         for op in ("sum", "max", "argmin", "var", "first") if cap > 1 else ("sum", "argmin"):
             got, want = both(v, [offs], op)
