@@ -1972,6 +1972,34 @@ def test_strided_extremes_equal_contiguous(dtype):
                     if b > a and not np.isnan(seg).any():
                         assert got[i] == getattr(np, op)(seg), (name, op, i)
 
+@pytest.mark.parametrize(("dtype", "ops"), [
+    ("float32", ("max", "argmin", "nanmax", "nanargmin")),
+    ("float64", ("min", "argmax", "nanmin", "nanargmax")),
+])
+def test_extremes_short_segments_ties_and_nan(dtype, ops):
+    """1-D max/min/argmax/argmin and their nan forms over segments of 0-10 elements (on
+    the CPU: the masked steps of 4 and 8, merged as a tree for 8, then one plain loop)
+    drawn from a few values: ties everywhere (the first of equal extremes wins), -0.0
+    beside 0.0, infinities, NaN at every position (the first NaN wins; the nan forms skip
+    it, all-NaN segments are empty), segments at the array's end. Each op kind in one
+    dtype (each is a compile)."""
+    rng = np.random.default_rng(29)
+    lengths = rng.integers(0, 11, 700)
+    lengths[[10, 20, 30, -6]] = [3, 6, 7, 8]
+    n = int(lengths.sum())
+    alphabet = np.array([np.nan, -np.inf, -1.5, -0.0, 0.0, 1.5, np.inf, 1.5], dtype)
+    v = alphabet[rng.choice(len(alphabet), n, p=[0.1, 0.1, 0.15, 0.15, 0.15, 0.15, 0.1, 0.1])]
+    offsets = hst.offsets_from_lengths(lengths)
+    for k in (10, 20, -6):  # all NaN: empty for the nan forms
+        v[offsets[k]:offsets[k + 1]] = np.nan
+    v[offsets[30]:offsets[31]] = [np.nan, np.nan, -np.inf, -np.inf, np.nan, -np.inf, np.nan]
+    x = make_ragged(v, [offsets], "cpu")
+    for op in ops:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # all-NaN segments of the nan forms
+            R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

@@ -1181,27 +1181,67 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     def masked_extreme(width: int, kw: str) -> str:
         # Float max/min/argmax/argmin as selects (the declaration's combine
         # on tuple states kept its branches: 0-4 element segments ran at
-        # 0.04 of the flat read): the first element, then each later one
-        # replaces it when strictly better or the first NaN, as the
-        # declaration orders them (the nan* ops: the rule of _takes' skip).
-        takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)", skip)
-        res = "(bv, np.int64(off + bx) if L > 0 else np.int64(-1))" if K == 2 else "bv"
-        return (
-            f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
-            + tiny_pf
-            + f"{ind}    L = b - a\n"
-            f"{ind}    off = a - s\n"
-            f"{ind}    u = np.uint64(a)\n"
-            f"{ind}    v = VT(values[u])\n"
-            f"{ind}    bv = v if L > 0 else IDENT{'[0]' if K == 2 else ''}\n"
-            f"{ind}    bx = 0\n"
-            f"{ind}    for t in range(1, {width}):\n"
-            f"{ind}        v = VT(values[u + np.uint64(t)])\n"
-            f"{ind}        tk = (t < L) & ({takes})\n"
-            f"{ind}        bv = v if tk else bv\n"
-            f"{ind}        bx = t if tk else bx\n"
-            f"{ind}    st = {res}\n"
-        )
+        # 0.04 of the flat read), merged as a tree: each pair's later element
+        # replaces the earlier when strictly better or the first NaN (the
+        # nan* ops: the rule of _takes' skip). Ties keep the earlier, so the
+        # tree returns the first best element, as the declaration's order
+        # does. Lanes past the segment hold a copy of its first element
+        # (index 0), which never beats the first element itself: they change
+        # nothing under either rule. One chain of selects, element after
+        # element, was latency-bound: 5-8-element float32 max took ~12.5 ns
+        # per segment, 1 thread, the tree 8.7 (bench/RESULTS.md Run 36).
+        # argmax/argmin's 4-wide step stays one chain: its tree (the index
+        # selects besides) took 1.06x the chain's time on 0-4 elements.
+        if K == 2 and width == 4:
+            takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)", skip)
+            return (
+                f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
+                + tiny_pf
+                + f"{ind}    L = b - a\n"
+                f"{ind}    off = a - s\n"
+                f"{ind}    u = np.uint64(a)\n"
+                f"{ind}    v = VT(values[u])\n"
+                f"{ind}    bv = v if L > 0 else IDENT[0]\n"
+                f"{ind}    bx = 0\n"
+                f"{ind}    for t in range(1, {width}):\n"
+                f"{ind}        v = VT(values[u + np.uint64(t)])\n"
+                f"{ind}        tk = (t < L) & ({takes})\n"
+                f"{ind}        bv = v if tk else bv\n"
+                f"{ind}        bx = t if tk else bx\n"
+                f"{ind}    st = (bv, np.int64(off + bx) if L > 0 else np.int64(-1))\n"
+            )
+        # (xm*, im*, cm: names no other code of the chunk loop uses; its c,
+        # j0 and j1 stay live across the segments)
+        i1 = ind + "    "
+        lines = [
+            f"{i1}L = b - a\n",
+            f"{i1}off = a - s\n",
+            f"{i1}u = np.uint64(a)\n",
+            f"{i1}xm0 = VT(values[u])\n",
+        ]
+        for t in range(1, width):
+            lines.append(f"{i1}xm{t} = VT(values[u + np.uint64({t})])\n")
+            lines.append(f"{i1}xm{t} = xm{t} if {t} < L else xm0\n")
+            if K == 2:
+                lines.append(f"{i1}im{t} = np.int64({t}) if {t} < L else np.int64(0)\n")
+        if K == 2:
+            lines.append(f"{i1}im0 = np.int64(0)\n")
+        names = list(range(width))  # width is a power of two
+        while len(names) > 1:
+            for e, r in zip(names[0::2], names[1::2], strict=True):
+                # the earlier lane e, the later r
+                better = f"(xm{r} > xm{e}) if IS_MAX else (xm{r} < xm{e})"
+                tk = _takes(f"xm{r}", f"xm{e}", better, skip)
+                lines.append(f"{i1}cm = {tk}\n")
+                lines.append(f"{i1}xm{e} = xm{r} if cm else xm{e}\n")
+                if K == 2:
+                    lines.append(f"{i1}im{e} = im{r} if cm else im{e}\n")
+            names = names[0::2]
+        ident = f"IDENT{'[0]' if K == 2 else ''}"
+        lines.append(f"{i1}xm0 = xm0 if L > 0 else {ident}\n")
+        res = "(xm0, np.int64(off + im0) if L > 0 else np.int64(-1))" if K == 2 else "xm0"
+        lines.append(f"{i1}st = {res}\n")
+        return f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n" + tiny_pf + "".join(lines)
 
     if style == "extreme" and K == 2 and not aux:
         # argmax/argmin: a segment of one unit-stride block (16 elements to
