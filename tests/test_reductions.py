@@ -2022,7 +2022,7 @@ def test_2d_int_argextreme_long_pieces(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_logsumexp_short_segments(dtype, backend):
-    """Segments of 0-16 elements (on the CPU: masked steps of 4 and 8, then one block,
+    """Segments of 0-16 elements (on the CPU: a masked step of 8, then one block,
     with the polynomial exp when all finite): single elements exact, wide ranges,
     underflowing exps, NaN and +-inf at every position of a short segment, and segments
     at the array's end (the padded copies)."""

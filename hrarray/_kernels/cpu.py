@@ -1327,13 +1327,22 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # otherwise cost a mispredicted loop exit per segment). The overread
         # stays inside the arrays (checked: a + 4 <= nv) and is discarded.
         # Two widths: segments of 0-4 elements ran 1.6x faster through the
-        # 4-wide loop than through the 8-wide one (sum, float32). No
+        # 4-wide loop than through the 8-wide one (sum, float32). Not for
+        # the logsumexp/softmax statistics ("lse"): their 8-wide step (the
+        # polynomial exp across 8 lanes) ran 0-4 elements faster than the
+        # 4-wide one, and the branch between the two was mispredicted on
+        # mixed lengths (1 thread, float32, ns per segment: 0-4 elements 27.0
+        # -> 21.4, 4 each 26.6 -> 20.7, 1 + Poisson(4) 30.3 -> 24.6; cold
+        # compile 3.0 -> 2.3-2.4 s; bench/RESULTS.md Run 36). attention_pool
+        # ("pool") keeps both: without the 4-wide step its float32 long
+        # segments ran 1.06-1.09x slower (the same block code, compiled
+        # otherwise). No
         # software prefetch here: the stream's loop exit, taken at random
         # segments, cost ~2 ns of ~8 per segment of 0-4 elements, and the
         # hardware prefetcher follows such a sequential read.
-        masked(4, "if")
-        + masked(8, "elif")
-        + (masked(4, "elif", True) + masked(8, "elif", True) if _padded(style, aux) else "")
+        (masked(8, "if") + masked(8, "elif", True) if style == "lse" else
+         masked(4, "if") + masked(8, "elif")
+         + (masked(4, "elif", True) + masked(8, "elif", True) if _padded(style, aux) else ""))
         # Short: one plain loop, no block machinery.
         + f"{ind}elif b - a <= {SHORT}:\n"
         + seg_pf_in
