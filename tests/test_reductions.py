@@ -1972,16 +1972,18 @@ def test_strided_extremes_equal_contiguous(dtype):
                     if b > a and not np.isnan(seg).any():
                         assert got[i] == getattr(np, op)(seg), (name, op, i)
 
+
 @pytest.mark.parametrize(("dtype", "ops"), [
     ("float32", ("max", "argmin", "nanmax", "nanargmin")),
     ("float64", ("min", "argmax", "nanmin", "nanargmax")),
 ])
 def test_extremes_short_segments_ties_and_nan(dtype, ops):
     """1-D max/min/argmax/argmin and their nan forms over segments of 0-10 elements (on
-    the CPU: the masked steps of 4 and 8, merged as a tree for 8, then one plain loop)
-    drawn from a few values: ties everywhere (the first of equal extremes wins), -0.0
-    beside 0.0, infinities, NaN at every position (the first NaN wins; the nan forms skip
-    it, all-NaN segments are empty), segments at the array's end. Each op kind in one
+    the CPU: the masked steps of 4 and 8, their lanes merged as trees of selects but
+    argmax/argmin's 4-wide one a chain; then one plain loop) drawn from a few values:
+    ties everywhere (the first of equal extremes wins), -0.0 beside 0.0, infinities, NaN
+    at random positions (the first NaN wins; the nan forms skip it) and whole-NaN
+    segments (empty for the nan forms), segments at the array's end. Each op kind in one
     dtype (each is a compile)."""
     rng = np.random.default_rng(29)
     lengths = rng.integers(0, 11, 700)
