@@ -1302,6 +1302,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     # behind ``a``: restart the stream at ``a`` rather than re-prefetching
     # the lines already read.
     seg_pf_in = f"{ind}    pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
+    widths = (8,) if style == "lse" else (4, 8)  # the masked steps (see below)
     short = (
         f"{ind}    st = IDENT\n"
         f"{ind}    for j in range(a, b):\n"
@@ -1340,9 +1341,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # software prefetch here: the stream's loop exit, taken at random
         # segments, cost ~2 ns of ~8 per segment of 0-4 elements, and the
         # hardware prefetcher follows such a sequential read.
-        (masked(8, "if") + masked(8, "elif", True) if style == "lse" else
-         masked(4, "if") + masked(8, "elif")
-         + (masked(4, "elif", True) + masked(8, "elif", True) if _padded(style, aux) else ""))
+        "".join(masked(w, "if" if i == 0 else "elif") for i, w in enumerate(widths))
+        + ("".join(masked(w, "elif", True) for w in widths) if _padded(style, aux) else "")
         # Short: one plain loop, no block machinery.
         + f"{ind}elif b - a <= {SHORT}:\n"
         + seg_pf_in
