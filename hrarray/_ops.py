@@ -192,12 +192,14 @@ _SIMD = {"style": "simd"}
 
 
 def _vsum(dt: np.dtype, acc) -> dict:
-    """sum/mean's meta: float32 values summed in float64 (map the plain cast,
-    combine ``+``) take the CPU's vector-IR block sum (``_cpu_bits.block_sum``).
-    Not float64: uniform and one_huge gained ~5 %, runs of 0-4-element
-    segments lost 7-8 % (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
-    if dt == np.float32 and acc is np.float64:
-        return {**_SIMD, "vsum": True}
+    """sum/mean's meta. Float32/float64 values summed in float64 (map the
+    plain cast, combine ``+``) reduce their segments of 0-8 elements in one
+    vector-IR step (``vmask``: ``_cpu_bits.masked_sum8``); float32 ones also
+    their blocks (``vsum``: ``_cpu_bits.block_sum``). Not float64's blocks:
+    uniform and one_huge gained ~5 %, runs of 0-4-element segments lost 7-8 %
+    (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
+    if dt.kind == "f" and dt.itemsize in (4, 8) and acc is np.float64:
+        return {**_SIMD, "vmask": True, **({"vsum": True} if dt == np.float32 else {})}
     return _SIMD
 
 

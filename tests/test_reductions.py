@@ -2002,6 +2002,38 @@ def test_extremes_short_segments_ties_and_nan(dtype, ops):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_short_sums_one_masked_step(dtype):
+    """1-D float sum/mean over segments of 0-8 elements of mixed lengths (on the CPU:
+    one 8-lane vector step, _cpu_bits.masked_sum8). Each result is the float64 sum as
+    the documented fixed tree ((x0 + x4) + (x2 + x6)) + ((x1 + x5) + (x3 + x7)) of
+    the segment's elements and zeros, bit for bit: whether the segment lies at the
+    array's end (the step reads a copy of the last elements), the values' stride (an
+    element-by-element form), or NaN/inf in the lanes past it (read and discarded)
+    changes nothing; NaN and inf inside propagate."""
+    rng = np.random.default_rng(31)
+    lengths = rng.integers(0, 9, 600)
+    lengths[-3:] = [8, 5, 3]  # the last segments read the array's end copy
+    n = int(lengths.sum())
+    v = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n)).astype(dtype)
+    v[rng.choice(n, 30, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 30)
+    offsets = hst.offsets_from_lengths(lengths)
+    want = np.empty(len(lengths))
+    with np.errstate(invalid="ignore"):
+        for k in range(len(lengths)):
+            x8 = np.zeros(8)
+            x8[:lengths[k]] = v[offsets[k]:offsets[k + 1]]
+            q = x8[:4] + x8[4:]
+            want[k] = (q[0] + q[2]) + (q[1] + q[3])
+        mean = want / np.where(lengths > 0, lengths, np.nan)
+    wide = np.full(2 * n, np.nan, dtype)
+    wide[::2] = v
+    for vals in (v, wide[::2]):
+        x = make_ragged(vals, [offsets], "cpu")
+        np.testing.assert_array_equal(hr.sum(x), want.astype(dtype))
+        np.testing.assert_array_equal(hr.mean(x), mean.astype(dtype))
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

@@ -341,6 +341,75 @@ def block_sum(typingctx, values, ub, nt):
     return types.float64(values, ub, nt), codegen
 
 
+
+def _masked_sum8(strided: bool):
+    """masked_sum8, or (``strided``) its form for values of any stride."""
+
+    def typer(typingctx, values, ub, n):
+        if not isinstance(values, types.Array) or values.ndim != 1:
+            return None
+        if values.dtype not in (types.float32, types.float64):
+            return None
+        if not isinstance(ub, types.Integer) or not isinstance(n, types.Integer):
+            return None
+        return types.float64(values, ub, n), codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty = sig.args[0]
+        fty = aryty.dtype
+        w = 8
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        n = context.cast(builder, args[2], sig.args[2], types.intp)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        f64 = ir.DoubleType()
+        ft = context.get_value_type(fty)
+        vf = ir.VectorType(ft, w)
+        vd = ir.VectorType(f64, w)
+        vi = ir.VectorType(i32, w)
+        if strided:
+            v = ir.Constant(vf, ir.Undefined)
+            for t in range(w):
+                p = cgutils.get_item_pointer(context, builder, aryty, ary,
+                                             [builder.add(ub, i64(t))], wraparound=False)
+                v = builder.insert_element(v, builder.load(p), i32(t))
+        else:
+            p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
+            v = builder.load(builder.bitcast(p0, vf.as_pointer()), align=1)
+        splat = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32), i32(0)),
+            ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
+        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))), splat)
+        v = builder.select(keep, v, ir.Constant(vf, [0.0] * w))
+        acc = builder.fpext(v, vd) if fty == types.float32 else v
+        k = w
+        while k > 1:  # a fixed tree: halves added lane by lane
+            k //= 2
+            half = ir.VectorType(i32, k)
+            lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
+            hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
+            acc = builder.fadd(lo, hi)
+        return builder.extract_element(acc, i32(0))
+
+    return intrinsic(typer)
+
+
+# The float64 sum of the ``n`` (0 to 8) float32/float64 elements at
+# ``values[ub:]``, in LLVM vector IR: 8 elements loaded, the lanes from ``n``
+# on zeroed, widened to float64 and added as a fixed tree (4 + 4, 2 + 2,
+# 1 + 1), the same order on every target and in both forms. No branch on
+# ``n``: segments of 0-8 elements take this one step, where a 4-wide / 8-wide
+# branch was mispredicted on mixed lengths. NaN and inf propagate as in any
+# sum (a zeroed lane adds 0.0, not its element). The caller guarantees
+# ``values[ub + 7]`` inside the array (what is read past the segment is
+# discarded by the select). masked_sum8 loads the 8 as one vector (unit
+# stride); masked_sum8_s element by element (any stride).
+masked_sum8 = _masked_sum8(False)
+masked_sum8_s = _masked_sum8(True)
+
 def _strip_arg(is_max: bool, skip: bool = False):
     """Rows ``p .. q - 1`` of one strip of 2-D float32 values into a column
     state held in vector registers: argmax/argmin across rows.

@@ -510,7 +510,8 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
-    bitcast_to_float, bitcast_to_int, block_sum, prefetch, prefetch2, wide_vectors)
+    bitcast_to_float, bitcast_to_int, block_sum, masked_sum8, masked_sum8_s, prefetch,
+    prefetch2, wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1063,7 +1064,7 @@ def _block_head(ind: str, size: str) -> str:
 
 
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
-                    vsum: bool = False, skip: bool = False) -> str:
+                    vsum: bool = False, skip: bool = False, vmask: bool = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
@@ -1113,6 +1114,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{ind}        cst = combine(st, map_({arr}[u + np.uint64(t)], {wa}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
         )
+        if vmask:
+            return head + f"{ind}    st = masked_sum8({arr}, u, L)\n"
         if style in ("lse", "pool"):
             # logsumexp / softmax statistics: the segment's max, then its sum
             # of exp(x - max) with the polynomial exp, as masked steps; a
@@ -1302,7 +1305,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     # behind ``a``: restart the stream at ``a`` rather than re-prefetching
     # the lines already read.
     seg_pf_in = f"{ind}    pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
-    widths = (8,) if style == "lse" else (4, 8)  # the masked steps (see below)
+    widths = (8,) if style == "lse" or vmask else (4, 8)  # the masked steps (see below)
     short = (
         f"{ind}    st = IDENT\n"
         f"{ind}    for j in range(a, b):\n"
@@ -1517,7 +1520,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
     vsum = bool(decl.meta.get("vsum"))
-    red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip)
+    vmask = bool(decl.meta.get("vmask"))
+    red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip, vmask=vmask)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
         # head/tail branch, each start is the previous end (one offsets read
@@ -1590,6 +1594,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # were compiled for every signature (logsumexp and attention_pool ~0.5 s
     # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
+    # (masked_sum8 loads a vector: the strided form calls masked_sum8_s instead)
+    assert two_forms or not vmask
     chunks_1d = f"""
 @numba.njit(**_OPTS)
 def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1610,7 +1616,8 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
     if two_forms:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n"))
         src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
-                   .replace("@UNIT@", "    unit = False\n"))
+                   .replace("@UNIT@", "    unit = False\n")
+                   .replace("masked_sum8(values,", "masked_sum8_s(values,"))
     else:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
         src.append("\nchunks_1d_s = chunks_1d\n")
