@@ -342,6 +342,26 @@ def block_sum(typingctx, values, ub, nt):
 
 
 
+def _load8(context, builder, aryty, ary, ub, strided: bool):
+    """``values[ub:ub + 8]`` as an LLVM vector: one load (unit stride), or
+    element by element (``strided``: any stride; the same vector, so the same
+    results)."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    vf = ir.VectorType(context.get_value_type(aryty.dtype), 8)
+    if not strided:
+        p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
+        return builder.load(builder.bitcast(p0, vf.as_pointer()), align=1)
+    v = ir.Constant(vf, ir.Undefined)
+    for t in range(8):
+        p = cgutils.get_item_pointer(context, builder, aryty, ary, [builder.add(ub, i64(t))],
+                                     wraparound=False)
+        v = builder.insert_element(v, builder.load(p), i32(t))
+    return v
+
+
 def _masked_sum8(strided: bool):
     """masked_sum8, or (``strided``) its form for values of any stride."""
 
@@ -356,7 +376,6 @@ def _masked_sum8(strided: bool):
 
     def codegen(context, builder, sig, args):
         from llvmlite import ir
-        from numba.core import cgutils
 
         aryty = sig.args[0]
         fty = aryty.dtype
@@ -364,21 +383,13 @@ def _masked_sum8(strided: bool):
         ary = context.make_array(aryty)(context, builder, args[0])
         ub = context.cast(builder, args[1], sig.args[1], types.intp)
         n = context.cast(builder, args[2], sig.args[2], types.intp)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
+        i32 = ir.IntType(32)
         f64 = ir.DoubleType()
         ft = context.get_value_type(fty)
         vf = ir.VectorType(ft, w)
         vd = ir.VectorType(f64, w)
         vi = ir.VectorType(i32, w)
-        if strided:
-            v = ir.Constant(vf, ir.Undefined)
-            for t in range(w):
-                p = cgutils.get_item_pointer(context, builder, aryty, ary,
-                                             [builder.add(ub, i64(t))], wraparound=False)
-                v = builder.insert_element(v, builder.load(p), i32(t))
-        else:
-            p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
-            v = builder.load(builder.bitcast(p0, vf.as_pointer()), align=1)
+        v = _load8(context, builder, aryty, ary, ub, strided)
         splat = builder.shuffle_vector(
             builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32), i32(0)),
             ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
@@ -409,6 +420,87 @@ def _masked_sum8(strided: bool):
 # stride); masked_sum8_s element by element (any stride).
 masked_sum8 = _masked_sum8(False)
 masked_sum8_s = _masked_sum8(True)
+
+def _masked_ext8(is_max: bool, skip: bool, strided: bool):
+    """masked_ext8's forms: max or min, nan-skipping or not, strided or not."""
+
+    def typer(typingctx, values, ub, n):
+        if not isinstance(values, types.Array) or values.ndim != 1:
+            return None
+        if values.dtype not in (types.float32, types.float64):
+            return None
+        if not isinstance(ub, types.Integer) or not isinstance(n, types.Integer):
+            return None
+        return types.Tuple((values.dtype, types.int64))(values, ub, n), codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+
+        aryty = sig.args[0]
+        w = 8
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        n = context.cast(builder, args[2], sig.args[2], types.intp)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ft = context.get_value_type(aryty.dtype)
+        vf = ir.VectorType(ft, w)
+        vi = ir.VectorType(i32, w)
+        vl = ir.VectorType(i64, w)
+        v = _load8(context, builder, aryty, ary, ub, strided)
+
+        def splat(x, vt, k=w):
+            return builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0)),
+                ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, k), [0] * k))
+
+        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))),
+                                   splat(builder.trunc(n, i32), vi))
+        # lanes past the segment: copies of its first element (index 0)
+        x = builder.select(keep, v, splat(builder.extract_element(v, i32(0)), vf))
+        ix = builder.select(keep, ir.Constant(vl, list(range(w))), ir.Constant(vl, [0] * w))
+        k = w
+        while k > 1:  # adjacent lanes: the earlier e (even), the later r (odd)
+            k //= 2
+            ev = ir.Constant(ir.VectorType(i32, k), list(range(0, 2 * k, 2)))
+            od = ir.Constant(ir.VectorType(i32, k), list(range(1, 2 * k, 2)))
+            e, r = builder.shuffle_vector(x, x, ev), builder.shuffle_vector(x, x, od)
+            ei, ri = builder.shuffle_vector(ix, ix, ev), builder.shuffle_vector(ix, ix, od)
+            if skip:  # better, or anything replaces a NaN, which holds nothing yet
+                tk = builder.or_(builder.fcmp_ordered(">" if is_max else "<", r, e),
+                                 builder.fcmp_unordered("uno", e, e))
+            else:  # better or NaN (unordered), unless a NaN came first
+                tk = builder.and_(builder.fcmp_unordered(">" if is_max else "<", r, e),
+                                  builder.fcmp_ordered("ord", e, e))
+            x = builder.select(tk, r, e)
+            ix = builder.select(tk, ri, ei)
+        res = (builder.extract_element(x, i32(0)), builder.extract_element(ix, i32(0)))
+        return context.make_tuple(builder, sig.return_type, res)
+
+    return intrinsic(typer)
+
+
+
+# The extreme of the ``n`` (1 to 8) float32/float64 elements at
+# ``values[ub:]`` and its index (0-7), in LLVM vector IR: the segments of 1-D
+# float max/min/argmax/argmin (and nan forms) of 0-8 elements, one step
+# whatever the length (a 4-wide / 8-wide branch was mispredicted on mixed
+# lengths). The lanes past the segment hold copies of its first element
+# (index 0), which never beat the first element itself; adjacent lanes are
+# merged as a tree (0-1, 2-3, ...; then pairs of pairs), the later replacing
+# the earlier when strictly better or the first NaN (``skip``: when better or
+# the earlier is NaN): the rule and tree of the scalar selects it replaced,
+# so the first of equal extremes wins, -0.0 beside 0.0 included. ``n == 0``
+# returns the first element: the caller substitutes the identity. The caller
+# guarantees ``values[ub + 7]`` inside the array. Names: masked_<op>8, and
+# masked_<op>8_s for values of any stride (element by element, same results).
+masked_max8 = _masked_ext8(True, False, False)
+masked_min8 = _masked_ext8(False, False, False)
+masked_nanmax8 = _masked_ext8(True, True, False)
+masked_nanmin8 = _masked_ext8(False, True, False)
+masked_max8_s = _masked_ext8(True, False, True)
+masked_min8_s = _masked_ext8(False, False, True)
+masked_nanmax8_s = _masked_ext8(True, True, True)
+masked_nanmin8_s = _masked_ext8(False, True, True)
 
 def _strip_arg(is_max: bool, skip: bool = False):
     """Rows ``p .. q - 1`` of one strip of 2-D float32 values into a column

@@ -510,8 +510,9 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool = False) -> str:
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
-    bitcast_to_float, bitcast_to_int, block_sum, masked_sum8, masked_sum8_s, prefetch,
-    prefetch2, wide_vectors)
+    bitcast_to_float, bitcast_to_int, block_sum, masked_max8, masked_max8_s, masked_min8,
+    masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
+    masked_sum8, masked_sum8_s, prefetch, prefetch2, wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1182,69 +1183,35 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         return head + decl_steps
 
     def masked_extreme(width: int, kw: str) -> str:
-        # Float max/min/argmax/argmin as selects (the declaration's combine
-        # on tuple states kept its branches: 0-4 element segments ran at
-        # 0.04 of the flat read), merged as a tree: each pair's later element
-        # replaces the earlier when strictly better or the first NaN (the
-        # nan* ops: the rule of _takes' skip). Ties keep the earlier, so the
-        # tree returns the first best element, as the declaration's order
-        # does. Lanes past the segment hold a copy of its first element
-        # (index 0), which never beats the first element itself: they change
-        # nothing under either rule. One chain of selects, element after
-        # element, was latency-bound: 5-8-element float32 max took ~12.5 ns
-        # per segment, 1 thread, the tree 8.7 (bench/RESULTS.md Run 36).
-        # argmax/argmin's 4-wide step stays one chain: its tree (the index
-        # selects besides) took 1.06x the chain's time on 0-4 elements.
-        if K == 2 and width == 4:
-            takes = _takes("v", "bv", "(v > bv) if IS_MAX else (v < bv)", skip)
-            return (
-                f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
-                + tiny_pf
-                + f"{ind}    L = b - a\n"
-                f"{ind}    off = a - s\n"
-                f"{ind}    u = np.uint64(a)\n"
-                f"{ind}    v = VT(values[u])\n"
-                f"{ind}    bv = v if L > 0 else IDENT[0]\n"
-                f"{ind}    bx = 0\n"
-                f"{ind}    for t in range(1, {width}):\n"
-                f"{ind}        v = VT(values[u + np.uint64(t)])\n"
-                f"{ind}        tk = (t < L) & ({takes})\n"
-                f"{ind}        bv = v if tk else bv\n"
-                f"{ind}        bx = t if tk else bx\n"
-                f"{ind}    st = (bv, np.int64(off + bx) if L > 0 else np.int64(-1))\n"
-            )
-        # (xm*, im*, cm: names no other code of the chunk loop uses; its c,
-        # j0 and j1 stay live across the segments)
+        # Float max/min/argmax/argmin (and the nan forms' fast path) over
+        # 0-8 elements: one step in LLVM vector IR (_cpu_bits.masked_max8
+        # and the like), adjacent lanes merged as a tree of selects, lanes
+        # past the segment copies of its first element (see there). It
+        # replaced a 4-wide and an 8-wide step of scalar selects (trees;
+        # argmax's 4-wide one a chain), which return the same element: the
+        # branch between them was mispredicted on mixed lengths. 1 thread,
+        # ns per segment, float32: max 1 + Poisson(4) elements 11.6 -> 5.4,
+        # 8 each 8.8 -> 4.3, 0-4 5.3 -> 4.8; argmax 18.1 -> 9.3, 13.1 -> 5.3,
+        # 7.3 -> 6.0. float64's 0-4 lost some (max 5.8 -> 6.0, nanmax 5.2 ->
+        # 6.3; 8 doubles are two vectors here) and gained the rest (1 +
+        # Poisson(4) 0.56-0.64x); bench/RESULTS.md Run 37.
+        assert width == 8
+        nan = "nan" if skip else ""
+        call = (f"(masked_{nan}max8(values, u, L) if IS_MAX "
+                f"else masked_{nan}min8(values, u, L))")
         i1 = ind + "    "
-        lines = [
-            f"{i1}L = b - a\n",
-            f"{i1}off = a - s\n",
-            f"{i1}u = np.uint64(a)\n",
-            f"{i1}xm0 = VT(values[u])\n",
-        ]
-        for t in range(1, width):
-            lines.append(f"{i1}xm{t} = VT(values[u + np.uint64({t})])\n")
-            lines.append(f"{i1}xm{t} = xm{t} if {t} < L else xm0\n")
-            if K == 2:
-                lines.append(f"{i1}im{t} = np.int64({t}) if {t} < L else np.int64(0)\n")
-        if K == 2:
-            lines.append(f"{i1}im0 = np.int64(0)\n")
-        names = list(range(width))  # width is a power of two
-        while len(names) > 1:
-            for e, r in zip(names[0::2], names[1::2], strict=True):
-                # the earlier lane e, the later r
-                better = f"(xm{r} > xm{e}) if IS_MAX else (xm{r} < xm{e})"
-                tk = _takes(f"xm{r}", f"xm{e}", better, skip)
-                lines.append(f"{i1}cm = {tk}\n")
-                lines.append(f"{i1}xm{e} = xm{r} if cm else xm{e}\n")
-                if K == 2:
-                    lines.append(f"{i1}im{e} = im{r} if cm else im{e}\n")
-            names = names[0::2]
         ident = f"IDENT{'[0]' if K == 2 else ''}"
-        lines.append(f"{i1}xm0 = xm0 if L > 0 else {ident}\n")
         res = "(xm0, np.int64(off + im0) if L > 0 else np.int64(-1))" if K == 2 else "xm0"
-        lines.append(f"{i1}st = {res}\n")
-        return f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n" + tiny_pf + "".join(lines)
+        return (
+            f"{ind}{kw} b - a <= {width} and a + {width} <= nv:\n"
+            + tiny_pf
+            + f"{i1}L = b - a\n"
+            f"{i1}off = a - s\n"
+            f"{i1}u = np.uint64(a)\n"
+            f"{i1}xm0, im0 = {call}\n"
+            f"{i1}xm0 = xm0 if L > 0 else {ident}\n"
+            f"{i1}st = {res}\n"
+        )
 
     if style == "extreme" and K == 2 and not aux:
         # argmax/argmin: a segment of one unit-stride block (16 elements to
@@ -1305,7 +1272,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     # behind ``a``: restart the stream at ``a`` rather than re-prefetching
     # the lines already read.
     seg_pf_in = f"{ind}    pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
-    widths = (8,) if style == "lse" or vmask else (4, 8)  # the masked steps (see below)
+    # the masked steps (see below)
+    widths = (8,) if style == "lse" or vmask or (style == "extreme" and not aux) else (4, 8)
     short = (
         f"{ind}    st = IDENT\n"
         f"{ind}    for j in range(a, b):\n"
@@ -1331,8 +1299,12 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # otherwise cost a mispredicted loop exit per segment). The overread
         # stays inside the arrays (checked: a + 4 <= nv) and is discarded.
         # Two widths: segments of 0-4 elements ran 1.6x faster through the
-        # 4-wide loop than through the 8-wide one (sum, float32). Not for
-        # the logsumexp/softmax statistics ("lse"): their 8-wide step (the
+        # 4-wide loop than through the 8-wide one (sum, float32, scalar
+        # code). Not for float sum/mean (vmask) and the float extremes: one
+        # step in LLVM vector IR (masked_sum8, masked_max8...) takes 0-8
+        # elements faster than either scalar step, and no branch between
+        # two steps is mispredicted on mixed lengths (bench/RESULTS.md Run
+        # 37). Nor for the logsumexp/softmax statistics ("lse"): their 8-wide step (the
         # polynomial exp across 8 lanes) ran 0-4 elements faster than the
         # 4-wide one, and the branch between the two was mispredicted on
         # mixed lengths (1 thread, float32, ns per segment: 0-4 elements 27.0
@@ -1594,8 +1566,9 @@ def _source(decl: Decl, cache: bool) -> str:
     # were compiled for every signature (logsumexp and attention_pool ~0.5 s
     # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
-    # (masked_sum8 loads a vector: the strided form calls masked_sum8_s instead)
-    assert two_forms or not vmask
+    # (masked_sum8 and masked_max8... load a vector: the strided form calls
+    # their _s forms instead)
+    assert two_forms or not (vmask or (style == "extreme" and not aux))
     chunks_1d = f"""
 @numba.njit(**_OPTS)
 def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1617,7 +1590,7 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n"))
         src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
                    .replace("@UNIT@", "    unit = False\n")
-                   .replace("masked_sum8(values,", "masked_sum8_s(values,"))
+                   .replace("8(values, u, L)", "8_s(values, u, L)"))
     else:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
         src.append("\nchunks_1d_s = chunks_1d\n")
