@@ -2034,6 +2034,53 @@ def test_short_sums_one_masked_step(dtype):
         np.testing.assert_array_equal(hr.mean(x), mean.astype(dtype))
 
 
+def test_strided_kernel_forms_read_element_by_element():
+    """The 1-D vector-IR steps for segments of 0-8 elements (masked_sum8, masked_max8,
+    masked_var8...) load 8 elements as one vector, which only unit stride allows: the
+    kernel form for other strides (chunks_1d_s) must call their element-by-element
+    ``_s`` forms on ``values`` everywhere (a form reading a strided array as contiguous
+    returns garbage, silently). Generated source only: nothing compiles."""
+    import re
+
+    from hrarray import _ops
+    from hrarray._kernels import cpu as kcpu
+
+    cases = [("sum", "float64"), ("mean", "float32"), ("max", "float32"),
+             ("argmin", "float64"), ("nanargmax", "float32"), ("var", "float32"),
+             ("nanstd", "int32"), ("std", "bool")]
+    for op, dt in cases:
+        src = kcpu._source(_ops.build(op, dt).decl, True)
+        unit, strided = src.split("def chunks_1d_s", 1)
+        strided = strided.split("def fixup_1d", 1)[0]
+        assert re.search(r"masked_\w+8\(values", unit), (op, dt)  # the vector step is used
+        assert not re.search(r"masked_\w+8\(values", strided), (op, dt)
+        assert re.search(r"masked_\w+8_s\(values", strided), (op, dt)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int16"])
+def test_variance_short_segments_any_stride(dtype):
+    """var/std/nanvar over segments of 0-10 elements (on the CPU: one vector-IR step for
+    0-8, masked_var8) of unit-stride and strided values against the oracle, with
+    1e6-offset data (the shift keeps them exact), NaN and inf (the declaration's path)."""
+    rng = np.random.default_rng(37)
+    lengths = rng.integers(0, 11, 500)
+    n = int(lengths.sum())
+    if dtype == "float64":
+        v = rng.standard_normal(n) + 1e6
+        v[rng.choice(n, 12, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 12)
+    else:
+        v = rng.integers(-30000, 30000, n).astype(dtype)
+    offsets = hst.offsets_from_lengths(lengths)
+    wide = np.zeros(3 * n, dtype)
+    wide[::3] = v
+    for vals in (v, wide[::3]):
+        x = make_ragged(vals, [offsets], "cpu")
+        for op in ("var", "std", "nanvar"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=op)
+
+
 @pytest.mark.parametrize("dtype", ["int64", "int32", "uint8"])
 def test_2d_int_argextreme_long_pieces(dtype):
     """CPU 2-D integer argmax/argmin (the "simd" style's select per row) over pieces of

@@ -350,7 +350,8 @@ def _load8(context, builder, aryty, ary, ub, strided: bool):
     from numba.core import cgutils
 
     i32, i64 = ir.IntType(32), ir.IntType(64)
-    vf = ir.VectorType(context.get_value_type(aryty.dtype), 8)
+    # (the element as stored: a boolean is a byte there)
+    vf = ir.VectorType(context.get_data_type(aryty.dtype), 8)
     if not strided:
         p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
         return builder.load(builder.bitcast(p0, vf.as_pointer()), align=1)
@@ -603,3 +604,102 @@ strip_argmax = _strip_arg(True)
 strip_argmin = _strip_arg(False)
 strip_nanargmax = _strip_arg(True, True)
 strip_nanargmin = _strip_arg(False, True)
+
+
+def _masked_var8(strided: bool):
+    """masked_var8, or (``strided``) its form for values of any stride."""
+
+    def typer(typingctx, values, ub, n, big):
+        if not isinstance(values, types.Array) or values.ndim != 1:
+            return None
+        if not isinstance(values.dtype, (types.Float, types.Integer, types.Boolean)):
+            return None
+        if values.dtype == types.float16:
+            return None
+        if not all(isinstance(a, types.Integer) for a in (ub, n)):
+            return None
+        if not isinstance(big, types.Float):
+            return None
+        f64, i64 = types.float64, types.int64
+        sig = types.Tuple((types.boolean, i64, f64, f64, f64))(values, ub, n, big)
+        return sig, codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+
+        aryty = sig.args[0]
+        fty = aryty.dtype
+        w = 8
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        n = context.cast(builder, args[2], sig.args[2], types.intp)
+        big = context.cast(builder, args[3], sig.args[3], types.float64)
+        i32 = ir.IntType(32)
+        f64 = ir.DoubleType()
+        vd = ir.VectorType(f64, w)
+        vi = ir.VectorType(i32, w)
+        zero = ir.Constant(vd, [0.0] * w)
+        v = _load8(context, builder, aryty, ary, ub, strided)
+        # as float64, as np.float64(v) converts
+        if fty == types.float32:
+            x = builder.fpext(v, vd)
+        elif isinstance(fty, types.Float):
+            x = v
+        elif isinstance(fty, types.Integer) and fty.signed:
+            x = builder.sitofp(v, vd)
+        else:  # unsigned, boolean (a byte of 0 or 1)
+            x = builder.uitofp(v, vd)
+
+        def splat(s, vt):
+            return builder.shuffle_vector(
+                builder.insert_element(ir.Constant(vt, ir.Undefined), s, i32(0)),
+                ir.Constant(vt, ir.Undefined), ir.Constant(vi, [0] * w))
+
+        def tree_sum(a):  # a fixed tree, as masked_sum8's
+            k = w
+            while k > 1:
+                k //= 2
+                half = ir.VectorType(i32, k)
+                lo = builder.shuffle_vector(a, a, ir.Constant(half, list(range(k))))
+                hi = builder.shuffle_vector(a, a, ir.Constant(half, list(range(k, 2 * k))))
+                a = builder.fadd(lo, hi)
+            return builder.extract_element(a, i32(0))
+
+        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))),
+                                   splat(builder.trunc(n, i32), vi))
+        # -big <= x <= big: finite, not NaN, within VAR_BIG (lanes past pass)
+        bigv = splat(big, vd)
+        fine = builder.and_(builder.fcmp_ordered("<=", x, bigv),
+                            builder.fcmp_ordered(">=", x, builder.fneg(bigv)))
+        fine = builder.or_(fine, builder.not_(keep))
+        ok = builder.icmp_unsigned(
+            "==", builder.bitcast(fine, ir.IntType(w)), ir.Constant(ir.IntType(w), (1 << w) - 1))
+        has = builder.icmp_signed(">", n, ir.Constant(n.type, 0))
+        k0 = builder.select(has, builder.extract_element(x, i32(0)), ir.Constant(f64, 0.0))
+        d = builder.select(keep, builder.fsub(x, splat(k0, vd)), zero)
+        s = tree_sum(d)
+        fn = builder.sitofp(builder.select(has, n, ir.Constant(n.type, 1)), f64)
+        c = builder.fdiv(s, fn)
+        e = builder.select(keep, builder.fsub(builder.fsub(x, splat(k0, vd)), splat(c, vd)), zero)
+        q = tree_sum(builder.fmul(e, e))
+        r = tree_sum(e)
+        m2 = builder.fsub(q, builder.fdiv(builder.fmul(r, r), fn))
+        m2 = builder.select(builder.fcmp_ordered(">", m2, ir.Constant(f64, 0.0)), m2,
+                            ir.Constant(f64, 0.0))
+        cnt = context.cast(builder, n, types.intp, types.int64)
+        return context.make_tuple(builder, sig.return_type, (ok, cnt, k0, s, m2))
+
+    return intrinsic(typer)
+
+
+# var/std's state (var_block's: count, shift k = the first element, sum of x -
+# k, M2) for the ``n`` (0 to 8) elements (any real dtype Numba stores, read as
+# float64) at ``values[ub:]``,
+# with whether all lie within +-``big`` (finite, not NaN), in LLVM vector IR:
+# the two passes of the scalar steps it replaced (the shifted sum, its mean
+# c, then the sums of (x - k) - c and of its square; M2 = q - r * r / n, not
+# below 0) over 8 lanes at once, each sum a fixed tree (masked_sum8's), no regrouping of
+# (x - k) - c. Where not all pass the caller runs the declaration. The caller
+# guarantees ``values[ub + 7]`` inside the array.
+masked_var8 = _masked_var8(False)
+masked_var8_s = _masked_var8(True)

@@ -512,7 +512,8 @@ _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
     bitcast_to_float, bitcast_to_int, block_sum, masked_max8, masked_max8_s, masked_min8,
     masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
-    masked_sum8, masked_sum8_s, prefetch, prefetch2, wide_vectors)
+    masked_sum8, masked_sum8_s, masked_var8, masked_var8_s, prefetch, prefetch2,
+    wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -868,36 +869,7 @@ def var_bad(values, ub, nt):
 
 
 ''' + _var_block_source("var_block_strict", '{"nsz", "contract"}') + _var_block_source(
-    "var_block", '{"reassoc", "nsz", "contract", "nnan"}') + '''
-
-@numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
-            **_NOWRAP)
-def var_masked(values, u, L, W):
-    # var_block's state for a segment of L <= W elements at u, as masked
-    # steps over W (the caller checked the L elements: finite, within
-    # VAR_BIG; the overread is discarded). No reassoc: in the caller's loop,
-    # where the steps are unrolled, it turned (x - k) - c into x - (k + c)
-    # and the variance of 1e9 + N(0, 1) in 3-element segments lost 1e-3 of
-    # it. An empty segment gives the identity (count 0, zeros). Not var_block
-    # on the L elements: its loops' exits, at random lengths, took 1.43-1.55x
-    # the time (var/nanvar, 25M float32/float64 in segments of 0-4).
-    k = np.float64(values[u]) if L > 0 else 0.0
-    s = 0.0
-    for t in range(W):
-        d = np.float64(values[u + np.uint64(t)]) - k
-        s += d if t < L else 0.0
-    fn = np.float64(max(L, 1))
-    c = s / fn
-    q = 0.0
-    r = 0.0
-    for t in range(W):
-        d = (np.float64(values[u + np.uint64(t)]) - k) - c
-        d = d if t < L else 0.0
-        q += d * d
-        r += d
-    m2 = q - r * r / fn
-    return (np.int64(L), k, s, m2 if m2 > 0.0 else 0.0)
-''' + "".join(f"""
+    "var_block", '{"reassoc", "nsz", "contract", "nnan"}') + "".join(f"""
 
 # nanvar/nanstd: {base}'s state and the count of non-NaN elements (all)
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
@@ -1158,24 +1130,23 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             )
         if style in ("var", "nanvar"):
             # var/std (and their nan variants without NaN): var_block's state
-            # from var_masked, two divisions per segment where the
-            # declaration's combines divide once per element; a segment with
-            # NaN, +-inf or a value beyond VAR_BIG runs the declaration.
+            # from one step in LLVM vector IR (_cpu_bits.masked_var8: two
+            # passes over 8 lanes, two divisions per segment where the
+            # declaration's combines divide once per element); a segment
+            # with NaN, +-inf or a value beyond VAR_BIG runs the declaration.
+            # It replaced var_masked, scalar masked steps of 4 and 8 (no
+            # reassoc there: in the unrolled steps it turned (x - k) - c into
+            # x - (k + c), and the variance of 1e9 + N(0, 1) in 3-element
+            # segments lost 1e-3 of it; the IR has no such flags). 1 thread,
+            # float32 var, ns per segment: 0-4 elements 15.4 -> 12.8, 8 each
+            # 30.0 -> 11.8, 1 + Poisson(4) 26.8 -> 13.5 (bench/RESULTS.md
+            # Run 37).
             i2 = ind + "        "
-            st = f"var_masked({arr}, u, L, {width})"
-            if style == "nanvar":
-                st = f"var_masked({arr}, u, L, {width}) + (np.int64(L),)"
+            st = "(vn, vk, vs, vq)" + (" + (np.int64(L),)" if style == "nanvar" else "")
             return (
                 head
-                + f"{ind}    z = 0.0\n"
-                f"{ind}    for t in range({width}):\n"
-                # selects of one value each: the nested conditional form
-                # (z += ... if t < L else 0.0) branched on the random lengths
-                f"{i2}v = np.float64({arr}[u + np.uint64(t)])\n"
-                f"{i2}v = v if t < L else 0.0\n"
-                f"{i2}z += v * 0.0\n"
-                f"{i2}z = z if abs(v) <= VAR_BIG else 1.0\n"
-                f"{ind}    if z == 0.0:\n"
+                + f"{ind}    ok, vn, vk, vs, vq = masked_var8({arr}, u, L, VAR_BIG)\n"
+                f"{ind}    if ok:\n"
                 f"{i2}st = {st}\n"
                 f"{ind}    else:\n"
                 + _indented(decl_steps)
@@ -1273,7 +1244,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     # the lines already read.
     seg_pf_in = f"{ind}    pf = pf_1d(values, max(pf, a), a + pfd, nv, pfs)\n"
     # the masked steps (see below)
-    widths = (8,) if style == "lse" or vmask or (style == "extreme" and not aux) else (4, 8)
+    widths = ((8,) if style in ("lse", "var", "nanvar") or vmask
+              or (style == "extreme" and not aux) else (4, 8))
     short = (
         f"{ind}    st = IDENT\n"
         f"{ind}    for j in range(a, b):\n"
@@ -1566,9 +1538,10 @@ def _source(decl: Decl, cache: bool) -> str:
     # were compiled for every signature (logsumexp and attention_pool ~0.5 s
     # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
-    # (masked_sum8 and masked_max8... load a vector: the strided form calls
+    # (masked_sum8, masked_max8... load a vector: the strided form calls
     # their _s forms instead)
-    assert two_forms or not (vmask or (style == "extreme" and not aux))
+    assert two_forms or not (vmask or (style == "extreme" and not aux)
+                             or style in ("var", "nanvar"))
     chunks_1d = f"""
 @numba.njit(**_OPTS)
 def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1590,7 +1563,7 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n"))
         src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
                    .replace("@UNIT@", "    unit = False\n")
-                   .replace("8(values, u, L)", "8_s(values, u, L)"))
+                   .replace("8(values, u, L", "8_s(values, u, L"))
     else:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
         src.append("\nchunks_1d_s = chunks_1d\n")
