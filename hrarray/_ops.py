@@ -784,9 +784,14 @@ def _nan_variant(base_decl: Decl) -> Decl:
     # nansum/nanmean keep sum's "simd" (their NaN test is a select LLVM
     # vectorises; the generic lanes took 1.06-1.22x the time). (Float
     # nanmax/nanmin/nanargmax/nanargmin are not made here: _nan_extreme.)
+    # nansum/nanmean of float32/float64 keep sum's one vector-IR step for
+    # segments of 0-8 elements too, as its NaN-skipping form (vmask "nan":
+    # _cpu_bits.masked_nansum8, the state (sum, count)).
     style = base_decl.meta.get("style")
     meta = ({"style": "nanvar"} if style == "var"
             else {"style": "simd"} if style == "simd" else {})
+    if base_decl.meta.get("vmask") and k == 0:
+        meta["vmask"] = "nan"
     return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty, meta=meta)
 
 

@@ -2004,8 +2004,9 @@ def test_extremes_short_segments_ties_and_nan(dtype, ops):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_short_sums_one_masked_step(dtype):
-    """1-D float sum/mean over segments of 0-8 elements of mixed lengths (on the CPU:
-    one 8-lane vector step, _cpu_bits.masked_sum8). Each result is the float64 sum as
+    """1-D float sum/mean/nansum/nanmean over segments of 0-8 elements of mixed lengths
+    (on the CPU: one 8-lane vector step, _cpu_bits.masked_sum8 and masked_nansum8, NaN
+    lanes zeroed and not counted). Each result is the float64 sum as
     the documented fixed tree ((x0 + x4) + (x2 + x6)) + ((x1 + x5) + (x3 + x7)) of
     the segment's elements and zeros, bit for bit: whether the segment lies at the
     array's end (the step reads a copy of the last elements), the values' stride (an
@@ -2018,20 +2019,28 @@ def test_short_sums_one_masked_step(dtype):
     v = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n)).astype(dtype)
     v[rng.choice(n, 30, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 30)
     offsets = hst.offsets_from_lengths(lengths)
-    want = np.empty(len(lengths))
+    def tree(x8):
+        q = x8[:4] + x8[4:]
+        return (q[0] + q[2]) + (q[1] + q[3])
+
+    want, want_nan, counts = (np.empty(len(lengths)) for _ in range(3))
     with np.errstate(invalid="ignore"):
         for k in range(len(lengths)):
             x8 = np.zeros(8)
             x8[:lengths[k]] = v[offsets[k]:offsets[k + 1]]
-            q = x8[:4] + x8[4:]
-            want[k] = (q[0] + q[2]) + (q[1] + q[3])
+            want[k] = tree(x8)
+            counts[k] = np.count_nonzero(~np.isnan(x8[:lengths[k]]))
+            want_nan[k] = tree(np.where(np.isnan(x8), 0.0, x8))  # nansum: NaN lanes zeroed
         mean = want / np.where(lengths > 0, lengths, np.nan)
+        nanmean = want_nan / np.where(counts > 0, counts, np.nan)
     wide = np.full(2 * n, np.nan, dtype)
     wide[::2] = v
     for vals in (v, wide[::2]):
         x = make_ragged(vals, [offsets], "cpu")
         np.testing.assert_array_equal(hr.sum(x), want.astype(dtype))
         np.testing.assert_array_equal(hr.mean(x), mean.astype(dtype))
+        np.testing.assert_array_equal(hr.nansum(x), want_nan.astype(dtype))
+        np.testing.assert_array_equal(hr.nanmean(x), nanmean.astype(dtype))
 
 
 def test_strided_kernel_forms_read_element_by_element():
@@ -2045,7 +2054,7 @@ def test_strided_kernel_forms_read_element_by_element():
     from hrarray import _ops
     from hrarray._kernels import cpu as kcpu
 
-    cases = [("sum", "float64"), ("mean", "float32"), ("max", "float32"),
+    cases = [("sum", "float64"), ("mean", "float32"), ("nanmean", "float64"), ("max", "float32"),
              ("argmin", "float64"), ("nanargmax", "float32"), ("var", "float32"),
              ("nanstd", "int32"), ("std", "bool")]
     for op, dt in cases:

@@ -363,8 +363,9 @@ def _load8(context, builder, aryty, ary, ub, strided: bool):
     return v
 
 
-def _masked_sum8(strided: bool):
-    """masked_sum8, or (``strided``) its form for values of any stride."""
+def _masked_sum8(strided: bool, skip: bool = False):
+    """masked_sum8, or (``strided``) its form for values of any stride;
+    ``skip``: masked_nansum8."""
 
     def typer(typingctx, values, ub, n):
         if not isinstance(values, types.Array) or values.ndim != 1:
@@ -373,6 +374,8 @@ def _masked_sum8(strided: bool):
             return None
         if not isinstance(ub, types.Integer) or not isinstance(n, types.Integer):
             return None
+        if skip:
+            return types.Tuple((types.float64, types.int64))(values, ub, n), codegen
         return types.float64(values, ub, n), codegen
 
     def codegen(context, builder, sig, args):
@@ -395,6 +398,8 @@ def _masked_sum8(strided: bool):
             builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32), i32(0)),
             ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
         keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))), splat)
+        if skip:  # NaN lanes zeroed and not counted
+            keep = builder.and_(keep, builder.fcmp_ordered("ord", v, v))
         v = builder.select(keep, v, ir.Constant(vf, [0.0] * w))
         acc = builder.fpext(v, vd) if fty == types.float32 else v
         k = w
@@ -404,7 +409,16 @@ def _masked_sum8(strided: bool):
             lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
             hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
             acc = builder.fadd(lo, hi)
-        return builder.extract_element(acc, i32(0))
+        total = builder.extract_element(acc, i32(0))
+        if not skip:
+            return total
+        from numba.core import cgutils
+
+        i8 = ir.IntType(w)
+        ctpop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i8, [i8]), f"llvm.ctpop.i{w}")
+        cnt = builder.zext(builder.call(ctpop, [builder.bitcast(keep, i8)]), ir.IntType(64))
+        return context.make_tuple(builder, sig.return_type, (total, cnt))
 
     return intrinsic(typer)
 
@@ -421,6 +435,10 @@ def _masked_sum8(strided: bool):
 # stride); masked_sum8_s element by element (any stride).
 masked_sum8 = _masked_sum8(False)
 masked_sum8_s = _masked_sum8(True)
+# nansum/nanmean's state: the sum of the non-NaN elements among the ``n`` (the
+# same tree, NaN lanes zeroed) and their count
+masked_nansum8 = _masked_sum8(False, skip=True)
+masked_nansum8_s = _masked_sum8(True, skip=True)
 
 def _masked_ext8(is_max: bool, skip: bool, strided: bool):
     """masked_ext8's forms: max or min, nan-skipping or not, strided or not."""

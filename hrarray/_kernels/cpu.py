@@ -512,8 +512,8 @@ _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
     bitcast_to_float, bitcast_to_int, block_sum, masked_max8, masked_max8_s, masked_min8,
     masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
-    masked_sum8, masked_sum8_s, masked_var8, masked_var8_s, prefetch, prefetch2,
-    wide_vectors)
+    masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s, masked_var8, masked_var8_s,
+    prefetch, prefetch2, wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1037,7 +1037,7 @@ def _block_head(ind: str, size: str) -> str:
 
 
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
-                    vsum: bool = False, skip: bool = False, vmask: bool = False) -> str:
+                    vsum: bool = False, skip: bool = False, vmask: bool | str = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
@@ -1088,7 +1088,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{ind}        st = cst if t < L else st\n"
         )
         if vmask:
-            return head + f"{ind}    st = masked_sum8({arr}, u, L)\n"
+            fn = "masked_nansum8" if vmask == "nan" else "masked_sum8"
+            return head + f"{ind}    st = {fn}({arr}, u, L)\n"
         if style in ("lse", "pool"):
             # logsumexp / softmax statistics: the segment's max, then its sum
             # of exp(x - max) with the polynomial exp, as masked steps; a
@@ -1464,7 +1465,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
     vsum = bool(decl.meta.get("vsum"))
-    vmask = bool(decl.meta.get("vmask"))
+    vmask = decl.meta.get("vmask", False)  # True, "nan" (nansum/nanmean) or False
     red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip, vmask=vmask)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
