@@ -1,9 +1,13 @@
-"""Bit-level helpers for the CPU kernels' vectorised max/min fast path.
+"""Bit-level and LLVM vector-IR helpers for the CPU kernels.
 
 LLVM does not vectorise a floating-point ``select`` max reduction as Numba
 emits it, but it does vectorise an integer one. A float's bits, with the
 magnitude bits flipped for negative numbers, order exactly like the float
 (for non-NaN values), so the max of the keys is the key of the max.
+
+The ``masked_*8`` steps reduce a 1-D segment of 0-8 elements in one
+branch-free vector step (sum, nansum, var, max/min and argmax/argmin): Numba
+compiles the same written out as scalar selects, one lane after another.
 """
 
 from __future__ import annotations
@@ -328,18 +332,57 @@ def block_sum(typingctx, values, ub, nt):
         keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))), splat)
         ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vf.as_pointer())
         tail = builder.select(keep, builder.load(ptail, align=1), ir.Constant(vf, [0.0] * w))
-        acc = builder.fadd(builder.load(acc_a), widen(tail))
-        n = w
-        while n > 1:  # a fixed tree: halves added lane by lane
-            n //= 2
-            half = ir.VectorType(i32, n)
-            lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(n))))
-            hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(n, 2 * n))))
-            acc = builder.fadd(lo, hi)
-        return builder.extract_element(acc, i32(0))
+        return _tree_sum(builder, builder.fadd(builder.load(acc_a), widen(tail)))
 
     return types.float64(values, ub, nt), codegen
 
+
+def _splat(builder, x, vt):
+    """A vector of type ``vt`` whose every lane is ``x``."""
+    from llvmlite import ir
+
+    i32 = ir.IntType(32)
+    return builder.shuffle_vector(
+        builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0)),
+        ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count))
+
+
+def _tree_sum(builder, acc):
+    """The lanes of float vector ``acc`` added as a fixed tree: halves lane by
+    lane (8 + 8, 4 + 4, 2 + 2, 1 + 1 for 16), the same order on every target."""
+    from llvmlite import ir
+
+    i32 = ir.IntType(32)
+    k = acc.type.count
+    while k > 1:
+        k //= 2
+        half = ir.VectorType(i32, k)
+        lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
+        hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
+        acc = builder.fadd(lo, hi)
+    return builder.extract_element(acc, i32(0))
+
+
+def _step_args(values, ub, n, dtypes=(types.float32, types.float64)) -> bool:
+    """Whether a masked_*8 step takes these argument types: 1-D values of
+    ``dtypes``, integer ``ub`` and ``n``."""
+    return (isinstance(values, types.Array) and values.ndim == 1 and values.dtype in dtypes
+            and isinstance(ub, types.Integer) and isinstance(n, types.Integer))
+
+
+def _step_prologue(context, builder, sig, args, strided: bool):
+    """A masked_*8 step's ``(dtype, values[ub:ub + 8] as a vector, n as an
+    intp, the lanes below n as an <8 x i1>)``."""
+    from llvmlite import ir
+
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    ub = context.cast(builder, args[1], sig.args[1], types.intp)
+    n = context.cast(builder, args[2], sig.args[2], types.intp)
+    vi = ir.VectorType(ir.IntType(32), 8)
+    keep = builder.icmp_signed("<", ir.Constant(vi, list(range(8))),
+                               _splat(builder, builder.trunc(n, ir.IntType(32)), vi))
+    return aryty.dtype, _load8(context, builder, aryty, ary, ub, strided), n, keep
 
 
 def _load8(context, builder, aryty, ary, ub, strided: bool):
@@ -368,11 +411,7 @@ def _masked_sum8(strided: bool, skip: bool = False):
     ``skip``: masked_nansum8."""
 
     def typer(typingctx, values, ub, n):
-        if not isinstance(values, types.Array) or values.ndim != 1:
-            return None
-        if values.dtype not in (types.float32, types.float64):
-            return None
-        if not isinstance(ub, types.Integer) or not isinstance(n, types.Integer):
+        if not _step_args(values, ub, n):
             return None
         if skip:
             return types.Tuple((types.float64, types.int64))(values, ub, n), codegen
@@ -381,42 +420,19 @@ def _masked_sum8(strided: bool, skip: bool = False):
     def codegen(context, builder, sig, args):
         from llvmlite import ir
 
-        aryty = sig.args[0]
-        fty = aryty.dtype
-        w = 8
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ub = context.cast(builder, args[1], sig.args[1], types.intp)
-        n = context.cast(builder, args[2], sig.args[2], types.intp)
-        i32 = ir.IntType(32)
-        f64 = ir.DoubleType()
-        ft = context.get_value_type(fty)
-        vf = ir.VectorType(ft, w)
-        vd = ir.VectorType(f64, w)
-        vi = ir.VectorType(i32, w)
-        v = _load8(context, builder, aryty, ary, ub, strided)
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vi, ir.Undefined), builder.trunc(n, i32), i32(0)),
-            ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
-        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))), splat)
+        fty, v, _, keep = _step_prologue(context, builder, sig, args, strided)
         if skip:  # NaN lanes zeroed and not counted
             keep = builder.and_(keep, builder.fcmp_ordered("ord", v, v))
-        v = builder.select(keep, v, ir.Constant(vf, [0.0] * w))
-        acc = builder.fpext(v, vd) if fty == types.float32 else v
-        k = w
-        while k > 1:  # a fixed tree: halves added lane by lane
-            k //= 2
-            half = ir.VectorType(i32, k)
-            lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
-            hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
-            acc = builder.fadd(lo, hi)
-        total = builder.extract_element(acc, i32(0))
+        v = builder.select(keep, v, ir.Constant(v.type, [0.0] * 8))
+        vd = ir.VectorType(ir.DoubleType(), 8)
+        total = _tree_sum(builder, builder.fpext(v, vd) if fty == types.float32 else v)
         if not skip:
             return total
         from numba.core import cgutils
 
-        i8 = ir.IntType(w)
+        i8 = ir.IntType(8)
         ctpop = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i8, [i8]), f"llvm.ctpop.i{w}")
+            builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8")
         cnt = builder.zext(builder.call(ctpop, [builder.bitcast(keep, i8)]), ir.IntType(64))
         return context.make_tuple(builder, sig.return_type, (total, cnt))
 
@@ -440,44 +456,25 @@ masked_sum8_s = _masked_sum8(True)
 masked_nansum8 = _masked_sum8(False, skip=True)
 masked_nansum8_s = _masked_sum8(True, skip=True)
 
+
 def _masked_ext8(is_max: bool, skip: bool, strided: bool):
     """masked_ext8's forms: max or min, nan-skipping or not, strided or not."""
 
     def typer(typingctx, values, ub, n):
-        if not isinstance(values, types.Array) or values.ndim != 1:
-            return None
-        if values.dtype not in (types.float32, types.float64):
-            return None
-        if not isinstance(ub, types.Integer) or not isinstance(n, types.Integer):
+        if not _step_args(values, ub, n):
             return None
         return types.Tuple((values.dtype, types.int64))(values, ub, n), codegen
 
     def codegen(context, builder, sig, args):
         from llvmlite import ir
 
-        aryty = sig.args[0]
-        w = 8
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ub = context.cast(builder, args[1], sig.args[1], types.intp)
-        n = context.cast(builder, args[2], sig.args[2], types.intp)
         i32, i64 = ir.IntType(32), ir.IntType(64)
-        ft = context.get_value_type(aryty.dtype)
-        vf = ir.VectorType(ft, w)
-        vi = ir.VectorType(i32, w)
-        vl = ir.VectorType(i64, w)
-        v = _load8(context, builder, aryty, ary, ub, strided)
-
-        def splat(x, vt, k=w):
-            return builder.shuffle_vector(
-                builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0)),
-                ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, k), [0] * k))
-
-        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))),
-                                   splat(builder.trunc(n, i32), vi))
+        vl = ir.VectorType(i64, 8)
+        _, v, _, keep = _step_prologue(context, builder, sig, args, strided)
         # lanes past the segment: copies of its first element (index 0)
-        x = builder.select(keep, v, splat(builder.extract_element(v, i32(0)), vf))
-        ix = builder.select(keep, ir.Constant(vl, list(range(w))), ir.Constant(vl, [0] * w))
-        k = w
+        x = builder.select(keep, v, _splat(builder, builder.extract_element(v, i32(0)), v.type))
+        ix = builder.select(keep, ir.Constant(vl, list(range(8))), ir.Constant(vl, [0] * 8))
+        k = 8
         while k > 1:  # adjacent lanes: the earlier e (even), the later r (odd)
             k //= 2
             ev = ir.Constant(ir.VectorType(i32, k), list(range(0, 2 * k, 2)))
@@ -496,7 +493,6 @@ def _masked_ext8(is_max: bool, skip: bool, strided: bool):
         return context.make_tuple(builder, sig.return_type, res)
 
     return intrinsic(typer)
-
 
 
 # The extreme of the ``n`` (1 to 8) float32/float64 elements at
@@ -520,6 +516,7 @@ masked_max8_s = _masked_ext8(True, False, True)
 masked_min8_s = _masked_ext8(False, False, True)
 masked_nanmax8_s = _masked_ext8(True, True, True)
 masked_nanmin8_s = _masked_ext8(False, True, True)
+
 
 def _strip_arg(is_max: bool, skip: bool = False):
     """Rows ``p .. q - 1`` of one strip of 2-D float32 values into a column
@@ -628,13 +625,8 @@ def _masked_var8(strided: bool):
     """masked_var8, or (``strided``) its form for values of any stride."""
 
     def typer(typingctx, values, ub, n, big):
-        if not isinstance(values, types.Array) or values.ndim != 1:
-            return None
-        if not isinstance(values.dtype, (types.Float, types.Integer, types.Boolean)):
-            return None
-        if values.dtype == types.float16:
-            return None
-        if not all(isinstance(a, types.Integer) for a in (ub, n)):
+        reals = tuple(t for t in types.real_domain | types.integer_domain if t != types.float16)
+        if not _step_args(values, ub, n, (*reals, types.boolean)):
             return None
         if not isinstance(big, types.Float):
             return None
@@ -645,19 +637,11 @@ def _masked_var8(strided: bool):
     def codegen(context, builder, sig, args):
         from llvmlite import ir
 
-        aryty = sig.args[0]
-        fty = aryty.dtype
-        w = 8
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ub = context.cast(builder, args[1], sig.args[1], types.intp)
-        n = context.cast(builder, args[2], sig.args[2], types.intp)
+        fty, v, n, keep = _step_prologue(context, builder, sig, args, strided)
         big = context.cast(builder, args[3], sig.args[3], types.float64)
-        i32 = ir.IntType(32)
         f64 = ir.DoubleType()
-        vd = ir.VectorType(f64, w)
-        vi = ir.VectorType(i32, w)
-        zero = ir.Constant(vd, [0.0] * w)
-        v = _load8(context, builder, aryty, ary, ub, strided)
+        vd = ir.VectorType(f64, 8)
+        zero = ir.Constant(vd, [0.0] * 8)
         # as float64, as np.float64(v) converts
         if fty == types.float32:
             x = builder.fpext(v, vd)
@@ -667,40 +651,23 @@ def _masked_var8(strided: bool):
             x = builder.sitofp(v, vd)
         else:  # unsigned, boolean (a byte of 0 or 1)
             x = builder.uitofp(v, vd)
-
-        def splat(s, vt):
-            return builder.shuffle_vector(
-                builder.insert_element(ir.Constant(vt, ir.Undefined), s, i32(0)),
-                ir.Constant(vt, ir.Undefined), ir.Constant(vi, [0] * w))
-
-        def tree_sum(a):  # a fixed tree, as masked_sum8's
-            k = w
-            while k > 1:
-                k //= 2
-                half = ir.VectorType(i32, k)
-                lo = builder.shuffle_vector(a, a, ir.Constant(half, list(range(k))))
-                hi = builder.shuffle_vector(a, a, ir.Constant(half, list(range(k, 2 * k))))
-                a = builder.fadd(lo, hi)
-            return builder.extract_element(a, i32(0))
-
-        keep = builder.icmp_signed("<", ir.Constant(vi, list(range(w))),
-                                   splat(builder.trunc(n, i32), vi))
         # -big <= x <= big: finite, not NaN, within VAR_BIG (lanes past pass)
-        bigv = splat(big, vd)
+        bigv = _splat(builder, big, vd)
         fine = builder.and_(builder.fcmp_ordered("<=", x, bigv),
                             builder.fcmp_ordered(">=", x, builder.fneg(bigv)))
         fine = builder.or_(fine, builder.not_(keep))
         ok = builder.icmp_unsigned(
-            "==", builder.bitcast(fine, ir.IntType(w)), ir.Constant(ir.IntType(w), (1 << w) - 1))
+            "==", builder.bitcast(fine, ir.IntType(8)), ir.Constant(ir.IntType(8), 255))
         has = builder.icmp_signed(">", n, ir.Constant(n.type, 0))
-        k0 = builder.select(has, builder.extract_element(x, i32(0)), ir.Constant(f64, 0.0))
-        d = builder.select(keep, builder.fsub(x, splat(k0, vd)), zero)
-        s = tree_sum(d)
+        k0 = builder.select(has, builder.extract_element(x, ir.IntType(32)(0)),
+                            ir.Constant(f64, 0.0))
+        xk = builder.fsub(x, _splat(builder, k0, vd))
+        s = _tree_sum(builder, builder.select(keep, xk, zero))
         fn = builder.sitofp(builder.select(has, n, ir.Constant(n.type, 1)), f64)
         c = builder.fdiv(s, fn)
-        e = builder.select(keep, builder.fsub(builder.fsub(x, splat(k0, vd)), splat(c, vd)), zero)
-        q = tree_sum(builder.fmul(e, e))
-        r = tree_sum(e)
+        e = builder.select(keep, builder.fsub(xk, _splat(builder, c, vd)), zero)
+        q = _tree_sum(builder, builder.fmul(e, e))
+        r = _tree_sum(builder, e)
         m2 = builder.fsub(q, builder.fdiv(builder.fmul(r, r), fn))
         m2 = builder.select(builder.fcmp_ordered(">", m2, ir.Constant(f64, 0.0)), m2,
                             ir.Constant(f64, 0.0))
@@ -711,13 +678,13 @@ def _masked_var8(strided: bool):
 
 
 # var/std's state (var_block's: count, shift k = the first element, sum of x -
-# k, M2) for the ``n`` (0 to 8) elements (any real dtype Numba stores, read as
-# float64) at ``values[ub:]``,
-# with whether all lie within +-``big`` (finite, not NaN), in LLVM vector IR:
-# the two passes of the scalar steps it replaced (the shifted sum, its mean
-# c, then the sums of (x - k) - c and of its square; M2 = q - r * r / n, not
-# below 0) over 8 lanes at once, each sum a fixed tree (masked_sum8's), no regrouping of
-# (x - k) - c. Where not all pass the caller runs the declaration. The caller
-# guarantees ``values[ub + 7]`` inside the array.
+# k, M2) for the ``n`` (0 to 8) elements at ``values[ub:]`` (any real dtype
+# Numba stores, read as float64), with whether all lie within +-``big``
+# (finite, not NaN), in LLVM vector IR: the two passes of the scalar steps it
+# replaced (the shifted sum, its mean c, then the sums of (x - k) - c and of
+# its square; M2 = q - r * r / n, not below 0) over 8 lanes at once, each sum
+# a fixed tree (masked_sum8's), no regrouping of (x - k) - c. Where not all
+# pass the caller runs the declaration. The caller guarantees ``values[ub +
+# 7]`` inside the array.
 masked_var8 = _masked_var8(False)
 masked_var8_s = _masked_var8(True)

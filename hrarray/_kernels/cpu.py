@@ -1273,22 +1273,23 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # stays inside the arrays (checked: a + 4 <= nv) and is discarded.
         # Two widths: segments of 0-4 elements ran 1.6x faster through the
         # 4-wide loop than through the 8-wide one (sum, float32, scalar
-        # code). Not for float sum/mean (vmask) and the float extremes: one
-        # step in LLVM vector IR (masked_sum8, masked_max8...) takes 0-8
+        # code). Not for float sum/mean and their nan forms (vmask),
+        # var/std and theirs, and the float extremes: one step in LLVM
+        # vector IR (masked_sum8, masked_var8, masked_max8...) takes 0-8
         # elements faster than either scalar step, and no branch between
         # two steps is mispredicted on mixed lengths (bench/RESULTS.md Run
-        # 37). Nor for the logsumexp/softmax statistics ("lse"): their 8-wide step (the
-        # polynomial exp across 8 lanes) ran 0-4 elements faster than the
-        # 4-wide one, and the branch between the two was mispredicted on
-        # mixed lengths (1 thread, float32, ns per segment: 0-4 elements 27.0
-        # -> 21.4, 4 each 26.6 -> 20.7, 1 + Poisson(4) 30.3 -> 24.6; cold
-        # compile 3.0 -> 2.3-2.4 s; bench/RESULTS.md Run 36). attention_pool
-        # ("pool") keeps both: without the 4-wide step its float32 long
-        # segments ran 1.06-1.09x slower (the same block code, compiled
-        # otherwise). No
-        # software prefetch here: the stream's loop exit, taken at random
-        # segments, cost ~2 ns of ~8 per segment of 0-4 elements, and the
-        # hardware prefetcher follows such a sequential read.
+        # 37). Nor for the logsumexp/softmax statistics ("lse"): their
+        # 8-wide step (the polynomial exp across 8 lanes) ran 0-4 elements
+        # faster than the 4-wide one, and the branch between the two was
+        # mispredicted on mixed lengths (1 thread, float32, ns per segment:
+        # 0-4 elements 27.0 -> 21.4, 4 each 26.6 -> 20.7, 1 + Poisson(4)
+        # 30.3 -> 24.6; cold compile 3.0 -> 2.3-2.4 s; bench/RESULTS.md Run
+        # 36). attention_pool ("pool") keeps both: without the 4-wide step
+        # its float32 long segments ran 1.06-1.09x slower (the same block
+        # code, compiled otherwise). No software prefetch here: the stream's
+        # loop exit, taken at random segments, cost ~2 ns of ~8 per segment
+        # of 0-4 elements, and the hardware prefetcher follows such a
+        # sequential read.
         "".join(masked(w, "if" if i == 0 else "elif") for i, w in enumerate(widths))
         + ("".join(masked(w, "elif", True) for w in widths) if _padded(style, aux) else "")
         # Short: one plain loop, no block machinery.
