@@ -200,6 +200,9 @@ def _vsum(dt: np.dtype, acc) -> dict:
     (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
     if dt.kind == "f" and dt.itemsize in (4, 8) and acc is np.float64:
         return {**_SIMD, "vmask": True, **({"vsum": True} if dt == np.float32 else {})}
+    if dt.kind in "biu" and acc in (np.int64, np.uint64):
+        # integer sums (and mean into an integer dtype=): _cpu_bits.masked_isum8
+        return {**_SIMD, "vmask": "uint" if acc is np.uint64 else "int"}
     return _SIMD
 
 
@@ -790,7 +793,7 @@ def _nan_variant(base_decl: Decl) -> Decl:
     style = base_decl.meta.get("style")
     meta = ({"style": "nanvar"} if style == "var"
             else {"style": "simd"} if style == "simd" else {})
-    if base_decl.meta.get("vmask") and k == 0:
+    if base_decl.meta.get("vmask") is True and k == 0:  # floats only
         meta["vmask"] = "nan"
     return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty, meta=meta)
 

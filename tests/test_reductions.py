@@ -2054,7 +2054,8 @@ def test_strided_kernel_forms_read_element_by_element():
     from hrarray import _ops
     from hrarray._kernels import cpu as kcpu
 
-    cases = [("sum", "float64"), ("mean", "float32"), ("nanmean", "float64"), ("max", "float32"),
+    cases = [("sum", "float64"), ("mean", "float32"), ("nanmean", "float64"), ("sum", "int8"),
+             ("sum", "uint32"), ("sum", "bool"), ("max", "float32"),
              ("argmin", "float64"), ("nanargmax", "float32"), ("var", "float32"),
              ("nanstd", "int32"), ("std", "bool")]
     for op, dt in cases:
@@ -2064,6 +2065,32 @@ def test_strided_kernel_forms_read_element_by_element():
         assert re.search(r"masked_\w+8\(values", unit), (op, dt)  # the vector step is used
         assert not re.search(r"masked_\w+8\(values", strided), (op, dt)
         assert re.search(r"masked_\w+8_s\(values", strided), (op, dt)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "bool"])
+def test_integer_short_sums_wrap(dtype):
+    """1-D integer and boolean sums over segments of 0-10 elements (on the CPU: one
+    vector-IR step for 0-8, masked_isum8 / masked_usum8), unit-stride and strided,
+    equal the exact sums modulo 2**64 (int64 wraps as NumPy's add does; uint8 sums
+    into uint64 without sign extension; booleans count)."""
+    rng = np.random.default_rng(41)
+    lengths = rng.integers(0, 11, 400)
+    n = int(lengths.sum())
+    if dtype == "bool":
+        v = rng.random(n) < 0.5
+    else:
+        info = np.iinfo(dtype)
+        v = rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
+    offsets = hst.offsets_from_lengths(lengths)
+    out = np.uint64 if dtype == "uint8" else np.int64
+    want = np.array([sum(int(t) for t in v[offsets[k]:offsets[k + 1]]) % 2**64
+                     for k in range(len(lengths))], np.uint64).view(out)
+    wide = np.zeros(2 * n, dtype)
+    wide[::2] = v
+    for vals in (v, wide[::2]):
+        got = hr.sum(make_ragged(vals, [offsets], "cpu"))
+        assert got.dtype == out
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "int16"])

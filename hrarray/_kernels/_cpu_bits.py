@@ -6,7 +6,8 @@ magnitude bits flipped for negative numbers, order exactly like the float
 (for non-NaN values), so the max of the keys is the key of the max.
 
 The ``masked_*8`` steps reduce a 1-D segment of 0-8 elements in one
-branch-free vector step (sum, nansum, var, max/min and argmax/argmin): Numba
+branch-free vector step (float and integer sums, nansum, var, max/min and
+argmax/argmin): Numba
 compiles the same written out as scalar selects, one lane after another.
 """
 
@@ -455,6 +456,51 @@ masked_sum8_s = _masked_sum8(True)
 # same tree, NaN lanes zeroed) and their count
 masked_nansum8 = _masked_sum8(False, skip=True)
 masked_nansum8_s = _masked_sum8(True, skip=True)
+
+
+def _masked_isum8(strided: bool, unsigned: bool):
+    """masked_isum8 / masked_usum8, or (``strided``) their form for values of
+    any stride."""
+    ints = (*sorted(types.integer_domain, key=str), types.boolean)
+    out = types.uint64 if unsigned else types.int64
+
+    def typer(typingctx, values, ub, n):
+        if not _step_args(values, ub, n, ints):
+            return None
+        return out(values, ub, n), codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+
+        fty, v, _, keep = _step_prologue(context, builder, sig, args, strided)
+        vl = ir.VectorType(ir.IntType(64), 8)
+        # each element as the accumulator takes it: sign-extended from a
+        # signed type, zero-extended from an unsigned one or a boolean's byte
+        if v.type.element.width < 64:
+            signed = isinstance(fty, types.Integer) and fty.signed
+            v = builder.sext(v, vl) if signed else builder.zext(v, vl)
+        v = builder.select(keep, v, ir.Constant(vl, [0] * 8))
+        k = 8
+        i32 = ir.IntType(32)
+        while k > 1:  # any order gives the same bits (addition modulo 2**64)
+            k //= 2
+            half = ir.VectorType(i32, k)
+            lo = builder.shuffle_vector(v, v, ir.Constant(half, list(range(k))))
+            hi = builder.shuffle_vector(v, v, ir.Constant(half, list(range(k, 2 * k))))
+            v = builder.add(lo, hi)
+        return builder.extract_element(v, i32(0))
+
+    return intrinsic(typer)
+
+
+# The integer sum of the ``n`` (0 to 8) integer or boolean elements at
+# ``values[ub:]`` in 64 bits, wrapping as the declaration's int64 (isum) or
+# uint64 (usum) accumulator does, in LLVM vector IR: integer sums of segments
+# of 0-8 elements in one step, as masked_sum8 for floats. Exact in any order.
+masked_isum8 = _masked_isum8(False, False)
+masked_isum8_s = _masked_isum8(True, False)
+masked_usum8 = _masked_isum8(False, True)
+masked_usum8_s = _masked_isum8(True, True)
 
 
 def _masked_ext8(is_max: bool, skip: bool, strided: bool):

@@ -512,8 +512,9 @@ _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
     bitcast_to_float, bitcast_to_int, block_sum, masked_max8, masked_max8_s, masked_min8,
     masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
-    masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s, masked_var8, masked_var8_s,
-    prefetch, prefetch2, wide_vectors)
+    masked_isum8, masked_isum8_s, masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s,
+    masked_usum8, masked_usum8_s, masked_var8, masked_var8_s, prefetch, prefetch2,
+    wide_vectors)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1088,7 +1089,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{ind}        st = cst if t < L else st\n"
         )
         if vmask:
-            fn = "masked_nansum8" if vmask == "nan" else "masked_sum8"
+            fn = {"nan": "masked_nansum8", "int": "masked_isum8",
+                  "uint": "masked_usum8"}.get(vmask, "masked_sum8")
             return head + f"{ind}    st = {fn}({arr}, u, L)\n"
         if style in ("lse", "pool"):
             # logsumexp / softmax statistics: the segment's max, then its sum
@@ -1273,9 +1275,10 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # stays inside the arrays (checked: a + 4 <= nv) and is discarded.
         # Two widths: segments of 0-4 elements ran 1.6x faster through the
         # 4-wide loop than through the 8-wide one (sum, float32, scalar
-        # code). Not for float sum/mean and their nan forms (vmask),
-        # var/std and theirs, and the float extremes: one step in LLVM
-        # vector IR (masked_sum8, masked_var8, masked_max8...) takes 0-8
+        # code). Not for sums (vmask: float sum/mean and their nan forms,
+        # integer sums), var/std and their nan forms, and the float
+        # extremes: one step in LLVM vector IR (masked_sum8, masked_isum8,
+        # masked_var8, masked_max8...) takes 0-8
         # elements faster than either scalar step, and no branch between
         # two steps is mispredicted on mixed lengths (bench/RESULTS.md Run
         # 37). Nor for the logsumexp/softmax statistics ("lse"): their
@@ -1466,7 +1469,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments ending in the chunk end at or before j1, so b = min(e, j1)
     # only cuts the tail.
     vsum = bool(decl.meta.get("vsum"))
-    vmask = decl.meta.get("vmask", False)  # True, "nan" (nansum/nanmean) or False
+    # True (float sum/mean), "nan" (nansum/nanmean), "int"/"uint" (integer sums) or False
+    vmask = decl.meta.get("vmask", False)
     red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip, vmask=vmask)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
