@@ -349,18 +349,20 @@ def _splat(builder, x, vt):
 
 
 def _tree_sum(builder, acc):
-    """The lanes of float vector ``acc`` added as a fixed tree: halves lane by
-    lane (8 + 8, 4 + 4, 2 + 2, 1 + 1 for 16), the same order on every target."""
+    """The lanes of vector ``acc`` added as a fixed tree: halves lane by lane
+    (8 + 8, 4 + 4, 2 + 2, 1 + 1 for 16), the same order on every target
+    (integer lanes: addition modulo 2**bits, exact in any order)."""
     from llvmlite import ir
 
     i32 = ir.IntType(32)
+    add = builder.add if isinstance(acc.type.element, ir.IntType) else builder.fadd
     k = acc.type.count
     while k > 1:
         k //= 2
         half = ir.VectorType(i32, k)
         lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
         hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
-        acc = builder.fadd(lo, hi)
+        acc = add(lo, hi)
     return builder.extract_element(acc, i32(0))
 
 
@@ -479,16 +481,7 @@ def _masked_isum8(strided: bool, unsigned: bool):
         if v.type.element.width < 64:
             signed = isinstance(fty, types.Integer) and fty.signed
             v = builder.sext(v, vl) if signed else builder.zext(v, vl)
-        v = builder.select(keep, v, ir.Constant(vl, [0] * 8))
-        k = 8
-        i32 = ir.IntType(32)
-        while k > 1:  # any order gives the same bits (addition modulo 2**64)
-            k //= 2
-            half = ir.VectorType(i32, k)
-            lo = builder.shuffle_vector(v, v, ir.Constant(half, list(range(k))))
-            hi = builder.shuffle_vector(v, v, ir.Constant(half, list(range(k, 2 * k))))
-            v = builder.add(lo, hi)
-        return builder.extract_element(v, i32(0))
+        return _tree_sum(builder, builder.select(keep, v, ir.Constant(vl, [0] * 8)))
 
     return intrinsic(typer)
 
