@@ -145,6 +145,27 @@ def prefetch2(typingctx, ary, i, j):
     return types.none(ary, i, j), _prefetch_codegen
 
 
+def _splat(builder, x, vt):
+    """A vector of type ``vt`` whose every lane is ``x``."""
+    from llvmlite import ir
+
+    i32 = ir.IntType(32)
+    return builder.shuffle_vector(
+        builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0)),
+        ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count))
+
+
+def _takes_ir(builder, is_max: bool, skip: bool, v, b):
+    """Lane by lane, whether ``v`` replaces the best so far ``b`` (float
+    vectors): strictly better (neither NaN) or, unless ``skip``, ``v`` NaN,
+    never over a NaN ``b`` (the first NaN stays); ``skip`` (the nan forms):
+    strictly better, or over a NaN ``b`` (which holds nothing yet)."""
+    cmp = ">" if is_max else "<"
+    if skip:
+        return builder.or_(builder.fcmp_ordered(cmp, v, b), builder.fcmp_unordered("uno", b, b))
+    return builder.and_(builder.fcmp_unordered(cmp, v, b), builder.fcmp_ordered("ord", b, b))
+
+
 def _arg_keys(is_max: bool, index: bool = True):
     """One pass over a contiguous float block: its largest and smallest order
     keys and the first position of the extreme one (the max's for argmax, the
@@ -205,7 +226,6 @@ def _arg_keys_codegen(is_max: bool, index: bool):
         ub = context.cast(builder, args[1], sig.args[1], types.intp)
         nt = context.cast(builder, args[2], sig.args[2], types.intp)
         it = ir.IntType(bits)
-        i32 = ir.IntType(32)
         i64 = ir.IntType(64)
         vi = ir.VectorType(it, w)
         vf = ir.VectorType(context.get_value_type(fty), w)
@@ -213,11 +233,6 @@ def _arg_keys_codegen(is_max: bool, index: bool):
 
         def splat(c):
             return ir.Constant(vi, [c] * w)
-
-        def broadcast(x):
-            v = builder.insert_element(ir.Constant(vi, ir.Undefined), x, i32(0))
-            zeros = ir.Constant(ir.VectorType(i32, w), [0] * w)
-            return builder.shuffle_vector(v, ir.Constant(vi, ir.Undefined), zeros)
 
         p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
         # loop-carried vectors as allocas: LLVM's SROA makes them registers
@@ -236,7 +251,8 @@ def _arg_keys_codegen(is_max: bool, index: bool):
             # first of them is the one to find
             if index:
                 key = builder.select(builder.icmp_signed("==", key, splat(-1)), splat(0), key)
-            pos = builder.add(broadcast(builder.trunc(start, it) if bits < 64 else start), lanes)
+            pos = builder.add(_splat(builder, builder.trunc(start, it) if bits < 64 else start, vi),
+                              lanes)
             hi, lo, ix = builder.load(hi_a), builder.load(lo_a), builder.load(ix_a)
             up = builder.icmp_signed(">", key, hi)
             down = builder.icmp_signed("<", key, lo)
@@ -260,7 +276,8 @@ def _arg_keys_codegen(is_max: bool, index: bool):
         klo = reduce("smin", lo)
         if not index:
             return context.make_tuple(builder, sig.return_type, [khi, klo])
-        held = builder.icmp_signed("==", hi if is_max else lo, broadcast(khi if is_max else klo))
+        held = builder.icmp_signed("==", hi if is_max else lo,
+                                   _splat(builder, khi if is_max else klo, vi))
         first = reduce("smin", builder.select(held, ix, splat(top)))
         first = builder.sext(first, i64) if bits < 64 else first
         return context.make_tuple(builder, sig.return_type, [khi, klo, first])
@@ -327,25 +344,13 @@ def block_sum(typingctx, values, ub, nt):
         rem = builder.trunc(builder.urem(nt, i64(w)), i32)
         vi = ir.VectorType(i32, w)
         first_new = builder.sub(i32(w), rem)
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vi, ir.Undefined), first_new, i32(0)),
-            ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
-        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))), splat)
+        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
+                                     _splat(builder, first_new, vi))
         ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vf.as_pointer())
         tail = builder.select(keep, builder.load(ptail, align=1), ir.Constant(vf, [0.0] * w))
         return _tree_sum(builder, builder.fadd(builder.load(acc_a), widen(tail)))
 
     return types.float64(values, ub, nt), codegen
-
-
-def _splat(builder, x, vt):
-    """A vector of type ``vt`` whose every lane is ``x``."""
-    from llvmlite import ir
-
-    i32 = ir.IntType(32)
-    return builder.shuffle_vector(
-        builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0)),
-        ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count))
 
 
 def _tree_sum(builder, acc):
@@ -520,12 +525,7 @@ def _masked_ext8(is_max: bool, skip: bool, strided: bool):
             od = ir.Constant(ir.VectorType(i32, k), list(range(1, 2 * k, 2)))
             e, r = builder.shuffle_vector(x, x, ev), builder.shuffle_vector(x, x, od)
             ei, ri = builder.shuffle_vector(ix, ix, ev), builder.shuffle_vector(ix, ix, od)
-            if skip:  # better, or anything replaces a NaN, which holds nothing yet
-                tk = builder.or_(builder.fcmp_ordered(">" if is_max else "<", r, e),
-                                 builder.fcmp_unordered("uno", e, e))
-            else:  # better or NaN (unordered), unless a NaN came first
-                tk = builder.and_(builder.fcmp_unordered(">" if is_max else "<", r, e),
-                                  builder.fcmp_ordered("ord", e, e))
+            tk = _takes_ir(builder, is_max, skip, r, e)  # the strips' rule
             x = builder.select(tk, r, e)
             ix = builder.select(tk, ri, ei)
         res = (builder.extract_element(x, i32(0)), builder.extract_element(ix, i32(0)))
@@ -633,20 +633,10 @@ def _strip_codegen(is_max: bool, skip: bool):
             # align=1: values are read in place (API.md), any alignment
             v = builder.load(builder.bitcast(ptr, vf.as_pointer()), align=1)
             b = builder.load(bm_a)
-            if skip:
-                # strictly better (neither NaN), or over a NaN best
-                up = builder.or_(builder.fcmp_ordered(">" if is_max else "<", v, b),
-                                 builder.fcmp_unordered("uno", b, b))
-            else:
-                # strictly better, or v NaN; never over a NaN best (sticky)
-                up = builder.and_(builder.fcmp_unordered(">" if is_max else "<", v, b),
-                                  builder.fcmp_ordered("ord", b, b))
+            up = _takes_ir(builder, is_max, skip, v, b)
             builder.store(builder.select(up, v, b), bm_a)
             row = builder.add(jb, builder.trunc(loop.index, i32))
-            splat = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(vi, ir.Undefined), row, i32(0)),
-                ir.Constant(vi, ir.Undefined), ir.Constant(vi, [0] * w))
-            builder.store(builder.select(up, splat, builder.load(ix_a)), ix_a)
+            builder.store(builder.select(up, _splat(builder, row, vi), builder.load(ix_a)), ix_a)
         builder.store(builder.load(bm_a), pbm, align=1)
         builder.store(builder.load(ix_a), pix, align=1)
         return context.get_dummy_value()

@@ -1037,6 +1037,12 @@ def _block_head(ind: str, size: str) -> str:
     )
 
 
+# Marks, in the 1-D chunk loop's source, a call of a vector-IR step on
+# ``values``: "" in chunks_1d, "_s" (the element-by-element form) in
+# chunks_1d_s (_source).
+STRIDED = "@STRIDED@"
+
+
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                     vsum: bool = False, skip: bool = False, vmask: bool | str = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
@@ -1088,10 +1094,15 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             f"{ind}        cst = combine(st, map_({arr}[u + np.uint64(t)], {wa}off + t))\n"
             f"{ind}        st = cst if t < L else st\n"
         )
+        # the vector-IR steps (_cpu_bits.masked_*8) load 8 elements as one
+        # vector: on ``values``, STRIDED marks the call that the kernel's
+        # form for other strides turns into its element-by-element _s form
+        # (see _source); ``vpad`` is contiguous in both forms
+        sx = "" if padded else STRIDED
         if vmask:
             fn = {"nan": "masked_nansum8", "int": "masked_isum8",
                   "uint": "masked_usum8"}.get(vmask, "masked_sum8")
-            return head + f"{ind}    st = {fn}({arr}, u, L)\n"
+            return head + f"{ind}    st = {fn}{sx}({arr}, u, L)\n"
         if style in ("lse", "pool"):
             # logsumexp / softmax statistics: the segment's max, then its sum
             # of exp(x - max) with the polynomial exp, as masked steps; a
@@ -1148,7 +1159,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
             st = "(vn, vk, vs, vq)" + (" + (np.int64(L),)" if style == "nanvar" else "")
             return (
                 head
-                + f"{ind}    ok, vn, vk, vs, vq = masked_var8({arr}, u, L, VAR_BIG)\n"
+                + f"{ind}    ok, vn, vk, vs, vq = masked_var8{sx}({arr}, u, L, VAR_BIG)\n"
                 f"{ind}    if ok:\n"
                 f"{i2}st = {st}\n"
                 f"{ind}    else:\n"
@@ -1171,8 +1182,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # Poisson(4) 0.56-0.64x); bench/RESULTS.md Run 37.
         assert width == 8
         nan = "nan" if skip else ""
-        call = (f"(masked_{nan}max8(values, u, L) if IS_MAX "
-                f"else masked_{nan}min8(values, u, L))")
+        call = (f"(masked_{nan}max8{STRIDED}(values, u, L) if IS_MAX "
+                f"else masked_{nan}min8{STRIDED}(values, u, L))")
         i1 = ind + "    "
         ident = f"IDENT{'[0]' if K == 2 else ''}"
         res = "(xm0, np.int64(off + im0) if L > 0 else np.int64(-1))" if K == 2 else "xm0"
@@ -1544,10 +1555,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # were compiled for every signature (logsumexp and attention_pool ~0.5 s
     # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
-    # (masked_sum8, masked_max8... load a vector: the strided form calls
-    # their _s forms instead)
-    assert two_forms or not (vmask or (style == "extreme" and not aux)
-                             or style in ("var", "nanvar"))
+    # (a vector-IR step on ``values`` needs both forms: see STRIDED)
+    assert two_forms or STRIDED not in red
     chunks_1d = f"""
 @numba.njit(**_OPTS)
 def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
@@ -1566,10 +1575,10 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
 {loop}
 """
     if two_forms:
-        src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n"))
+        src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n")
+                   .replace(STRIDED, ""))
         src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
-                   .replace("@UNIT@", "    unit = False\n")
-                   .replace("8(values, u, L", "8_s(values, u, L"))
+                   .replace("@UNIT@", "    unit = False\n").replace(STRIDED, "_s"))
     else:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
         src.append("\nchunks_1d_s = chunks_1d\n")
