@@ -1979,8 +1979,8 @@ def test_strided_extremes_equal_contiguous(dtype):
 ])
 def test_extremes_short_segments_ties_and_nan(dtype, ops):
     """1-D max/min/argmax/argmin and their nan forms over segments of 0-10 elements (on
-    the CPU: the masked steps of 4 and 8, their lanes merged as trees of selects but
-    argmax/argmin's 4-wide one a chain; then one plain loop) drawn from a few values:
+    the CPU: one vector-IR step for 0-8, _cpu_bits.masked_max8 and the like, adjacent
+    lanes merged as a tree of selects; then one plain loop) drawn from a few values:
     ties everywhere (the first of equal extremes wins), -0.0 beside 0.0, infinities, NaN
     at random positions (the first NaN wins; the nan forms skip it) and whole-NaN
     segments (empty for the nan forms), segments at the array's end. Each op kind in one
@@ -2019,6 +2019,7 @@ def test_short_sums_one_masked_step(dtype):
     v = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n)).astype(dtype)
     v[rng.choice(n, 30, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 30)
     offsets = hst.offsets_from_lengths(lengths)
+
     def tree(x8):
         q = x8[:4] + x8[4:]
         return (q[0] + q[2]) + (q[1] + q[3])
