@@ -107,7 +107,8 @@ def _map_source(reads_values: bool, cache: bool) -> str:
     The module also defines the CPU's ``exp_nonpos`` (``_cpu._EXP_NONPOS_SRC``),
     compiled with the map so that LLVM can inline and vectorise it."""
     src = _header(cache, MAP_FASTMATH)
-    src.append("from hrarray._kernels._cpu_bits import bitcast_to_float, wide_vectors\n")
+    src.append("from hrarray._kernels._cpu_bits import bitcast_to_float, bitcast_to_int, "
+               "wide_vectors\n")
     src.append(_cpu._EXP_NONPOS_SRC)
     v = "values, " if reads_values else ""
     if reads_values:
