@@ -628,6 +628,27 @@ def test_softmax_nan_inf(op, backend):
         np.testing.assert_array_equal(got[7:], [-inf, -np.log(2.0), -np.log(2.0)])
 
 
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_nan_inf_columns(op, backend):
+    """2-D rows whose columns each have their own max: a NaN column, an all -inf one, one
+    with +inf and a finite one side by side in one segment (the map selects NaN column by
+    column; it once branched per element), for float64 and float32."""
+    nan, inf = np.nan, np.inf
+    cols = np.array([[1.0, -inf, 0.0, -inf],
+                     [nan, -inf, inf, 0.0],
+                     [2.0, -inf, 1.0, 0.0]])
+    for dt in ("float64", "float32"):
+        v = np.concatenate([cols, np.zeros((1, 4))]).astype(dt)  # a second, 1-row segment
+        got = leaf(run(backend, getattr(hr, op), ragged_1d(v, [3, 1], backend)))
+        assert got.dtype == np.dtype(dt)
+        assert np.isnan(got[:3, :3]).all()
+        last = [0.0, 0.5, 0.5] if op == "softmax" else [-inf, -np.log(2.0), -np.log(2.0)]
+        rtol = 1e-7 if dt == "float32" else 1e-15
+        np.testing.assert_allclose(got[:3, 3], np.array(last, dt), rtol=rtol)
+        np.testing.assert_array_equal(got[3], [1.0] * 4 if op == "softmax" else [0.0] * 4)
+
+
 def test_cumsum_nan_inf(backend):
     nan, inf = np.nan, np.inf
     v = np.array([1.0, nan, 2.0, inf, 1.0, -inf, 5.0], dtype=np.float32)
