@@ -173,8 +173,9 @@ def softmax_map(name: str, in_dtype: np.dtype) -> MapDecl:
             m = p.real
             ok = (m > -INF) & (m < INF)
             # v - m <= 0 where m is finite (the column's max: no NaN, no +inf);
-            # elsewhere exp_ gets 0, never NaN, and the result is NaN
-            e = exp_(f64(v) - m if ok else 0.0) / p.imag
+            # elsewhere exp_(0) / 1, never a NaN argument nor a division by
+            # zero (the simulator's Python floats would raise), and NaN returned
+            e = exp_(f64(v) - m if ok else 0.0) / (p.imag if ok else 1.0)
             return e if ok else nan
 
     return MapDecl(("softmax_map", log, vdt.str), fn, out, vdt)

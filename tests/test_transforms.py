@@ -628,7 +628,6 @@ def test_softmax_nan_inf(op, backend):
         np.testing.assert_array_equal(got[7:], [-inf, -np.log(2.0), -np.log(2.0)])
 
 
-
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_softmax_nan_inf_columns(op, backend):
     """2-D rows whose columns each have their own max: a NaN column, an all -inf one, one
