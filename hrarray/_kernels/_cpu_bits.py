@@ -103,12 +103,13 @@ def bitcast_to_float(typingctx, x):
 def select(typingctx, c, a, b):
     """``a if c else b`` as one LLVM ``select``, no branch.
 
-    Numba lowers a conditional expression to two branches. Where the ``b`` arm
-    is the value just loaded from the address the result is stored to
-    (``s[i] = v if c else s[i]``), LLVM then drops that arm's store as a no-op
-    and vectorises the other as a masked store: AVX2's ``vmaskmovps``, slow on
-    AMD Zen (2-D float32 max ran at 0.4x sum's speed there). A select stays a
-    blend and a plain store.
+    Numba lowers a conditional expression to two branches, whose arms LLVM
+    may treat apart. The 2-D extremes' one pass (cpu.range_2d_extreme) folds
+    two rows into a column's state with two of these before its one store.
+    (A store of "the value just loaded unless the row wins", ``s[i] = v if c
+    else s[i]``, becomes a masked store, AVX2's ``vmaskmovps``, slow on AMD
+    Zen 3, with or without this select: 2-D float32 max ran at 0.4x sum's
+    speed. Two rows per store avoid that form.)
     """
     if not isinstance(c, types.Boolean) or a != b:
         return None
