@@ -1636,7 +1636,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # at a quarter of sum's speed).
         cmp = ">" if decl.meta["kind"] in ("max", "argmax") else "<"
         arg = K == 2
-        i1, i2, i3 = (ind + "    " * d for d in range(1, 4))
+        i1, i2 = ind + "    ", ind + "    " * 2
         ident = (
             f"{i2}a0[col] = IDENT[0]\n{i2}a1[col] = IDENT[1]\n" if arg
             else f"{i2}a0[col] = IDENT\n"
@@ -1657,49 +1657,66 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
                 f"{i1}for col in range(m):\n"
                 + ident
             )
-        # Two rows per trip, the second row's select on the first's: a
-        # column's state is loaded and stored once per two rows, and its
-        # store is never "the loaded value unless the row wins", which LLVM
-        # turns into a masked store (AVX2's vmaskmovps, slow on AMD Zen:
-        # 2-D float32 max ran at 0.4x sum's speed there; see
-        # _cpu_bits.select). Rows still come in order: the same results.
-        i4 = i3 + "    "
+        # Two rows per trip (fold_rows).
         return (
             f"{ind}if a < {end}:\n"
             f"{i1}for col in range(m):\n"
             f"{i2}a0[col] = values[a, col]\n"
             + (f"{i2}a1[col] = a - s\n" if arg else "")
             + f"{i1}j = a + 1\n"
+            + fold_rows(end, ind, cmp, "AT0", "a0", "a1" if arg else None, ("av", "bv"),
+                        ("jj = j - s",) if arg else (), ("jj", "jj + 1"))
+            + f"{ind}else:\n"
+            f"{i1}for col in range(m):\n"
+            + ident
+        )
+
+    def fold_rows(end: str, ind: str, cmp: str, conv: str, best: str, row, tmp: tuple,
+                  row_setup: tuple, rows: tuple) -> str:
+        # The rows j, j + 1, ... < end folded into each column's running
+        # ``best`` (and its ``row``, when there is one), two rows per trip,
+        # the second row's select on the first's: a column's state is loaded
+        # and stored once per two rows, and its store is never "the loaded
+        # value unless the row wins", which LLVM turns into a masked store
+        # (AVX2's vmaskmovps, slow on AMD Zen: 2-D float32 max ran at 0.4x
+        # sum's speed there; see _cpu_bits.select). Rows still come in order:
+        # the same results. ``conv`` reads an element in the state's type,
+        # ``tmp`` names the two temporaries, ``row_setup`` the lines that set
+        # the row expressions ``rows`` (of rows j and j + 1) before the
+        # columns (the first line alone serves the last, odd row).
+        i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
+        p, q = tmp
+        setup2 = "".join(f"{i2}{line}\n" for line in row_setup)
+        setup1 = "".join(f"{i2}{line}\n" for line in row_setup[:1])
+        return (
             f"{i1}while j + 1 < {end}:\n"
             f"{i2}for jp in range(j + pfr, min(j + 2 + pfr, nr)):\n"
             f"{i3}for col in range(0, m, pfs):\n"
             f"{i4}prefetch2(values, jp, col)\n"
-            + (f"{i2}jj = j - s\n" if arg else "")
+            + setup2
             + f"{i2}for col in range(m):\n"
-            f"{i3}av = a0[col]\n"
-            f"{i3}v = AT0(values[j, col])\n"
-            f"{i3}tk = {_takes('v', 'av', f'v {cmp} av', skip)}\n"
-            f"{i3}bv = select(tk, v, av)\n"
-            f"{i3}w = AT0(values[j + 1, col])\n"
-            f"{i3}tk2 = {_takes('w', 'bv', f'w {cmp} bv', skip)}\n"
-            f"{i3}a0[col] = select(tk2, w, bv)\n"
-            + (f"{i3}a1[col] = select(tk2, jj + 1, select(tk, jj, a1[col]))\n" if arg else "")
+            f"{i3}{p} = {best}[col]\n"
+            f"{i3}v = {conv}(values[j, col])\n"
+            f"{i3}tk = {_takes('v', p, f'v {cmp} {p}', skip)}\n"
+            f"{i3}{q} = select(tk, v, {p})\n"
+            f"{i3}w = {conv}(values[j + 1, col])\n"
+            f"{i3}tk2 = {_takes('w', q, f'w {cmp} {q}', skip)}\n"
+            f"{i3}{best}[col] = select(tk2, w, {q})\n"
+            + (f"{i3}{row}[col] = select(tk2, {rows[1]}, select(tk, {rows[0]}, {row}[col]))\n"
+               if row else "")
             + f"{i2}j += 2\n"
             f"{i1}if j < {end}:\n"
             f"{i2}jp = j + pfr\n"
             f"{i2}if jp < nr:\n"
             f"{i3}for col in range(0, m, pfs):\n"
             f"{i3}    prefetch2(values, jp, col)\n"
-            + (f"{i2}jj = j - s\n" if arg else "")
+            + setup1
             + f"{i2}for col in range(m):\n"
-            f"{i3}v = AT0(values[j, col])\n"
-            f"{i3}av = a0[col]\n"
-            f"{i3}tk = {_takes('v', 'av', f'v {cmp} av', skip)}\n"
-            f"{i3}a0[col] = select(tk, v, av)\n"
-            + (f"{i3}a1[col] = select(tk, jj, a1[col])\n" if arg else "")
-            + f"{ind}else:\n"
-            f"{i1}for col in range(m):\n"
-            + ident
+            f"{i3}v = {conv}(values[j, col])\n"
+            f"{i3}{p} = {best}[col]\n"
+            f"{i3}tk = {_takes('v', p, f'v {cmp} {p}', skip)}\n"
+            f"{i3}{best}[col] = select(tk, v, {p})\n"
+            + (f"{i3}{row}[col] = select(tk, {rows[0]}, {row}[col])\n" if row else "")
         )
 
     def range_2d_strips(end: str, ind: str) -> str:
@@ -1755,42 +1772,16 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # Two rows per trip, folded before one store, as range_2d_extreme's
         # one pass (a store of "the loaded state unless the row wins" became a
         # masked store: (n, 8) float32 argmax took 2.8x sum's time on AMD Zen 3).
-        i1, i2, i3, i4 = (ind + "    " * d for d in range(1, 5))
+        i1, i2 = ind + "    ", ind + "    " * 2
         return (
             f"{ind}if a < {end} and {end} - a <= {int(NARROW_ROWS)}:\n"
             f"{i1}for col in range(m):\n"
             f"{i2}bm[col] = VT(values[a, col])\n"
             f"{i2}ix[col] = IT(0)\n"
             f"{i1}j = a + 1\n"
-            f"{i1}while j + 1 < {end}:\n"
-            f"{i2}for jp in range(j + pfr, min(j + 2 + pfr, nr)):\n"
-            f"{i3}for col in range(0, m, pfs):\n"
-            f"{i4}prefetch2(values, jp, col)\n"
-            f"{i2}jb = IT(j - a)\n"
-            f"{i2}jb1 = IT(j + 1 - a)\n"
-            f"{i2}for col in range(m):\n"
-            f"{i3}bv = bm[col]\n"
-            f"{i3}v = VT(values[j, col])\n"
-            f"{i3}tk = {_takes('v', 'bv', f'v {cmp} bv', skip)}\n"
-            f"{i3}cv = select(tk, v, bv)\n"
-            f"{i3}w = VT(values[j + 1, col])\n"
-            f"{i3}tk2 = {_takes('w', 'cv', f'w {cmp} cv', skip)}\n"
-            f"{i3}bm[col] = select(tk2, w, cv)\n"
-            f"{i3}ix[col] = select(tk2, jb1, select(tk, jb, ix[col]))\n"
-            f"{i2}j += 2\n"
-            f"{i1}if j < {end}:\n"
-            f"{i2}jp = j + pfr\n"
-            f"{i2}if jp < nr:\n"
-            f"{i3}for col in range(0, m, pfs):\n"
-            f"{i3}    prefetch2(values, jp, col)\n"
-            f"{i2}jb = IT(j - a)\n"
-            f"{i2}for col in range(m):\n"
-            f"{i3}v = VT(values[j, col])\n"
-            f"{i3}bv = bm[col]\n"
-            f"{i3}tk = {_takes('v', 'bv', f'v {cmp} bv', skip)}\n"
-            f"{i3}bm[col] = select(tk, v, bv)\n"
-            f"{i3}ix[col] = select(tk, jb, ix[col])\n"
-            f"{i1}for col in range(m):\n"
+            + fold_rows(end, ind, cmp, "VT", "bm", "ix", ("bv", "cv"),
+                        ("jb = IT(j - a)", "jb1 = IT(j + 1 - a)"), ("jb", "jb1"))
+            + f"{i1}for col in range(m):\n"
             f"{i2}a0[col] = AT0(bm[col])\n"
             f"{i2}a1[col] = (a - s) + np.int64(ix[col])\n"
         )
