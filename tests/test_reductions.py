@@ -2068,6 +2068,32 @@ def test_strided_kernel_forms_read_element_by_element():
         assert re.search(r"masked_\w+8_s\(values", strided), (op, dt)
 
 
+def test_empty_values_take_the_unit_stride_form(monkeypatch):
+    """NumPy gives an empty array stride 0, which is not its item size: empty values took
+    the strided form (chunks_1d_s), one more compile of 2-3 s per op and dtype for a call
+    that reads nothing. They take the unit-stride form; the results are the table's."""
+    from hrarray import _ops
+    from hrarray._kernels import cpu as kcpu
+
+    class Refuse:  # the strided form, as run() calls it (directly or resolved for its args)
+        def __call__(self, *args):
+            raise AssertionError("the strided form ran on empty values")
+
+        def resolve(self, *args):
+            return self
+
+    for op, dt in [("sum", "float64"), ("max", "float32"), ("argmin", "int8")]:
+        v = np.empty(0, dt)
+        assert v.strides[0] != v.itemsize  # the case: NumPy's stride for an empty array
+        kernel = kcpu.get_kernel(_ops.build(op, dt).decl)
+        if not kernel.two_forms:  # (one form: nothing to tell apart)
+            continue
+        monkeypatch.setattr(kernel, "chunks_1d_s", Refuse())
+        got = getattr(hr, op)(hr.RaggedArray(v, np.array([0, 0, 0])))
+        assert got.dtype == R.result_dtype(op, dt)
+        np.testing.assert_array_equal(got, [R.cast(R.empty_value(op, dt), got.dtype)] * 2)
+
+
 @pytest.mark.parametrize("dtype", ["int64", "uint8", "bool"])
 def test_integer_short_sums_wrap(dtype):
     """1-D integer and boolean sums over segments of 0-10 elements (on the CPU: one

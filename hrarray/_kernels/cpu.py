@@ -2264,9 +2264,12 @@ class CpuKernel:
             chunk, fix, cname, fname = self.chunks_2d, self.fixup_2d, "chunks_2d", "fixup_2d"
         else:
             # the same test as the kernel's own before it had two forms: a
-            # unit-stride form given other strides would read wrong memory
-            unit = values.strides[0] == values.itemsize and (
-                aux is None or aux.strides[0] == aux.itemsize)
+            # unit-stride form given other strides would read wrong memory.
+            # Empty values (NumPy gives them stride 0) read nothing: the unit
+            # form, which a first call has likely compiled already (the
+            # strided form was one more compile, 2-3 s, for no work).
+            unit = values.shape[0] == 0 or (values.strides[0] == values.itemsize and (
+                aux is None or aux.strides[0] == aux.itemsize))
             chunk = self.chunks_1d if unit else self.chunks_1d_s
             fix, cname, fname = self.fixup_1d, "chunks_1d", "fixup_1d"
         if nchunks == 1 and not two_d:
