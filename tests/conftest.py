@@ -229,6 +229,44 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _cgroup_cpu_limit():
+    """The CPUs a cgroup's CPU quota allows (rounded up), or None where none is set."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "200000 100000"
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return None
+        return -(-int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        return -(-quota // period) if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per CPU this process may run on (its affinity mask, less any
+    cgroup CPU quota). pytest-xdist's own count, with psutil installed (dask's distributed
+    brings it), is the machine's physical cores: the hardware threads of a host with SMT
+    were left idle, and a container limited to fewer CPUs than its host got more workers
+    than CPUs, each compiling kernels the others compile too (the suite's time is mostly
+    Numba compiling). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides where set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux: xdist's count
+        return None
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit else n)
+
+
 def pytest_report_header(config):
     import strategies
 
