@@ -288,13 +288,28 @@ TEST_SEED = int(
 )
 
 
+def _kernel_identity(op: str, dtype: np.dtype) -> str:
+    """The CPU kernel ``op`` on ``dtype`` runs, as text: ops that share one (a nan-variant
+    on integers and its base op; var, std, nanvar and nanstd at a float result, which run
+    the float64 variance kernel, ``var64``) get one layout, so that their tests share its
+    compiles. Names that are no reduction (the transforms) stand for themselves."""
+    from hrarray import _ops
+
+    try:
+        decl = _ops.build(op, dtype).decl
+    except (KeyError, TypeError, ValueError):  # a transform, or an op the dtype refuses
+        if dtype.kind not in "fc":  # a nan-variant on integers is its base op's kernel
+            op = op.removeprefix("nan")
+        return f"{op}:{dtype.name}"
+    decl = decl.meta.get("var64", (decl,))[0]
+    return repr(decl.key)
+
+
 def kernel_ndim(op: str, dtype) -> int:
     """1 or 2: the values layout this run tests ``op`` on ``dtype`` with (deterministic in
     every process: xdist workers agree and share the compiled kernels)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "fc":  # a nan-variant on integers is its base op's kernel
-        op = op.removeprefix("nan")
-    return 1 + (zlib.crc32(f"{op}:{dtype.name}:{TEST_SEED}".encode()) & 1)
+    ident = _kernel_identity(op, np.dtype(dtype))
+    return 1 + (zlib.crc32(f"{ident}:{TEST_SEED}".encode()) & 1)
 
 
 def as_kernel_layout(op: str, values: np.ndarray) -> tuple[np.ndarray, bool]:

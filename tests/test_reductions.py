@@ -810,6 +810,11 @@ def test_extreme_fast_paths_specials(dtype, inner, backend):
             R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{op} {seed}")
 
 
+# The strided kernel form (chunks_1d_s) is one more compile per op and dtype (2-3 s): the
+# across-blocks tests run it on one float dtype per run, by the run's seed.
+_STRIDED_FLOAT = ("float32", "float64")[hst.TEST_SEED % 2]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_argextreme_across_blocks(dtype, backend):
     """Long segments, which the CPU argmax/argmin read block by block (unit-stride
@@ -817,7 +822,7 @@ def test_argextreme_across_blocks(dtype, backend):
     index search where the block's extreme beats the earlier blocks' strictly): a
     segment of nothing but the dtype's lowest (highest) value, the extreme tied in two
     blocks, -0.0 before 0.0, a NaN of either sign after the extreme, a NaN before a
-    larger value; contiguous and strided values."""
+    larger value; contiguous and (one float dtype per run) strided values."""
     sim = backend == "cuda" and not REAL_GPU
     # the CPU reads blocks of 1 KiB (256 float32, 128 float64); a last block
     # of 16 or more elements takes the one-pass search, a shorter one not;
@@ -848,7 +853,9 @@ def _argextreme_across_blocks(dtype, backend, L):
     for op, segs in cases:
         v = np.concatenate(segs).astype(dtype)
         offsets = hst.offsets_from_lengths([len(s) for s in segs])
-        layouts = [v] if backend != "cpu" else [v, np.repeat(v, 2)[::2]]  # strided
+        layouts = [v]
+        if backend == "cpu" and dtype == _STRIDED_FLOAT:
+            layouts.append(np.repeat(v, 2)[::2])  # strided
         for vv in layouts:
             got = host(call(op, make_ragged(vv, [offsets], backend)))
             R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
@@ -861,7 +868,8 @@ def test_nan_extremes_across_blocks(dtype, backend):
     runs max/argmax's block paths with the NaN rule reversed): NaN-only blocks (1 KiB
     for argmax, 128 elements for max) before NaN-free ones, a NaN before the
     extreme, an all-NaN segment (empty: -1, -inf / +inf, or ``fill_value``), a
-    segment of the dtype's worst value, -0.0 before 0.0; contiguous and strided."""
+    segment of the dtype's worst value, -0.0 before 0.0; contiguous and (one float dtype
+    per run) strided."""
     sim = backend == "cuda" and not REAL_GPU
     for L in (140,) if sim else (200, 300, 260, 1030):
         h = L // 2 if L < 260 else 256 if L < 1030 else 512  # whole blocks of NaN
@@ -881,7 +889,9 @@ def test_nan_extremes_across_blocks(dtype, backend):
             segs.append(s)
             v = np.concatenate(segs).astype(dtype)
             offsets = hst.offsets_from_lengths([len(s) for s in segs])
-            layouts = [v] if backend != "cpu" else [v, np.repeat(v, 2)[::2]]  # strided
+            layouts = [v]
+            if backend == "cpu" and dtype == _STRIDED_FLOAT:
+                layouts.append(np.repeat(v, 2)[::2])  # strided
             for vv in layouts:
                 x = make_ragged(vv, [offsets], backend)
                 got = host(call(op, x))
@@ -1201,7 +1211,9 @@ _STRIDED_DTYPE = ("int32", "float32", "float64")[hst.TEST_SEED % 3]
 def test_block_boundary_lengths(backend):
     """NumPy's ``test_sum`` pattern: ``arange(1, v + 1)`` for lengths around the unroll and
     pairwise block sizes, forward, reversed and strided (on the CPU float16 and, by the
-    run's seed, one of int32, float32 and float64; the other two forward only)."""
+    run's seed, one of int32, float32 and float64; the other two forward only). On the CPU
+    "forward" runs in the run's kernel shape for each op and dtype (1-D, or one column of
+    rows), the others 1-D (the strided kernel form)."""
     sizes = [0, 1, 2, 7, 8, 9, 15, 16, 19, 127, 128, 129, 1024, 1235]
     if backend == "cuda" and not REAL_GPU:
         sizes = [0, 1, 2, 7, 8, 9, 15, 16, 19]
@@ -1226,10 +1238,20 @@ def test_block_boundary_lengths(backend):
             offsets = hst.offsets_from_lengths(lens)
             x = make_ragged(v, [offsets], backend)
             for op in ("sum", "mean", "max", "argmax", "prod" if dtype == "int32" else "min"):
-                R.assert_result(call(op, x), R.reduce(op, v, [offsets]), err_msg=f"{dtype} {name}")
-            if dtype in ("int32", "float64"):
-                expect = [v_ * (v_ + 1) // 2 for v_ in lens]
-                np.testing.assert_array_equal(host(hr.sum(x)), expect)
+                reshaped = False
+                if backend == "cpu" and name == "forward":
+                    # on the CPU in this run's kernel shape for the pair (a column of rows
+                    # where it is 2-D: the rows' blocks then meet these lengths), as the
+                    # property tests: the other shape is one more compile of 1-3 s
+                    rows, reshaped = hst.as_kernel_layout(op, v)
+                if reshaped:
+                    got = host(call(op, make_ragged(rows, [offsets], backend)))[:, 0]
+                else:
+                    got = call(op, x)
+                R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=f"{dtype} {name}")
+                if op == "sum" and dtype in ("int32", "float64"):
+                    expect = [v_ * (v_ + 1) // 2 for v_ in lens]
+                    np.testing.assert_array_equal(host(got), expect)
 
 
 # --------------------------------------------------------------------------
