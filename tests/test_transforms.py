@@ -524,10 +524,8 @@ def test_shift_invariance(backend):
 
 @st.composite
 def nested_cases(draw, small, op):
-    # on the CPU in this run's kernel shape for the op and dtype (strategies.kernel_ndim;
-    # log_softmax's cases are drawn under softmax's name, as its other tests)
-    key = "softmax" if op == "log_softmax" else op
-    spec = draw(hst.ragged_for(key, dtypes=("float32", "float64", "int32"), depths=(2, 3),
+    # on the CPU in this run's kernel shape for the op and dtype (strategies.kernel_ndim)
+    spec = draw(hst.ragged_for(op, dtypes=("float32", "float64", "int32"), depths=(2, 3),
                                small=small, nan=True, inf=True))
     levels = draw(st.integers(2, spec.depth))
     return spec, levels
@@ -825,8 +823,8 @@ DTYPE_SPOT_CHECKS = [
 @pytest.mark.parametrize(("op", "dtype", "expected"), DTYPE_SPOT_CHECKS)
 def test_result_dtype_spot_checks(op, dtype, expected):
     # in this run's CPU kernel shape for the pair, as the property tests draw it
-    # (strategies.kernel_ndim; log_softmax's cases are drawn under softmax's name)
-    inner = hst.kernel_inner_shapes("softmax" if op == "log_softmax" else op, dtype)[0]
+    # (strategies.kernel_ndim)
+    inner = hst.kernel_inner_shapes(op, dtype)[0]
     x = ragged_1d(np.ones((3, *inner), dtype=dtype), [1, 2])
     if op == "attention_pool":
         got = hr.attention_pool(x, ragged_1d(np.ones(3, dtype=dtype), [1, 2]))

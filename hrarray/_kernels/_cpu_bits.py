@@ -104,8 +104,9 @@ def select(typingctx, c, a, b):
     """``a if c else b`` as one LLVM ``select``, no branch.
 
     Numba lowers a conditional expression to two branches, whose arms LLVM
-    may treat apart. The 2-D extremes' one pass (cpu.range_2d_extreme) folds
-    two rows into a column's state with two of these before its one store.
+    may treat apart. The 2-D extremes' one pass and float32 argmax's narrow
+    pass (cpu's fold_rows) fold two rows into a column's state with two of
+    these before its one store.
     (A store of "the value just loaded unless the row wins", ``s[i] = v if c
     else s[i]``, becomes a masked store, AVX2's ``vmaskmovps``, slow on AMD
     Zen 3, with or without this select: 2-D float32 max ran at 0.4x sum's

@@ -1769,9 +1769,8 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         # uniform 1.45x, empty_heavy and hierarchy 1.4x faster than the
         # widened pass or the row blocks); only a piece longer than
         # NARROW_ROWS (the int32 row range) takes the row blocks.
-        # Two rows per trip, folded before one store, as range_2d_extreme's
-        # one pass (a store of "the loaded state unless the row wins" became a
-        # masked store: (n, 8) float32 argmax took 2.8x sum's time on AMD Zen 3).
+        # Two rows per trip (fold_rows; with one, (n, 8) float32 argmax took
+        # 2.8x sum's time on AMD Zen 3).
         i1, i2 = ind + "    ", ind + "    " * 2
         return (
             f"{ind}if a < {end} and {end} - a <= {int(NARROW_ROWS)}:\n"
