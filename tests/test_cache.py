@@ -134,10 +134,16 @@ import os, sys, numpy as np, hrarray as hr
 from hrarray._kernels import _codegen as cg
 
 def run(k):
+    # A kernel's module is written (its folder made) when the kernel is built: with no
+    # segments nothing is compiled (2-3 s a kernel; the test took 60 s, now 20 s)
+    empty = hr.from_lengths(np.arange(0.0), [])
     r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * k)
-    x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
-    assert hr.reduce(x, r).tolist() == [1.0 * k, 0.0, 14.0 * k]
-    assert hr.sum(x).tolist() == [1.0, 0.0, 14.0]
+    assert hr.reduce(empty, r).shape == (0,)
+    assert any(f.endswith(".py") for f in os.listdir(cg._private_dir))
+    if k == 2.0:  # and one built-in kernel run on values
+        assert hr.sum(hr.from_lengths(np.arange(6.0), [2, 0, 4])).tolist() == [1.0, 0.0, 14.0]
+    else:
+        assert hr.sum(empty).shape == (0,)
 
 run(2.0)
 pid = os.fork()
@@ -150,10 +156,10 @@ run(4.0)  # the parent's private folders outlived the child's exit
 # fork workers end with os._exit (no atexit): they must not make folders of their own
 import multiprocessing
 with multiprocessing.get_context("fork").Pool(2) as pool:
-    pool.map(run, [5.0])  # (one task: each new Reducer is one more compile)
+    pool.map(run, [5.0])
 if os.environ["HRARRAY_CACHE"] == "0":
     with multiprocessing.get_context("fork").Pool(1) as pool:  # a new built-in kernel too
-        assert pool.apply(hr.max, (hr.from_lengths(np.arange(3, dtype=np.int16), [3]),)) == [2]
+        assert pool.apply(hr.max, (hr.from_lengths(np.arange(0, dtype=np.int16), []),)).size == 0
 print(len(os.listdir(os.environ["TMPDIR"])))
 """
 
