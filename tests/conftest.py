@@ -209,7 +209,31 @@ def _known_failures() -> dict:
     return out
 
 
+# Tests that take 10-80 s each here (2 cores) whatever ran before them: subprocesses that
+# compile their own kernels, the CUDA simulator's widest launches, kernels no other test
+# compiles. They run first: xdist hands tests out in collection order, and a run that
+# ended on one of them (the last test of a cold run took 27 s) left the other workers idle.
+# (None of them uses a module-scoped fixture, which a move would set up twice.)
+_LONG_FIRST = frozenset({
+    "test_every_kernel_kind_compiles_to_ptx",
+    "test_host_path_runs_with_numba_cuda_s_real_objects",
+    "test_attention_pool_matches_reference",
+    "test_exp_sums_of_strided_values",
+    "test_row_lanes_layout_of_the_gpu",
+    "test_rows_wider_than_the_row_lanes_take_column_tiles",
+    "test_rows_wider_than_the_grid_run_as_column_slices",
+    "test_long_segment_rows_wider_than_the_fixup_tile",
+    "test_temporary_kernel_folders_are_removed_at_exit",
+    "test_a_child_forked_while_another_thread_loads_kernels",
+    "test_warm_process_imports_no_numba",
+    "test_entries_name_no_numba_runtime_symbol",
+    "test_an_entry_under_another_entrys_name_is_not_loaded",
+})
+
+
 def pytest_collection_modifyitems(config, items):
+    # (a stable sort: the rest keep their order)
+    items.sort(key=lambda item: getattr(item, "originalname", item.name) not in _LONG_FIRST)
     known = _known_failures()
     prefixes = {k[:-1]: v for k, v in known.items() if k.endswith("*")}
     for item in items:
