@@ -135,7 +135,7 @@ from hrarray._kernels import _codegen as cg
 
 def run(k):
     # A kernel's module is written (its folder made) when the kernel is built: with no
-    # segments nothing is compiled (2-3 s a kernel; the test took 60 s, now 20 s)
+    # segments nothing is compiled (a compile is 2-3 s; the two cases made ~20)
     empty = hr.from_lengths(np.arange(0.0), [])
     r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * k)
     assert hr.reduce(empty, r).shape == (0,)
