@@ -195,38 +195,6 @@ if CUDA_MODE == "sim":
     _event_driven_simulator_blocks()
 
 
-# Native entries for half of the kernel modules per run. A CPU kernel runs through a
-# native entry by default (hrarray._kernels.native), and building one emits the kernel's
-# object code again: ~0.22 s for each of the ~600 kernel signatures a cold run compiles,
-# ~130 of its ~2000 worker-seconds. The entry is the same unpacking code for every kernel
-# (by array layout and dtype kind), and test_native.py builds and checks it for every
-# kernel style on every run (ALL_NATIVE_ENTRIES); elsewhere each kernel module runs
-# through its entries in half of the runs, by the run's seed (the module's file name is a
-# hash of its source, so every worker picks the same half), and through Numba's
-# dispatcher, the same compiled kernel, in the other half.
-ALL_NATIVE_ENTRIES = [False]
-
-
-def _native_entries_for_half_of_the_kernels():
-    import zlib
-
-    from strategies import TEST_SEED
-
-    from hrarray._kernels import native
-
-    make = native.NativeFunction._make
-
-    def _make(self, key):
-        if ALL_NATIVE_ENTRIES[0] or zlib.crc32(f"{self.stem}:{TEST_SEED}".encode()) & 1:
-            return make(self, key)
-        return None
-
-    native.NativeFunction._make = _make
-
-
-_native_entries_for_half_of_the_kernels()
-
-
 def _known_failures() -> dict:
     """Node id -> reason, from tests/known_failures.txt (work items, not passes)."""
     path = os.path.join(os.path.dirname(__file__), "known_failures.txt")

@@ -1,10 +1,8 @@
 """Native entries (``hrarray._kernels.native``): the CPU kernels called from a
-disk-cached object without Numba's dispatcher. The other CPU tests run
-through them too (they are the default), for half of the kernel modules per
-run (conftest.ALL_NATIVE_ENTRIES); these, on every kernel they call, pin that
-they give the dispatcher's results bit for bit, that a warm process never
-imports Numba, and that every way an entry can be unusable falls back to the
-dispatcher."""
+disk-cached object without Numba's dispatcher. Every other CPU test runs
+through them too (they are the default); these pin that they give the
+dispatcher's results bit for bit, that a warm process never imports Numba,
+and that every way an entry can be unusable falls back to the dispatcher."""
 
 from __future__ import annotations
 
@@ -39,22 +37,6 @@ def _functions():
 
 def _entries() -> dict:
     return {(id(f), k): e for f in _functions() for k, e in f._entries.items()}
-
-
-@pytest.fixture(autouse=True)
-def all_native_entries():
-    """Entries for every kernel here (the other tests build them for half of the kernel
-    modules per run: conftest.ALL_NATIVE_ENTRIES); argument types an earlier test ran
-    through the dispatcher for that reason are resolved again."""
-    import conftest
-
-    conftest.ALL_NATIVE_ENTRIES[0] = True
-    for f in _functions():
-        for k in [k for k, e in f._entries.items() if e is None]:
-            del f._entries[k]
-        f._short.clear()
-    yield
-    conftest.ALL_NATIVE_ENTRIES[0] = False
 
 
 @pytest.fixture
