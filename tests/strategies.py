@@ -288,6 +288,13 @@ TEST_SEED = int(
 )
 
 
+def seeded_choice(key: str, n: int) -> int:
+    """One of ``0 .. n - 1``, chosen by ``key`` and the run's seed: the same in every
+    process (xdist workers agree, so they share the kernels a choice compiles), another
+    for another seed."""
+    return zlib.crc32(f"{key}:{TEST_SEED}".encode()) % n
+
+
 def _kernel_identity(op: str, dtype: np.dtype) -> str:
     """The CPU kernel ``op`` on ``dtype`` runs, as text: ops that share one (a nan-variant
     on integers and its base op; var, std, nanvar and nanstd at a float result, which run
@@ -312,7 +319,7 @@ def kernel_ndim(op: str, dtype) -> int:
     """1 or 2: the values layout this run tests ``op`` on ``dtype`` with (deterministic in
     every process: xdist workers agree and share the compiled kernels)."""
     ident = _kernel_identity(op, np.dtype(dtype))
-    return 1 + (zlib.crc32(f"{ident}:{TEST_SEED}".encode()) & 1)
+    return 1 + seeded_choice(ident, 2)
 
 
 def as_kernel_layout(op: str, values: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -11,7 +11,6 @@ import math
 import pickle
 import sys
 import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -102,7 +101,7 @@ def reduction_cases(draw, op, small):
     if R.base_op(op) in ("var", "std"):
         # ddof is compiled into the kernel: one value per op and dtype this run (0, 1 or 2
         # by the seed), so each draws one kernel; the next seeds draw the others
-        ddof = zlib.crc32(f"ddof:{op}:{np.dtype(spec.dtype).name}:{hst.TEST_SEED}".encode()) % 3
+        ddof = hst.seeded_choice(f"ddof:{op}:{np.dtype(spec.dtype).name}", 3)
         if ddof or draw(st.booleans()):
             kw["ddof"] = ddof
     style = draw(st.sampled_from(["function", "method", "reduce"]))
@@ -239,7 +238,7 @@ def test_int32_offsets(op, backend):
 
     # one of the two dtypes per op, by this run's seed (each is one more compiled kernel;
     # the next seeds take the other)
-    dtype = ("float64", "int32")[zlib.crc32(f"int32 offsets:{op}:{hst.TEST_SEED}".encode()) & 1]
+    dtype = ("float64", "int32")[hst.seeded_choice(f"int32 offsets:{op}", 2)]
 
     @settings(max_examples=examples(backend, cpu=15, cuda=3))
     @given(
@@ -503,7 +502,7 @@ def test_nan_for_empty_ops_into_integer_dtype(backend):
         v = np.array(vals, np.int64)
         layouts = (v, v[:, None])
         if backend == "cpu":
-            pick = zlib.crc32(f"{np.dtype(dt).name}:{hst.TEST_SEED}".encode()) & 1
+            pick = hst.seeded_choice(f"wrapping mean:{np.dtype(dt).name}", 2)
             layouts = layouts[pick:pick + 1]
         for op in ("mean", "nanmean"):
             for vv in layouts:
