@@ -16,10 +16,12 @@ compiles a small *entry*: a ``@njit`` wrapper taking the arrays as
 scalars as C values, calling the kernel. Its optimised LLVM module (wrapper
 and kernel, linked) is emitted as an ELF object with every function but the
 wrapper made internal, and stored next to the generated kernel module with
-the list of symbols it needs from the process. Later processes load that
-object into one llvmlite MCJIT engine (``import llvmlite.binding``: ~0.05 s,
-Numba itself is not imported) and call the wrapper through ``ctypes``, which
-releases the GIL like the ``nogil`` kernels do.
+the list of symbols it needs from the process (the kernel is compiled for
+that object only: Numba emits no machine code of its own for it; see
+``_kernel_module``). Later processes load that object into one llvmlite
+MCJIT engine (``import llvmlite.binding``: ~0.05 s, Numba itself is not
+imported) and call the wrapper through ``ctypes``, which releases the GIL
+like the ``nogil`` kernels do.
 
 Safety
 ------
@@ -261,11 +263,18 @@ def _build(dispatcher, keys, name: str, head: int):
     import llvmlite.binding as llvm
     from llvmlite import ir
     from numba.core import types
+    from numba.core.errors import TypingError
 
     argtys = tuple(_numba_type(k) for k in keys)
-    dispatcher.compile(argtys)
+    try:
+        cres, kmod = _kernel_module(dispatcher, argtys)
+    except TypingError:  # (the dispatcher would fail the same way)
+        raise
+    except Exception:  # Numba's internals otherwise than expected: the long way
+        dispatcher.compile(argtys)
+        cres = dispatcher.overloads[argtys]
+        kmod = cres.library._get_module_for_linking()
     t0 = time.perf_counter()
-    cres = dispatcher.overloads[argtys]
     ctx = cres.target_context
     lib = cres.library
     i64 = ir.IntType(64)
@@ -307,7 +316,7 @@ def _build(dispatcher, keys, name: str, head: int):
     status, _ = ctx.call_conv.call_function(builder, callee, restype, argtys, vals)
     builder.ret(status.code)
     mod = llvm.parse_assembly(str(wmod))
-    mod.link_in(lib._get_module_for_linking(), preserve=True)
+    mod.link_in(kmod, preserve=True)
     stubs = _stub_module(ctx, mod)
     if stubs is not None:
         mod.link_in(stubs)
@@ -325,6 +334,52 @@ def _build(dispatcher, keys, name: str, head: int):
     stats["built"] += 1
     stats["build_s"] += time.perf_counter() - t0
     return obj, undefined_symbols(obj)
+
+
+def _kernel_module(dispatcher, argtys):
+    """The kernel's compile result for ``argtys`` and its optimised LLVM
+    module (its callees linked in), compiled without machine code.
+
+    Through ``dispatcher.compile`` Numba emits the kernel's machine code for
+    its own engine (and writes its disk cache), which the entry, whose object
+    holds the kernel's code again, never calls: ~0.2 s per signature of a
+    ~2 s cold compile. This runs the dispatcher's own pipeline, flags and
+    locals with ``no_compile`` (nor the CPython and cfunc wrappers, which
+    the entry does not call), then what ``CPUCodeLibrary.finalize`` does
+    before it hands the module to the engine: link the callees' libraries,
+    optimise the module. The dispatcher gains no overload; a later
+    dispatcher call (where the entry cannot run) compiles as it would have.
+    Raises where Numba's internals differ (``_build`` then compiles through
+    the dispatcher).
+    """
+    from numba.core import compiler
+    from numba.core.compiler_lock import global_compiler_lock
+
+    fc = dispatcher._compiler
+    with global_compiler_lock:
+        flags = compiler.Flags()
+        fc.targetdescr.options.parse_as_flags(flags, fc.targetoptions)
+        flags = fc._customize_flags(flags)
+        flags.no_compile = True
+        flags.no_cpython_wrapper = True
+        flags.no_cfunc_wrapper = True
+        cres = compiler.compile_extra(
+            fc.targetdescr.typing_context, fc.targetdescr.target_context,
+            fc._get_implementation(argtys, {}), args=argtys, return_type=None,
+            flags=flags, locals=fc.locals, pipeline_class=fc.pipeline_class)
+        if cres.typing_error is not None:
+            raise cres.typing_error
+        lib = cres.library
+        if lib._finalized:
+            raise RuntimeError("the library was finalised")
+        seen = set()
+        for dep in lib._linking_libraries:
+            if dep not in seen:
+                seen.add(dep)
+                lib._final_module.link_in(dep._get_module_for_linking(), preserve=True)
+        lib._optimize_final_module()
+        lib._final_module.verify()
+        return cres, lib._final_module
 
 
 def _stub_module(ctx, mod):
