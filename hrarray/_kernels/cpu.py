@@ -287,8 +287,8 @@ _compiled_lock = _locks.RLock()
 
 def compiled_count() -> int:
     """Kernel specialisations compiled by Numba or loaded as native entries
-    in this process so far (0 right after import; a cold first call counts
-    both its compile and its entry)."""
+    in this process so far (0 right after import; a kernel compiled for its
+    entry counts once, as the entry: Numba's dispatcher gets no overload)."""
     n = 0
     with _compiled_lock:
         for k in _compiled.values():
