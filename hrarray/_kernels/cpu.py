@@ -556,6 +556,132 @@ def shared_helpers():
     return _shared
 
 
+# block_keys and first_index depend on the values' width only (the order
+# keys' integer type and its constants): one module per width holds them,
+# compiled once per values type and process (and cached on disk), instead of
+# once per extreme kernel module (block_keys alone was ~1.1 s of a float
+# argmax signature's ~2.3 s cold compile).
+_KEYS_SRC = '''
+import numba
+import numpy as np
+from hrarray._kernels._cpu_bits import bitcast_to_int
+
+_NOWRAP = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+U0 = np.uint64(0)
+U1 = np.uint64(1)
+U2 = np.uint64(2)
+U3 = np.uint64(3)
+U4 = np.uint64(4)
+U16 = np.uint64(16)
+M4 = ~np.uint64(3)
+
+
+@numba.njit(inline="always", cache=CACHE, **_NOWRAP)
+def _key(v):
+    k = bitcast_to_int(v)
+    # IT(...): Numba widens int32 arithmetic to int64; keep the key's width
+    return IT(k ^ ((k >> SHIFT) & MAG))
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=CACHE, **_NOWRAP)
+def block_keys(values, ub, nt):
+    # The largest and smallest order key of the block (float bits with the
+    # magnitude flipped for negatives: they order like the floats). A NaN's
+    # key lies above +inf's (sign clear) or below -inf's (sign set), so the
+    # same pass tells whether the block holds a NaN. Blocks of 16 or more
+    # unit-stride elements take the vector-IR passes instead (block_keys_vec,
+    # arg_keys: _cpu_bits); this one reads short blocks and strided values.
+    if nt < U16:
+        k = _key(values[ub])
+        hi = k
+        lo = k
+        for t in range(U1, nt):
+            k = _key(values[ub + t])
+            hi = k if k > hi else hi
+            lo = k if k < lo else lo
+        return hi, lo
+    # Only strided values come here (see above), and LLVM does not vectorise
+    # a strided loop: four chains of each, not one (a step-2 view of 25M
+    # float32, 1 thread: max 37.9 -> 20.4 ms; bench/RESULTS.md Run 33). The
+    # keys are integers, so the order of the compares changes nothing.
+    h0 = KLOW
+    h1 = KLOW
+    h2 = KLOW
+    h3 = KLOW
+    l0 = KHIGH
+    l1 = KHIGH
+    l2 = KHIGH
+    l3 = KHIGH
+    n4 = nt & M4
+    t = U0
+    while t < n4:
+        k0 = _key(values[ub + t])
+        k1 = _key(values[ub + t + U1])
+        k2 = _key(values[ub + t + U2])
+        k3 = _key(values[ub + t + U3])
+        h0 = k0 if k0 > h0 else h0
+        h1 = k1 if k1 > h1 else h1
+        h2 = k2 if k2 > h2 else h2
+        h3 = k3 if k3 > h3 else h3
+        l0 = k0 if k0 < l0 else l0
+        l1 = k1 if k1 < l1 else l1
+        l2 = k2 if k2 < l2 else l2
+        l3 = k3 if k3 < l3 else l3
+        t += U4
+    while t < nt:
+        k0 = _key(values[ub + t])
+        h0 = k0 if k0 > h0 else h0
+        l0 = k0 if k0 < l0 else l0
+        t += U1
+    h0 = h1 if h1 > h0 else h0
+    h2 = h3 if h3 > h2 else h2
+    l0 = l1 if l1 < l0 else l0
+    l2 = l3 if l3 < l2 else l2
+    return (h2 if h2 > h0 else h0), (l2 if l2 < l0 else l0)
+
+
+@numba.njit(nogil=True, cache=CACHE, **_NOWRAP)
+def first_index(values, ub, nt, m):
+    # min over t of (t where values[ub + t] == m): a vectorisable integer
+    # reduction instead of an early-exit scan
+    # (in IT, the width of the values: a float32 block's compare and index
+    # then fill the same vector lanes; nt <= BLOCK fits)
+    if values.strides[0] != values.itemsize:
+        # strided values: LLVM does not vectorise the reduction below, which
+        # is then one chain of selects; a scan that stops at the first match
+        # gives the same index (with the four chains of block_keys, a step-2
+        # view of 25M float32, 1 thread: argmax 54.6 -> 31.1 ms; Run 33)
+        for t in range(nt):
+            if values[ub + t] == m:
+                return np.int64(t)
+        return np.int64(nt - U1)
+    last = IT(nt - U1)
+    best = last
+    for t in range(nt):
+        c = IT(t) if values[ub + t] == m else last
+        best = c if c < best else best
+    return np.int64(best)
+
+'''
+_keys: dict = {}
+
+
+def keys_helpers(bits: int):
+    """The module of block_keys and first_index for values ``bits`` wide."""
+    got = _keys.get(bits)
+    if got is None:
+        with _compiled_lock:
+            got = _keys.get(bits)
+            if got is None:
+                _, disk = cg.generated_dir()
+                it = np.dtype(f"i{bits // 8}")
+                ns = {"CACHE": disk, "IT": it.type, "SHIFT": it.type(bits - 1),
+                      "MAG": it.type((1 << (bits - 1)) - 1),
+                      "KLOW": it.type(np.iinfo(it).min), "KHIGH": it.type(np.iinfo(it).max)}
+                got = _keys[bits] = cg.load_module(_KEYS_SRC, f"cpu-keys-{bits}", ns)
+    return got
+
+
 _NONFINITE_HELPER = '''
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
             **_NOWRAP)
@@ -913,86 +1039,6 @@ def vsum_block(values, ub, nt):
 '''
 
 _EXTREME_HELPERS = '''
-
-@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
-def block_keys(values, ub, nt):
-    # The largest and smallest order key of the block (float bits with the
-    # magnitude flipped for negatives: they order like the floats). A NaN's
-    # key lies above +inf's (sign clear) or below -inf's (sign set), so the
-    # same pass tells whether the block holds a NaN. Blocks of 16 or more
-    # unit-stride elements take the vector-IR passes instead (block_keys_vec,
-    # arg_keys: _cpu_bits); this one reads short blocks and strided values.
-    if nt < U16:
-        k = _key(values[ub])
-        hi = k
-        lo = k
-        for t in range(U1, nt):
-            k = _key(values[ub + t])
-            hi = k if k > hi else hi
-            lo = k if k < lo else lo
-        return hi, lo
-    # Only strided values come here (see above), and LLVM does not vectorise
-    # a strided loop: four chains of each, not one (a step-2 view of 25M
-    # float32, 1 thread: max 37.9 -> 20.4 ms; bench/RESULTS.md Run 33). The
-    # keys are integers, so the order of the compares changes nothing.
-    h0 = KLOW
-    h1 = KLOW
-    h2 = KLOW
-    h3 = KLOW
-    l0 = KHIGH
-    l1 = KHIGH
-    l2 = KHIGH
-    l3 = KHIGH
-    n4 = nt & M4
-    t = U0
-    while t < n4:
-        k0 = _key(values[ub + t])
-        k1 = _key(values[ub + t + U1])
-        k2 = _key(values[ub + t + U2])
-        k3 = _key(values[ub + t + U3])
-        h0 = k0 if k0 > h0 else h0
-        h1 = k1 if k1 > h1 else h1
-        h2 = k2 if k2 > h2 else h2
-        h3 = k3 if k3 > h3 else h3
-        l0 = k0 if k0 < l0 else l0
-        l1 = k1 if k1 < l1 else l1
-        l2 = k2 if k2 < l2 else l2
-        l3 = k3 if k3 < l3 else l3
-        t += U4
-    while t < nt:
-        k0 = _key(values[ub + t])
-        h0 = k0 if k0 > h0 else h0
-        l0 = k0 if k0 < l0 else l0
-        t += U1
-    h0 = h1 if h1 > h0 else h0
-    h2 = h3 if h3 > h2 else h2
-    l0 = l1 if l1 < l0 else l0
-    l2 = l3 if l3 < l2 else l2
-    return (h2 if h2 > h0 else h0), (l2 if l2 < l0 else l0)
-
-
-@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
-def first_index(values, ub, nt, m):
-    # min over t of (t where values[ub + t] == m): a vectorisable integer
-    # reduction instead of an early-exit scan
-    # (in IT, the width of the values: a float32 block's compare and index
-    # then fill the same vector lanes; nt <= BLOCK fits)
-    if values.strides[0] != values.itemsize:
-        # strided values: LLVM does not vectorise the reduction below, which
-        # is then one chain of selects; a scan that stops at the first match
-        # gives the same index (with the four chains of block_keys, a step-2
-        # view of 25M float32, 1 thread: argmax 54.6 -> 31.1 ms; Run 33)
-        for t in range(nt):
-            if values[ub + t] == m:
-                return np.int64(t)
-        return np.int64(nt - U1)
-    last = IT(nt - U1)
-    best = last
-    for t in range(nt):
-        c = IT(t) if values[ub + t] == m else last
-        best = c if c < best else best
-    return np.int64(best)
-
 
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
 def _key(v):
@@ -2185,6 +2231,9 @@ class CpuKernel:
             ns["KLOW"] = it.type(np.iinfo(it).min)
             ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["KNONE"] = ns["KLOW"] if ns["IS_MAX"] else ns["KHIGH"]
+            keys = keys_helpers(bits)
+            ns["block_keys"] = keys.block_keys
+            ns["first_index"] = keys.first_index
             ns["ABLK"] = ARG_BLOCK_BYTES // self.dtypes[0].itemsize
             from hrarray._kernels._cpu_bits import arg_keys_max, arg_keys_min, block_keys_vec
 
