@@ -134,35 +134,6 @@ def test_fill_value_and_levels(dispatcher_only):
         np.testing.assert_array_equal(f(), dispatcher_only(f))
 
 
-def test_dispatcher_compiles_read_only_arrays_as_writable(dispatcher_only):
-    """Through the dispatcher (no native engine) a read-only array is another Numba type:
-    derived offsets (read-only views) and read-only values each compiled the kernel again,
-    2-3 s. They reach it as writable aliases of their memory (native._dispatch), so one
-    signature serves both; the arrays are not written."""
-    vals = np.linspace(-1.0, 1.0, 40).astype(np.float32)
-    lens = [7, 0, 33]
-
-    def run():
-        x = hr.from_lengths(vals.copy(), lens)
-        want = hr.sum(x)
-        n = kc.compiled_count()
-        ro = vals.copy()
-        ro.flags.writeable = False
-        y = hr.from_lengths(ro, lens)
-        assert not y.values.flags.writeable
-        assert not y.offsets.flags.writeable
-        got = [hr.sum(y), hr.sum(y[1:]), hr.sum(x[1:])]  # read-only values; derived offsets
-        assert kc.compiled_count() == n, "a read-only array compiled another signature"
-        assert not ro.flags.writeable
-        np.testing.assert_array_equal(ro, vals)
-        return want, got
-
-    want, got = dispatcher_only(run)
-    np.testing.assert_array_equal(got[0], want)
-    np.testing.assert_array_equal(got[1], want[1:])
-    np.testing.assert_array_equal(got[2], want[1:])
-
-
 def test_unsupported_arguments_take_the_dispatcher():
     # unaligned values have no entry; their results stay right
     raw = np.zeros(8 * 40 + 1, np.uint8)

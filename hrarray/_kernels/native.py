@@ -51,7 +51,6 @@ import os
 import struct
 import sys
 import threading
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -534,7 +533,7 @@ class NativeFunction:
             entry = self._entries[key]
         except KeyError:
             entry = self._entry(key)
-        fn = _dispatch(self._dispatcher(), key) if entry is None else entry
+        fn = self._dispatcher() if entry is None else entry
         if short is not None:
             self._short[short] = fn
         return fn
@@ -585,63 +584,6 @@ class NativeFunction:
         if addr is None:
             return None
         return _caller(addr, key, self)
-
-
-class _Alias:
-    """An array's memory exposed as writable (``__array_interface__``)."""
-
-    __slots__ = ("__array_interface__",)
-
-    def __init__(self, a):
-        ai = dict(a.__array_interface__)
-        ai["data"] = (ai["data"][0], False)
-        self.__array_interface__ = ai
-
-
-# id(array) -> (weak reference to it, writable alias of its memory): hrarray's
-# offsets are read-only and passed again and again; an alias costs ~3 us to
-# make, a lookup ~0.3. The alias does not hold the array (the entry would then
-# never go): it is handed out only with the array itself, in the same call,
-# and the entry goes when the array does.
-_aliases: dict = {}
-
-
-def _writable(a):
-    """A writable alias of read-only ``a`` (see ``_dispatch``)."""
-    k = id(a)
-    got = _aliases.get(k)
-    if got is not None and got[0]() is a:
-        return got[1]
-    alias = np.asarray(_Alias(a))
-    _aliases[k] = (weakref.ref(a, lambda _, k=k: _aliases.pop(k, None)), alias)
-    return alias
-
-
-def _dispatch(dispatcher, key):
-    """``dispatcher``, called with read-only arrays as writable aliases of
-    their memory (``key``: the call's ``call_key``, which places the arrays).
-
-    Numba types a read-only array apart, so a kernel given derived offsets
-    (hrarray keeps them read-only) or read-only values compiled a second
-    signature, 2-3 s more, wherever the dispatcher runs a kernel (no native
-    engine, ``HRARRAY_NATIVE=0``; an entry ignores the flag). The kernels
-    only read the arrays they are given read-only: every array they write
-    is one hrarray allocated (there is no ``out=``)."""
-    pos = tuple(i for i, k in enumerate(key) if isinstance(k, tuple))
-    if not pos:
-        return dispatcher
-
-    def call(*args):
-        for i in pos:
-            if not args[i].flags.writeable:
-                args = list(args)
-                for j in pos:
-                    if not args[j].flags.writeable:
-                        args[j] = _writable(args[j])
-                break
-        return dispatcher(*args)
-
-    return call
 
 
 def _caller(addr: int, key, owner: NativeFunction):
