@@ -674,12 +674,17 @@ def keys_helpers(bits: int):
             got = _keys.get(bits)
             if got is None:
                 _, disk = cg.generated_dir()
-                it = np.dtype(f"i{bits // 8}")
-                ns = {"CACHE": disk, "IT": it.type, "SHIFT": it.type(bits - 1),
-                      "MAG": it.type((1 << (bits - 1)) - 1),
-                      "KLOW": it.type(np.iinfo(it).min), "KHIGH": it.type(np.iinfo(it).max)}
+                ns = {"CACHE": disk, **_key_constants(bits)}
                 got = _keys[bits] = cg.load_module(_KEYS_SRC, f"cpu-keys-{bits}", ns)
     return got
+
+
+def _key_constants(bits: int) -> dict:
+    """The order keys' integer type and constants for values ``bits`` wide
+    (see block_keys), for the keys module and the extreme kernels' own."""
+    it = np.dtype(f"i{bits // 8}")
+    return {"IT": it.type, "SHIFT": it.type(bits - 1), "MAG": it.type((1 << (bits - 1)) - 1),
+            "KLOW": it.type(np.iinfo(it).min), "KHIGH": it.type(np.iinfo(it).max)}
 
 
 _NONFINITE_HELPER = '''
@@ -2219,17 +2224,13 @@ class CpuKernel:
             ns["IS_ARG"] = kind in ("argmax", "argmin")
             ns["VT"] = self.dtypes[0].type
             bits = self.dtypes[0].itemsize * 8
-            ns["SHIFT"] = np.dtype(f"i{bits // 8}").type(bits - 1)
-            ns["MAG"] = np.dtype(f"i{bits // 8}").type((1 << (bits - 1)) - 1)
-            ns["IT"] = np.dtype(f"i{bits // 8}").type
+            ns.update(_key_constants(bits))
             # the order keys of +inf and -inf (see block_keys)
             it = np.dtype(f"i{bits // 8}")
             pinf = int(np.array(np.inf, self.dtypes[0]).view(it))
             ninf = int(np.array(-np.inf, self.dtypes[0]).view(it))
             ns["KPINF"] = it.type(pinf)
             ns["KNINF"] = it.type(ninf ^ ((1 << (bits - 1)) - 1))
-            ns["KLOW"] = it.type(np.iinfo(it).min)
-            ns["KHIGH"] = it.type(np.iinfo(it).max)
             ns["KNONE"] = ns["KLOW"] if ns["IS_MAX"] else ns["KHIGH"]
             keys = keys_helpers(bits)
             ns["block_keys"] = keys.block_keys
