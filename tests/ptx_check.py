@@ -52,6 +52,7 @@ import hrarray._backends.cuda as B  # noqa: E402
 import hrarray._kernels.cuda as K  # noqa: E402
 from hrarray import _ops  # noqa: E402
 from hrarray import _transforms_ops as T  # noqa: E402
+from hrarray._kernels._typing_memo import call_type_memo  # noqa: E402
 
 _done: dict = {}
 _failures: list = []
@@ -65,7 +66,9 @@ def _compile(fn, args, what: str) -> None:
     t = time.perf_counter()
     name = fn.py_func.__name__
     try:
-        ptx, _ = cuda.compile_ptx(fn.py_func, argtys, cc=CC)
+        # each (function, argument types) typed once, as on a GPU's first launch
+        with call_type_memo():
+            ptx, _ = cuda.compile_ptx(fn.py_func, argtys, cc=CC)
     except Exception as e:  # report every failing kernel, not just the first
         _failures.append((what, name, argtys, e))
         print(f"FAIL {what}: {name}{argtys}: {type(e).__name__}: {str(e)[:400]}", flush=True)

@@ -286,7 +286,7 @@ print("ok")
 
 
 def test_entry_builds_type_each_function_call_once(tmp_path):
-    """An entry's build types each (function, argument types) pair once (``_call_type_memo``):
+    """An entry's build types each (function, argument types) pair once (``_typing_memo``):
     Numba tried the templates at every call site again, ~1800 typings of ~190 pairs for one
     logsumexp kernel (``bool`` of a bool 185 times), 11-16 % of a cold compile. The
     result is checked, and Numba's method is back once the build is over."""
@@ -368,3 +368,41 @@ def test_entries_name_no_numba_runtime_symbol(tmp_path):
     res = run("race")  # a warm process: the entries load inside Numba's runtime start
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.strip() == "ok"
+
+
+def test_call_type_memo_puts_numba_s_method_back_after_overlapping_scopes():
+    """Compiles in two threads overlap (a CPU entry's build, a GPU kernel's first launch):
+    both type through one memo, and Numba's own method is back when the last leaves, not
+    when the first does (nor the memo of one left installed by the other)."""
+    import threading
+
+    from numba.core.types import functions
+
+    from hrarray._kernels._typing_memo import call_type_memo
+
+    def current():
+        return functions.BaseFunction.__dict__["get_call_type"]
+
+    numba_s = current()
+    first = call_type_memo()
+    first.__enter__()
+    memo = current()
+    assert memo is not numba_s
+    entered, leave, seen = threading.Event(), threading.Event(), []
+
+    def other():
+        with call_type_memo():
+            seen.append(current())
+            entered.set()
+            leave.wait(30)
+        seen.append(current())
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert entered.wait(30)
+    first.__exit__(None, None, None)  # the first one out: the other still compiles
+    assert current() is memo
+    leave.set()
+    t.join(30)
+    assert seen == [memo, numba_s]
+    assert current() is numba_s

@@ -87,6 +87,7 @@ from numba import cuda
 
 from hrarray._kernels import _codegen as cg
 from hrarray._kernels import _locks
+from hrarray._kernels._typing_memo import call_type_memo
 from hrarray.reducer import Decl
 
 __all__ = ["BLOCK", "ITEMS", "compiled_count", "get_kernel", "launch_count"]
@@ -738,7 +739,13 @@ def launch(fn, grid, block, stream, args):
         key = _fast_key(fn, args)
         if key is not None and _fast_launch(key, grid, block, stream, args):
             return
-    _numba_launch(fn, grid, block, stream, args)
+    if key is not None and key not in _fast_entries:
+        # a first launch through numba: it compiles (or loads numba's disk
+        # cache), each (function, argument types) typed once (_typing_memo)
+        with call_type_memo():
+            _numba_launch(fn, grid, block, stream, args)
+    else:
+        _numba_launch(fn, grid, block, stream, args)
     if key is not None and key not in _fast_entries:
         # a first launch through numba (it compiled): the entry is built against
         # the parameters numba marshalled for this very launch

@@ -355,8 +355,11 @@ def _kernel_module(dispatcher, argtys):
     from numba.core import compiler
     from numba.core.compiler_lock import global_compiler_lock
 
+    from hrarray._kernels._typing_memo import call_type_memo
+
     fc = dispatcher._compiler
-    with global_compiler_lock, _call_type_memo():
+    # each (function, argument types) typed once (_typing_memo)
+    with global_compiler_lock, call_type_memo():
         flags = compiler.Flags()
         fc.targetdescr.options.parse_as_flags(flags, fc.targetoptions)
         flags = fc._customize_flags(flags)
@@ -380,69 +383,6 @@ def _kernel_module(dispatcher, argtys):
         lib._optimize_final_module()
         lib._final_module.verify()
         return cres, lib._final_module
-
-
-class _call_type_memo:
-    """Within it (and within Numba's compiler lock, which the caller holds),
-    Numba types each call of a function type (an operator, a builtin, an
-    ``@overload``) once per argument types and remembers the signature.
-
-    Numba's ``BaseFunction.get_call_type`` tries the function's templates
-    anew at every call site: for ``+`` on two integers it first runs NumPy's
-    ufunc loop matching (the array operator's template) and rejects it. A
-    kernel's ~1000 call sites have ~60-90 distinct (function, argument types)
-    pairs; typing them was 11-16 % of a cold kernel compile (0.19-0.40 s of
-    1.7-3.1 s measured, of which 93-95 % repeats). The signature depends
-    only on the function type (an interned object holding its templates), the
-    argument types, the typing context and the target, all in the key; the
-    first call's side effects (the implementation key recorded on the
-    function type, an ``@overload``'s compiled implementation) stay valid
-    for the repeats. Failures are not remembered. The memo lives for one
-    kernel compile (nested compiles share it) and the original method is put
-    back on exit, so nothing outlives hrarray's compile.
-    """
-
-    _active = None  # the memo of the outermost open instance
-
-    def __enter__(self):
-        from numba.core.types import functions
-
-        cls = functions.BaseFunction
-        self._outer = _call_type_memo._active is not None
-        if self._outer:  # nested: the outer one's memo serves
-            return self
-        orig = cls.__dict__.get("get_call_type")
-        if orig is None:  # Numba's internals differ: type as Numba does
-            self._outer = True
-            return self
-        from numba.core.target_extension import get_local_target
-
-        memo: dict = {}
-
-        def get_call_type(fnty, context, args, kws):
-            try:
-                key = (fnty, context, get_local_target(context), tuple(args),
-                       tuple(sorted(kws.items())))
-                hit = memo.get(key)
-            except TypeError:  # an unhashable argument type: no memo
-                return orig(fnty, context, args, kws)
-            if hit is not None and hit[0] is fnty:
-                return hit[1]
-            sig = orig(fnty, context, args, kws)
-            if sig is not None:
-                memo[key] = (fnty, sig)
-            return sig
-
-        self._cls, self._orig = cls, orig
-        cls.get_call_type = get_call_type
-        _call_type_memo._active = memo
-        return self
-
-    def __exit__(self, *exc):
-        if not self._outer:
-            self._cls.get_call_type = self._orig
-            _call_type_memo._active = None
-        return False
 
 
 def _stub_module(ctx, mod):
