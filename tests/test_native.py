@@ -370,6 +370,55 @@ def test_entries_name_no_numba_runtime_symbol(tmp_path):
     assert res.stdout.strip() == "ok"
 
 
+
+DISPATCHER_TYPED_ONCE = """
+import collections
+import numpy as np, hrarray as hr
+from numba.core import dispatcher
+from numba.core.types import functions
+
+calls = collections.Counter()
+orig = functions.BaseFunction.get_call_type
+
+def counting(fnty, context, args, kws):
+    calls[(fnty, tuple(args), tuple(sorted(kws.items())))] += 1
+    return orig(fnty, context, args, kws)
+
+functions.BaseFunction.get_call_type = counting
+compiles, depth = [0], [0]
+orig_compile = dispatcher.Dispatcher.compile
+
+def compile(self, sig):
+    depth[0] += 1
+    try:
+        if depth[0] == 1:
+            compiles[0] += 1
+        return orig_compile(self, sig)
+    finally:
+        depth[0] -= 1
+
+dispatcher.Dispatcher.compile = compile
+x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
+want = [np.logaddexp(0.0, 1.0), -np.inf, np.log(np.exp(np.arange(2.0, 6.0)).sum())]
+np.testing.assert_allclose(hr.logsumexp(x), want, rtol=1e-14)
+r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v)
+assert hr.reduce(x, r).tolist() == [1.0, 0.0, 4.0 + 9.0 + 16.0 + 25.0]
+assert compiles[0] >= 2 and len(calls) > 50
+worst = max(calls.items(), key=lambda kv: kv[1])
+assert worst[1] <= compiles[0], (worst, compiles[0])
+print("ok")
+"""
+
+
+def test_dispatcher_path_types_each_function_call_once(tmp_path):
+    """Where a kernel takes Numba's dispatcher (``HRARRAY_NATIVE=0`` here; user reducers
+    everywhere) it is compiled before its first call under the same memo
+    (``native._compile_typed_once``): each (function, argument types) pair typed at most
+    once per kernel compiled, where Numba's own first call typed it at every call site."""
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0",
+           "NUMBA_CACHE_DIR": str(tmp_path / "n")}
+    assert _run(DISPATCHER_TYPED_ONCE, env) == "ok"
+
 def test_call_type_memo_puts_numba_s_method_back_after_overlapping_scopes():
     """Compiles in two threads overlap (a CPU entry's build, a GPU kernel's first launch):
     both type through one memo, and Numba's own method is back when the last leaves, not

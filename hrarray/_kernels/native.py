@@ -536,6 +536,8 @@ class NativeFunction:
             entry = self._entries[key]
         except KeyError:
             entry = self._entry(key)
+            if entry is None:
+                _compile_typed_once(self._dispatcher(), args)
         fn = self._dispatcher() if entry is None else entry
         if short is not None:
             self._short[short] = fn
@@ -587,6 +589,26 @@ class NativeFunction:
         if addr is None:
             return None
         return _caller(addr, key, self)
+
+
+def _compile_typed_once(dispatcher, args) -> None:
+    """Compile ``dispatcher`` for the types of ``args`` now, as its first call
+    would, each (function, argument types) pair typed once (_typing_memo);
+    that call then finds the compiled code (or Numba's disk cache: loaded,
+    not compiled). Where anything goes wrong here, that first call compiles
+    and raises as it always did."""
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+
+        from hrarray._kernels._typing_memo import call_type_memo
+
+        argtys = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if argtys in dispatcher.overloads:
+            return
+        with global_compiler_lock, call_type_memo():
+            dispatcher.compile(argtys)
+    except Exception:  # e.g. a user function Numba cannot type: the call says so
+        pass
 
 
 def _caller(addr: int, key, owner: NativeFunction):
