@@ -455,3 +455,18 @@ def test_call_type_memo_puts_numba_s_method_back_after_overlapping_scopes():
     t.join(30)
     assert seen == [memo, numba_s]
     assert current() is numba_s
+
+
+def test_call_type_memo_changes_nothing_where_numba_differs(monkeypatch):
+    """Where Numba's internals are not what the memo expects (here a function it imports is
+    missing), entering it changes nothing, raises nothing, and Numba types as it does."""
+    from numba.core import target_extension
+    from numba.core.types import functions
+
+    from hrarray._kernels._typing_memo import call_type_memo
+
+    numba_s = functions.BaseFunction.__dict__["get_call_type"]
+    monkeypatch.delattr(target_extension, "get_local_target")
+    with call_type_memo():
+        assert functions.BaseFunction.__dict__["get_call_type"] is numba_s
+    assert functions.BaseFunction.__dict__["get_call_type"] is numba_s

@@ -6,8 +6,10 @@ ufunc loop matching (the array operator's template, which then rejects
 scalars), then the integer templates. A CPU kernel's ~1000 call sites hold
 ~60-190 distinct (function, argument types) pairs: typing them was 11-16 % of
 a cold CPU kernel compile (0.19-0.40 s of 1.7-3.1 s measured, 93-95 % of it
-repeats), and the CUDA kernels' PTX compiles took 65.6-80.2 s for the test
-suite's 67 signatures, 48.0 s with this (the same PTX sizes and registers).
+repeats); the test suite's 67 CUDA signatures compiled to PTX in 65.6-80.5 s
+without it, 48.0-67.4 s with it (this host is noisy), the PTX identical but
+for one kernel's order of declarations and stack-slot addresses (the order in
+which Numba compiles overload implementations changes), the same registers.
 
 ``call_type_memo()`` puts a remembering ``get_call_type`` on Numba's class for
 as long as one or more hrarray compiles are inside it (any thread; the last
@@ -19,7 +21,8 @@ recorded on the function type, an ``@overload``'s compiled implementation)
 stay valid for the repeats. Failures are not remembered. A compile of someone
 else's code that overlaps one of hrarray's in another thread gets the same
 signatures it would have got. numba-cuda, beside Numba, types with the same
-class. Where Numba's internals differ (no such method), nothing is changed.
+class. Where Numba's internals differ (no such method, or anything failing
+while it is put in place), nothing is changed and the compile goes on.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ _saved = None  # (class, Numba's method) while installed
 
 
 def _install():
-    from numba.core.target_extension import get_local_target
-    from numba.core.types import functions
+    try:
+        from numba.core.target_extension import get_local_target
+        from numba.core.types import functions
 
-    cls = functions.BaseFunction
-    orig = cls.__dict__.get("get_call_type")
-    if orig is None:
+        cls = functions.BaseFunction
+        orig = cls.__dict__["get_call_type"]
+    except Exception:  # another Numba: type as it does
         return None
     memo: dict = {}
 
