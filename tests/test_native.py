@@ -257,11 +257,11 @@ def test_entries_compile_no_machine_code_for_the_dispatcher(tmp_path):
     assert _run(ONE_CODEGEN, {"HRARRAY_CACHE_DIR": str(tmp_path / "c")}) == "ok"
 
 
-
-TYPED_ONCE = """
+# counts Numba's typings of each (function, argument types) pair; ``want``: the logsumexp
+# of the scripts' small input x (made after their own set-up: its offsets check compiles)
+COUNT_TYPINGS = """
 import collections
 import numpy as np, hrarray as hr
-from hrarray._kernels import native
 from numba.core.types import functions
 
 calls = collections.Counter()
@@ -272,8 +272,13 @@ def counting(fnty, context, args, kws):
     return orig(fnty, context, args, kws)
 
 functions.BaseFunction.get_call_type = counting
-x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
 want = [np.logaddexp(0.0, 1.0), -np.inf, np.log(np.exp(np.arange(2.0, 6.0)).sum())]
+"""
+
+TYPED_ONCE = COUNT_TYPINGS + """
+from hrarray._kernels import native
+
+x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
 np.testing.assert_allclose(hr.logsumexp(x), want, rtol=1e-14)
 assert native.stats["built"] >= 1 and len(calls) > 50
 # the method is Numba's again (here: the counter) once the build is over
@@ -291,6 +296,7 @@ def test_entry_builds_type_each_function_call_once(tmp_path):
     logsumexp kernel (``bool`` of a bool 185 times), 11-16 % of a cold compile. The
     result is checked, and Numba's method is back once the build is over."""
     assert _run(TYPED_ONCE, {"HRARRAY_CACHE_DIR": str(tmp_path / "c")}) == "ok"
+
 
 SWAP = """
 import numpy as np, hrarray as hr
@@ -370,21 +376,9 @@ def test_entries_name_no_numba_runtime_symbol(tmp_path):
     assert res.stdout.strip() == "ok"
 
 
-
-DISPATCHER_TYPED_ONCE = """
-import collections
-import numpy as np, hrarray as hr
+DISPATCHER_TYPED_ONCE = COUNT_TYPINGS + """
 from numba.core import dispatcher
-from numba.core.types import functions
 
-calls = collections.Counter()
-orig = functions.BaseFunction.get_call_type
-
-def counting(fnty, context, args, kws):
-    calls[(fnty, tuple(args), tuple(sorted(kws.items())))] += 1
-    return orig(fnty, context, args, kws)
-
-functions.BaseFunction.get_call_type = counting
 compiles, depth = [0], [0]
 orig_compile = dispatcher.Dispatcher.compile
 
@@ -399,7 +393,6 @@ def compile(self, sig):
 
 dispatcher.Dispatcher.compile = compile
 x = hr.from_lengths(np.arange(6.0), [2, 0, 4])
-want = [np.logaddexp(0.0, 1.0), -np.inf, np.log(np.exp(np.arange(2.0, 6.0)).sum())]
 np.testing.assert_allclose(hr.logsumexp(x), want, rtol=1e-14)
 r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v)
 assert hr.reduce(x, r).tolist() == [1.0, 0.0, 4.0 + 9.0 + 16.0 + 25.0]
@@ -418,6 +411,7 @@ def test_dispatcher_path_types_each_function_call_once(tmp_path):
     env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "HRARRAY_NATIVE": "0",
            "NUMBA_CACHE_DIR": str(tmp_path / "n")}
     assert _run(DISPATCHER_TYPED_ONCE, env) == "ok"
+
 
 def test_call_type_memo_puts_numba_s_method_back_after_overlapping_scopes():
     """Compiles in two threads overlap (a CPU entry's build, a GPU kernel's first launch):
