@@ -542,18 +542,26 @@ def pf_step(stride):
     st = stride if stride >= 0 else -stride
     return 64 // st if 0 < st < 64 else 1
 '''
-_shared = None
+# the helper modules loaded so far: "cpu-shared", "cpu-keys-<bits>" -> module
+_helpers: dict = {}
+
+
+def _helper_module(name: str, src: str, constants: dict):
+    """The generated helper module ``name`` (source ``src``, namespace
+    ``constants`` and the disk-cache flag), loaded once per process."""
+    got = _helpers.get(name)
+    if got is None:
+        with _compiled_lock:
+            got = _helpers.get(name)
+            if got is None:
+                _, disk = cg.generated_dir()
+                got = _helpers[name] = cg.load_module(src, name, {"CACHE": disk, **constants})
+    return got
 
 
 def shared_helpers():
     """The module of declaration-independent kernel helpers (pf_1d, pf_step)."""
-    global _shared
-    if _shared is None:
-        with _compiled_lock:
-            if _shared is None:
-                _, disk = cg.generated_dir()
-                _shared = cg.load_module(_SHARED_SRC, "cpu-shared", {"CACHE": disk})
-    return _shared
+    return _helper_module("cpu-shared", _SHARED_SRC, {})
 
 
 # block_keys and first_index depend on the values' width only (the order
@@ -663,20 +671,11 @@ def first_index(values, ub, nt, m):
     return np.int64(best)
 
 '''
-_keys: dict = {}
 
 
 def keys_helpers(bits: int):
     """The module of block_keys and first_index for values ``bits`` wide."""
-    got = _keys.get(bits)
-    if got is None:
-        with _compiled_lock:
-            got = _keys.get(bits)
-            if got is None:
-                _, disk = cg.generated_dir()
-                ns = {"CACHE": disk, **_key_constants(bits)}
-                got = _keys[bits] = cg.load_module(_KEYS_SRC, f"cpu-keys-{bits}", ns)
-    return got
+    return _helper_module(f"cpu-keys-{bits}", _KEYS_SRC, _key_constants(bits))
 
 
 def _key_constants(bits: int) -> dict:
