@@ -299,6 +299,13 @@ def render_md(doc) -> str:
         + ("" if doc.get("complete") else ", INCOMPLETE")
         + ")"
     )
+    wu = doc.get("warmup")
+    if wu:
+        L.append(
+            f"- Warm-up before timing (`bench/warm.py`): {wu.get('jobs')} calls over "
+            f"{wu.get('processes')} processes in {wu.get('wall_s')} s, {wu.get('failed')} failed"
+            + (f"; {'; '.join(wu['worker_errors'])}" if wu.get("worker_errors") else "")
+        )
     L.append(
         f"- CPU: {m.get('cpu_model')}, {m.get('usable_cpus', m.get('logical_cpus'))} usable of "
         f"{m.get('logical_cpus')} logical CPUs, {m.get('mem_total_GiB')} GiB, L3 "

@@ -9,6 +9,11 @@ run on the same buffer (``shared/WORKLOADS.md``).  It writes
 ``results.md``, ``results.json`` and ``plot_<dtype>_<ndim>d.png`` under
 ``--out`` and measures the call overheads (``overheads.py``).
 
+Before timing anything it calls every CPU case once on small inputs, in this
+process and one worker process per further core (``warm.py``): on fresh caches
+most of a run's first cases used to be compiling, on one core.  The
+overheads' cold-compile timing (a fresh process) runs beside that warm-up.
+
 A wrong or failing hrarray result is printed loudly, listed at the top of the
 report and makes the exit status 1.  A wrong anchor is marked WRONG (and
 still timed); a missing one is reported with the reason.
@@ -46,6 +51,7 @@ import checks  # noqa: E402
 import hrcall  # noqa: E402
 import report  # noqa: E402
 import timing  # noqa: E402
+import warm  # noqa: E402
 import workloads as wl  # noqa: E402
 
 OPS = ("sum", "mean", "max", "argmax", "logsumexp", "softmax", "attention_pool")
@@ -126,8 +132,8 @@ def parse_args(argv):
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes, float32, 3 repeats: a smoke run under a minute once the "
-        "kernels are cached (a first run also compiles them: ~75 s on a 2-core VM)",
+        help="small sizes, float32, 3 repeats: a smoke run under a minute (on a 2-core "
+        "VM ~18 s with the kernels cached, ~46 s on fresh caches, compiling on both cores)",
     )
     p.add_argument("--out", default=str(HERE / "out"), help="output folder (default bench/out)")
     p.add_argument("--ops", help=f"comma list of {', '.join(OPS)} (default all)")
@@ -172,6 +178,12 @@ def parse_args(argv):
         type=_positive(float),
         default=None,
         help="overall deadline: cases after it are skipped, outputs still written",
+    )
+    p.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="do not compile the CPU cases in parallel before timing (warm.py); each "
+        "case's first call then compiles, in this process",
     )
     p.add_argument("--no-overheads", action="store_true", help="skip the overhead measurements")
     p.add_argument("--overheads-only", action="store_true", help="only the overhead measurements")
@@ -329,6 +341,7 @@ class Runner:
         self.prog: Progress | None = None
         self.timer = None
         self._gpu_values: dict = {}
+        self.warmup: dict | None = None
         want = (
             None
             if args.anchors == "all"
@@ -636,6 +649,7 @@ class Runner:
             "workloads": self.workloads,
             "results": self.results,
             "overheads": overheads,
+            "warmup": self.warmup,
         }
 
 
@@ -746,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
                 runner.notes.append(f"hrarray has no `{op}` yet: skipped")
         ops = [op for op in ops if hasattr(hr, op)]
     overheads = None
+    overheads_done: dict = {}
+    with_overheads = not args.no_overheads and hr is not None
+    if with_overheads:
+        import overheads as ov
     devices = [d for d, on in (("cpu", args.run_cpu), ("cuda", cuda_info is not None)) if on]
     if not args.overheads_only and devices:
         cases = [(dt, nd, name) for dt in dtypes for nd in ndims for name in wls]
@@ -754,6 +772,17 @@ def main(argv: list[str] | None = None) -> int:
             f"hrarray bench: {len(cases)} cases x {len(ops)} ops on {'+'.join(devices)}, "
             f"n={n:.3g} scalars; out={out}"
         )
+        if args.run_cpu and not args.no_warm_up and (hr is not None or runner.cpu_anchors):
+            names = [a.name for a in runner.cpu_anchors]
+            side, extra = {}, ()
+            if with_overheads:
+                # compiles in a fresh process of its own: one process per core
+                # either way; the other overheads are timed later, on a quiet machine
+                extra = ov.SIGNATURES_USED
+                sigs = ov.COLD_SIGNATURES_QUICK if args.quick else ov.COLD_SIGNATURES
+                side["cold_compile"] = lambda: ov.cold_compile(hr, sigs)
+            jobs = warm.plan(cases, ops, names, hr is not None, extra)
+            runner.warmup, overheads_done = warm.warm_up(hr, jobs, names, n, runner.log, side)
         try:
             for dt, nd, name in cases:
                 if runner.left() <= 0:
@@ -781,12 +810,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             runner.prog.close()
         wl.clear_cache()
-    if not args.no_overheads and hr is not None:
-        import overheads as ov
-
+    if with_overheads:
         runner.log("overheads: call overhead, import, first call, cold compile, memory")
         try:
-            overheads = ov.measure_all(hr, quick=args.quick, log=runner.log)
+            overheads = ov.measure_all(hr, quick=args.quick, log=runner.log, done=overheads_done)
         except Exception as e:
             overheads = {"error": f"{type(e).__name__}: {e}"}
             traceback.print_exc()
