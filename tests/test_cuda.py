@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import zlib
 
 import numpy as np
@@ -205,7 +206,7 @@ def test_simulator_barriers_after_the_block_manager_patch():
 
     for stop in (0, 5):
         out = np.zeros(32)
-        shift[1, 32](out, 3, stop)
+        _within(120, lambda out=out, stop=stop: shift[1, 32](out, 3, stop))
         live = np.arange(stop, 32)
         want = np.roll(live, -3).astype(float)
         np.testing.assert_array_equal(out[stop:], want)
@@ -221,7 +222,28 @@ def test_simulator_barriers_after_the_block_manager_patch():
         out[t] = 1.0
 
     with pytest.raises(ValueError, match="thread seven"):
-        fails[1, 32](np.zeros(32))
+        _within(120, lambda: fails[1, 32](np.zeros(32)))
+
+
+def _within(seconds, fn):
+    """``fn()`` in a daemon thread, its exception re-raised here: a launch that the
+    block manager deadlocks fails the test after ``seconds`` instead of hanging the run."""
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"the launch did not return in {seconds} s: threads left at a barrier")
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 @pytest.mark.parametrize("op", OPS)
