@@ -1017,7 +1017,60 @@ def var_bad(values, ub, nt):
 def nan{base}(values, ub, nt):
     n, k, s, q = {base}(values, ub, nt)
     return (n, k, s, q, n)
-""" for base in ("var_block", "var_block_strict"))
+""" for base in ("var_block", "var_block_strict")) + '''
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def var_rows_first(values, m, p, q, a1, a2, a3, pfr, pfs):
+    # 2-D rows p..q (a block, at most BLOCK rows) of the first m columns
+    # (chunks_2d's m): each column's shift (its first value) into a1, the sum
+    # of the deviations from it into a2, and whether every value is finite and
+    # at most VAR_BIG in magnitude (var_bad's test; a3 is scratch). Each
+    # column's sums in row order, as var_block_strict's: the loops vectorise
+    # across the columns, without reassoc.
+    nr = values.shape[0]
+    for col in range(m):
+        a1[col] = np.float64(values[p, col])
+        a2[col] = 0.0
+        a3[col] = 0.0
+    for j in range(p, q):
+        jp = j + pfr
+        if jp < nr:
+            for col in range(0, m, pfs):
+                prefetch2(values, jp, col)
+        for col in range(m):
+            v = np.float64(values[j, col])
+            a2[col] += v - a1[col]
+            a3[col] += v * 0.0 + (1.0 if abs(v) > VAR_BIG else 0.0)
+    z = 0.0
+    for col in range(m):
+        z += a3[col]
+    return z == 0.0
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath={"nsz", "contract"}, cache=_OPTS["cache"],
+            **_NOWRAP)
+def var_rows_second(values, m, p, q, a0, a1, a2, a3, c, r):
+    # rows p..q, all finite and at most VAR_BIG (var_rows_first said so; a1 the
+    # shifts, a2 the sums of deviations): each column's count into a0 and M2
+    # into a3 by var_block's corrected two-pass formula; c (the block means)
+    # and r (the sums of deviations from them) are scratch
+    n = q - p
+    fn = np.float64(n)
+    for col in range(m):
+        c[col] = a2[col] / fn
+        a3[col] = 0.0
+        r[col] = 0.0
+    for j in range(p, q):
+        for col in range(m):
+            d = (np.float64(values[j, col]) - a1[col]) - c[col]
+            a3[col] += d * d
+            r[col] += d
+    for col in range(m):
+        m2 = a3[col] - r[col] * r[col] / fn
+        a3[col] = m2 if m2 > 0.0 else 0.0
+        a0[col] = n
+'''
 
 # The CPU map kernels' exp_nonpos (hrarray._transforms_ops.exp_nonpos, which
 # it replaces there; defined in each map module, compiled only where a map
@@ -1924,6 +1977,25 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
                 f"{i3}st = combine({a_col}, map_(values[j, col], {wjc}jj))\n"
                 + cg.store("a", K, "col", "st", i3)
             )
+            if style in ("var", "nanvar"):
+                # var/std and their nan forms: a block whose values are all
+                # finite and at most VAR_BIG gets its column states (count,
+                # shift, sum of deviations, M2) from two passes vectorised
+                # across the columns, var_block's formula per column; other
+                # blocks run the declaration (Chan's update, a division per
+                # element). The block starts from the identity, so its state
+                # is the block's own. Scratch: the stack's next free row
+                # (g{i}[nb], written only after the block).
+                nanc = (f"{i2}for col in range(m):\n{i3}a4[col] = a0[col]\n"
+                        if style == "nanvar" else "")
+                return (
+                    f"{i1}if var_rows_first(values, m, p, q, a1, a2, a3, pfr, pfs):\n"
+                    f"{i2}var_rows_second(values, m, p, q, a0, a1, a2, a3, g1[nb], g2[nb])\n"
+                    + nanc
+                    + f"{i1}else:\n"
+                    f"{i2}for col in range(m):\n{reset(i3)}"
+                    + _indented(loop)
+                )
             if style != "lse":
                 return loop
             # logsumexp / softmax statistics: an all-finite block's column
