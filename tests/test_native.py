@@ -413,6 +413,36 @@ def test_dispatcher_path_types_each_function_call_once(tmp_path):
     assert _run(DISPATCHER_TYPED_ONCE, env) == "ok"
 
 
+READ_ONLY_ONCE = """
+import numpy as np
+import hrarray as hr
+from hrarray import _kernels
+r = hr.Reducer(identity=0.0, combine=lambda a, b: a + b, map=lambda v: v * v)
+v = np.arange(100.0)
+off = np.arange(0, 101, 10)
+want = np.add.reduceat(v * v, off[:-1])
+ro_v, ro_o = v.copy(), off.copy()
+ro_v.flags.writeable = ro_o.flags.writeable = False
+np.testing.assert_array_equal(hr.reduce(hr.RaggedArray(v, off), r), want)
+first = _kernels.compiled_count()
+assert first >= 1, first
+for vals, offs in ((ro_v, off), (v, ro_o), (ro_v, ro_o)):
+    np.testing.assert_array_equal(hr.reduce(hr.RaggedArray(vals, offs), r), want)
+assert _kernels.compiled_count() == first, (first, _kernels.compiled_count())
+assert v.flags.writeable and off.flags.writeable  # the caller's arrays as they were
+print("ok")
+"""
+
+
+def test_dispatcher_path_compiles_once_for_read_only_arrays(tmp_path):
+    """A user reducer (the dispatcher path) over read-only values or offsets (an Arrow
+    buffer, a memmap, a transform's offsets) runs the kernel compiled for writable ones:
+    Numba types a read-only array apart, and each such call compiled the kernel again
+    (1-3 s). The caller's arrays stay writable."""
+    env = {"HRARRAY_CACHE_DIR": str(tmp_path / "c"), "NUMBA_CACHE_DIR": str(tmp_path / "n")}
+    assert _run(READ_ONLY_ONCE, env) == "ok"
+
+
 def test_call_type_memo_puts_numba_s_method_back_after_overlapping_scopes():
     """Compiles in two threads overlap (a CPU entry's build, a GPU kernel's first launch):
     both type through one memo, and Numba's own method is back when the last leaves, not

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import inspect
 import json
 import os
 import struct
@@ -511,6 +512,7 @@ class NativeFunction:
         self._dispatcher = dispatcher
         self._entries: dict = {}  # call_key -> entry (None: the dispatcher)
         self._short: dict = {}  # a caller's short key -> callable
+        self._via_dispatcher = None  # the dispatcher, or _read_only_caller's wrapper
 
     def __call__(self, *args):
         self.resolve(None, args)(*args)
@@ -537,10 +539,19 @@ class NativeFunction:
         except KeyError:
             entry = self._entry(key)
             if entry is None:
-                _compile_typed_once(self._dispatcher(), args)
-        fn = self._dispatcher() if entry is None else entry
+                fn = self.via_dispatcher()
+                _compile_typed_once(self._dispatcher(), getattr(fn, "read_only", _same)(args))
+        fn = self.via_dispatcher() if entry is None else entry
         if short is not None:
             self._short[short] = fn
+        return fn
+
+    def via_dispatcher(self):
+        """The dispatcher, called with the caller's arrays read-only (see
+        _read_only_caller)."""
+        fn = self._via_dispatcher
+        if fn is None:
+            fn = self._via_dispatcher = _read_only_caller(self._dispatcher())
         return fn
 
     def _entry(self, key):
@@ -589,6 +600,48 @@ class NativeFunction:
         if addr is None:
             return None
         return _caller(addr, key, self)
+
+
+# The kernels' parameters that carry the caller's arrays (values, scores,
+# offsets): read, never written. Numba types a read-only array apart from a
+# writable one, so a user's read-only values (an Arrow buffer, a memmap, a
+# transform's offsets) compiled every dispatcher-path kernel a second time,
+# 1-3 s each; passed read-only always, each compiles once. (The native entries
+# take any array: their key leaves out the writeable flag.)
+_READ_ONLY_PARAMS = frozenset({"values", "w", "offsets"})
+
+
+def _same(args):
+    return args
+
+
+def _read_only_caller(dispatcher):
+    """``dispatcher``, or a function calling it with the arrays at its
+    _READ_ONLY_PARAMS positions as read-only views (~0.3 us each): its
+    ``read_only(args)`` makes those views."""
+    try:
+        names = list(inspect.signature(dispatcher.py_func).parameters)
+    except (AttributeError, TypeError, ValueError):  # not a Numba dispatcher
+        return dispatcher
+    at = tuple(i for i, n in enumerate(names) if n in _READ_ONLY_PARAMS)
+    if not at:
+        return dispatcher
+
+    def read_only(args):
+        args = list(args)
+        for i in at:
+            a = args[i] if i < len(args) else None
+            if type(a) is np.ndarray and a.flags.writeable:
+                a = a.view()
+                a.flags.writeable = False
+                args[i] = a
+        return args
+
+    def call(*args):
+        return dispatcher(*read_only(args))
+
+    call.read_only = read_only
+    return call
 
 
 def _compile_typed_once(dispatcher, args) -> None:
