@@ -331,6 +331,7 @@ def _ak_dense(layout, what: str):
     if isinstance(layout, c.EmptyArray):
         return np.zeros(0, np.float64)  # Awkward's type of an empty list's content
     if isinstance(layout, c.NumpyArray):
+        _ak_no_text(layout, what)
         return layout.data
     if isinstance(layout, c.RegularArray):
         inner = _ak_dense(layout.content, what)
@@ -340,8 +341,20 @@ def _ak_dense(layout, what: str):
     raise TypeError(f"{what} is an Awkward {type(layout).__name__}; hrarray reads lists of numbers")
 
 
+def _ak_no_text(layout, what: str) -> None:
+    """Awkward's strings and bytestrings are lists of uint8 marked as such: refuse
+    them, as from_arrow does, rather than read their bytes as numbers."""
+    kind = layout.parameter("__array__")
+    if kind in ("string", "bytestring", "char", "byte"):
+        raise TypeError(
+            f"{what} holds Awkward {kind}s; hrarray reads lists of numbers, not text "
+            "or bytes"
+        )
+
+
 def _ak_ragged(layout, what: str) -> RaggedArray:
     layout = _ak_unwrap(layout, what)
+    _ak_no_text(layout, what)
     offsets, content = _ak_offsets_of(layout)
     if offsets.shape[0] and _ak_has_missing(content):
         # missing values the lists do not reach (a slice of a larger array) are not

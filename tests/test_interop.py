@@ -318,6 +318,11 @@ def test_from_awkward_errors(ak_):
         hr.from_awkward(ak.Array([1.0, 2.0]))
     with pytest.raises(TypeError, match="RecordArray"):
         hr.from_awkward(ak.Array([[{"a": 1}]]))
+    # strings and bytestrings (lists of uint8 marked as text), at any level: refused,
+    # as from_arrow refuses them, not read as their bytes
+    for text in (ak.Array([["ab", "c"], []]), ak.Array(["ab", "c"]), ak.Array([[b"ab"]])):
+        with pytest.raises(TypeError, match="string"):
+            hr.from_awkward(text)
     with pytest.raises(TypeError, match="RaggedArray"):
         hr.to_awkward([1, 2])
 
