@@ -639,7 +639,37 @@ class RaggedArray:
     def with_values(self, new_values) -> RaggedArray:
         """Same structure, new leaf values (one per leaf element inside segments).
 
-        The result is compact (offsets start at 0).
+        Parameters
+        ----------
+        new_values : array
+            One row per leaf element inside the segments: at depth 1 ``x.nvalues``
+            rows; deeper, the leaf elements the segments reach (the characters,
+            not the words, of a characters -> words -> sentences array; where
+            every level's offsets span its values, ``len(x.leaf_values)``). Any
+            dtype and inner shape; on ``x``'s device. Not copied.
+
+        Returns
+        -------
+        RaggedArray
+            ``x``'s levels over ``new_values``, compact (offsets start at 0; a
+            copy of the offsets only where ``x``'s did not).
+
+        Raises
+        ------
+        ValueError
+            ``new_values`` has another number of rows (the message names the
+            number wanted).
+        TypeError
+            ``new_values`` is on another device, or of dtype object.
+
+        Examples
+        --------
+        >>> import numpy as np, hrarray as hr
+        >>> x = hr.nest(np.arange(5.0), np.array([0, 2, 5]), np.array([0, 1, 2]))
+        >>> x.nvalues, len(x.leaf_values)
+        (2, 5)
+        >>> x.with_values(np.ones(5)).to_list()
+        [[[1.0, 1.0]], [[1.0, 1.0, 1.0]]]
         """
         # (checked before _compact(), which may run a kernel)
         be = backend_of(("x", self.leaf_values), ("new_values", new_values))
