@@ -739,16 +739,17 @@ def launch(fn, grid, block, stream, args):
         key = _fast_key(fn, args)
         if key is not None and _fast_launch(key, grid, block, stream, args):
             return
-    if key is not None and key not in _fast_entries:
+    first = key is not None and key not in _fast_entries
+    if first:
         # a first launch through numba: it compiles (or loads numba's disk
         # cache), each (function, argument types) typed once (_typing_memo)
         with call_type_memo():
             _numba_launch(fn, grid, block, stream, args)
     else:
         _numba_launch(fn, grid, block, stream, args)
-    if key is not None and key not in _fast_entries:
-        # a first launch through numba (it compiled): the entry is built against
-        # the parameters numba marshalled for this very launch
+    if first:
+        # the entry is built against the parameters numba marshalled for this
+        # very launch
         if len(_fast_entries) >= 4096:
             _fast_entries.clear()
         _fast_entries[key] = _fast_entry(fn, args, stream)

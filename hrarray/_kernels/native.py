@@ -512,7 +512,7 @@ class NativeFunction:
         self._dispatcher = dispatcher
         self._entries: dict = {}  # call_key -> entry (None: the dispatcher)
         self._short: dict = {}  # a caller's short key -> callable
-        self._via_dispatcher = None  # the dispatcher, or _read_only_caller's wrapper
+        self._via_dispatcher = None  # (callable, read_only) from _read_only_caller
 
     def __call__(self, *args):
         self.resolve(None, args)(*args)
@@ -539,20 +539,19 @@ class NativeFunction:
         except KeyError:
             entry = self._entry(key)
             if entry is None:
-                fn = self.via_dispatcher()
-                _compile_typed_once(self._dispatcher(), getattr(fn, "read_only", _same)(args))
-        fn = self.via_dispatcher() if entry is None else entry
+                _compile_typed_once(self._dispatcher(), self.via_dispatcher()[1](args))
+        fn = self.via_dispatcher()[0] if entry is None else entry
         if short is not None:
             self._short[short] = fn
         return fn
 
     def via_dispatcher(self):
-        """The dispatcher, called with the caller's arrays read-only (see
-        _read_only_caller)."""
-        fn = self._via_dispatcher
-        if fn is None:
-            fn = self._via_dispatcher = _read_only_caller(self._dispatcher())
-        return fn
+        """``(call, read_only)``: the dispatcher called with the caller's arrays
+        read-only, and what makes them so (see _read_only_caller)."""
+        pair = self._via_dispatcher
+        if pair is None:
+            pair = self._via_dispatcher = _read_only_caller(self._dispatcher())
+        return pair
 
     def _entry(self, key):
         with _lock:
@@ -616,16 +615,17 @@ def _same(args):
 
 
 def _read_only_caller(dispatcher):
-    """``dispatcher``, or a function calling it with the arrays at its
-    _READ_ONLY_PARAMS positions as read-only views (~0.3 us each): its
-    ``read_only(args)`` makes those views."""
+    """``(call, read_only)``: ``read_only(args)`` makes the arrays at the
+    dispatcher's _READ_ONLY_PARAMS positions read-only views (~0.3 us each),
+    ``call`` calls it so; the dispatcher itself where it has no such
+    parameter."""
     try:
         names = list(inspect.signature(dispatcher.py_func).parameters)
     except (AttributeError, TypeError, ValueError):  # not a Numba dispatcher
-        return dispatcher
+        return dispatcher, _same
     at = tuple(i for i, n in enumerate(names) if n in _READ_ONLY_PARAMS)
     if not at:
-        return dispatcher
+        return dispatcher, _same
 
     def read_only(args):
         args = list(args)
@@ -640,8 +640,7 @@ def _read_only_caller(dispatcher):
     def call(*args):
         return dispatcher(*read_only(args))
 
-    call.read_only = read_only
-    return call
+    return call, read_only
 
 
 def _compile_typed_once(dispatcher, args) -> None:
