@@ -226,7 +226,14 @@ def _sum(name, dt, dtype, ddof):
     def finalize(s, n):
         return s
 
-    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
+    meta = _vsum(dt, acc)
+    if dt == np.float64 and meta.get("vmask") is True:
+        # runs of 0-4-element segments 8 at a time (the CPU's group step,
+        # _cpu_bits.group_sum8): float64 sums gained; not float32 sums (their
+        # one-segment step was as quick) nor means (their division per
+        # segment made the group slower; bench/RESULTS.md Run 47)
+        meta = {**meta, "group": True}
+    return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=meta), out
 
 
 def _prod(name, dt, dtype, ddof):

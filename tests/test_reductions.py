@@ -2113,6 +2113,70 @@ def test_short_sums_one_masked_step(dtype):
         np.testing.assert_array_equal(hr.nanmean(x), nanmean.astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_groups_of_tiny_segments_match_one_by_one(dtype):
+    """Runs of short 1-D segments (on an AVX2 CPU: 8 at a time in one group step, one
+    gather per element position across the 8 segments: float64 sums of 0-4 elements,
+    _cpu_bits.group_sum8; float extremes of 0-4, then 0-8 elements, group_max8 and
+    group_max8w and the like) give each segment the bits it gets alone (one masked
+    step): a segment's result must not depend on whether its neighbours let its group
+    take that path. Half the values from a few (ties, -0.0 beside 0.0, infinities,
+    NaN; the nan forms' all-NaN segments), half of any magnitude (sums that round:
+    another order of the additions gives other bits); lengths 0-4 with some of 5-9
+    (groups of the wider step, groups that fit neither); a run across a parallel
+    chunk's edge (300,000 segments), int32 and strided offsets, strided values."""
+    ops = ("sum", "mean", "nansum", "max", "min", "argmax", "argmin", "nanmax", "nanmin",
+           "nanargmax", "nanargmin")
+    rng = np.random.default_rng(47)
+    alphabet = np.array([np.nan, -np.inf, -1.5, -0.0, 0.0, 1.5, np.inf, 0.25, 3.0], dtype)
+    p = [0.08, 0.06, 0.14, 0.14, 0.14, 0.14, 0.06, 0.14, 0.10]
+
+    def case(nseg):
+        lengths = rng.integers(0, 5, nseg)
+        odd = rng.random(nseg) < 0.03
+        lengths[odd] = rng.choice([5, 6, 8, 9], int(odd.sum()))
+        n = int(lengths.sum())
+        v = alphabet[rng.choice(len(alphabet), n, p=p)]
+        # half of them any value, of any magnitude: sums that round
+        some = rng.random(n) < 0.5
+        v[some] = (rng.standard_normal(int(some.sum()))
+                   * 10.0 ** rng.integers(-8, 9, int(some.sum())))
+        return v, hst.offsets_from_lengths(lengths)
+
+    def bits(a):
+        a = np.asarray(a)
+        if a.dtype.kind == "f":  # NaN payloads aside
+            a = np.where(np.isnan(a), np.nan, a)
+        return a.view(f"u{a.itemsize}")
+
+    # small: each segment against itself alone (fewer than 8 segments: no group)
+    v, offsets = case(400)
+    x = make_ragged(v, [offsets], "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN segments of the nan forms
+        for op in ops:
+            got = call(op, x)
+            alone = np.array([call(op, make_ragged(v[offsets[k]:offsets[k + 1]],
+                                                   [np.array([0, offsets[k + 1] - offsets[k]])],
+                                                   "cpu"))[0]
+                              for k in range(len(offsets) - 1)], got.dtype)
+            assert np.array_equal(bits(got), bits(alone)), op
+            R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
+        # large (cut into chunks), other offsets and strides: the same bits
+        v, offsets = case(300_000)
+        wide = np.repeat(v, 2)
+        forms = [(v, offsets), (v, offsets.astype(np.int32)), (v, np.repeat(offsets, 3)[::3]),
+                 (wide[::2], offsets)]
+        for op in ops:
+            want = None
+            for vals, offs in forms:
+                got = call(op, make_ragged(vals, [offs], "cpu"))
+                if want is None:
+                    want = got
+                    R.assert_result(got, R.reduce(op, v, [offsets]), err_msg=op)
+                assert np.array_equal(bits(got), bits(want)), (op, offs.dtype, vals.strides)
+
+
 def test_strided_kernel_forms_read_element_by_element():
     """The 1-D vector-IR steps for segments of 0-8 elements (masked_sum8, masked_max8,
     masked_var8...) load 8 elements as one vector, which only unit stride allows: the

@@ -739,3 +739,284 @@ def _masked_var8(strided: bool):
 # 7]`` inside the array.
 masked_var8 = _masked_var8(False)
 masked_var8_s = _masked_var8(True)
+
+
+# ---------------------------------------------------------------- groups of 8 short segments
+#
+# Runs of segments of a few elements (characters per word, neighbours per
+# node) are bound by the work per segment, not by memory: one masked_*8 step
+# each (an offsets read, a vector load, a tree, a store, and for the
+# extremes a mispredicted branch on empty ones). The group steps below take
+# 8 such segments at once, segment t in lane t: lane t's j-th element comes
+# from one AVX2 gather per j (``vgatherdps`` / ``vgatherdpd``, 32-bit
+# indices from the group's first start), and the lanes hold the 8
+# segments' trees side by side. They return the same bits as the masked_*8
+# steps they stand in for (the same tree over the same lanes), so a
+# segment's result does not depend on whether its neighbours let its group
+# take this path (tested). Only where every one of the 8 segments has at
+# most 4 elements (group_sum8, group_max8...) or 8 (group_max8w...; 8
+# gathers and the whole tree) (``ok``); the caller runs the others one by
+# one. Masked lanes read nothing, so no element outside a segment is read.
+# On a target without AVX2 (and for strided values: the ``_s`` forms)
+# ``ok`` is a constant False and the caller's group code is dead (LLVM's
+# generic masked gather scalarises to a branch per lane, slower than the
+# steps). 2.5e7 values, 2 threads (bench/RESULTS.md Run 47): segments of
+# 0-4 elements, float32 argmax 58.9 -> 33.9 ms, max 46.7 -> 29.8, float64
+# argmax 62.7 -> 39.4, max 55.9 -> 39.7, sum 40.7 -> 34.5; words of 1 +
+# Poisson(4) characters, 1 thread, max/argmax 0.86-0.92x the time. Not for
+# float32 sums (their one-segment step was as quick: 50 ms either way, 1
+# thread) nor means (a division per segment; the group took 1.2x).
+GROUP = 8
+GROUP_MAX = 8
+
+
+def _avx2(context) -> bool:
+    """Whether the target machine Numba compiles for has AVX2: the
+    features it created the target machine with (NUMBA_CPU_FEATURES, or the
+    host's), on x86-64."""
+    import llvmlite.binding as llvm
+    from numba.core import config
+
+    feats = getattr(context.codegen(), "_tm_features", None)
+    if feats is None:
+        feats = config.CPU_FEATURES
+    if feats is None:
+        feats = llvm.get_host_cpu_features().flatten()
+    triple = llvm.get_process_triple()
+    return triple.startswith(("x86_64", "amd64")) and "+avx2" in feats.split(",")
+
+
+def _group_args(values, offsets, k) -> bool:
+    return (isinstance(values, types.Array) and values.ndim == 1
+            and values.dtype in (types.float32, types.float64)
+            and isinstance(offsets, types.Array) and offsets.ndim == 1
+            and isinstance(offsets.dtype, types.Integer) and isinstance(k, types.Integer))
+
+
+def _group_gather(context, builder, sig, args, width: int):
+    """``(ok, short, lengths as <8 x i32>, [g_0 .. g_7])``: lane t of ``g_j``
+    holds ``values[offsets[k + t] + j]`` where ``j`` is below segment ``k +
+    t``'s length, else the passthrough 0.0; gathered only where ``ok`` (all
+    8 lengths at most ``width``, 4 or 8), ``g_4 .. g_7`` only where some
+    length exceeds 4 (not ``short``; else they are 0.0 like every lane past
+    a segment). The caller has checked ``_avx2``."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    vty, oty, kty = sig.args[:3]
+    va = context.make_array(vty)(context, builder, args[0])
+    oa = context.make_array(oty)(context, builder, args[1])
+    k = context.cast(builder, args[2], kty, types.intp)
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    v8l, v8i = ir.VectorType(i64, 8), ir.VectorType(i32, 8)
+    # the 9 offsets, element by element (offsets may be int32 or strided)
+    o = []
+    for t in range(GROUP + 1):
+        p = cgutils.get_item_pointer(context, builder, oty, oa, [builder.add(k, i64(t))],
+                                     wraparound=False)
+        o.append(context.cast(builder, builder.load(p), oty.dtype, types.int64))
+    o0 = ir.Constant(v8l, ir.Undefined)
+    o1 = ir.Constant(v8l, ir.Undefined)
+    for t in range(GROUP):
+        o0 = builder.insert_element(o0, o[t], i32(t))
+        o1 = builder.insert_element(o1, o[t + 1], i32(t))
+    lens = builder.sub(o1, o0)
+
+    def all_within(m):
+        fits = builder.icmp_unsigned("<=", lens, ir.Constant(v8l, [m] * GROUP))
+        return builder.icmp_unsigned("==", builder.bitcast(fits, i8), i8(255))
+
+    ok = all_within(width)
+    short = all_within(GROUP_MAX // 2) if width > GROUP_MAX // 2 else ok
+    fty = vty.dtype
+    ft = context.get_data_type(fty)
+    vf = ir.VectorType(ft, GROUP)
+    slots = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * GROUP))
+             for _ in range(GROUP_MAX)]
+    len32 = builder.trunc(lens, v8i)
+    i8p = i8.as_pointer()
+    size = context.get_abi_sizeof(ft)
+    if fty == types.float32:
+        gty = ir.FunctionType(vf, [vf, i8p, v8i, vf, i8])
+        gather = cgutils.get_or_insert_function(builder.module, gty,
+                                                "llvm.x86.avx2.gather.d.ps.256")
+    else:
+        v4f, v4i = ir.VectorType(ft, 4), ir.VectorType(i32, 4)
+        gty = ir.FunctionType(v4f, [v4f, i8p, v4i, v4f, i8])
+        gather = cgutils.get_or_insert_function(builder.module, gty,
+                                                "llvm.x86.avx2.gather.d.pd.256")
+
+    def gather_rows(rel, base, rows):
+        for j in rows:
+            idx = builder.add(rel, ir.Constant(v8i, [j] * GROUP))
+            take = builder.icmp_signed(">", len32, ir.Constant(v8i, [j] * GROUP))
+            zero = ir.Constant(vf, [0.0] * GROUP)
+            if fty == types.float32:
+                # the mask: a lane's sign bit
+                m = builder.bitcast(builder.sext(take, v8i), vf)
+                g = builder.call(gather, [zero, base, idx, m, i8(size)])
+            else:
+                halves = []
+                for h in range(2):
+                    sel = ir.Constant(ir.VectorType(i32, 4), list(range(4 * h, 4 * h + 4)))
+                    ih = builder.shuffle_vector(idx, idx, sel)
+                    th = builder.shuffle_vector(take, take, sel)
+                    m = builder.bitcast(builder.sext(th, ir.VectorType(i64, 4)), v4f)
+                    z4 = ir.Constant(v4f, [0.0] * 4)
+                    halves.append(builder.call(gather, [z4, base, ih, m, i8(size)]))
+                g = builder.shuffle_vector(halves[0], halves[1],
+                                           ir.Constant(v8i, list(range(GROUP))))
+            builder.store(g, slots[j])
+
+    with builder.if_then(ok, likely=False):
+        # every start lies within 8 * 7 of the first: 32-bit indices
+        rel = builder.trunc(builder.sub(o0, _splat(builder, o[0], v8l)), v8i)
+        p0 = cgutils.get_item_pointer(context, builder, vty, va, [o[0]], wraparound=False)
+        base = builder.bitcast(p0, i8p)
+        gather_rows(rel, base, range(GROUP_MAX // 2))
+        if width > GROUP_MAX // 2:
+            with builder.if_then(builder.not_(short), likely=False):
+                gather_rows(rel, base, range(GROUP_MAX // 2, GROUP_MAX))
+    return ok, short, len32, [builder.load(s) for s in slots]
+
+
+def _group_sum(avx2_only: bool):
+    """group_sum8 (unit stride) or its ``_s`` form (always ``ok`` False)."""
+
+    def typer(typingctx, values, offsets, k):
+        if not _group_args(values, offsets, k):
+            return None
+        rt = types.Tuple((types.boolean, types.UniTuple(types.float64, GROUP)))
+        return rt(values, offsets, k), codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+
+        f64 = ir.DoubleType()
+        vd = ir.VectorType(f64, GROUP)
+        if avx2_only and _avx2(context):
+            # (segments of 5-8 elements: the float64 sums of 1 + Poisson(4)
+            # elements took 1.3x the one-by-one steps' time this way)
+            ok, _, _, g = _group_gather(context, builder, sig, args, GROUP_MAX // 2)
+            if sig.args[0].dtype == types.float32:
+                g = [builder.fpext(x, vd) for x in g]
+            # masked_sum8's tree over lanes 0-7 of one segment (lanes past
+            # it 0.0): ((x0 + x4) + (x2 + x6)) + ((x1 + x5) + (x3 + x7))
+            # (x + 0.0 is kept: it turns -0.0 into 0.0, as there). Each fadd carries
+            # a flag (arcp: no effect on an addition) because Numba's
+            # fastmath pass gives the kernel's reassoc and nsz to every
+            # float instruction without one, and LLVM then regrouped these
+            # lane-wise adds (there, not masked_sum8's shuffle tree): other
+            # bits than the step's, found by the A/B of bench/RESULTS.md
+            # Run 47.
+
+            def add(x, y):
+                return builder.fadd(x, y, flags=("arcp",))
+
+            a = [add(g[j], g[j + 4]) for j in range(4)]
+            tot = add(add(a[0], a[2]), add(a[1], a[3]))
+        else:
+            ok = ir.Constant(ir.IntType(1), 0)
+            tot = ir.Constant(vd, [0.0] * GROUP)
+        i32 = ir.IntType(32)
+        lanes = [builder.extract_element(tot, i32(t)) for t in range(GROUP)]
+        tup = context.make_tuple(builder, sig.return_type.types[1], lanes)
+        return context.make_tuple(builder, sig.return_type, (ok, tup))
+
+    return intrinsic(typer)
+
+
+def _group_ext(is_max: bool, skip: bool, avx2_only: bool, width: int = GROUP_MAX // 2):
+    """group_<op>8 (unit stride; ``width`` 8: group_<op>8w) or its ``_s``
+    form (always ``ok`` False)."""
+
+    def typer(typingctx, values, offsets, k, ident):
+        if not _group_args(values, offsets, k) or ident != values.dtype:
+            return None
+        rt = types.Tuple((types.boolean, types.UniTuple(values.dtype, GROUP),
+                          types.UniTuple(types.int64, GROUP)))
+        return rt(values, offsets, k, ident), codegen
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vl = ir.VectorType(i64, GROUP)
+        ft = context.get_data_type(sig.args[0].dtype)
+        vf = ir.VectorType(ft, GROUP)
+        if avx2_only and _avx2(context):
+            ok, _, len32, g = _group_gather(context, builder, sig, args, width)
+            # lanes past a segment: copies of its first element (index 0),
+            # as in masked_max8; then its tree: (0, 1), (2, 3), (4, 5), (6,
+            # 7), then pairs of those, then the two halves
+            ix = []
+            x = []
+            for j in range(width):
+                take = builder.icmp_signed(">", len32, ir.Constant(len32.type, [j] * GROUP))
+                x.append(builder.select(take, g[j], g[0]) if j else g[0])
+                ix.append(builder.select(take, ir.Constant(vl, [j] * GROUP),
+                                         ir.Constant(vl, [0] * GROUP)) if j
+                          else ir.Constant(vl, [0] * GROUP))
+
+            def merge(e, ei, r, ri):
+                tk = _takes_ir(builder, is_max, skip, r, e)
+                return builder.select(tk, r, e), builder.select(tk, ri, ei)
+
+            def tree(lv):
+                while len(lv) > 1:
+                    lv = [merge(*lv[i], *lv[i + 1]) for i in range(0, len(lv), 2)]
+                return lv[0]
+
+            lanes = list(zip(x, ix, strict=True))
+            if width == GROUP_MAX:
+                best, bix = tree(lanes)
+            else:
+                # 0-4 elements: lanes 4-7 all copies of element 0, whose
+                # merges give (x0, 0): the same result from 4 merges
+                best, bix = tree(lanes[:4])
+                best, bix = merge(best, bix, x[0], ix[0])
+            # an empty segment: (ident, -1), as the caller's masked step
+            # gives it (a select per lane here; a branch per segment there
+            # was mispredicted on random lengths)
+            has = builder.icmp_signed(">", len32, ir.Constant(len32.type, [0] * GROUP))
+            best = builder.select(has, best, _splat(builder, args[3], vf))
+            bix = builder.select(has, bix, ir.Constant(vl, [-1] * GROUP))
+        else:
+            ok = ir.Constant(ir.IntType(1), 0)
+            best = ir.Constant(vf, [0.0] * GROUP)
+            bix = ir.Constant(vl, [0] * GROUP)
+        xs = [builder.extract_element(best, i32(t)) for t in range(GROUP)]
+        ixs = [builder.extract_element(bix, i32(t)) for t in range(GROUP)]
+        rt = sig.return_type
+        return context.make_tuple(builder, rt, (
+            ok, context.make_tuple(builder, rt.types[1], xs),
+            context.make_tuple(builder, rt.types[2], ixs)))
+
+    return intrinsic(typer)
+
+
+# The sums (float64; masked_sum8's bits) of the 8 float32/float64 segments
+# k .. k + 7, and whether all have 0-4 elements; group_sum8_s: always False.
+group_sum8 = _group_sum(True)
+group_sum8_s = _group_sum(False)
+# The extremes and their indices (masked_<op>8's), of the 8 segments k .. k +
+# 7, and whether all have 0-4 elements; a segment of 0 elements gives
+# (``ident``, -1). The _s forms: always False.
+group_max8 = _group_ext(True, False, True)
+group_min8 = _group_ext(False, False, True)
+group_nanmax8 = _group_ext(True, True, True)
+group_nanmin8 = _group_ext(False, True, True)
+group_max8_s = _group_ext(True, False, False)
+group_min8_s = _group_ext(False, False, False)
+group_nanmax8_s = _group_ext(True, True, False)
+group_nanmin8_s = _group_ext(False, True, False)
+# The same for segments of 0-8 elements (8 gathers, the whole tree), tried
+# where a group of 0-4 did not fit.
+group_max8w = _group_ext(True, False, True, GROUP_MAX)
+group_min8w = _group_ext(False, False, True, GROUP_MAX)
+group_nanmax8w = _group_ext(True, True, True, GROUP_MAX)
+group_nanmin8w = _group_ext(False, True, True, GROUP_MAX)
+group_max8w_s = group_max8_s
+group_min8w_s = group_min8_s
+group_nanmax8w_s = group_nanmax8_s
+group_nanmin8w_s = group_nanmin8_s

@@ -514,7 +514,10 @@ from hrarray._kernels._cpu_bits import (
     masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
     masked_isum8, masked_isum8_s, masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s,
     masked_usum8, masked_usum8_s, masked_var8, masked_var8_s, prefetch, prefetch2, select,
-    wide_vectors)
+    wide_vectors, group_sum8, group_sum8_s, group_max8, group_max8_s, group_min8,
+    group_min8_s, group_nanmax8, group_nanmax8_s, group_nanmin8, group_nanmin8_s,
+    group_max8w, group_max8w_s, group_min8w, group_min8w_s, group_nanmax8w,
+    group_nanmax8w_s, group_nanmin8w, group_nanmin8w_s)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1429,6 +1432,58 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     )
 
 
+def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
+                ind: str) -> str:
+    """Source, at the head of a run of 8 segments of the 1-D chunk loop, that
+    reduces segments ``k .. k + 7`` in one group step where all 8 lie inside
+    the chunk and are short (_cpu_bits.group_sum8: float64 sums of 0-4
+    elements each; group_max8 and the like: float extremes of 0-4, else
+    group_max8w... of 0-8; one AVX2 gather per element position across the 8
+    segments; the same bits as the masked_*8 steps), then moves past them
+    (``continue``); "" for the declarations without one (``group``: the
+    declaration's meta asks for it; the extremes always). A run of longer
+    segments pays one offsets load per 8 segments (the ``cap`` check)."""
+    if group and vmask is True:
+        cap = 32  # 0-4 elements each
+        call = f"gok, gst = group_sum8{STRIDED}(values, offsets, k)\n"
+        state = "st = gst[t]\n"
+    elif style == "extreme" and not aux:
+        nan = "nan" if skip else ""
+        cap = 64  # 0-8 elements each
+        ident = f"IDENT{'[0]' if K == 2 else ''}"
+        call = "".join(
+            f"gok, gx, gi = (group_{nan}max8{w}{STRIDED}(values, offsets, k, {ident}) "
+            f"if IS_MAX else group_{nan}min8{w}{STRIDED}(values, offsets, k, {ident}))\n"
+            for w in ("", "w"))
+        state = "st = (gx[t], gi[t])\n" if K == 2 else "st = gx[t]\n"
+    else:
+        return ""
+    i1, i2 = ind + "    ", ind + "        "
+    return (
+        # (8 segments of 0-4 elements hold at most 32 elements, of 0-8 at
+        # most 64: one load rules out most groups of longer segments before
+        # the step's 9)
+        f"{ind}if k >= gfirst and k + 8 <= i1 and offsets[k + 8] - s <= {cap}:\n"
+        + "".join(f"{i1}{c}\n" if i == 0 else f"{i1}if not gok:\n{i2}{c}\n"
+                  for i, c in enumerate(call.splitlines()))
+        + f"{i1}if gok:\n"
+        # the masked steps' prefetches (tiny_pf), once per group
+        f"{i2}prefetch(offsets, min(k + OFFSETS_PF, nseg))\n"
+        f"{i2}pf = pf_1d(values, max(pf, s), s + pfd, nv, pfs)\n"
+        + "".join(
+            f"{i2}n = offsets[k + {t + 1}] - offsets[k + {t}]\n"
+            f"{i2}{state.replace('[t]', f'[{t}]')}"
+            f"{i2}if use_fill and is_empty(st, n):\n"
+            f"{i2}    out[k + {t}] = fill\n"
+            f"{i2}else:\n"
+            f"{i2}    out[k + {t}] = finalize(st, n)\n"
+            for t in range(8))
+        + f"{i2}kg = k + 8\n"
+        f"{i2}s = offsets[kg]\n"
+        f"{i2}continue\n"
+    )
+
+
 def _arg_long_source(skip: bool = False) -> str:
     """``arg_long``: argmax/argmin of ``values[a:b]`` (segment start ``s``),
     a segment past the short paths (or a chunk's edge piece).
@@ -1596,6 +1651,28 @@ def _source(decl: Decl, cache: bool) -> str:
     # True (float sum/mean), "nan" (nansum/nanmean), "int"/"uint" (integer sums) or False
     vmask = decl.meta.get("vmask", False)
     red = _reduce_1d_code(style, aux, K, "            ", vsum=vsum, skip=skip, vmask=vmask)
+    # Segments k of the chunk: a for loop, or, where a group step can take 8
+    # segments at once (_group_code), a while loop it can move k in.
+    group = _group_code(style, aux, K, skip, vmask, bool(decl.meta.get("group")),
+                        "            ")
+
+    def seg_loop(first: str, end: str, body: str) -> str:
+        # ``body``: one segment k's code, indented for the for loop
+        if not group:
+            return f"        for k in range({first}, {end}):\n" + body
+        # runs of 8 segments: the group step, or else the for loop over
+        # them (the loop the kernels without a group step run; a while
+        # loop stepping k one by one made runs of 1 + Poisson(4) elements
+        # 2-6 % slower); gfirst: the chunk's first segment wholly inside it
+        return (f"        gfirst = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0\n"
+                f"        kg = {first}\n"
+                f"        while kg < {end}:\n"
+                f"            k = kg\n"
+                f"            kk = min(kg + 8, {end})\n"
+                + group
+                + "            for k in range(kg, kk):\n"
+                + textwrap.indent(body, "    ")
+                + "            kg = kk\n")
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
         # head/tail branch, each start is the previous end (one offsets read
@@ -1607,10 +1684,7 @@ def _source(decl: Decl, cache: bool) -> str:
         # path).
         red_edge = _reduce_1d_code(style, aux, K, "            ", small=False, vsum=vsum,
                                    skip=skip)
-        loop = f"""        lo = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0
-        s = offsets[lo]
-        for k in range(lo, i1):
-            e = offsets[k + 1]
+        body = f"""            e = offsets[k + 1]
             a = s
             b = e
 {red}            n = e - s
@@ -1619,9 +1693,13 @@ def _source(decl: Decl, cache: bool) -> str:
             else:
                 out[k] = finalize(st, n)
             s = e
-        # The edge pieces, reduced as partial states for the fix-up: the head
-        # (segment i0, begun in an earlier chunk) and the open tail (segment
-        # i1, still running at the chunk's end; may be the same segment).
+"""
+        loop = f"""        lo = i0 + 1 if i0 < i1 and offsets[i0] < j0 else i0
+        s = offsets[lo]
+{seg_loop("lo", "i1", body)}        # The edge pieces, reduced as partial states for the fix-up: the
+        # head (segment i0, begun in an earlier chunk) and the open tail
+        # (segment i1, still running at the chunk's end; may be the same
+        # segment).
         for edge in range(2):  # (the reduction code uses q, m, n... itself)
             if edge == 0:
                 if lo == i0:
@@ -1642,10 +1720,7 @@ def _source(decl: Decl, cache: bool) -> str:
     else:
         # One loop over the chunk's segments and its open tail (k == i1);
         # a and b clamp the head and tail pieces; one copy of the code.
-        loop = f"""        kend = i1 + 1 if i1 < nseg else i1
-        s = offsets[i0]
-        for k in range(i0, kend):
-            e = offsets[k + 1]
+        body = f"""            e = offsets[k + 1]
             a = s if s > j0 else j0
             b = e if e < j1 else j1
 {red}            if k == i1:
@@ -1658,6 +1733,9 @@ def _source(decl: Decl, cache: bool) -> str:
                     out[k] = finalize(st, n)
             s = e
 """
+        loop = f"""        kend = i1 + 1 if i1 < nseg else i1
+        s = offsets[i0]
+{seg_loop("i0", "kend", body)}"""
     # the blocks' code tests ``unit`` where it has a form for values of unit
     # stride only (vector-IR passes: arg_keys, block_sum) or one for strided
     # values (the simd style's partial sums; _STRIDED_BLOCKS: attention_pool's
