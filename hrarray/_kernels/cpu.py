@@ -1433,7 +1433,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
 
 
 def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
-                ind: str) -> str:
+                is_max: bool, ind: str) -> str:
     """Source, at the head of a run of 8 segments of the 1-D chunk loop, that
     reduces segments ``k .. k + 7`` in one group step where all 8 lie inside
     the chunk and are short (_cpu_bits.group_sum8: float64 sums of 0-4
@@ -1451,9 +1451,11 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         nan = "nan" if skip else ""
         cap = 64  # 0-8 elements each
         ident = f"IDENT{'[0]' if K == 2 else ''}"
+        # only this kernel's kind is named (``a if IS_MAX else b`` left the
+        # dead step for Numba to prune)
+        op = ("max" if is_max else "min")
         call = "".join(
-            f"gok, gx, gi = (group_{nan}max8{w}{STRIDED}(values, offsets, k, {ident}) "
-            f"if IS_MAX else group_{nan}min8{w}{STRIDED}(values, offsets, k, {ident}))\n"
+            f"gok, gx, gi = group_{nan}{op}8{w}{STRIDED}(values, offsets, k, {ident})\n"
             for w in ("", "w"))
         state = "st = (gx[t], gi[t])\n" if K == 2 else "st = gx[t]\n"
     else:
@@ -1470,6 +1472,12 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         # the masked steps' prefetches (tiny_pf), once per group
         f"{i2}prefetch(offsets, min(k + OFFSETS_PF, nseg))\n"
         f"{i2}pf = pf_1d(values, max(pf, s), s + pfd, nv, pfs)\n"
+        # the 8 results written out (~0.5 s of an extreme kernel's cold
+        # compile): a loop indexing the returned tuple took a switch per
+        # element (1 thread, tiny float32 sum 84-86 ms against 59), and one
+        # over results the step stored to memory kept the nan forms' empty
+        # test a mispredicted branch per segment (tiny float32 nanargmax
+        # 100-103 ms against 67; bench/RESULTS.md Run 47)
         + "".join(
             f"{i2}n = offsets[k + {t + 1}] - offsets[k + {t}]\n"
             f"{i2}{state.replace('[t]', f'[{t}]')}"
@@ -1654,7 +1662,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # Segments k of the chunk: a for loop, or, where a group step can take 8
     # segments at once (_group_code), a while loop it can move k in.
     group = _group_code(style, aux, K, skip, vmask, bool(decl.meta.get("group")),
-                        "            ")
+                        decl.meta.get("kind") in ("max", "argmax"), "            ")
 
     def seg_loop(first: str, end: str, body: str) -> str:
         # ``body``: one segment k's code, indented for the for loop
