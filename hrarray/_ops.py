@@ -230,7 +230,7 @@ def _sum(name, dt, dtype, ddof):
     if dt == np.float64 and meta.get("vmask") is True:
         # runs of 0-4-element segments 8 at a time (the CPU's group step,
         # _cpu_bits.group_sum8): float64 sums gained; not float32 sums (their
-        # one-segment step was as quick) nor means (their division per
+        # one-segment step was quicker) nor means (their division per
         # segment made the group slower; bench/RESULTS.md Run 47)
         meta = {**meta, "group": True}
     return Decl(("sum", dt.str, out.str), zero, map_, combine, finalize, meta=meta), out

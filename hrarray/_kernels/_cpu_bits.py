@@ -764,8 +764,9 @@ masked_var8_s = _masked_var8(True)
 # 0-4 elements, float32 argmax 58.9 -> 33.9 ms, max 46.7 -> 29.8, float64
 # argmax 62.7 -> 39.4, max 55.9 -> 39.7, sum 40.7 -> 34.5; words of 1 +
 # Poisson(4) characters, 1 thread, max/argmax 0.86-0.92x the time. Not for
-# float32 sums (their one-segment step was as quick: 50 ms either way, 1
-# thread) nor means (a division per segment; the group took 1.2x).
+# float32 sums (their one-segment step was quicker: 50 ms against the
+# group's 59, 1 thread) nor means (a division per segment; the group took
+# 1.2-1.3x).
 GROUP = 8
 GROUP_MAX = 8
 
