@@ -788,7 +788,9 @@ def _avx2(context) -> bool:
 
 
 def _group_args(values, offsets, k) -> bool:
-    return (isinstance(values, types.Array) and values.ndim == 1
+    # (layout "C": the gathers step by the item size, so a strided array must
+    # fail to type rather than read the wrong elements)
+    return (isinstance(values, types.Array) and values.ndim == 1 and values.layout == "C"
             and values.dtype in (types.float32, types.float64)
             and isinstance(offsets, types.Array) and offsets.ndim == 1
             and isinstance(offsets.dtype, types.Integer) and isinstance(k, types.Integer))
@@ -881,8 +883,8 @@ def _group_gather(context, builder, sig, args, width: int):
     return ok, short, len32, [builder.load(s) for s in slots]
 
 
-def _group_sum(avx2_only: bool):
-    """group_sum8 (unit stride) or its ``_s`` form (always ``ok`` False)."""
+def _group_sum():
+    """group_sum8 (unit stride; ``ok`` a constant False without AVX2)."""
 
     def typer(typingctx, values, offsets, k):
         if not _group_args(values, offsets, k):
@@ -895,7 +897,7 @@ def _group_sum(avx2_only: bool):
 
         f64 = ir.DoubleType()
         vd = ir.VectorType(f64, GROUP)
-        if avx2_only and _avx2(context):
+        if _avx2(context):
             # (segments of 5-8 elements: the float64 sums of 1 + Poisson(4)
             # elements took 1.3x the one-by-one steps' time this way)
             ok, _, _, g = _group_gather(context, builder, sig, args, GROUP_MAX // 2)
@@ -927,9 +929,9 @@ def _group_sum(avx2_only: bool):
     return intrinsic(typer)
 
 
-def _group_ext(is_max: bool, skip: bool, avx2_only: bool, width: int = GROUP_MAX // 2):
-    """group_<op>8 (unit stride; ``width`` 8: group_<op>8w) or its ``_s``
-    form (always ``ok`` False)."""
+def _group_ext(is_max: bool, skip: bool, width: int = GROUP_MAX // 2):
+    """group_<op>8 (unit stride; ``width`` 8: group_<op>8w; ``ok`` a constant
+    False without AVX2)."""
 
     def typer(typingctx, values, offsets, k, ident):
         if not _group_args(values, offsets, k) or ident != values.dtype:
@@ -945,7 +947,7 @@ def _group_ext(is_max: bool, skip: bool, avx2_only: bool, width: int = GROUP_MAX
         vl = ir.VectorType(i64, GROUP)
         ft = context.get_data_type(sig.args[0].dtype)
         vf = ir.VectorType(ft, GROUP)
-        if avx2_only and _avx2(context):
+        if _avx2(context):
             ok, _, len32, g = _group_gather(context, builder, sig, args, width)
             # lanes past a segment: copies of its first element (index 0),
             # as in masked_max8; then its tree: (0, 1), (2, 3), (4, 5), (6,
@@ -997,27 +999,19 @@ def _group_ext(is_max: bool, skip: bool, avx2_only: bool, width: int = GROUP_MAX
 
 
 # The sums (float64; masked_sum8's bits) of the 8 float32/float64 segments
-# k .. k + 7, and whether all have 0-4 elements; group_sum8_s: always False.
-group_sum8 = _group_sum(True)
-group_sum8_s = _group_sum(False)
+# k .. k + 7, and whether all have 0-4 elements. Unit stride only: a kernel's
+# strided form is written without the group step (cpu._source).
+group_sum8 = _group_sum()
 # The extremes and their indices (masked_<op>8's), of the 8 segments k .. k +
 # 7, and whether all have 0-4 elements; a segment of 0 elements gives
-# (``ident``, -1). The _s forms: always False.
-group_max8 = _group_ext(True, False, True)
-group_min8 = _group_ext(False, False, True)
-group_nanmax8 = _group_ext(True, True, True)
-group_nanmin8 = _group_ext(False, True, True)
-group_max8_s = _group_ext(True, False, False)
-group_min8_s = _group_ext(False, False, False)
-group_nanmax8_s = _group_ext(True, True, False)
-group_nanmin8_s = _group_ext(False, True, False)
+# (``ident``, -1).
+group_max8 = _group_ext(True, False)
+group_min8 = _group_ext(False, False)
+group_nanmax8 = _group_ext(True, True)
+group_nanmin8 = _group_ext(False, True)
 # The same for segments of 0-8 elements (8 gathers, the whole tree), tried
 # where a group of 0-4 did not fit.
-group_max8w = _group_ext(True, False, True, GROUP_MAX)
-group_min8w = _group_ext(False, False, True, GROUP_MAX)
-group_nanmax8w = _group_ext(True, True, True, GROUP_MAX)
-group_nanmin8w = _group_ext(False, True, True, GROUP_MAX)
-group_max8w_s = group_max8_s
-group_min8w_s = group_min8_s
-group_nanmax8w_s = group_nanmax8_s
-group_nanmin8w_s = group_nanmin8_s
+group_max8w = _group_ext(True, False, GROUP_MAX)
+group_min8w = _group_ext(False, False, GROUP_MAX)
+group_nanmax8w = _group_ext(True, True, GROUP_MAX)
+group_nanmin8w = _group_ext(False, True, GROUP_MAX)

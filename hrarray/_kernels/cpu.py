@@ -514,10 +514,8 @@ from hrarray._kernels._cpu_bits import (
     masked_min8_s, masked_nanmax8, masked_nanmax8_s, masked_nanmin8, masked_nanmin8_s,
     masked_isum8, masked_isum8_s, masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s,
     masked_usum8, masked_usum8_s, masked_var8, masked_var8_s, prefetch, prefetch2, select,
-    wide_vectors, group_sum8, group_sum8_s, group_max8, group_max8_s, group_min8,
-    group_min8_s, group_nanmax8, group_nanmax8_s, group_nanmin8, group_nanmin8_s,
-    group_max8w, group_max8w_s, group_min8w, group_min8w_s, group_nanmax8w,
-    group_nanmax8w_s, group_nanmin8w, group_nanmin8w_s)
+    wide_vectors, group_sum8, group_max8, group_min8, group_nanmax8, group_nanmin8,
+    group_max8w, group_min8w, group_nanmax8w, group_nanmin8w)
 '''
 
 # pf_1d and pf_step do not depend on the declaration: one module holds them,
@@ -1445,7 +1443,7 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
     segments pays one offsets load per 8 segments (the ``cap`` check)."""
     if group and vmask is True:
         cap = 32  # 0-4 elements each
-        call = f"gok, gst = group_sum8{STRIDED}(values, offsets, k)\n"
+        call = "gok, gst = group_sum8(values, offsets, k)\n"
         state = "st = gst[t]\n"
     elif style == "extreme" and not aux:
         nan = "nan" if skip else ""
@@ -1455,7 +1453,7 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         # dead step for Numba to prune)
         op = ("max" if is_max else "min")
         call = "".join(
-            f"gok, gx, gi = group_{nan}{op}8{w}{STRIDED}(values, offsets, k, {ident})\n"
+            f"gok, gx, gi = group_{nan}{op}8{w}(values, offsets, k, {ident})\n"
             for w in ("", "w"))
         state = "st = (gx[t], gi[t])\n" if K == 2 else "st = gx[t]\n"
     else:
@@ -1754,6 +1752,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # were compiled for every signature (logsumexp and attention_pool ~0.5 s
     # more cold compile each; sum about the same; bench/RESULTS.md Run 32).
     two_forms = _two_forms(decl)
+    assert two_forms or not group  # (the group steps take unit stride only)
     # (a vector-IR step on ``values`` needs both forms: see STRIDED)
     assert two_forms or STRIDED not in red
     chunks_1d = f"""
@@ -1776,7 +1775,10 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
     if two_forms:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", "    unit = True\n")
                    .replace(STRIDED, ""))
-        src.append(chunks_1d.replace("@NAME@", "chunks_1d_s")
+        # the strided form without the group step (a constant False there: its
+        # code, which Numba would type and lower before LLVM drops it, cost
+        # ~0.2-0.5 s of such a kernel's cold compile)
+        src.append(chunks_1d.replace("@NAME@", "chunks_1d_s").replace(group, "")
                    .replace("@UNIT@", "    unit = False\n").replace(STRIDED, "_s"))
     else:
         src.append(chunks_1d.replace("@NAME@", "chunks_1d").replace("@UNIT@", ""))
