@@ -757,10 +757,10 @@ masked_var8_s = _masked_var8(True)
 # most 4 elements (group_sum8, group_max8...) or 8 (group_max8w...; 8
 # gathers and the whole tree) (``ok``); the caller runs the others one by
 # one. Masked lanes read nothing, so no element outside a segment is read.
-# On a target without AVX2 (and for strided values: the ``_s`` forms)
-# ``ok`` is a constant False and the caller's group code is dead (LLVM's
-# generic masked gather scalarises to a branch per lane, slower than the
-# steps). 2.5e7 values, 2 threads (bench/RESULTS.md Run 47): segments of
+# Unit stride only (a kernel's strided form has no group step). On a target
+# without AVX2 ``ok`` is a constant False and the caller's group code is
+# dead (LLVM's generic masked gather scalarises to a branch per lane,
+# slower than the steps). 2.5e7 values, 2 threads (bench/RESULTS.md Run 47): segments of
 # 0-4 elements, float32 argmax 58.9 -> 33.9 ms, max 46.7 -> 29.8, float64
 # argmax 62.7 -> 39.4, max 55.9 -> 39.7, sum 40.7 -> 34.5; words of 1 +
 # Poisson(4) characters, 1 thread, max/argmax 0.86-0.92x the time. Not for

@@ -1443,8 +1443,8 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
     segments pays one offsets load per 8 segments (the ``cap`` check)."""
     if group and vmask is True:
         cap = 32  # 0-4 elements each
-        call = "gok, gst = group_sum8(values, offsets, k)\n"
-        state = "st = gst[t]\n"
+        calls = ["gok, gst = group_sum8(values, offsets, k)"]
+        state = "st = gst[{t}]"
     elif style == "extreme" and not aux:
         nan = "nan" if skip else ""
         cap = 64  # 0-8 elements each
@@ -1452,10 +1452,9 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         # only this kernel's kind is named (``a if IS_MAX else b`` left the
         # dead step for Numba to prune)
         op = ("max" if is_max else "min")
-        call = "".join(
-            f"gok, gx, gi = group_{nan}{op}8{w}(values, offsets, k, {ident})\n"
-            for w in ("", "w"))
-        state = "st = (gx[t], gi[t])\n" if K == 2 else "st = gx[t]\n"
+        calls = [f"gok, gx, gi = group_{nan}{op}8{w}(values, offsets, k, {ident})"
+                 for w in ("", "w")]
+        state = "st = (gx[{t}], gi[{t}])" if K == 2 else "st = gx[{t}]"
     else:
         return ""
     i1, i2 = ind + "    ", ind + "        "
@@ -1464,8 +1463,9 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         # most 64: one load rules out most groups of longer segments before
         # the step's 9)
         f"{ind}if k >= gfirst and k + 8 <= i1 and offsets[k + 8] - s <= {cap}:\n"
-        + "".join(f"{i1}{c}\n" if i == 0 else f"{i1}if not gok:\n{i2}{c}\n"
-                  for i, c in enumerate(call.splitlines()))
+        # the first step, then each next one where the one before did not fit
+        + f"{i1}{calls[0]}\n"
+        + "".join(f"{i1}if not gok:\n{i2}{c}\n" for c in calls[1:])
         + f"{i1}if gok:\n"
         # the masked steps' prefetches (tiny_pf), once per group
         f"{i2}prefetch(offsets, min(k + OFFSETS_PF, nseg))\n"
@@ -1478,7 +1478,7 @@ def _group_code(style: str, aux: bool, K: int, skip: bool, vmask, group: bool,
         # 100-103 ms against 67; bench/RESULTS.md Run 47)
         + "".join(
             f"{i2}n = offsets[k + {t + 1}] - offsets[k + {t}]\n"
-            f"{i2}{state.replace('[t]', f'[{t}]')}"
+            f"{i2}{state.format(t=t)}\n"
             f"{i2}if use_fill and is_empty(st, n):\n"
             f"{i2}    out[k + {t}] = fill\n"
             f"{i2}else:\n"
