@@ -145,6 +145,9 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
     ``padded`` has shape ``(nsegments, L, *inner)``. Give ``lengths`` (the
     first ``lengths[i]`` entries of row ``i`` are kept) or ``mask`` (the True
     entries of each row are kept, in order); with neither, every entry is kept.
+    A bool array of shape ``(nsegments, L)`` in the place of ``lengths`` is
+    read as the mask, so ``from_padded(*x.to_padded())`` gives ``x`` back
+    (compact).
 
     Raises
     ------
@@ -159,9 +162,17 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
     p = be.xpa(be.asarray(padded, "padded"))
     if p.ndim < 2:
         raise ValueError(f"padded must be at least 2-D (nsegments, L, ...), got ndim={p.ndim}")
+    if be.dtype(p) == np.dtype(object):
+        raise TypeError("padded has unsupported dtype object")
     n, L = p.shape[:2]
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
+    if lengths is not None and not isinstance(lengths, (list, tuple)):
+        given = be.asarray(lengths, "lengths")
+        if be.dtype(given) == np.bool_ and given.shape == (n, L):
+            # to_padded's (padded, mask) passed back positionally: from_padded(*x.to_padded());
+            # a bool array of that shape cannot be lengths (1-D integers)
+            lengths, mask = None, given
     if mask is not None:
         m = be.xpa(be.asarray(mask, "mask"))
         if m.dtype != np.bool_:

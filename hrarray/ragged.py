@@ -530,7 +530,12 @@ class RaggedArray:
             )
         if isinstance(key, list):
             # an empty list gathers nothing, as in NumPy (not a float64 array)
-            key = _host_ints(key, "index")
+            try:
+                key = _host_ints(key, "index")
+            except ValueError as exc:
+                # an integer past 64 bits is out of range for any array: the same
+                # IndexError (and ValueError) as any other out-of-range index
+                raise SegmentIndexError(str(exc)) from None
             if key is None:  # NumPy's "inhomogeneous shape" names no argument
                 raise TypeError(
                     "index must be an integer or boolean array, got a ragged list "

@@ -962,6 +962,15 @@ def test_lists_of_integers_beyond_int64_are_integers():
     assert x[[0, np.uint64(1)]].to_list() == x.to_list()
     with raises(IndexError, r"^index\[1\]=9223372036854775808 is out of range for 2 segments"):
         x[[0, 2**63]]
+    # past 64 bits: out of range too, the same IndexError (and ValueError) as above
+    # (an audit: a plain ValueError before, which `except IndexError` missed)
+    for key, msg in (([2**64], r"^index\[0\]=18446744073709551616 does not fit"),
+                     ([0, -(2**63) - 1], r"^index\[1\]=-9223372036854775809 does not fit"),
+                     ([-1, 2**63], r"^index\[0\]=-1 and index\[1\]=9223372036854775808")):
+        with raises(IndexError, msg):
+            x[key]
+        with raises(ValueError, msg):
+            x[key]
     # floats in a list are still floats
     with raises(TypeError, r"offsets must have an integer dtype, got float64"):
         hr.RaggedArray(v, [0, 1.0, 6])

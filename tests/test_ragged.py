@@ -334,6 +334,21 @@ def test_from_padded_mask_errors():
         hr.from_padded(padded, mask=np.ones((3, 2), bool))
     with pytest.raises(ValueError, match="lengths or mask, not both"):
         hr.from_padded(padded, lengths=[1, 2], mask=np.ones((2, 3), bool))
+    # a bool array that cannot be the mask is not read as lengths either
+    with pytest.raises(TypeError, match="lengths must have an integer dtype, got bool"):
+        hr.from_padded(padded, np.ones(2, bool))
+    # the argument named is the caller's (an audit: "values has unsupported dtype")
+    with pytest.raises(TypeError, match=r"^padded has unsupported dtype object"):
+        hr.from_padded(np.array([[None]]))
+
+
+def test_from_padded_takes_to_padded_positionally():
+    """``from_padded(*x.to_padded())`` is the inverse: the mask in lengths' place."""
+    x = hr.from_lengths(np.arange(6.0), [1, 2, 0, 3])
+    y = hr.from_padded(*x.to_padded())
+    assert y.to_list() == x.to_list()
+    padded, mask = x.to_padded(fill_value=-1.0, max_length=5)
+    assert hr.from_padded(padded, mask).to_list() == x.to_list()
 
 
 def test_nest():
