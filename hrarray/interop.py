@@ -111,7 +111,16 @@ def _arrow_list(arr, pa, what: str) -> RaggedArray:
         values = _arrow_list(child, pa, f"{what} values")
     else:
         values = _arrow_dense(child, pa, f"{what} values")
-    return RaggedArray(values, offsets)
+    return _level(values, offsets, what)
+
+
+def _level(values, offsets, what: str) -> RaggedArray:
+    """``RaggedArray(values, offsets)``; bad offsets (the producer did not check
+    them: ``pa.Array.from_buffers``) named as ``what``'s, the caller's argument."""
+    try:
+        return RaggedArray(values, offsets)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def from_arrow(list_array) -> RaggedArray:
@@ -369,7 +378,7 @@ def _ak_ragged(layout, what: str) -> RaggedArray:
         values = _ak_ragged(content, f"{what} content")
     else:
         values = _ak_dense(content, f"{what} content")
-    return RaggedArray(values, offsets)
+    return _level(values, offsets, what)
 
 
 def from_awkward(array) -> RaggedArray:

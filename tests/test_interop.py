@@ -198,6 +198,17 @@ def test_from_arrow_errors(pa_):
         hr.from_arrow(pa.array([1.0, 2.0]))
     with pytest.raises(TypeError, match="pyarrow Array"):
         hr.from_arrow([[1.0]])
+    # offsets pyarrow never checked (from_buffers): named as the caller's list_array's
+    vals = pa.array(np.arange(4.0))
+    offs = pa.py_buffer(np.array([0, 3, 1, 4], np.int32))
+    bad = pa.Array.from_buffers(pa.list_(pa.float64()), 3, [None, offs], children=[vals])
+    with pytest.raises(ValueError, match=r"^list_array: offsets must be non-decreasing; "
+                                         r"offsets\[2\]=1 < offsets\[1\]=3"):
+        hr.from_arrow(bad)
+    outer = pa.Array.from_buffers(pa.list_(bad.type), 1,
+                                  [None, pa.py_buffer(np.array([0, 3], np.int32))], children=[bad])
+    with pytest.raises(ValueError, match=r"^list_array values: offsets must be non-decreasing"):
+        hr.from_arrow(outer)
 
 
 # ---------------------------------------------------------------- Awkward
