@@ -310,7 +310,7 @@ class RaggedArray:
             be = backend_of(("values", values.leaf_values), ("offsets", offsets))
             vals = values
             nvals = len(values)
-            what = "the inner level (its nsegments)"
+            what = "the inner level's segments"
         else:
             be = backend_of(("values", values), ("offsets", offsets))
             vals = be.asarray(values, "values")
