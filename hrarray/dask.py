@@ -41,6 +41,7 @@ from dask.tokenize import normalize_token, tokenize
 
 import hrarray as hr
 from hrarray import _ops
+from hrarray._backends import backend_of
 from hrarray._kernels import _locks
 from hrarray.ragged import RaggedArray
 from hrarray.reduce import _check_levels
@@ -1039,11 +1040,11 @@ def broadcast(per_segment, x, *, levels=1):
 
     Parameters
     ----------
-    per_segment : dask array, NumPy/CuPy array, RaggedDaskArray or RaggedArray
+    per_segment : dask array, NumPy/CuPy array, list, RaggedDaskArray or RaggedArray
         One row per level-``levels`` segment of ``x``. A dask array with one
         block per partition of ``x`` (such as ``dx.max()``) is used block by
         block; one with known chunks is rechunked to ``x.chunks``
-        (``levels == x.depth`` only). A NumPy/CuPy array is split by
+        (``levels == x.depth`` only). A NumPy/CuPy array (or a list) is split by
         ``x.chunks`` (``levels == x.depth``, known chunks). For ``levels <
         x.depth`` pass a ragged ``per_segment`` (such as ``dx.max()`` of a
         deeper ``dx``): a RaggedDaskArray partitioned like ``x``, or a
@@ -1079,6 +1080,10 @@ def _align_dense(x: RaggedDaskArray, per, levels: int):
     """``per`` as a dask array with one block per partition of ``x`` along axis 0
     and a single block along every other axis."""
     top = levels == x.depth
+    if isinstance(per, (list, tuple)):
+        # read as hr.broadcast reads one (host data: a TypeError for CUDA partitions)
+        be = backend_of(("x", x.meta.leaf_values), ("per_segment", per))
+        per = be.asarray(per, "per_segment")
     if not isinstance(per, da.Array):
         if not hasattr(per, "shape") or not hasattr(per, "dtype"):
             raise TypeError(

@@ -519,6 +519,8 @@ def test_broadcast():
     check(hd.broadcast(rechunked, dx), want)
     row = np.arange(len(x), dtype=np.int64)
     check(hd.broadcast(row, dx), hr.broadcast(row, x))
+    # a list, as hr.broadcast takes one (an audit: "must be an array, got list" before)
+    check(hd.broadcast(row.tolist(), dx), hr.broadcast(row, x))
     # unknown partition sizes: the blocks of a reduction of the same array line up
     du = hd.from_delayed(dx.to_delayed(), meta=x)
     check(hd.broadcast(du.max(), du), want)
