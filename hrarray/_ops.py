@@ -199,7 +199,9 @@ def _vsum(dt: np.dtype, acc) -> dict:
     uniform and one_huge gained ~5 %, runs of 0-4-element segments lost 7-8 %
     (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
     if dt.kind == "f" and dt.itemsize in (4, 8) and acc is np.float64:
-        return {**_SIMD, "vmask": True, **({"vsum": True} if dt == np.float32 else {})}
+        # float64 values: "comp", block_sum_c, which also keeps the rounding
+        # errors of the blocks' and the pairwise stack's additions
+        return {**_SIMD, "vmask": True, "vsum": True if dt == np.float32 else "comp"}
     if dt.kind in "biu" and acc in (np.int64, np.uint64):
         # integer sums (and mean into an integer dtype=): _cpu_bits.masked_isum8
         return {**_SIMD, "vmask": "uint" if acc is np.uint64 else "int"}

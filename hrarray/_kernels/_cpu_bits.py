@@ -375,6 +375,106 @@ def block_sum(typingctx, values, ub, nt):
     return types.float64(values, ub, nt), codegen
 
 
+def _two_sum(builder, a, b):
+    """Knuth's TwoSum of scalars or vectors: ``(s, e)`` with ``s = fl(a + b)``
+    and ``a + b == s + e`` exactly (finite operands, no overflow; otherwise
+    ``e`` is NaN or inf, which the caller discards). Six additions, each with
+    a flag (arcp: no effect on an addition) so that Numba's fastmath pass
+    gives none of them the kernel's reassoc, under which LLVM folds ``e`` to 0."""
+
+    def add(x, y):
+        return builder.fadd(x, y, flags=("arcp",))
+
+    def sub(x, y):
+        return builder.fsub(x, y, flags=("arcp",))
+
+    s = add(a, b)
+    bv = sub(s, a)
+    e = add(sub(a, sub(s, bv)), sub(b, bv))
+    return s, e
+
+
+@intrinsic
+def two_sum(typingctx, a, b):
+    """``(s, e)``: ``s = a + b`` rounded, ``e`` its rounding error (float64;
+    ``_two_sum``)."""
+    if a != types.float64 or b != types.float64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        s, e = _two_sum(builder, args[0], args[1])
+        return context.make_tuple(builder, sig.return_type, [s, e])
+
+    return types.UniTuple(types.float64, 2)(a, b), codegen
+
+
+@intrinsic
+def block_sum_c(typingctx, values, ub, nt):
+    """A contiguous float64 block's sum as ``(s, c)``: ``s`` as ``block_sum``
+    adds it (16 lanes, the block's last 16 elements once more with the lanes
+    already summed zeroed, then the lanes as a fixed tree), ``c`` the sum of
+    every one of those additions' rounding errors (``_two_sum``), so ``s + c``
+    is the block's exact sum but for ``c``'s own few roundings (of errors
+    ~2**-53 the size of the partial sums). ``c`` is NaN or inf where a sum
+    met inf or NaN or overflowed (then ``s`` is inf or NaN, and ``c`` is
+    discarded). The caller guarantees unit stride and ``nt >= 16``.
+    """
+    if not isinstance(values, types.Array) or values.ndim != 1 or values.dtype != types.float64:
+        return None
+    if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty = sig.args[0]
+        w = 16
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        nt = context.cast(builder, args[2], sig.args[2], types.intp)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vd = ir.VectorType(ir.DoubleType(), w)
+        zero = ir.Constant(vd, [0.0] * w)
+        p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
+        acc_a = cgutils.alloca_once_value(builder, zero)
+        err_a = cgutils.alloca_once_value(builder, zero)
+
+        def add_in(v):
+            s, e = _two_sum(builder, builder.load(acc_a), v)
+            builder.store(s, acc_a)
+            builder.store(builder.fadd(builder.load(err_a), e, flags=("arcp",)), err_a)
+
+        with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
+            p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
+            add_in(builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
+        # the tail as block_sum's (a zeroed lane adds 0.0 exactly: error 0)
+        rem = builder.trunc(builder.urem(nt, i64(w)), i32)
+        vi = ir.VectorType(i32, w)
+        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
+                                     _splat(builder, builder.sub(i32(w), rem), vi))
+        ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vd.as_pointer())
+        add_in(builder.select(keep, builder.load(ptail, align=1), zero))
+        # the lanes as _tree_sum's tree, each level's errors kept
+        acc, err = builder.load(acc_a), builder.load(err_a)
+        k = w
+        while k > 1:
+            k //= 2
+            half = ir.VectorType(i32, k)
+            lo_ix = ir.Constant(half, list(range(k)))
+            hi_ix = ir.Constant(half, list(range(k, 2 * k)))
+            acc, e = _two_sum(builder, builder.shuffle_vector(acc, acc, lo_ix),
+                              builder.shuffle_vector(acc, acc, hi_ix))
+            err = builder.fadd(builder.fadd(builder.shuffle_vector(err, err, lo_ix),
+                                            builder.shuffle_vector(err, err, hi_ix),
+                                            flags=("arcp",)), e, flags=("arcp",))
+        s = builder.extract_element(acc, i32(0))
+        c = builder.extract_element(err, i32(0))
+        return context.make_tuple(builder, sig.return_type, [s, c])
+
+    return types.UniTuple(types.float64, 2)(values, ub, nt), codegen
+
+
 def _tree_sum(builder, acc):
     """The lanes of vector ``acc`` added as a fixed tree: halves lane by lane
     (8 + 8, 4 + 4, 2 + 2, 1 + 1 for 16), the same order on every target
