@@ -1363,8 +1363,9 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # either way. A ``comp`` that is not finite (a sum met inf or NaN, or
         # overflowed: the result is inf or NaN already) is dropped, as is a
         # zero one (-0.0 + 0.0 would be +0.0). Segments (pieces) of up to
-        # COMP_MIN elements keep the plain loop and stack (``long_seg``):
-        # their error is a few roundings of sums of up to 8 blocks, and the
+        # COMP_MIN elements sum their blocks in the plain loop (``long_seg``;
+        # the merges of their up to 8 blocks keep their errors all the same:
+        # one TwoSum per block; a segment of one block is unchanged): the
         # compensated blocks' lane trees (a chain of TwoSums per block) ran
         # such segments 1.1-1.5x slower (2 threads: Poisson(100) lengths,
         # one block, 1.2-1.5x; Poisson(200), two blocks, 1.13-1.23x).
