@@ -195,12 +195,15 @@ def _vsum(dt: np.dtype, acc) -> dict:
     """sum/mean's meta. Float32/float64 values summed in float64 (map the
     plain cast, combine ``+``) reduce their segments of 0-8 elements in one
     vector-IR step (``vmask``: ``_cpu_bits.masked_sum8``); float32 ones also
-    their blocks (``vsum``: ``_cpu_bits.block_sum``). Not float64's blocks:
-    uniform and one_huge gained ~5 %, runs of 0-4-element segments lost 7-8 %
-    (sum 24.8-25.3 -> 26.9-27.0 ms, 2 threads)."""
+    their blocks (``vsum``: ``_cpu_bits.block_sum``). Float64 ones take
+    ``vsum`` "comp": segments of more than ``cpu.COMP_MIN`` elements sum their
+    blocks compensated (``_cpu_bits.block_sum_c``), shorter ones in the plain
+    loop (the vector-IR pass for all of them had runs of 0-4-element segments
+    7-8 % slower, 2 threads, and the compensated one made one-block segments
+    1.2-1.5x slower)."""
     if dt.kind == "f" and dt.itemsize in (4, 8) and acc is np.float64:
-        # float64 values: "comp", block_sum_c, which also keeps the rounding
-        # errors of the blocks' and the pairwise stack's additions
+        # float64 values: "comp" (the rounding errors of the blocks' and the
+        # pairwise stack's additions kept; cpu._reduce_1d_code)
         return {**_SIMD, "vmask": True, "vsum": True if dt == np.float32 else "comp"}
     if dt.kind in "biu" and acc in (np.int64, np.uint64):
         # integer sums (and mean into an integer dtype=): _cpu_bits.masked_isum8

@@ -173,6 +173,8 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
             # to_padded's (padded, mask) passed back positionally: from_padded(*x.to_padded());
             # a bool array of that shape cannot be lengths (1-D integers)
             lengths, mask = None, given
+        else:
+            lengths = given  # (read once: a DLPack producer is not imported twice)
     if mask is not None:
         m = be.xpa(be.asarray(mask, "mask"))
         if m.dtype != np.bool_:

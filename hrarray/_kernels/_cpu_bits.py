@@ -344,7 +344,7 @@ def block_sum(typingctx, values, ub, nt):
         ary = context.make_array(aryty)(context, builder, args[0])
         ub = context.cast(builder, args[1], sig.args[1], types.intp)
         nt = context.cast(builder, args[2], sig.args[2], types.intp)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
+        i64 = ir.IntType(64)
         f64 = ir.DoubleType()
         ft = context.get_value_type(fty)
         vf = ir.VectorType(ft, w)
@@ -360,19 +360,28 @@ def block_sum(typingctx, values, ub, nt):
             p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
             v = builder.load(builder.bitcast(p, vf.as_pointer()), align=1)
             builder.store(builder.fadd(builder.load(acc_a), widen(v)), acc_a)
-        # the tail: the block's last 16 elements, of which the lanes already
-        # summed (below 16 - nt % 16) are zeroed; a plain in-bounds load (a
-        # masked-load intrinsic's name depends on the LLVM version's pointers)
-        rem = builder.trunc(builder.urem(nt, i64(w)), i32)
-        vi = ir.VectorType(i32, w)
-        first_new = builder.sub(i32(w), rem)
-        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
-                                     _splat(builder, first_new, vi))
-        ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vf.as_pointer())
-        tail = builder.select(keep, builder.load(ptail, align=1), ir.Constant(vf, [0.0] * w))
+        tail = _block_tail(builder, p0, nt, vf)
         return _tree_sum(builder, builder.fadd(builder.load(acc_a), widen(tail)))
 
     return types.float64(values, ub, nt), codegen
+
+
+def _block_tail(builder, p0, nt, vt):
+    """The last ``w`` elements of the block at ``p0`` (``nt >= w`` of them) as a
+    vector of type ``vt`` (``w`` lanes), the lanes the block's whole vectors
+    already summed (below ``w - nt % w``) zeroed: a plain in-bounds load (a
+    masked-load intrinsic's name depends on the LLVM version's pointers)."""
+    from llvmlite import ir
+
+    w = vt.count
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    rem = builder.trunc(builder.urem(nt, i64(w)), i32)
+    vi = ir.VectorType(i32, w)
+    first_new = builder.sub(i32(w), rem)
+    keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
+                                 _splat(builder, first_new, vi))
+    ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vt.as_pointer())
+    return builder.select(keep, builder.load(ptail, align=1), ir.Constant(vt, [0.0] * w))
 
 
 def _two_sum(builder, a, b):
@@ -449,25 +458,13 @@ def block_sum_c(typingctx, values, ub, nt):
             p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
             add_in(builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
         # the tail as block_sum's (a zeroed lane adds 0.0 exactly: error 0)
-        rem = builder.trunc(builder.urem(nt, i64(w)), i32)
-        vi = ir.VectorType(i32, w)
-        keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
-                                     _splat(builder, builder.sub(i32(w), rem), vi))
-        ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vd.as_pointer())
-        add_in(builder.select(keep, builder.load(ptail, align=1), zero))
+        add_in(_block_tail(builder, p0, nt, vd))
         # the lanes as _tree_sum's tree, each level's errors kept
         acc, err = builder.load(acc_a), builder.load(err_a)
-        k = w
-        while k > 1:
-            k //= 2
-            half = ir.VectorType(i32, k)
-            lo_ix = ir.Constant(half, list(range(k)))
-            hi_ix = ir.Constant(half, list(range(k, 2 * k)))
-            acc, e = _two_sum(builder, builder.shuffle_vector(acc, acc, lo_ix),
-                              builder.shuffle_vector(acc, acc, hi_ix))
-            err = builder.fadd(builder.fadd(builder.shuffle_vector(err, err, lo_ix),
-                                            builder.shuffle_vector(err, err, hi_ix),
-                                            flags=("arcp",)), e, flags=("arcp",))
+        while acc.type.count > 1:
+            acc, e = _two_sum(builder, *_halves(builder, acc))
+            err = builder.fadd(builder.fadd(*_halves(builder, err), flags=("arcp",)), e,
+                               flags=("arcp",))
         s = builder.extract_element(acc, i32(0))
         c = builder.extract_element(err, i32(0))
         return context.make_tuple(builder, sig.return_type, [s, c])
@@ -481,16 +478,20 @@ def _tree_sum(builder, acc):
     (integer lanes: addition modulo 2**bits, exact in any order)."""
     from llvmlite import ir
 
-    i32 = ir.IntType(32)
     add = builder.add if isinstance(acc.type.element, ir.IntType) else builder.fadd
-    k = acc.type.count
-    while k > 1:
-        k //= 2
-        half = ir.VectorType(i32, k)
-        lo = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k))))
-        hi = builder.shuffle_vector(acc, acc, ir.Constant(half, list(range(k, 2 * k))))
-        acc = add(lo, hi)
-    return builder.extract_element(acc, i32(0))
+    while acc.type.count > 1:
+        acc = add(*_halves(builder, acc))
+    return builder.extract_element(acc, ir.IntType(32)(0))
+
+
+def _halves(builder, v):
+    """The low and the high half of vector ``v``'s lanes, as two vectors."""
+    from llvmlite import ir
+
+    k = v.type.count // 2
+    half = ir.VectorType(ir.IntType(32), k)
+    return (builder.shuffle_vector(v, v, ir.Constant(half, list(range(k)))),
+            builder.shuffle_vector(v, v, ir.Constant(half, list(range(k, 2 * k)))))
 
 
 def _step_args(values, ub, n, dtypes=(types.float32, types.float64)) -> bool:

@@ -394,7 +394,8 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
         assert style == "simd"
         assert not aux
         if vsum == "comp":
-            # (segments of one block keep the plain loop: see _reduce_1d_code)
+            # (segments of up to COMP_MIN elements keep the plain loop: see
+            # _reduce_1d_code)
             cond = "unit and long_seg and nt >= U16"
             fast = "blk, bc = vsumc_block(values, ub, nt)\n" f"{ind}    comp += bc\n"
         else:
