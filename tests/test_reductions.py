@@ -1222,9 +1222,41 @@ def test_float64_long_sums_are_compensated_cpu(data):
         assert float(hr.mean(x)[1]) == got / n
 
 
-def test_float64_compensated_sums_keep_inf_and_nan_cpu():
+@pytest.mark.parametrize("chunks", [1, 3, 16])
+def test_float64_sums_carry_their_errors_across_chunks_cpu(chunks, monkeypatch):
+    """A long float64 segment cut by the parallel chunks is summed piece by piece: each
+    piece's compensated sum keeps its rounding error, and the fix-up adds the pieces with
+    TwoSum and those errors once, so the segment still rounds about once. Halves of +c and
+    -c (c up to 1e8) plus normal noise: the pieces' sums are ~1e9-1e13, their total ~300,
+    so one rounding per piece (the code before) put it thousands of ulp off, and so did
+    the plain loop over a last block of under 16 elements (lengths 2-12 past a multiple
+    of 128: ``chunks=1``). Pieces of 6,000-35,000 elements, the segment's start and end
+    inside chunks."""
+    from hrarray._kernels import cpu as cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)
+    for seed in range(6):
+        rng = np.random.default_rng(100 + seed)
+        n = 128 * 781 + 2 * (seed + 1)  # even: the halves cancel
+        c = 10.0 ** rng.uniform(5, 8)
+        seg = rng.normal(0, 1, n) + np.where(np.arange(n) < n // 2, c, -c)
+        values = np.concatenate([rng.normal(size=1500), seg, rng.normal(size=2500)])
+        x = hr.RaggedArray(values, [0, 1500, 1500 + n, n + 4000])
+        exact = math.fsum(seg)
+        got = float(hr.sum(x)[1])
+        assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
+        assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
+        assert float(hr.mean(x)[1]) == got / n
+
+
+@pytest.mark.parametrize("chunks", [None, 16])
+def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, monkeypatch):
     """The compensation of long float64 sums is dropped where a sum met inf or NaN or
-    overflowed (its errors are then NaN): the results are NumPy's."""
+    overflowed (its errors are then NaN): the results are NumPy's, also where the chunks
+    cut the segments (16 chunks: pieces of ~2,200 elements, the errors carried)."""
+    from hrarray._kernels import cpu as cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)
     n = 5000
     cases = []
     for pos, v in ((2000, np.inf), (4999, -np.inf), (0, np.nan)):

@@ -395,9 +395,20 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
         assert not aux
         if vsum == "comp":
             # (segments of up to COMP_MIN elements keep the plain loop: see
-            # _reduce_1d_code)
-            cond = "unit and long_seg and nt >= U16"
-            fast = "blk, bc = vsumc_block(values, ub, nt)\n" f"{ind}    comp += bc\n"
+            # _reduce_1d_code). A long segment's last block of under 16
+            # elements is added in order with TwoSum (vsumc_short): in the
+            # plain loop its roundings, of sums as large as its elements,
+            # were the ones left (3 ulp of 3e7 in a sum of 300)
+            return (
+                f"{ind}if unit and long_seg:\n"
+                f"{ind}    if nt >= U16:\n"
+                f"{ind}        blk, bc = vsumc_block(values, ub, nt)\n"
+                f"{ind}    else:\n"
+                f"{ind}        blk, bc = vsumc_short(values, ub, nt)\n"
+                f"{ind}    comp += bc\n"
+                f"{ind}else:\n"
+                + _indented(_block_code(style, aux, ind))
+            )
         else:
             cond, fast = "unit and nt >= U16", "blk = vsum_block(values, ub, nt)\n"
         return (
@@ -1115,6 +1126,16 @@ _VSUMC_HELPER = '''
 @numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
 def vsumc_block(values, ub, nt):
     return block_sum_c(values, ub, nt)
+
+
+@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
+def vsumc_short(values, ub, nt):
+    s = values[ub]
+    c = 0.0
+    for t in range(U1, nt):
+        s, e = two_sum(s, values[ub + t])
+        c += e
+    return s, c
 '''
 
 _EXTREME_HELPERS = '''
@@ -1180,7 +1201,7 @@ STRIDED = "@STRIDED@"
 
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                     vsum: bool | str = False, skip: bool = False,
-                    vmask: bool | str = False) -> str:
+                    vmask: bool | str = False, carry: bool = False) -> str:
     """Source reducing ``values[a:b]`` (segment start ``s``) into ``st``.
 
     Written into the chunk loop itself, not called: a call or a slice per
@@ -1188,7 +1209,9 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     made segments of 0-4 elements 3-4x slower than this. ``small=False``
     writes only the empty case and the blocked path: the chunk's head and
     tail pieces, at most two per chunk, need no fast path for short
-    segments, and every copy of the code costs compile time.
+    segments, and every copy of the code costs compile time. ``carry``
+    (those pieces of a "comp" sum) also sets ``cres``, the rounding error of
+    the piece's compensated result, which the fix-up carries on.
     """
     wu = "w[u + np.uint64(t)], " if aux else ""
     wj = "w[j], " if aux else ""
@@ -1380,8 +1403,13 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                         f"{ind2}comp += ce\n")
             return f"{ind2}{acc} = combine({cg.load('k', K, 'nb')}, {acc})\n"
 
-        fold = (f"{li}        if comp != 0.0 and abs(comp) < np.inf:\n"
-                f"{li}            st = st + comp\n") if comp else ""
+        # A piece of a segment cut by chunk edges (``carry``) keeps the
+        # fold's own rounding error in ``cres`` (0 where nothing is folded):
+        # the fix-up adds the pieces with TwoSum and these errors once, so
+        # that a long segment rounds about once in all, not once per piece.
+        fold = ((f"{li}        if comp != 0.0 and abs(comp) < np.inf:\n"
+                 + (f"{li}            st, cres = two_sum(st, comp)\n" if carry
+                    else f"{li}            st = st + comp\n")) if comp else "")
         blocked = (
             f"{li}nb = 0\n"
             f"{li}cnt = 0\n"
@@ -1416,7 +1444,8 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     if not small:
         # an empty piece must not reach the block code: the fast block
         # helpers read their first element unconditionally
-        return seg_pf + f"{ind}if b <= a:\n{ind}    st = IDENT\n{ind}else:\n" + blocked
+        cres0 = f"{ind}cres = 0.0\n" if carry and vsum == "comp" else ""
+        return seg_pf + cres0 + f"{ind}if b <= a:\n{ind}    st = IDENT\n{ind}else:\n" + blocked
     # After a run of tiny segments (which prefetch nothing) ``pf`` lags
     # behind ``a``: restart the stream at ``a`` rather than re-prefetching
     # the lines already read.
@@ -1635,6 +1664,10 @@ def _source(decl: Decl, cache: bool) -> str:
 
     H = cg.args("h", K)
     Tl = cg.args("t", K)
+    # "comp" sums (see _reduce_1d_code): the 1-D functions also take each
+    # chunk's head and tail pieces' rounding errors (he, te), for the fix-up
+    comp = decl.meta.get("vsum") == "comp"
+    H1, Tl1 = (f"{H}, he", f"{Tl}, te") if comp else (H, Tl)
     src = [
         "import numba\n",
         "import numpy as np\n",
@@ -1731,6 +1764,9 @@ def _source(decl: Decl, cache: bool) -> str:
                 + "            for k in range(kg, kk):\n"
                 + textwrap.indent(body, "    ")
                 + "            kg = kk\n")
+    te_store = "                te[c] = cres\n" if comp else ""
+    he_store = "                he[c] = cres\n" if comp else ""
+    assert style == "simd" or not comp  # (the carry is written for the simd form only)
     if style == "simd":
         # Segments lo..i1-1 lie wholly inside the chunk: no clamping, no
         # head/tail branch, each start is the previous end (one offsets read
@@ -1741,7 +1777,7 @@ def _source(decl: Decl, cache: bool) -> str:
         # argmax gained 2.4x on tiny segments (a next step: a smaller edge
         # path).
         red_edge = _reduce_1d_code(style, aux, K, "            ", small=False, vsum=vsum,
-                                   skip=skip)
+                                   skip=skip, carry=comp)
         body = f"""            e = offsets[k + 1]
             a = s
             b = e
@@ -1773,8 +1809,8 @@ def _source(decl: Decl, cache: bool) -> str:
             b = e if e < j1 else j1
             pf = a  # the head piece lies behind the interior segments
 {red_edge}            if edge == 1:
-{cg.store("t", K, "c", "st", "                ")}            else:
-{cg.store("h", K, "c", "st", "                ")}"""
+{cg.store("t", K, "c", "st", "                ")}{te_store}            else:
+{cg.store("h", K, "c", "st", "                ")}{he_store}"""
     else:
         # One loop over the chunk's segments and its open tail (k == i1);
         # a and b clamp the head and tail pieces; one copy of the code.
@@ -1809,7 +1845,7 @@ def _source(decl: Decl, cache: bool) -> str:
     assert two_forms or STRIDED not in red
     chunks_1d = f"""
 @numba.njit(**_OPTS)
-def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl}{X1d}):
+def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H1}, {Tl1}{X1d}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
 {stk_alloc}    nv = {nv}
@@ -1847,9 +1883,31 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H}, {Tl
                     st = combine({cg.load("t", K, "q")}, {cg.load("t", K, "q + span")})
 {cg.store("t", K, "q", "st", "                    ")}                span *= 2
 """
+    head_1d = f"""            prev = {cg.load("t", K, "cs")} if kk > 0 else IDENT
+            st = combine(prev, {cg.load("h", K, "c")})
+"""
+    if comp:
+        # the pieces added with TwoSum, their errors and the pieces' own
+        # (he, te) summed and added once, under the rule of the pieces' fold
+        # (an error that is not finite is dropped: the sum is inf or NaN)
+        pair_1d = """            span = 1
+            while span < kk:
+                for q in range(cs, cs + kk - span, 2 * span):
+                    st, ce = two_sum(t0[q], t0[q + span])
+                    t0[q] = st
+                    te[q] = (te[q] + te[q + span]) + ce
+                span *= 2
+"""
+        head_1d = """            prev = t0[cs] if kk > 0 else IDENT
+            perr = te[cs] if kk > 0 else 0.0
+            st, ce = two_sum(prev, h0[c])
+            err = (perr + he[c]) + ce
+            if err != 0.0 and abs(err) < np.inf:
+                st = st + err
+"""
     src.append(f"""
 @numba.njit(**_OPTS)
-def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
+def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H1}, {Tl1}):
     nseg = offsets.shape[0] - 1
     base = offsets[0]
     run_row = -1
@@ -1859,9 +1917,7 @@ def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H}, {Tl}):
         i1 = bi[c + 1]
         if i0 < i1 and offsets[i0] < bj[c] + base:
             kk = c - cs if run_row == i0 else 0
-{pair_1d}            prev = {cg.load("t", K, "cs")} if kk > 0 else IDENT
-            st = combine(prev, {cg.load("h", K, "c")})
-            n = offsets[i0 + 1] - offsets[i0]
+{pair_1d}{head_1d}            n = offsets[i0 + 1] - offsets[i0]
             if use_fill and is_empty(st, n):
                 out[i0] = fill
             else:
@@ -2411,6 +2467,11 @@ class CpuKernel:
         self.path = cg.module_path(_source(decl, cache=self.disk), _signature_text(decl),
                                    persistent=self.persistent)
         self.scratch = _scratch(decl)
+        # the head and tail states' dtypes, 2-D and 1-D ("comp" sums' 1-D
+        # functions also take the pieces' rounding errors: see _source)
+        err = [np.dtype(np.float64)] if decl.meta.get("vsum") == "comp" else []
+        self.states_2d = self.dtypes + self.dtypes
+        self.states_1d = self.dtypes + err + self.dtypes + err
         self._specs: dict = {}
         self._tls = threading.local()
         self._lazy = native.Lazy(self._import)
@@ -2541,13 +2602,14 @@ class CpuKernel:
             got = tl.get(key)
             if got is None:
                 got = tl[key] = (
-                    tuple(np.empty(1, dt) for dt in self.dtypes + self.dtypes),
+                    tuple(np.empty(1, dt) for dt in self.states_1d),
                     self.scratch_for(cname, 1, 1, values.dtype, adt))
             scratch, work = got
         else:
             shape = (nchunks, m) if two_d else nchunks
             # every chunk's head states, then its tail states
-            scratch = tuple(np.empty(shape, dt) for dt in self.dtypes + self.dtypes)
+            scratch = tuple(np.empty(shape, dt)
+                            for dt in (self.states_2d if two_d else self.states_1d))
             work = self.scratch_for(cname, 1 if serial else workers(nchunks), m,
                                     values.dtype, adt)
         if self.decl.aux:
