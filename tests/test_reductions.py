@@ -1198,12 +1198,15 @@ def test_float64_million_no_worse_than_numpy(data, where):
     assert err_mean <= max(2 * err_np / n, 2 * 2**-52 * abs(exact / n)) + 2**-53 * abs(exact / n)
 
 
+@pytest.mark.parametrize("step", [1, 2])
 @pytest.mark.parametrize("data", ["normal", "signed_range", "offset"])
-def test_float64_long_sums_are_compensated_cpu(data):
+def test_float64_long_sums_are_compensated_cpu(data, step):
     """Float64 segments longer than 8 blocks keep every addition's rounding error
-    (``block_sum_c``, ``two_sum``): inside one chunk the sum is within one rounding of
-    ``math.fsum``'s, so never farther from it than NumPy's pairwise sum, which lands a few
-    ulp off either way (the plain order was the farther on 8 of 20 seeds of normal data)."""
+    (``block_sum_c``, ``two_sum``; strided values ``vsumc_strided``): inside one chunk the
+    sum is within one rounding of ``math.fsum``'s, so never farther from it than NumPy's
+    pairwise sum, which lands a few ulp off either way (the plain order was the farther on
+    8 of 20 seeds of normal data; strided values' partial sums of 16 on 12 of 20 of
+    normal x 10^U(-5, 5))."""
     for seed in range(6):
         rng = np.random.default_rng(seed)
         n = 100_000 + 997 * seed  # odd lengths: the blocks' masked tails; one chunk
@@ -1213,6 +1216,8 @@ def test_float64_long_sums_are_compensated_cpu(data):
             "offset": lambda: 1e8 + rng.normal(0, 1, n),
         }[data]()
         values = np.concatenate([rng.normal(size=3), seg, rng.normal(size=2)])
+        if step > 1:
+            values = np.repeat(values, step)[::step]
         x = hr.RaggedArray(values, [0, 3, 3 + n, n + 5])
         exact = math.fsum(seg)
         got = float(hr.sum(x)[1])
@@ -1249,11 +1254,12 @@ def test_float64_sums_carry_their_errors_across_chunks_cpu(chunks, monkeypatch):
         assert float(hr.mean(x)[1]) == got / n
 
 
-@pytest.mark.parametrize("chunks", [None, 16])
-def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, monkeypatch):
+@pytest.mark.parametrize(("chunks", "step"), [(None, 1), (16, 1), (None, 2)])
+def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, step, monkeypatch):
     """The compensation of long float64 sums is dropped where a sum met inf or NaN or
     overflowed (its errors are then NaN): the results are NumPy's, also where the chunks
-    cut the segments (16 chunks: pieces of ~2,200 elements, the errors carried)."""
+    cut the segments (16 chunks: pieces of ~2,200 elements, the errors carried) and for
+    strided values (``step`` 2: the four TwoSum chains of ``vsumc_strided``)."""
     from hrarray._kernels import cpu as cpu_kernels
 
     monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)
@@ -1267,6 +1273,8 @@ def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, monkeypatch):
     both[[10, 3000]] = (np.inf, -np.inf)
     cases += [both, np.full(n, 1e308), np.full(n, -1e308), np.tile([1e308, -1e308], n // 2)]
     values = np.concatenate(cases)
+    if step > 1:
+        values = np.repeat(values, step)[::step]
     x = hr.from_lengths(values, [n] * len(cases))
     with np.errstate(all="ignore"):  # NumPy warns of the overflow and inf - inf
         want = np.array([np.sum(c) for c in cases])
