@@ -1202,11 +1202,12 @@ def test_float64_million_no_worse_than_numpy(data, where):
 @pytest.mark.parametrize("data", ["normal", "signed_range", "offset"])
 def test_float64_long_sums_are_compensated_cpu(data, step):
     """Float64 segments longer than 8 blocks keep every addition's rounding error
-    (``block_sum_c``, ``two_sum``; strided values ``vsumc_strided``): inside one chunk the
-    sum is within one rounding of ``math.fsum``'s, so never farther from it than NumPy's
-    pairwise sum, which lands a few ulp off either way (the plain order was the farther on
-    8 of 20 seeds of normal data; strided values' partial sums of 16 on 12 of 20 of
-    normal x 10^U(-5, 5))."""
+    (``block_sum_c``, ``two_sum``): inside one chunk the sum is within one rounding of
+    ``math.fsum``'s, so never farther from it than NumPy's pairwise sum, which lands a few
+    ulp off either way (the plain order was the farther on 8 of 20 seeds of normal data).
+    Strided values (``step`` 2) are summed from a contiguous copy of each block: the same
+    bits as contiguous ones (their partial sums of 16 were the farther on 12 of 20 seeds
+    of normal x 10^U(-5, 5))."""
     for seed in range(6):
         rng = np.random.default_rng(seed)
         n = 100_000 + 997 * seed  # odd lengths: the blocks' masked tails; one chunk
@@ -1216,13 +1217,17 @@ def test_float64_long_sums_are_compensated_cpu(data, step):
             "offset": lambda: 1e8 + rng.normal(0, 1, n),
         }[data]()
         values = np.concatenate([rng.normal(size=3), seg, rng.normal(size=2)])
+        offsets = [0, 3, 3 + n, n + 5]
+        want = None
         if step > 1:
+            want = float(hr.sum(hr.RaggedArray(values, offsets))[1])
             values = np.repeat(values, step)[::step]
-        x = hr.RaggedArray(values, [0, 3, 3 + n, n + 5])
+        x = hr.RaggedArray(values, offsets)
         exact = math.fsum(seg)
         got = float(hr.sum(x)[1])
         assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
         assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
+        assert want is None or got == want, (seed, got, want)
         # the mean divides that sum once
         assert float(hr.mean(x)[1]) == got / n
 
@@ -1259,7 +1264,7 @@ def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, step, monkeypatch
     """The compensation of long float64 sums is dropped where a sum met inf or NaN or
     overflowed (its errors are then NaN): the results are NumPy's, also where the chunks
     cut the segments (16 chunks: pieces of ~2,200 elements, the errors carried) and for
-    strided values (``step`` 2: the four TwoSum chains of ``vsumc_strided``)."""
+    strided values (``step`` 2: each block summed from a contiguous copy)."""
     from hrarray._kernels import cpu as cpu_kernels
 
     monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)

@@ -399,14 +399,21 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
             # elements is added in order with TwoSum (vsumc_short): in the
             # plain loop its roundings, of sums as large as its elements,
             # were the ones left (3 ulp of 3e7 in a sum of 300). Strided
-            # values (no vector pass) in four TwoSum chains (vsumc_strided):
-            # their partial sums of 16 left 10^6 float64s of mixed scales up
-            # to 103 ulp off, farther than np.sum of the same view on 12 of
-            # 20 seeds.
+            # values are first copied into the worker's row ``cbr`` (see
+            # _scratch) and summed from there the same way, so a long
+            # segment gives the same bits at any stride: their partial sums
+            # of 16 had left 10^6 float64s of mixed scales up to 103 ulp
+            # off, farther than np.sum of the same view on 12 of 20 seeds
+            # (four scalar TwoSum chains instead cost 1.6x their time).
             return (
                 f"{ind}if long_seg:\n"
                 f"{ind}    if not unit:\n"
-                f"{ind}        blk, bc = vsumc_strided(values, ub, nt)\n"
+                f"{ind}        for t in range(nt):\n"
+                f"{ind}            cbr[t] = values[ub + t]\n"
+                f"{ind}        if nt >= U16:\n"
+                f"{ind}            blk, bc = vsumc_block(cbr, U0, nt)\n"
+                f"{ind}        else:\n"
+                f"{ind}            blk, bc = vsumc_short(cbr, U0, nt)\n"
                 f"{ind}    elif nt >= U16:\n"
                 f"{ind}        blk, bc = vsumc_block(values, ub, nt)\n"
                 f"{ind}    else:\n"
@@ -1142,27 +1149,6 @@ def vsumc_short(values, ub, nt):
         s, e = two_sum(s, values[ub + t])
         c += e
     return s, c
-
-
-@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
-def vsumc_strided(values, ub, nt):
-    # four chains: one TwoSum chain waits on each addition's latency
-    s0 = s1 = s2 = s3 = 0.0
-    c = 0.0
-    n4 = nt & M4
-    for t in range(U0, n4, U4):
-        s0, e0 = two_sum(s0, values[ub + t])
-        s1, e1 = two_sum(s1, values[ub + t + U1])
-        s2, e2 = two_sum(s2, values[ub + t + U2])
-        s3, e3 = two_sum(s3, values[ub + t + U3])
-        c += (e0 + e1) + (e2 + e3)
-    for t in range(n4, nt):
-        s0, e0 = two_sum(s0, values[ub + t])
-        c += e0
-    s0, e0 = two_sum(s0, s1)
-    s2, e2 = two_sum(s2, s3)
-    s0, e1 = two_sum(s0, s2)
-    return s0, c + (e0 + e2 + e1)
 '''
 
 _EXTREME_HELPERS = '''
@@ -1735,6 +1721,8 @@ def _source(decl: Decl, cache: bool) -> str:
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
     stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
+    if decl.meta.get("vsum") == "comp":
+        stk_alloc += "    cbr = cb[r]\n"  # a strided block's copy (see _block_code)
     sc = _scratch(decl)
 
     def extra(fname: str) -> str:
@@ -2463,7 +2451,10 @@ def _scratch(decl: Decl) -> dict:
     if pads and decl.aux:
         pads.append(("wp", "aux", ("c", PAD)))
     return {
-        "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)] + pads,
+        "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)] + pads
+        # float64 sums: a strided block's contiguous copy (_block_code)
+        + ([("cb", np.dtype(np.float64), ("c", BLOCK))]
+           if decl.meta.get("vsum") == "comp" else []),
         "fixup_1d": [],
         "chunks_2d": c2,
         "fixup_2d": [],
