@@ -23,8 +23,11 @@ per-segment dispatch.
 
 Accuracy: each segment piece is reduced in blocks of ``BLOCK`` elements (a
 loop LLVM vectorises), and the block states are combined pairwise through a
-binary-counter stack, so long float64 sums carry NumPy-like pairwise error.
-float16/float32 sums accumulate in float64 (the declaration's accumulator).
+binary-counter stack (NumPy-like pairwise error). float64 sums and means of
+more than ``COMP_MIN`` elements also keep every addition's rounding error,
+within a segment and across the chunk pieces of a segment, and add them once
+(``_comp``; about one rounding in all). float16/float32 sums accumulate in
+float64 (the declaration's accumulator).
 
 Memory: the chunk loops run a software prefetch stream ``PF_BYTES`` ahead of
 the element they read (see ``_PREFETCH_HELPER``).
@@ -50,6 +53,14 @@ from hrarray.reducer import Decl
 BLOCK = 128
 # float64 sums and means compensate segments longer than this (see _reduce_1d_code)
 COMP_MIN = 8 * BLOCK
+
+
+def _comp(decl: Decl) -> bool:
+    """Whether ``decl`` is a compensated float64 sum or mean (meta ``vsum``
+    "comp", set by ``_ops._vsum``): its blocks keep their rounding errors,
+    its 1-D functions take the chunk pieces' errors (``he``/``te``) and a
+    strided block's scratch row (``cb``)."""
+    return decl.meta.get("vsum") == "comp"
 LANES = 8
 SHORT = 16
 # Bytes of the blocks argmax/argmin read a long segment in (exact in any
@@ -422,11 +433,9 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
                 f"{ind}else:\n"
                 + _indented(_block_code(style, aux, ind))
             )
-        else:
-            cond, fast = "unit and nt >= U16", "blk = vsum_block(values, ub, nt)\n"
         return (
-            f"{ind}if {cond}:\n"
-            f"{ind}    {fast}"
+            f"{ind}if unit and nt >= U16:\n"
+            f"{ind}    blk = vsum_block(values, ub, nt)\n"
             f"{ind}else:\n"
             + _indented(_block_code(style, aux, ind))
         )
@@ -1679,7 +1688,7 @@ def _source(decl: Decl, cache: bool) -> str:
     Tl = cg.args("t", K)
     # "comp" sums (see _reduce_1d_code): the 1-D functions also take each
     # chunk's head and tail pieces' rounding errors (he, te), for the fix-up
-    comp = decl.meta.get("vsum") == "comp"
+    comp = _comp(decl)
     H1, Tl1 = (f"{H}, he", f"{Tl}, te") if comp else (H, Tl)
     src = [
         "import numba\n",
@@ -1721,7 +1730,7 @@ def _source(decl: Decl, cache: bool) -> str:
     # scratch arrays come in from run() (see _scratch): a kernel that
     # allocates needs Numba's runtime, which the native entries do without
     stk_alloc = "".join(f"    k{i} = ks{i}[r]\n" for i in range(K1))
-    if decl.meta.get("vsum") == "comp":
+    if comp:
         stk_alloc += "    cbr = cb[r]\n"  # a strided block's copy (see _block_code)
     sc = _scratch(decl)
 
@@ -2453,8 +2462,7 @@ def _scratch(decl: Decl) -> dict:
     return {
         "chunks_1d": [(f"ks{i}", dts[i], ("c", STACK)) for i in range(K1)] + pads
         # float64 sums: a strided block's contiguous copy (_block_code)
-        + ([("cb", np.dtype(np.float64), ("c", BLOCK))]
-           if decl.meta.get("vsum") == "comp" else []),
+        + ([("cb", np.dtype(np.float64), ("c", BLOCK))] if _comp(decl) else []),
         "fixup_1d": [],
         "chunks_2d": c2,
         "fixup_2d": [],
@@ -2487,7 +2495,7 @@ class CpuKernel:
         self.scratch = _scratch(decl)
         # the head and tail states' dtypes, 2-D and 1-D ("comp" sums' 1-D
         # functions also take the pieces' rounding errors: see _source)
-        err = [np.dtype(np.float64)] if decl.meta.get("vsum") == "comp" else []
+        err = [np.dtype(np.float64)] if _comp(decl) else []
         self.states_2d = self.dtypes + self.dtypes
         self.states_1d = self.dtypes + err + self.dtypes + err
         self._specs: dict = {}
