@@ -1198,6 +1198,19 @@ def test_float64_million_no_worse_than_numpy(data, where):
     assert err_mean <= max(2 * err_np / n, 2 * 2**-52 * abs(exact / n)) + 2**-53 * abs(exact / n)
 
 
+def _assert_rounded_once(x, seg, seed):
+    """Segment 1 of ``x`` (``seg``, float64): its sum within half an ulp of
+    ``math.fsum``'s, never farther than ``np.sum``'s, and its mean that sum / n.
+    Returns the sum."""
+    exact = math.fsum(seg)
+    got = float(hr.sum(x)[1])
+    assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
+    assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
+    # the mean divides that sum once
+    assert float(hr.mean(x)[1]) == got / len(seg)
+    return got
+
+
 @pytest.mark.parametrize("step", [1, 2])
 @pytest.mark.parametrize("data", ["normal", "signed_range", "offset"])
 def test_float64_long_sums_are_compensated_cpu(data, step):
@@ -1222,14 +1235,8 @@ def test_float64_long_sums_are_compensated_cpu(data, step):
         if step > 1:
             want = float(hr.sum(hr.RaggedArray(values, offsets))[1])
             values = np.repeat(values, step)[::step]
-        x = hr.RaggedArray(values, offsets)
-        exact = math.fsum(seg)
-        got = float(hr.sum(x)[1])
-        assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
-        assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
+        got = _assert_rounded_once(hr.RaggedArray(values, offsets), seg, seed)
         assert want is None or got == want, (seed, got, want)
-        # the mean divides that sum once
-        assert float(hr.mean(x)[1]) == got / n
 
 
 @pytest.mark.parametrize("chunks", [1, 3, 16])
@@ -1251,12 +1258,7 @@ def test_float64_sums_carry_their_errors_across_chunks_cpu(chunks, monkeypatch):
         c = 10.0 ** rng.uniform(5, 8)
         seg = rng.normal(0, 1, n) + np.where(np.arange(n) < n // 2, c, -c)
         values = np.concatenate([rng.normal(size=1500), seg, rng.normal(size=2500)])
-        x = hr.RaggedArray(values, [0, 1500, 1500 + n, n + 4000])
-        exact = math.fsum(seg)
-        got = float(hr.sum(x)[1])
-        assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
-        assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
-        assert float(hr.mean(x)[1]) == got / n
+        _assert_rounded_once(hr.RaggedArray(values, [0, 1500, 1500 + n, n + 4000]), seg, seed)
 
 
 @pytest.mark.parametrize(("chunks", "step"), [(None, 1), (16, 1), (None, 2)])

@@ -53,14 +53,6 @@ from hrarray.reducer import Decl
 BLOCK = 128
 # float64 sums and means compensate segments longer than this (see _reduce_1d_code)
 COMP_MIN = 8 * BLOCK
-
-
-def _comp(decl: Decl) -> bool:
-    """Whether ``decl`` is a compensated float64 sum or mean (meta ``vsum``
-    "comp", set by ``_ops._vsum``): its blocks keep their rounding errors,
-    its 1-D functions take the chunk pieces' errors (``he``/``te``) and a
-    strided block's scratch row (``cb``)."""
-    return decl.meta.get("vsum") == "comp"
 LANES = 8
 SHORT = 16
 # Bytes of the blocks argmax/argmin read a long segment in (exact in any
@@ -92,6 +84,14 @@ JIT_OPTS = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH}
 # kernel's cold compile (measured: 10.6 s -> 9.6 s for four first calls).
 NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 CALLEE_OPTS = {**JIT_OPTS, **NO_WRAPPERS}
+
+
+def _comp(decl: Decl) -> bool:
+    """Whether ``decl`` is a compensated float64 sum or mean (meta ``vsum``
+    "comp", set by ``_ops._vsum``): its blocks keep their rounding errors,
+    its 1-D functions take the chunk pieces' errors (``he``/``te``) and a
+    strided block's scratch row (``cb``)."""
+    return decl.meta.get("vsum") == "comp"
 
 
 def decl_opts(decl) -> dict:
@@ -1221,6 +1221,13 @@ def _block_head(ind: str, size: str) -> str:
 STRIDED = "@STRIDED@"
 
 
+# When a compensated sum adds its gathered rounding error ``e``: not where it
+# is 0 (-0.0 + 0.0 would be +0.0) nor where it is not finite (a sum met inf or
+# NaN, or overflowed: the result is inf or NaN already). The pieces' fold and
+# the fix-up's (_source) apply the same rule.
+_KEEP_ERR = "{e} != 0.0 and abs({e}) < np.inf"
+
+
 def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                     vsum: bool | str = False, skip: bool = False,
                     vmask: bool | str = False, carry: bool = False) -> str:
@@ -1406,9 +1413,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # rounding error (block_sum_c, two_sum) in ``comp``, added to the
         # result once at the end: within ~1 rounding of the exact sum, where
         # the pairwise order alone (as NumPy's) lands a few roundings off
-        # either way. A ``comp`` that is not finite (a sum met inf or NaN, or
-        # overflowed: the result is inf or NaN already) is dropped, as is a
-        # zero one (-0.0 + 0.0 would be +0.0). Segments (pieces) of up to
+        # either way (added only as _KEEP_ERR allows). Segments (pieces) of up to
         # COMP_MIN elements sum their blocks in the plain loop (``long_seg``;
         # the merges of their up to 8 blocks keep their errors all the same:
         # one TwoSum per block; a segment of one block is unchanged): the
@@ -1429,7 +1434,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # fold's own rounding error in ``cres`` (0 where nothing is folded):
         # the fix-up adds the pieces with TwoSum and these errors once, so
         # that a long segment rounds about once in all, not once per piece.
-        fold = ((f"{li}        if comp != 0.0 and abs(comp) < np.inf:\n"
+        fold = ((f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
                  + (f"{li}            st, cres = two_sum(st, comp)\n" if carry
                     else f"{li}            st = st + comp\n")) if comp else "")
         blocked = (
@@ -1717,7 +1722,7 @@ def _source(decl: Decl, cache: bool) -> str:
             src.append(_SKIP_KEYS_HELPER)
         if K == 2 and not aux:
             src.append(_arg_long_source(skip))
-    if decl.meta.get("vsum") == "comp":
+    if comp:
         src.append(_VSUMC_HELPER)
     elif decl.meta.get("vsum"):
         src.append(_VSUM_HELPER)
@@ -1922,11 +1927,11 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H1}, {T
                     te[q] = (te[q] + te[q + span]) + ce
                 span *= 2
 """
-        head_1d = """            prev = t0[cs] if kk > 0 else IDENT
+        head_1d = f"""            prev = t0[cs] if kk > 0 else IDENT
             perr = te[cs] if kk > 0 else 0.0
             st, ce = two_sum(prev, h0[c])
             err = (perr + he[c]) + ce
-            if err != 0.0 and abs(err) < np.inf:
+            if {_KEEP_ERR.format(e="err")}:
                 st = st + err
 """
     src.append(f"""
