@@ -807,6 +807,12 @@ def _nan_variant(base_decl: Decl) -> Decl:
             else {"style": "simd"} if style == "simd" else {})
     if base_decl.meta.get("vmask") is True and k == 0:  # floats only
         meta["vmask"] = "nan"
+    if base_decl.meta.get("vsum") == "comp":
+        # float64 nansum/nanmean: sum's compensated blocks over the elements
+        # that are not NaN (cpu._comp: "nancomp"); their plain pairwise order
+        # was farther from the exact sum than np.nansum on 15 of 20 seeds
+        # (10^6 normal values, 1 % NaN; up to 36 ulp)
+        meta["vsum"] = "nancomp"
     return Decl(("nan",) + base_decl.key, ident, map_, combine, finalize, is_empty, meta=meta)
 
 

@@ -333,9 +333,10 @@ _DOCS = {
 
 Empty segment: 0. {nan} Result dtype: bool/int -> int64, uint -> uint64,
 float16/float32 -> same (accumulated in float64), float64 -> float64 (blocked
-pairwise summation; ``sum`` and ``mean`` on the CPU also keep the rounding errors
-of segments of more than 1,024 elements, about one rounding in all: see
-docs/semantics.md), complex -> same. Integer sums wrap modulo 2**64 like NumPy.
+pairwise summation; on the CPU ``sum``, ``mean``, ``nansum`` and ``nanmean`` also
+keep the rounding errors of segments of more than 1,024 elements, about one
+rounding in all: see docs/semantics.md), complex -> same. Integer sums wrap
+modulo 2**64 like NumPy.
 See :func:`hrarray.reduce` for ``levels``, ``fill_value``, ``dtype``.
 """,
     "prod": """Segment products: ``{name}(x, *, {extra})``.

@@ -1200,14 +1200,18 @@ def test_float64_million_no_worse_than_numpy(data, where):
 
 def _assert_rounded_once(x, seg, seed):
     """Segment 1 of ``x`` (``seg``, float64): its sum within half an ulp of
-    ``math.fsum``'s, never farther than ``np.sum``'s, and its mean that sum / n.
-    Returns the sum."""
+    ``math.fsum``'s, never farther than ``np.sum``'s, and its mean that sum / n;
+    nansum and nanmean (no NaN here) the same bits. Returns the sum."""
     exact = math.fsum(seg)
     got = float(hr.sum(x)[1])
     assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
     assert abs(got - exact) <= abs(float(np.sum(seg)) - exact), (seed, got, exact)
     # the mean divides that sum once
     assert float(hr.mean(x)[1]) == got / len(seg)
+    # nansum/nanmean run the same compensated additions over the elements
+    # that are not NaN (block_nansum_c), so give the same bits here
+    assert float(hr.nansum(x)[1]) == got, seed
+    assert float(hr.nanmean(x)[1]) == got / len(seg), seed
     return got
 
 
@@ -1261,6 +1265,40 @@ def test_float64_sums_carry_their_errors_across_chunks_cpu(chunks, monkeypatch):
         _assert_rounded_once(hr.RaggedArray(values, [0, 1500, 1500 + n, n + 4000]), seg, seed)
 
 
+@pytest.mark.parametrize(("chunks", "step"), [(1, 1), (3, 1), (1, 2)])
+def test_float64_long_nansums_are_compensated_cpu(chunks, step, monkeypatch):
+    """nansum/nanmean of long float64 segments skip NaN inside the compensated blocks
+    (``block_nansum_c``): within half an ulp of ``math.fsum`` of the elements that are not
+    NaN, never farther than ``np.nansum``, the same bits as ``sum`` of the values with
+    their NaN replaced by 0, and the mean that sum over the count of the others. Their
+    plain pairwise order was farther than ``np.nansum`` on 15 of 20 seeds (10^6 normal
+    values, 1 % NaN; up to 36 ulp). 3 chunks cut the segment (the pieces' errors
+    carried); ``step`` 2: strided values."""
+    from hrarray._kernels import cpu as cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "FORCE_CHUNKS", chunks)
+    for seed in range(4):
+        rng = np.random.default_rng(200 + seed)
+        n = 128 * 781 + 2 * (seed + 1)
+        c = 10.0 ** rng.uniform(5, 8)
+        seg = rng.normal(0, 1, n) + np.where(np.arange(n) < n // 2, c, -c)
+        seg[rng.random(n) < 0.01] = np.nan
+        seg[-3:] = (np.nan, 1.0, np.nan)  # NaN in the last short block too
+        values = np.concatenate([rng.normal(size=1500), seg, rng.normal(size=2500)])
+        offsets = [0, 1500, 1500 + n, n + 4000]
+        zeroed = hr.RaggedArray(np.where(np.isnan(values), 0.0, values), offsets)
+        if step > 1:
+            values = np.repeat(values, step)[::step]
+        x = hr.RaggedArray(values, offsets)
+        kept = seg[~np.isnan(seg)]
+        exact = math.fsum(kept)
+        got = float(hr.nansum(x)[1])
+        assert abs(got - exact) <= 0.5 * math.ulp(exact), (seed, got, exact)
+        assert abs(got - exact) <= abs(float(np.nansum(seg)) - exact), (seed, got, exact)
+        assert got == float(hr.sum(zeroed)[1]), seed
+        assert float(hr.nanmean(x)[1]) == got / len(kept), seed
+
+
 @pytest.mark.parametrize(("chunks", "step"), [(None, 1), (16, 1), (None, 2)])
 def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, step, monkeypatch):
     """The compensation of long float64 sums is dropped where a sum met inf or NaN or
@@ -1287,6 +1325,12 @@ def test_float64_compensated_sums_keep_inf_and_nan_cpu(chunks, step, monkeypatch
         want = np.array([np.sum(c) for c in cases])
     np.testing.assert_array_equal(hr.sum(x), want)
     np.testing.assert_array_equal(hr.mean(x), want / n)
+    # nansum/nanmean (compensated too): NaN skipped, inf and overflow as NumPy's
+    with np.errstate(all="ignore"):
+        want = np.array([np.nansum(c) for c in cases])
+    counts = np.array([np.count_nonzero(~np.isnan(c)) for c in cases])
+    np.testing.assert_array_equal(hr.nansum(x), want)
+    np.testing.assert_array_equal(hr.nanmean(x), want / counts)
 
 
 @pytest.mark.parametrize("op", ["sum", "mean", "var"])

@@ -373,6 +373,15 @@ def _block_tail(builder, p0, nt, vt):
     masked-load intrinsic's name depends on the LLVM version's pointers)."""
     from llvmlite import ir
 
+    keep, tail = _block_tail_keep(builder, p0, nt, vt)
+    return builder.select(keep, tail, ir.Constant(vt, [0.0] * vt.count))
+
+
+def _block_tail_keep(builder, p0, nt, vt):
+    """``_block_tail``'s ``(keep, loaded)``: the lanes not yet summed (an
+    ``<w x i1>``) and the last ``w`` elements as loaded."""
+    from llvmlite import ir
+
     w = vt.count
     i32, i64 = ir.IntType(32), ir.IntType(64)
     rem = builder.trunc(builder.urem(nt, i64(w)), i32)
@@ -381,7 +390,7 @@ def _block_tail(builder, p0, nt, vt):
     keep = builder.icmp_unsigned(">=", ir.Constant(vi, list(range(w))),
                                  _splat(builder, first_new, vi))
     ptail = builder.bitcast(builder.gep(p0, [builder.sub(nt, i64(w))]), vt.as_pointer())
-    return builder.select(keep, builder.load(ptail, align=1), ir.Constant(vt, [0.0] * w))
+    return keep, builder.load(ptail, align=1)
 
 
 def _two_sum(builder, a, b):
@@ -470,6 +479,66 @@ def block_sum_c(typingctx, values, ub, nt):
         return context.make_tuple(builder, sig.return_type, [s, c])
 
     return types.UniTuple(types.float64, 2)(values, ub, nt), codegen
+
+
+@intrinsic
+def block_nansum_c(typingctx, values, ub, nt):
+    """``block_sum_c`` of a contiguous float64 block's elements that are not
+    NaN, as ``(s, n, c)``: NaN lanes are zeroed before each addition (so the
+    same additions in the same order as ``block_sum_c`` of the block with its
+    NaN replaced by 0.0) and not counted; ``n`` the count of the others
+    (nansum/nanmean's state). The caller guarantees unit stride and ``nt >=
+    16``.
+    """
+    if not isinstance(values, types.Array) or values.ndim != 1 or values.dtype != types.float64:
+        return None
+    if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        aryty = sig.args[0]
+        w = 16
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ub = context.cast(builder, args[1], sig.args[1], types.intp)
+        nt = context.cast(builder, args[2], sig.args[2], types.intp)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vd = ir.VectorType(ir.DoubleType(), w)
+        vi = ir.VectorType(i64, w)
+        zero = ir.Constant(vd, [0.0] * w)
+        p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
+        acc_a = cgutils.alloca_once_value(builder, zero)
+        err_a = cgutils.alloca_once_value(builder, zero)
+        # the counts per lane (a lane kept subtracts its mask's -1: a compare
+        # result as it is, where a popcount of the mask needed it moved out of
+        # the vector registers every 16 elements)
+        cnt_a = cgutils.alloca_once_value(builder, ir.Constant(vi, [0] * w))
+
+        def add_in(keep, v):
+            keep = builder.and_(keep, builder.fcmp_ordered("ord", v, v))
+            s, e = _two_sum(builder, builder.load(acc_a), builder.select(keep, v, zero))
+            builder.store(s, acc_a)
+            builder.store(builder.fadd(builder.load(err_a), e, flags=("arcp",)), err_a)
+            builder.store(builder.sub(builder.load(cnt_a), builder.sext(keep, vi)), cnt_a)
+
+        every = ir.Constant(ir.VectorType(ir.IntType(1), w), [1] * w)
+        with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
+            p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
+            add_in(every, builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
+        add_in(*_block_tail_keep(builder, p0, nt, vd))
+        acc, err = builder.load(acc_a), builder.load(err_a)
+        while acc.type.count > 1:
+            acc, e = _two_sum(builder, *_halves(builder, acc))
+            err = builder.fadd(builder.fadd(*_halves(builder, err), flags=("arcp",)), e,
+                               flags=("arcp",))
+        s = builder.extract_element(acc, i32(0))
+        c = builder.extract_element(err, i32(0))
+        n = _tree_sum(builder, builder.load(cnt_a))
+        return context.make_tuple(builder, sig.return_type, [s, n, c])
+
+    return types.Tuple((types.float64, types.int64, types.float64))(values, ub, nt), codegen
 
 
 def _tree_sum(builder, acc):

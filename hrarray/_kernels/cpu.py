@@ -88,10 +88,15 @@ CALLEE_OPTS = {**JIT_OPTS, **NO_WRAPPERS}
 
 def _comp(decl: Decl) -> bool:
     """Whether ``decl`` is a compensated float64 sum or mean (meta ``vsum``
-    "comp", set by ``_ops._vsum``): its blocks keep their rounding errors,
-    its 1-D functions take the chunk pieces' errors (``he``/``te``) and a
-    strided block's scratch row (``cb``)."""
-    return decl.meta.get("vsum") == "comp"
+    "comp", set by ``_ops._vsum``) or their NaN-skipping form ("nancomp",
+    nansum/nanmean: the state ``(sum, count)``, ``_ops._nan_variant``): its
+    blocks keep their rounding errors, its 1-D functions take the chunk
+    pieces' errors (``he``/``te``) and a strided block's scratch row
+    (``cb``)."""
+    return decl.meta.get("vsum") in _COMP
+
+
+_COMP = ("comp", "nancomp")
 
 
 def decl_opts(decl) -> dict:
@@ -404,7 +409,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
         # gathered in ``comp`` (see _reduce_1d_code)
         assert style == "simd"
         assert not aux
-        if vsum == "comp":
+        if vsum in _COMP:
             # (segments of up to COMP_MIN elements keep the plain loop: see
             # _reduce_1d_code). A long segment's last block of under 16
             # elements is added in order with TwoSum (vsumc_short): in the
@@ -554,7 +559,8 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
 # line (``step`` elements); never past the array.
 _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
-    bitcast_to_float, bitcast_to_int, block_sum, block_sum_c, two_sum, masked_max8,
+    bitcast_to_float, bitcast_to_int, block_nansum_c, block_sum, block_sum_c, two_sum,
+    masked_max8,
     masked_max8_s, masked_min8, masked_min8_s, masked_nanmax8, masked_nanmax8_s,
     masked_nanmin8, masked_nanmin8_s,
     masked_isum8, masked_isum8_s, masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s,
@@ -1160,6 +1166,32 @@ def vsumc_short(values, ub, nt):
     return s, c
 '''
 
+# nansum/nanmean of float64 (meta vsum "nancomp"): the same, over the
+# elements that are not NaN, the block's state ``(sum, count)``
+# (_cpu_bits.block_nansum_c). The short block starts from -0.0, the
+# addition's identity (+0.0 would turn a sum of -0.0s into +0.0).
+_VSUMCN_HELPER = '''
+
+@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
+def vsumc_block(values, ub, nt):
+    s, n, c = block_nansum_c(values, ub, nt)
+    return (s, n), c
+
+
+@numba.njit(nogil=True, cache=_OPTS["cache"], **_NOWRAP)
+def vsumc_short(values, ub, nt):
+    s = -0.0
+    c = 0.0
+    n = np.int64(0)
+    for t in range(nt):
+        v = values[ub + t]
+        if v == v:
+            s, e = two_sum(s, v)
+            c += e
+            n += 1
+    return (s, n), c
+'''
+
 _EXTREME_HELPERS = '''
 
 @numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
@@ -1420,11 +1452,16 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # compensated blocks' lane trees (a chain of TwoSums per block) ran
         # such segments 1.1-1.5x slower (2 threads: Poisson(100) lengths,
         # one block, 1.2-1.5x; Poisson(200), two blocks, 1.13-1.23x).
-        comp = vsum == "comp"
-        if comp:
-            assert K == 0  # a scalar state
+        comp = vsum in _COMP
+        # the state: the sum (K == 0), or (sum, count) ("nancomp", K == 2)
+        arity = 2 if vsum == "nancomp" else 0
+        assert not comp or arity == K
 
         def merge(acc: str, ind2: str) -> str:
+            if comp and K:
+                return (f"{ind2}s0, ce = two_sum(k0[nb], {acc}[0])\n"
+                        f"{ind2}comp += ce\n"
+                        f"{ind2}{acc} = (s0, k1[nb] + {acc}[1])\n")
             if comp:
                 return (f"{ind2}{acc}, ce = two_sum({cg.load('k', K, 'nb')}, {acc})\n"
                         f"{ind2}comp += ce\n")
@@ -1434,9 +1471,16 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # fold's own rounding error in ``cres`` (0 where nothing is folded):
         # the fix-up adds the pieces with TwoSum and these errors once, so
         # that a long segment rounds about once in all, not once per piece.
-        fold = ((f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
-                 + (f"{li}            st, cres = two_sum(st, comp)\n" if carry
-                    else f"{li}            st = st + comp\n")) if comp else "")
+        fold = ""
+        if comp and K:
+            fold = (f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
+                    + (f"{li}            s0, cres = two_sum(st[0], comp)\n" if carry
+                       else f"{li}            s0 = st[0] + comp\n")
+                    + f"{li}            st = (s0, st[1])\n")
+        elif comp:
+            fold = (f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
+                    + (f"{li}            st, cres = two_sum(st, comp)\n" if carry
+                       else f"{li}            st = st + comp\n"))
         blocked = (
             f"{li}nb = 0\n"
             f"{li}cnt = 0\n"
@@ -1723,7 +1767,7 @@ def _source(decl: Decl, cache: bool) -> str:
         if K == 2 and not aux:
             src.append(_arg_long_source(skip))
     if comp:
-        src.append(_VSUMC_HELPER)
+        src.append(_VSUMCN_HELPER if K else _VSUMC_HELPER)
     elif decl.meta.get("vsum"):
         src.append(_VSUM_HELPER)
     if style == "lse":
@@ -1918,22 +1962,27 @@ def @NAME@(c0, c1, r, values{w1}, offsets, bi, bj, out, fill, use_fill, {H1}, {T
     if comp:
         # the pieces added with TwoSum, their errors and the pieces' own
         # (he, te) summed and added once, under the rule of the pieces' fold
-        # (an error that is not finite is dropped: the sum is inf or NaN)
-        pair_1d = """            span = 1
+        # (an error that is not finite is dropped: the sum is inf or NaN);
+        # nansum/nanmean's counts (t1, h1) added as they are
+        cnt_pair = "                    t1[q] = t1[q] + t1[q + span]\n" if K else ""
+        pair_1d = f"""            span = 1
             while span < kk:
                 for q in range(cs, cs + kk - span, 2 * span):
                     st, ce = two_sum(t0[q], t0[q + span])
                     t0[q] = st
-                    te[q] = (te[q] + te[q + span]) + ce
+{cnt_pair}                    te[q] = (te[q] + te[q + span]) + ce
                 span *= 2
 """
-        head_1d = f"""            prev = t0[cs] if kk > 0 else IDENT
+        ident0 = "IDENT[0]" if K else "IDENT"
+        head_1d = f"""            prev = t0[cs] if kk > 0 else {ident0}
             perr = te[cs] if kk > 0 else 0.0
             st, ce = two_sum(prev, h0[c])
             err = (perr + he[c]) + ce
             if {_KEEP_ERR.format(e="err")}:
                 st = st + err
 """
+        if K:
+            head_1d += "            st = (st, (t1[cs] if kk > 0 else IDENT[1]) + h1[c])\n"
     src.append(f"""
 @numba.njit(**_OPTS)
 def fixup_1d(offsets, bi, bj, out, fill, use_fill, {H1}, {Tl1}):
