@@ -7,7 +7,14 @@ import contextlib
 import numpy as np
 
 from hrarray._backends import backend_of, check_same_gpu
-from hrarray.ragged import RaggedArray, _frozen, _int_sequence, _named_alloc_error
+from hrarray.ragged import (
+    RaggedArray,
+    _frozen,
+    _int_sequence,
+    _named_alloc_error,
+    int_arg,
+    refuse_objects,
+)
 from hrarray.reduce import _partitioned
 
 __all__ = ["concatenate", "from_lengths", "from_list", "from_padded", "from_segment_ids", "nest"]
@@ -117,11 +124,12 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
         i = int(xp.nonzero(ids >= np.uint64(np.iinfo(np.int64).max))[0][0])
         raise ValueError(f"ids[{i}]={int(ids[i])} is too large (segment ids must be < 2**63 - 1)")
     top = int(ids[-1]) + 1 if ids.shape[0] else 0
-    if nsegments is None:
-        nsegments = top
-    elif isinstance(nsegments, (bool, np.bool_)) or not isinstance(nsegments, (int, np.integer)):
-        raise TypeError(f"nsegments must be an integer, got {type(nsegments).__name__}")
-    nsegments = int(nsegments)
+    derived = nsegments is None
+    nsegments = top if derived else int_arg(nsegments, "nsegments")
+    # too many segments to allocate: named by the id that asks for them
+    # where the count comes from the ids
+    too_large = (f"ids[{ids.shape[0] - 1}]={top - 1} is too large ({top} segments)"
+                 if derived else f"nsegments={nsegments} is too large")
     if nsegments < 0:
         raise ValueError(f"nsegments must be >= 0, got {nsegments}")
     if nsegments < top:
@@ -131,10 +139,10 @@ def from_segment_ids(values, ids, nsegments=None) -> RaggedArray:
     try:
         starts = xp.arange(nsegments + 1)
     except (ValueError, MemoryError) as exc:  # NumPy's message names no argument
-        raise _named_alloc_error(exc, f"nsegments={nsegments} is too large") from None
+        raise _named_alloc_error(exc, too_large) from None
     if starts.shape[0] != nsegments + 1:
         # near 2**63 NumPy's length computation wraps: an empty arange, no error
-        raise ValueError(f"nsegments={nsegments} is too large")
+        raise ValueError(too_large)
     offs = xp.searchsorted(ids, starts, side="left").astype(np.int64)
     return RaggedArray(vals, _frozen(offs))
 
@@ -162,8 +170,7 @@ def from_padded(padded, lengths=None, mask=None) -> RaggedArray:
     p = be.xpa(be.asarray(padded, "padded"))
     if p.ndim < 2:
         raise ValueError(f"padded must be at least 2-D (nsegments, L, ...), got ndim={p.ndim}")
-    if be.dtype(p) == np.dtype(object):
-        raise TypeError("padded has unsupported dtype object")
+    refuse_objects(be, p, "padded")
     n, L = p.shape[:2]
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
@@ -385,6 +392,11 @@ def from_list(nested_lists, dtype=None) -> RaggedArray:
             raise ValueError(f"from_list: nested_lists[{i}] has rows of shape "
                              f"{nested_lists[i].shape[1:]}, nested_lists[0] of "
                              f"{nested_lists[0].shape[1:]}")
+        k = next((i for i, a in enumerate(nested_lists) if np.ma.isMaskedArray(a)), None)
+        if k is not None:  # (np.concatenate would read the data under its mask)
+            raise TypeError(f"from_list: nested_lists[{k}] is a masked array (numpy.ma), "
+                            "which hrarray does not support: pass .filled(value) or the "
+                            "unmasked elements only")
         values = np.concatenate(nested_lists)
         lens = np.array([len(a) for a in nested_lists], np.int64)
 

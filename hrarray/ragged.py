@@ -24,6 +24,28 @@ def _frozen(offsets):
     return offsets
 
 
+def refuse_objects(be, arr, argname: str) -> None:
+    """A TypeError for an array of Python objects, or of records holding some
+    (nothing hrarray does reads them; a record's objects were pickled and
+    gathered as pointers)."""
+    dt = np.dtype(be.dtype(arr))
+    # (not hasobject alone: NumPy 2's StringDType has it, and its strings move)
+    if dt.kind == "O" or (dt.names is not None and dt.hasobject):
+        raise TypeError(f"{argname} has unsupported dtype object" if dt.kind == "O"
+                        else f"{argname} has unsupported dtype {dt} (it holds Python objects)")
+
+
+def int_arg(v, argname: str) -> int:
+    """``v`` as a Python int where NumPy takes it as one (``operator.index``):
+    an int, a NumPy integer or a 0-d integer array, not a bool; else a
+    TypeError naming ``argname``."""
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in _INT_KINDS:
+        return int(v)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
+    return int(v)
+
+
 def _host_ints(seq, argname: str):
     """A list or tuple meant as integers (offsets, lengths, ids, an index) as
     a NumPy array, or None where NumPy cannot make one (a ragged list).
@@ -78,11 +100,12 @@ def _named_alloc_error(exc: Exception, what: str) -> Exception:
     return kind(f"{what}: {exc}")
 
 
-def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
+def _normalize_offsets(be, offsets, argname: str, what: str = "values", nvals=None):
     """Type and shape checks of an offsets array (values are checked later).
 
     int32 and int64 are used as they are (zero-copy); other integer dtypes
-    are converted to int64 (a copy of the offsets only).
+    are converted to int64 (a copy of the offsets only). ``nvals``: see
+    ``_check_uint64``.
     """
     given = offsets
     offsets = be.asarray(_int_sequence(be, offsets, argname), argname)
@@ -107,24 +130,29 @@ def _normalize_offsets(be, offsets, argname: str, what: str = "values"):
     if not (dt.isnative and dt in (_INT32, _INT64)):
         u64 = dt.kind == "u" and dt.itemsize == 8
         if u64 and be.name == "cpu":
-            _check_uint64(be, offsets, argname, what)
+            _check_uint64(be, offsets, argname, what, nvals)
         try:
             offsets = _frozen(be.astype(offsets, np.int64))
         except OverflowError:
             # (the CUDA simulator's conversion raises where a GPU wraps)
             if u64:
-                _check_uint64(be, offsets, argname, what)
+                _check_uint64(be, offsets, argname, what, nvals)
             raise
     return offsets
 
 
-def _check_uint64(be, offsets, argname, what):
+def _check_uint64(be, offsets, argname, what, nvals=None):
     """uint64 offsets beyond int64 would wrap negative when converted: a
     ValueError naming the first one as given. On the CPU before the conversion;
     on CUDA only once the converted offsets failed validation (the wrapped
-    value always fails it), which spares valid input a second synchronisation."""
+    value always fails it), which spares valid input a second synchronisation.
+    ``nvals`` (the offsets are to be validated against it): the offsets before
+    that one are validated first, so that an earlier bad position is the one
+    named (positions count in index order)."""
     bad = be.first_past_int64(offsets)
     if bad is not None:
+        if nvals is not None and bad[0] > 0:
+            be.validate(be.astype(offsets[: bad[0]], np.int64), nvals, argname, what)
         raise ValueError(
             f"{argname}[{bad[0]}]={bad[1]} is past the end of {what} "
             "(it does not even fit int64)"
@@ -257,9 +285,11 @@ def _fill_other(fill_value, dtype: np.dtype, argname: str = "fill_value"):
         f = np.asarray(fill_value)
     except (TypeError, ValueError):
         f = np.asarray(None)
-    if f.ndim != 0 or f.dtype.kind != dtype.kind:
+    # NumPy 2's variable-width StringDType (kind "T") holds a str (kind "U")
+    kind = "U" if dtype.kind == "T" else dtype.kind
+    if f.ndim != 0 or f.dtype.kind != kind:
         what = {"U": "a str", "S": "bytes", "M": "a datetime64", "m": "a timedelta64"}.get(
-            dtype.kind, "a scalar of the values' kind")
+            kind, "a scalar of the values' kind")
         raise FillValueKindError(
             f"{argname} must be {what} for "
             f"{dtype} values (or 0, the dtype's zero), got {fill_value!r}")
@@ -316,14 +346,13 @@ class RaggedArray:
             vals = be.asarray(values, "values")
             if vals.ndim == 0:
                 raise ValueError("values must be at least 1-D (n, *inner), got ndim=0")
-            if be.dtype(vals) == np.dtype(object):
-                raise TypeError("values has unsupported dtype object")
+            refuse_objects(be, vals, "values")
             nvals = vals.shape[0]
             what = "values"
         if validate is not True and validate is not False and type(validate) is not np.bool_:
             # the memory-safety switch: validate=None or 0 must not silently skip the check
             raise TypeError(f"validate must be True or False, got {validate!r}")
-        offs = _normalize_offsets(be, offsets, "offsets", what)
+        offs = _normalize_offsets(be, offsets, "offsets", what, nvals if validate else None)
         try:
             self._ends = be.validate(offs, nvals, "offsets", what) if validate else None
         except ValueError:
@@ -331,7 +360,7 @@ class RaggedArray:
                 given = be.asarray(offsets, "offsets")
                 dt = be.dtype(given)
                 if dt.kind == "u" and dt.itemsize == 8:
-                    _check_uint64(be, given, "offsets", what)
+                    _check_uint64(be, given, "offsets", what, nvals)
             raise
         self._backend = be
         self._values = vals
@@ -682,8 +711,7 @@ class RaggedArray:
         levels = c._levels()
         leaf = levels[-1]
         new = be.asarray(new_values, "new_values")
-        if be.dtype(new) == np.dtype(object):  # as the constructor
-            raise TypeError("new_values has unsupported dtype object")
+        refuse_objects(be, new, "new_values")  # as the constructor
         n_need = leaf.nvalues
         if new.ndim == 0 or new.shape[0] != n_need:
             got = "a scalar" if new.ndim == 0 else f"{new.shape[0]}"
@@ -771,11 +799,8 @@ class RaggedArray:
             )
         xp = self._backend.xp
         lens = self._backend.xpa(self.lengths)
-        if max_length is not None and (
-            isinstance(max_length, (bool, np.bool_))
-            or not isinstance(max_length, (int, np.integer))
-        ):
-            raise TypeError(f"max_length must be an integer, got {type(max_length).__name__}")
+        if max_length is not None:
+            max_length = int_arg(max_length, "max_length")
         L = int(lens.max()) if self.nsegments and max_length is None else int(max_length or 0)
         if L < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")

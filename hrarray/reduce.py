@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from hrarray import _ops
-from hrarray.ragged import RaggedArray, check_fill
+from hrarray.ragged import RaggedArray, check_fill, int_arg
 from hrarray.reducer import Reducer
 
 __all__ = ["reduce", *_ops.OPS]
@@ -35,9 +35,7 @@ def _partitioned(x):
 
 
 def _check_levels(x: RaggedArray, levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
-        raise TypeError(f"levels must be an integer, got {type(levels).__name__}")
-    levels = int(levels)
+    levels = int_arg(levels, "levels")
     d = x.depth
     if not 1 <= levels <= d:
         raise ValueError(f"levels={levels} is outside 1..depth={d}")
@@ -243,10 +241,8 @@ def reduce(x, op, *, levels=1, fill_value=None, dtype=None, ddof=None):
     if ddof is None:
         ddof = 0
     else:
-        if ddof.__class__ is not int and (
-            isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer))
-        ):
-            raise TypeError(f"ddof must be an integer, got {type(ddof).__name__}")
+        if ddof.__class__ is not int:
+            ddof = int_arg(ddof, "ddof")
         if ddof > _DDOF_MAX:
             # any ddof >= the longest segment gives NaN; the kernels hold it as int64
             ddof = _DDOF_MAX

@@ -93,6 +93,44 @@ def test_uint64_offsets_beyond_int64(backend):
     assert to_host(hr.sum(x)).tolist() == [1.0, 9.0]
 
 
+def test_uint64_offsets_beyond_int64_after_an_earlier_bad_position():
+    """Positions count in index order for uint64 offsets too: an earlier decrease or
+    offset past the end is the one named, not a later value past int64 (an audit: the
+    uint64 check ran before the validation and named the later one)."""
+    values = np.arange(5.0)
+    for offs, pattern in [([0, 3, 2, 2**63], r"offsets\[2\]=2 < offsets\[1\]=3"),
+                          ([7, 2**63], r"offsets\[0\]=7 is past the end"),
+                          ([0, 2, 2**63, 1], r"offsets\[2\]=9223372036854775808.*int64")]:
+        with raises(ValueError, pattern):
+            hr.RaggedArray(values, np.array(offs, np.uint64))
+    # without validation a value past int64 is still refused (it would wrap negative)
+    with raises(ValueError, r"offsets\[2\]=9223372036854775808"):
+        hr.RaggedArray(values, np.array([0, 3, 2**63], np.uint64), validate=False)
+
+
+def test_integer_arguments_take_a_0d_integer_array():
+    """As NumPy's (``operator.index``): a 0-d integer array is an integer for nsegments,
+    max_length, levels and ddof (an audit: nsegments and max_length refused it); a 0-d
+    bool or float array is not."""
+    v = np.arange(5.0)
+    assert hr.from_segment_ids(v, [0, 0, 1, 1, 2], nsegments=np.array(4)).lengths.tolist() == [
+        2, 2, 1, 0]
+    x = hr.from_lengths(v, [2, 3])
+    padded, _ = x.to_padded(max_length=np.array(2, np.uint8))
+    assert padded.tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert hr.sum(x, levels=np.array(1)).tolist() == [1.0, 9.0]
+    np.testing.assert_array_equal(hr.var(x, ddof=np.array(1)), [0.5, 1.0])
+    for bad in (np.array(True), np.array(2.0), np.array([2])):
+        with raises(TypeError, r"\bnsegments must be an integer"):
+            hr.from_segment_ids(v, [0, 0, 1, 1, 2], nsegments=bad)
+        with raises(TypeError, r"\bmax_length must be an integer"):
+            x.to_padded(max_length=bad)
+        with raises(TypeError, r"\blevels must be an integer"):
+            hr.sum(x, levels=bad)
+        with raises(TypeError, r"\bddof must be an integer"):
+            hr.var(x, ddof=bad)
+
+
 def test_uint64_device_offsets_checked_after_a_wrapping_conversion(monkeypatch):
     """On a GPU the uint64 -> int64 conversion wraps (the simulator's raises): the wrapped
     offsets fail validation, and only then are the given ones searched for the value past
@@ -368,6 +406,13 @@ def test_from_list_of_a_list_that_holds_itself():
     assert hr.from_list([[c, c], [c]]).to_list() == [[[1.0], [1.0]], [[1.0]]]
 
 
+def test_from_segment_ids_too_many_segments_from_the_ids():
+    """Without nsegments, the count comes from the last id: one too large for the
+    offsets names that id (the message named nsegments, which the caller never gave)."""
+    with raises(ValueError, r"ids\[4\]=9223372036854775806 is too large"):
+        hr.from_segment_ids(np.arange(5.0), np.array([0, 0, 1, 1, 2**63 - 2]))
+
+
 def test_from_segment_ids_nsegments_near_int64_max():
     """nsegments whose arange NumPy computes as empty (its length wraps) names nsegments
     (it blamed the offsets, which are no argument of from_segment_ids)."""
@@ -589,6 +634,14 @@ def test_constructor_and_index_mistakes_are_named():
     x = hr.from_list([[1.0, 2.0], [], [3.0]])
     with raises(TypeError, r"new_values has unsupported dtype object"):
         x.with_values(np.array([None, 1, 2], object))
+    # records that hold Python objects too (an audit: they were taken)
+    rec = np.zeros(3, dtype=[("a", "f8"), ("b", "O")])
+    with raises(TypeError, r"new_values has unsupported dtype .*holds Python objects"):
+        x.with_values(rec)
+    with raises(TypeError, r"^values has unsupported dtype .*holds Python objects"):
+        hr.RaggedArray(rec, [0, 3])
+    with raises(TypeError, r"^padded has unsupported dtype .*holds Python objects"):
+        hr.from_padded(rec.reshape(1, 3))
     with raises(TypeError, r"^cumsum\(\): dtype='nope'"):
         hr.cumsum(x, dtype="nope")
     with raises(TypeError, r"for cumsum\(\)"):
@@ -754,7 +807,12 @@ def test_huge_ddof_gives_nan():
         np.testing.assert_array_equal(hr.std(x, ddof=ddof, fill_value=-1.0), [-1.0, -1.0])
 
 
-@pytest.mark.parametrize("dt", ["U2", "S2", "M8[s]", "m8[ms]", [("a", "f4"), ("b", "i2")]])
+# "T": NumPy 2's variable-width StringDType (a str fill was refused: an audit)
+_STRING_DTYPE = ["T"] if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else []
+
+
+@pytest.mark.parametrize("dt", ["U2", "S2", "M8[s]", "m8[ms]", [("a", "f4"), ("b", "i2")],
+                                *_STRING_DTYPE])
 def test_non_numeric_values_move_but_do_not_reduce(dt):
     """docs/semantics.md: values of a dtype the kernels do not take build a RaggedArray whose
     structural operations (they only move rows) work, while every reduction and transform
@@ -776,7 +834,7 @@ def test_non_numeric_values_move_but_do_not_reduce(dt):
     # another kind is a TypeError, one the dtype would cut or round a ValueError
     assert padded[1].tolist() == [np.zeros((), v.dtype).tolist()] * 3
     own, cut, other = {
-        "U": ("-", "xyz", b"-"), "S": (b"-", b"xyz", "-"),
+        "U": ("-", "xyz", b"-"), "S": (b"-", b"xyz", "-"), "T": ("-", None, b"-"),
         "M": (np.datetime64("NaT"), np.datetime64("2020-01-01T00:00:00.5"),
               np.timedelta64(1, "s")),
         "m": (np.timedelta64("NaT"), np.timedelta64(1, "us"), np.datetime64(1, "s")),
@@ -887,6 +945,9 @@ def test_masked_array_inside_from_list_is_refused():
         hr.from_list([[m]])
     with raises(TypeError, r"nested_lists\[0\]\[1\]\[0\] is a masked array"):
         hr.from_list([[[1.0], [m]]])
+    # a list of arrays (each a segment): named as an item too (was "values")
+    with raises(TypeError, r"from_list: nested_lists\[1\] is a masked array"):
+        hr.from_list([np.arange(2.0), m])
     assert hr.from_list([[np.array([1.0, 2.0])]]).to_list() == [[[1.0, 2.0]]]
 
 

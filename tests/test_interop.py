@@ -416,3 +416,28 @@ def test_nulls_no_list_reaches_are_not_refused():
     x = hr.from_arrow(plain)
     assert x.offsets.tolist() == [2, 3]  # zero-copy: not shifted
     assert np.shares_memory(x.offsets, np.frombuffer(plain.buffers()[1], np.int32))
+
+
+@needs_pa
+def test_arrow_arrays_with_nulls_are_refused_as_arrays(pa_):
+    """An Arrow array with nulls where an array is expected (values, offsets, new values,
+    per-segment rows): a ValueError naming the argument and the first null, as from_arrow
+    says. An audit: its DLPack export fails, and the fallback, np.asarray, made the nulls
+    NaN and the integers float64 without a word. Without nulls it reads as before."""
+    pa = pa_
+    with pytest.raises(ValueError, match=r"^values has a null at position 1"):
+        hr.RaggedArray(pa.array([1, None, 3, 4, 5]), [0, 2, 5])
+    with pytest.raises(ValueError, match=r"^values has a null at position 2"):
+        hr.RaggedArray(pa.chunked_array([[1.0, 2.0], [None, 3.0]]), [0, 4])
+    with pytest.raises(ValueError, match=r"^values has a null at position 1"):
+        hr.RaggedArray(pa.array([True, None, False]), [0, 3])
+    with pytest.raises(ValueError, match=r"^offsets has a null at position 1"):
+        hr.RaggedArray(np.arange(5.0), pa.array([0, None, 5]))
+    x = hr.from_lengths(np.zeros(3), [1, 2])
+    with pytest.raises(ValueError, match=r"^new_values has a null at position 1"):
+        x.with_values(pa.array([1.0, None, 3.0]))
+    with pytest.raises(ValueError, match=r"^per_segment has a null at position 0"):
+        hr.broadcast(pa.array([None, 1.0]), x)
+    y = hr.RaggedArray(pa.array([1, 2, 3, 4, 5]), pa.array([0, 2, 5]))
+    assert y.dtype == np.int64
+    assert hr.sum(y).tolist() == [3, 12]

@@ -97,6 +97,15 @@ class CpuBackend:
         if isinstance(obj, (str, bytes)):  # NumPy would make a 0-d string array of it
             raise TypeError(f"{argname} must be an array, got {type(obj).__name__}")
         obj = detach(obj)  # a PyTorch tensor that requires grad exports nothing
+        if getattr(obj, "null_count", 0) and type(obj).__module__.startswith("pyarrow"):
+            # an Arrow array with nulls exports no DLPack, and np.asarray made
+            # its nulls NaN (and its integers float64): refused, as from_arrow does
+            from hrarray.interop import _first_null
+
+            raise ValueError(
+                f"{argname} has a null at position {_first_null(obj)}; a RaggedArray has no "
+                "missing values (pyarrow.compute.fill_null or drop_null remove them)"
+            )
         dl_error = None
         if hasattr(obj, "__dlpack__") and not isinstance(obj, (list, tuple)):
             try:
