@@ -393,7 +393,8 @@ _STRIDED_BLOCKS = {"var": "var_block_strict", "nanvar": "nanvar_block_strict",
                    "lse": "lse_block_strided", "pool": "pool_block_strided"}
 
 
-def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> str:
+def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False,
+                vmask: bool | str = False) -> str:
     """Source that reduces block ``values[ub:ub + nt]`` into ``blk``.
 
     Indices are unsigned (``ub``, ``nt``, ``t`` are uint64): LLVM then needs
@@ -436,13 +437,13 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
                 f"{ind}        blk, bc = vsumc_short(values, ub, nt)\n"
                 f"{ind}    comp += bc\n"
                 f"{ind}else:\n"
-                + _indented(_block_code(style, aux, ind))
+                + _indented(_block_code(style, aux, ind, vmask=vmask))
             )
         return (
             f"{ind}if unit and nt >= U16:\n"
             f"{ind}    blk = vsum_block(values, ub, nt)\n"
             f"{ind}else:\n"
-            + _indented(_block_code(style, aux, ind))
+            + _indented(_block_code(style, aux, ind, vmask=vmask))
         )
     if style == "simd" and not aux:
         # A plain loop over the multiple of 8 (with reassoc LLVM vectorises
@@ -457,7 +458,20 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
         # segment's sum depended on whether 8 more elements followed it. (One
         # step reading either array would be one code path, but a variable
         # bound to two arrays costs Numba refcounts per segment: 3.7x slower.)
+        # Float sums, means and their nan forms (``vmask`` True / "nan"): the
+        # step is their one vector-IR step (masked_sum8 / masked_nansum8, a
+        # fixed tree), the same code on either array. The element loop,
+        # written twice, was reassociated by LLVM as it chose in each copy:
+        # once float64 nansum's kernel grew (its compensated path), a
+        # segment of 27 elements rounded 1 ulp apart with 7 and with 8 rows
+        # after it (the test of that caught it).
         def step(arr: str) -> str:
+            if vmask in (True, "nan"):
+                fn = "masked_nansum8" if vmask == "nan" else "masked_sum8"
+                at = "b8" if arr == "values" else "b8 - pbu"
+                sx = STRIDED if arr == "values" else ""
+                return (f"{ind}        s8 = {fn}{sx}({arr}, {at}, r8)\n"
+                        f"{ind}        blk = combine(blk, s8)\n")
             return (
                 f"{ind}        s8 = IDENT\n"
                 f"{ind}        for t in range(U8):\n"
@@ -478,7 +492,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False) -> st
             f"{ind}    if b8 + U8 <= nvu:\n"
             + step("values")
             + f"{ind}    else:\n"
-            f"{ind}        b8 -= pbu\n"
+            + ("" if vmask in (True, "nan") else f"{ind}        b8 -= pbu\n")
             + step("vpad")
         )
         # Values of other than unit stride: partial sums of 16 elements, added
@@ -1277,7 +1291,7 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
     wu = "w[u + np.uint64(t)], " if aux else ""
     wj = "w[j], " if aux else ""
     li = ind + "    "  # indentation of the blocked path
-    block = _block_code(style, aux, li + "    ", vsum)
+    block = _block_code(style, aux, li + "    ", vsum, vmask)
 
     # In the masked short-segment paths, every 8th segment prefetches the
     # offsets OFFSETS_PF entries ahead and continues the values' stream
