@@ -317,10 +317,15 @@ def _unequal_leaf(nested, depth: int, leaves: list) -> None:
             f"from_list: nested_lists{where}={v!r} does not fit any integer dtype "
             "(int64, uint64); pass dtype=np.float64 to store it as a float"
         )
-    if missing(leaves[k]):
+    if v is None:
         raise ValueError(
-            f"from_list: nested_lists{where} is {leaves[k]!r}, not a number or an array "
-            "of numbers (missing values are not supported)"
+            f"from_list: nested_lists{where} is None, not a number or an array of numbers "
+            "(missing values are not supported)"
+        )
+    if missing(v):  # a dict, a set, any other object: the wrong kind of thing
+        raise TypeError(
+            f"from_list: nested_lists{where} is {v!r} ({type(v).__name__}), not a number "
+            "or an array of numbers"
         )
     raise ValueError(
         f"from_list: innermost items must be scalars or equal-shape arrays; "

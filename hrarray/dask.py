@@ -221,6 +221,10 @@ def _detach(a):
 
 
 def _is_int(v) -> bool:
+    """An int, a NumPy integer or a 0-d integer array (as ``operator.index``
+    takes them: docs/semantics.md), not a bool."""
+    if isinstance(v, np.ndarray):
+        return v.ndim == 0 and v.dtype.kind in "iu"
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 

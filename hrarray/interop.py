@@ -414,7 +414,12 @@ def from_awkward(array) -> RaggedArray:
     # a dict would reach Awkward as one record, which it refuses with a ValueError
     if array is None or isinstance(array, (str, bytes, int, float, complex, dict)):
         raise TypeError(f"array must be an Awkward array, got {type(array).__name__}")
-    layout = ak.to_layout(array, allow_record=False)
+    try:
+        layout = ak.to_layout(array, allow_record=False)
+    except TypeError as exc:  # Awkward's own message names no argument
+        raise TypeError(
+            f"array must be an Awkward array, got {type(array).__name__} ({exc})"
+        ) from None
     if not _ak_has_ragged(_ak_unwrap(layout, "array")):
         raise TypeError(
             f"array has Awkward type {ak.types.ArrayType(layout.form.type, layout.length)}; "

@@ -555,6 +555,11 @@ def test_bad_input_errors():
         hd.from_ragged(x, chunks=(13, -1))
     with pytest.raises(TypeError, match=r"chunks\[0\] must be an integer"):
         hd.from_ragged(x, chunks=(True, 11))
+    # a 0-d integer array is an integer, as everywhere (an audit: refused here)
+    assert hd.from_ragged(x, npartitions=np.array(2)).npartitions == 2
+    assert hd.from_ragged(x, chunks=(np.array(5), np.int8(7))).chunks == (5, 7)
+    with pytest.raises(TypeError, match="npartitions must be an integer"):
+        hd.from_ragged(x, npartitions=np.array(True))
     with pytest.raises(ValueError, match="at least one"):
         hd.from_ragged(x, chunks=())
     with pytest.raises(ValueError, match="at least one partition"):

@@ -316,6 +316,9 @@ def test_to_awkward_any_byte_order(ak_, dt):
 
 @needs_ak
 def test_from_awkward_errors(ak_):
+    # what Awkward cannot read: named as the argument (was Awkward's own message)
+    with pytest.raises(TypeError, match=r"^array must be an Awkward array, got RaggedArray"):
+        hr.from_awkward(hr.from_list([[1.0]]))
     ak = ak_
     with pytest.raises(TypeError, match="array must be an Awkward array, got NoneType"):
         hr.from_awkward(None)

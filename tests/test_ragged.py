@@ -243,6 +243,11 @@ def test_from_list_names_a_missing_value():
         hr.from_list([[1.0, None]])
     with pytest.raises(ValueError, match=r"nested_lists\[1\]\[1\]\[1\] is None"):
         hr.from_list([[[1, 2]], [[3], [4, None]]])
+    # another object is the wrong kind of thing, a TypeError (an audit: a ValueError
+    # that spoke of missing values)
+    for item, kind in (({}, "dict"), ({1, 2}, "set"), (object(), "object")):
+        with pytest.raises(TypeError, match=rf"nested_lists\[0\]\[1\] is .* \({kind}\), not a"):
+            hr.from_list([[1.0, item]])
 
 
 def test_from_list_of_arrays_is_a_list_of_segments():
