@@ -595,10 +595,10 @@ def from_ragged(x, npartitions=None, *, chunks=None) -> RaggedDaskArray:
     RaggedDaskArray
         With known ``chunks``. Partition ``i`` holds top segments ``a:b`` of
         ``x`` as views with offsets rebased to 0: its leaf view covers the
-        values of its segments and up to 8 rows after them (so that the
-        kernels treat every segment as in ``x``: results are equal bit for
-        bit), and pickling it to a worker process sends just those rows (the
-        plain slice ``x[a:b]`` would send all of ``x``'s values).
+        values of its segments only (a segment's CPU result does not depend
+        on the rows after it, so results equal ``x``'s bit for bit), and
+        pickling it to a worker process sends just those rows (the plain
+        slice ``x[a:b]`` would send all of ``x``'s values).
 
     Raises
     ------
