@@ -23,10 +23,13 @@ per-segment dispatch.
 
 Accuracy: each segment piece is reduced in blocks of ``BLOCK`` elements (a
 loop LLVM vectorises), and the block states are combined pairwise through a
-binary-counter stack (NumPy-like pairwise error). float64 sums and means of
-more than ``COMP_MIN`` elements also keep every addition's rounding error,
-within a segment and across the chunk pieces of a segment, and add them once
-(``_comp``; about one rounding in all). float16/float32 sums accumulate in
+binary-counter stack (NumPy-like pairwise error). float64 sums and means
+(and nansum/nanmean) of more than ``COMP_MIN`` elements also keep every
+addition's rounding error, within a segment and across the chunk pieces of a
+segment, and add them once (``_comp``; about one rounding in all).
+A segment's result does not depend on the rows after it (tested): the
+masked steps near the array's end read a copy of its last elements with the
+same arithmetic (see PAD, _block_code, _ADDX_HELPERS). float16/float32 sums accumulate in
 float64 (the declaration's accumulator).
 
 Memory: the chunk loops run a software prefetch stream ``PF_BYTES`` ahead of
@@ -397,6 +400,10 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False,
                 vmask: bool | str = False) -> str:
     """Source that reduces block ``values[ub:ub + nt]`` into ``blk``.
 
+    ``vsum``: the declaration's meta "vsum" (True, "comp", "nancomp");
+    ``vmask``: its meta "vmask" (True or "nan" give the block's tail step
+    as their vector-IR step).
+
     Indices are unsigned (``ub``, ``nt``, ``t`` are uint64): LLVM then needs
     no negative-index wrap-around check and vectorises the loop, as it does
     for a slice, but no array object (and no atomic refcount) is created.
@@ -574,8 +581,7 @@ def _block_code(style: str, aux: bool, ind: str, vsum: bool | str = False,
 _PREFETCH_HELPER = '''
 from hrarray._kernels._cpu_bits import (
     bitcast_to_float, bitcast_to_int, block_nansum_c, block_sum, block_sum_c, two_sum,
-    masked_max8,
-    masked_max8_s, masked_min8, masked_min8_s, masked_nanmax8, masked_nanmax8_s,
+    masked_max8, masked_max8_s, masked_min8, masked_min8_s, masked_nanmax8, masked_nanmax8_s,
     masked_nanmin8, masked_nanmin8_s,
     masked_isum8, masked_isum8_s, masked_nansum8, masked_nansum8_s, masked_sum8, masked_sum8_s,
     masked_usum8, masked_usum8_s, masked_var8, masked_var8_s, prefetch, prefetch2, select,
@@ -922,6 +928,33 @@ def {name}({x}, ub, nt):
 {terms}{add}        t += k16
 {ret}"""
 
+# The masked steps' exp terms and their sums (and attention_pool's weighted
+# values): ``exp_le0`` and ``addx`` (a plain ``+``), inlined into the kernel
+# with its fastmath flags, in the unit-stride form; ``exp_le0_s`` and
+# ``addx_s``, the same without fastmath (their own functions, which LLVM
+# inlines keeping their flags), in the form for other strides. There the step
+# is written twice, on the strided values and, near the array's end, on the
+# contiguous copy of its last elements (PAD), and LLVM compiled the two
+# copies' reassociated and contracted arithmetic otherwise (one vectorised,
+# one not): attention_pool with two heads (strided scores) gave a 5-element
+# segment 1 ulp apart with and without 8 rows after it (a Dask partition
+# ends at its last segment: test_dask's attention_pool test under another
+# day's seed caught it), and so did logsumexp of strided values (24 of 200
+# random cases). Without fastmath both copies round alike.
+_ADDX_HELPERS = '''
+
+@numba.njit(inline="always", cache=_OPTS["cache"], **_NOWRAP)
+def addx(a, b):
+    return a + b
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)
+def addx_s(a, b):
+    return a + b
+''' + _exp_source(
+    "exp_le0_s", '@numba.njit(nogil=True, error_model="numpy", cache=_OPTS["cache"], **_NOWRAP)',
+    -708.0, subnormal=False)
+
 # attention_pool (1-D values, style "pool"): an all-finite block's state
 # (max score, sum of exp(w - max), the values' mean weighted by those terms;
 # see _transforms_ops.attention_spec) from two loops with exp_le0, as
@@ -933,7 +966,7 @@ def {name}({x}, ub, nt):
 # the exps (values of 1e308 had summed to inf, and the result was inf or
 # NaN where the weighted mean was finite).
 POOL_BIG = 2.0**1016
-_POOL_HELPERS = _EXP_LE0 + _BLOCK_MAX + '''
+_POOL_HELPERS = _EXP_LE0 + _BLOCK_MAX + _ADDX_HELPERS + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"}, cache=_OPTS["cache"],
             **_NOWRAP)
@@ -963,7 +996,7 @@ def pool_block(values, w, ub, nt):
     return (m, s, a / s)  # s >= 1: the max's own term is exp(0)
 ''' + _exp_partials_source("pool_block_strided", pool=True)
 
-_LSE_HELPERS = _EXP_LE0 + _BLOCK_MAX + '''
+_LSE_HELPERS = _EXP_LE0 + _BLOCK_MAX + _ADDX_HELPERS + '''
 
 @numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "contract", "nnan"},
             cache=_OPTS["cache"], **_NOWRAP)
@@ -1367,9 +1400,10 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
                 + (f"{i2}ax = 0.0\n" if pool else "")
                 + f"{i2}for t in range({width}):\n"
                 f"{i3}d = np.float64({sarr}[u + np.uint64(t)]) - mx if t < L else 0.0\n"
-                f"{i3}ex = exp_le0(d)\n"
-                f"{i3}sx += ex if t < L else 0.0\n"
-                + (f"{i3}ax += np.float64({arr}[u + np.uint64(t)]) * ex if t < L else 0.0\n"
+                f"{i3}ex = exp_le0{STRIDED}(d)\n"
+                f"{i3}sx = addx{STRIDED}(sx, ex if t < L else 0.0)\n"
+                + (f"{i3}ax = addx{STRIDED}(ax, np.float64({arr}[u + np.uint64(t)]) * ex "
+                   "if t < L else 0.0)\n"
                    if pool else "")
                 # (an empty segment: sx = 0, the identity (-inf, 0, 0))
                 + f"{i2}st = {'(mx, sx, ax / sx if sx > 0.0 else 0.0)' if pool else '(mx, sx)'}\n"
