@@ -43,7 +43,7 @@ import hrarray as hr
 from hrarray import _ops
 from hrarray._backends import backend_of
 from hrarray._kernels import _locks
-from hrarray.ragged import RaggedArray
+from hrarray.ragged import RaggedArray, is_int
 from hrarray.reduce import _check_levels
 from hrarray.reducer import Reducer
 
@@ -220,14 +220,6 @@ def _detach(a):
     return copy() if callable(copy) else a
 
 
-def _is_int(v) -> bool:
-    """An int, a NumPy integer or a 0-d integer array (as ``operator.index``
-    takes them: docs/semantics.md), not a bool."""
-    if isinstance(v, np.ndarray):
-        return v.ndim == 0 and v.dtype.kind in "iu"
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _check_chunks(chunks, nsegments, argname: str) -> tuple:
     """Per-partition segment counts as a tuple of ints (sum checked if ``nsegments``)."""
     if isinstance(chunks, np.ndarray):
@@ -241,7 +233,7 @@ def _check_chunks(chunks, nsegments, argname: str) -> tuple:
     if len(chunks) == 0:
         raise ValueError(f"{argname} must hold at least one partition's segment count")
     for k, c in enumerate(chunks):
-        if not _is_int(c):
+        if not is_int(c):
             raise TypeError(f"{argname}[{k}] must be an integer, got {type(c).__name__}")
         if c < 0:
             raise ValueError(f"{argname}[{k}]={c} is negative")
@@ -547,7 +539,7 @@ class _Partitions:
 
     def __getitem__(self, key) -> RaggedDaskArray:
         arr = self._arr
-        if _is_int(key):
+        if is_int(key):
             n = arr.npartitions
             if not -n <= int(key) < n:
                 raise IndexError(f"partition {int(key)} is out of range for {n} partitions")
@@ -626,7 +618,7 @@ def from_ragged(x, npartitions=None, *, chunks=None) -> RaggedDaskArray:
         counts = _check_chunks(chunks, n, "chunks")
         bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
     else:
-        if not _is_int(npartitions):
+        if not is_int(npartitions):
             raise TypeError(
                 f"from_ragged(): npartitions must be an integer, got {type(npartitions).__name__}"
             )

@@ -26,8 +26,7 @@ def _frozen(offsets):
 
 def refuse_objects(be, arr, argname: str) -> None:
     """A TypeError for an array of Python objects, or of records holding some
-    (nothing hrarray does reads them; a record's objects were pickled and
-    gathered as pointers)."""
+    (no kernel reads them; a gather of such records copied their pointers)."""
     dt = np.dtype(be.dtype(arr))
     # (not hasobject alone: NumPy 2's StringDType has it, and its strings move)
     if dt.kind == "O" or (dt.names is not None and dt.hasobject):
@@ -35,13 +34,17 @@ def refuse_objects(be, arr, argname: str) -> None:
                         else f"{argname} has unsupported dtype {dt} (it holds Python objects)")
 
 
+def is_int(v) -> bool:
+    """Whether NumPy takes ``v`` as an integer (``operator.index``): an int, a
+    NumPy integer or a 0-d integer array, not a bool."""
+    if isinstance(v, np.ndarray):
+        return v.ndim == 0 and v.dtype.kind in _INT_KINDS
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def int_arg(v, argname: str) -> int:
-    """``v`` as a Python int where NumPy takes it as one (``operator.index``):
-    an int, a NumPy integer or a 0-d integer array, not a bool; else a
-    TypeError naming ``argname``."""
-    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in _INT_KINDS:
-        return int(v)
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+    """``v`` as a Python int where ``is_int``; else a TypeError naming ``argname``."""
+    if not is_int(v):
         raise TypeError(f"{argname} must be an integer, got {type(v).__name__}")
     return int(v)
 
