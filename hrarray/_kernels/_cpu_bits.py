@@ -426,74 +426,18 @@ def two_sum(typingctx, a, b):
     return types.UniTuple(types.float64, 2)(a, b), codegen
 
 
-@intrinsic
-def block_sum_c(typingctx, values, ub, nt):
-    """A contiguous float64 block's sum as ``(s, c)``: ``s`` as ``block_sum``
-    adds it (16 lanes, the block's last 16 elements once more with the lanes
-    already summed zeroed, then the lanes as a fixed tree), ``c`` the sum of
-    every one of those additions' rounding errors (``_two_sum``), so ``s + c``
-    is the block's exact sum but for ``c``'s own few roundings (of errors
-    ~2**-53 the size of the partial sums). ``c`` is NaN or inf where a sum
-    met inf or NaN or overflowed (then ``s`` is inf or NaN, and ``c`` is
-    discarded). The caller guarantees unit stride and ``nt >= 16``.
-    """
-    if not isinstance(values, types.Array) or values.ndim != 1 or values.dtype != types.float64:
-        return None
-    if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
-        return None
+def _block_sum_c(skip: bool):
+    """block_sum_c, or (``skip``) block_nansum_c."""
 
-    def codegen(context, builder, sig, args):
-        from llvmlite import ir
-        from numba.core import cgutils
-
-        aryty = sig.args[0]
-        w = 16
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ub = context.cast(builder, args[1], sig.args[1], types.intp)
-        nt = context.cast(builder, args[2], sig.args[2], types.intp)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        vd = ir.VectorType(ir.DoubleType(), w)
-        zero = ir.Constant(vd, [0.0] * w)
-        p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
-        acc_a = cgutils.alloca_once_value(builder, zero)
-        err_a = cgutils.alloca_once_value(builder, zero)
-
-        def add_in(v):
-            s, e = _two_sum(builder, builder.load(acc_a), v)
-            builder.store(s, acc_a)
-            builder.store(builder.fadd(builder.load(err_a), e, flags=("arcp",)), err_a)
-
-        with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
-            p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
-            add_in(builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
-        # the tail as block_sum's (a zeroed lane adds 0.0 exactly: error 0)
-        add_in(_block_tail(builder, p0, nt, vd))
-        # the lanes as _tree_sum's tree, each level's errors kept
-        acc, err = builder.load(acc_a), builder.load(err_a)
-        while acc.type.count > 1:
-            acc, e = _two_sum(builder, *_halves(builder, acc))
-            err = builder.fadd(builder.fadd(*_halves(builder, err), flags=("arcp",)), e,
-                               flags=("arcp",))
-        s = builder.extract_element(acc, i32(0))
-        c = builder.extract_element(err, i32(0))
-        return context.make_tuple(builder, sig.return_type, [s, c])
-
-    return types.UniTuple(types.float64, 2)(values, ub, nt), codegen
-
-
-@intrinsic
-def block_nansum_c(typingctx, values, ub, nt):
-    """``block_sum_c`` of a contiguous float64 block's elements that are not
-    NaN, as ``(s, n, c)``: NaN lanes are zeroed before each addition (so the
-    same additions in the same order as ``block_sum_c`` of the block with its
-    NaN replaced by 0.0) and not counted; ``n`` the count of the others
-    (nansum/nanmean's state). The caller guarantees unit stride and ``nt >=
-    16``.
-    """
-    if not isinstance(values, types.Array) or values.ndim != 1 or values.dtype != types.float64:
-        return None
-    if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
-        return None
+    def typer(typingctx, values, ub, nt):
+        if not isinstance(values, types.Array) or values.ndim != 1 or (
+                values.dtype != types.float64):
+            return None
+        if not isinstance(ub, types.Integer) or not isinstance(nt, types.Integer):
+            return None
+        f64 = types.float64
+        out = types.Tuple((f64, types.int64, f64)) if skip else types.UniTuple(f64, 2)
+        return out(values, ub, nt), codegen
 
     def codegen(context, builder, sig, args):
         from llvmlite import ir
@@ -511,23 +455,29 @@ def block_nansum_c(typingctx, values, ub, nt):
         p0 = cgutils.get_item_pointer(context, builder, aryty, ary, [ub], wraparound=False)
         acc_a = cgutils.alloca_once_value(builder, zero)
         err_a = cgutils.alloca_once_value(builder, zero)
-        # the counts per lane (a lane kept subtracts its mask's -1: a compare
-        # result as it is, where a popcount of the mask needed it moved out of
-        # the vector registers every 16 elements)
-        cnt_a = cgutils.alloca_once_value(builder, ir.Constant(vi, [0] * w))
+        # (skip) the counts per lane: a lane kept subtracts its mask's -1 (a
+        # compare result as it is, where a popcount of the mask needed it
+        # moved out of the vector registers every 16 elements)
+        cnt_a = cgutils.alloca_once_value(builder, ir.Constant(vi, [0] * w)) if skip else None
 
         def add_in(keep, v):
-            keep = builder.and_(keep, builder.fcmp_ordered("ord", v, v))
-            s, e = _two_sum(builder, builder.load(acc_a), builder.select(keep, v, zero))
+            # keep: the lanes to add (None: all); skip: NaN lanes are not
+            if skip:
+                ok = builder.fcmp_ordered("ord", v, v)
+                keep = ok if keep is None else builder.and_(keep, ok)
+                builder.store(builder.sub(builder.load(cnt_a), builder.sext(keep, vi)), cnt_a)
+            if keep is not None:
+                v = builder.select(keep, v, zero)
+            s, e = _two_sum(builder, builder.load(acc_a), v)
             builder.store(s, acc_a)
             builder.store(builder.fadd(builder.load(err_a), e, flags=("arcp",)), err_a)
-            builder.store(builder.sub(builder.load(cnt_a), builder.sext(keep, vi)), cnt_a)
 
-        every = ir.Constant(ir.VectorType(ir.IntType(1), w), [1] * w)
         with cgutils.for_range(builder, builder.udiv(nt, i64(w))) as loop:
             p = builder.gep(p0, [builder.mul(loop.index, i64(w))])
-            add_in(every, builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
+            add_in(None, builder.load(builder.bitcast(p, vd.as_pointer()), align=1))
+        # the tail as block_sum's (a zeroed lane adds 0.0 exactly: error 0)
         add_in(*_block_tail_keep(builder, p0, nt, vd))
+        # the lanes as _tree_sum's tree, each level's errors kept
         acc, err = builder.load(acc_a), builder.load(err_a)
         while acc.type.count > 1:
             acc, e = _two_sum(builder, *_halves(builder, acc))
@@ -535,10 +485,28 @@ def block_nansum_c(typingctx, values, ub, nt):
                                flags=("arcp",))
         s = builder.extract_element(acc, i32(0))
         c = builder.extract_element(err, i32(0))
+        if not skip:
+            return context.make_tuple(builder, sig.return_type, [s, c])
         n = _tree_sum(builder, builder.load(cnt_a))
         return context.make_tuple(builder, sig.return_type, [s, n, c])
 
-    return types.Tuple((types.float64, types.int64, types.float64))(values, ub, nt), codegen
+    return intrinsic(typer)
+
+
+# A contiguous float64 block's sum as ``(s, c)``: ``s`` as ``block_sum`` adds
+# it (16 lanes, the block's last 16 elements once more with the lanes already
+# summed zeroed, then the lanes as a fixed tree), ``c`` the sum of every one
+# of those additions' rounding errors (``_two_sum``), so ``s + c`` is the
+# block's exact sum but for ``c``'s own few roundings (of errors ~2**-53 the
+# size of the partial sums). ``c`` is NaN or inf where a sum met inf or NaN or
+# overflowed (then ``s`` is inf or NaN, and ``c`` is discarded). The caller
+# guarantees unit stride and ``nt >= 16``.
+block_sum_c = _block_sum_c(False)
+# block_sum_c of the block's elements that are not NaN, as ``(s, n, c)``: NaN
+# lanes are zeroed before each addition (so the same additions in the same
+# order as block_sum_c of the block with its NaN replaced by 0.0) and not
+# counted; ``n`` the count of the others (nansum/nanmean's state).
+block_nansum_c = _block_sum_c(True)
 
 
 def _tree_sum(builder, acc):
