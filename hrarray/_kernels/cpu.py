@@ -29,8 +29,8 @@ addition's rounding error, within a segment and across the chunk pieces of a
 segment, and add them once (``_comp``; about one rounding in all).
 A segment's result does not depend on the rows after it (tested): the
 masked steps near the array's end read a copy of its last elements with the
-same arithmetic (see PAD, _block_code, _ADDX_HELPERS). float16/float32 sums accumulate in
-float64 (the declaration's accumulator).
+same arithmetic (see PAD, _block_code, _ADDX_HELPERS). float16/float32 sums
+accumulate in float64 (the declaration's accumulator).
 
 Memory: the chunk loops run a software prefetch stream ``PF_BYTES`` ahead of
 the element they read (see ``_PREFETCH_HELPER``).
@@ -1505,14 +1505,19 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         arity = 2 if vsum == "nancomp" else 0
         assert not comp or arity == K
 
+        # the state's sum (``sum_of``) and the state made of a new sum ``s0``
+        # (``with_sum``): the state itself, or nansum/nanmean's (sum, count)
+        def sum_of(v: str) -> str:
+            return f"{v}[0]" if K else v
+
+        def with_sum(v: str, count: str = "") -> str:
+            return f"(s0, {count}{v}[1])" if K else "s0"
+
         def merge(acc: str, ind2: str) -> str:
-            if comp and K:
-                return (f"{ind2}s0, ce = two_sum(k0[nb], {acc}[0])\n"
-                        f"{ind2}comp += ce\n"
-                        f"{ind2}{acc} = (s0, k1[nb] + {acc}[1])\n")
             if comp:
-                return (f"{ind2}{acc}, ce = two_sum({cg.load('k', K, 'nb')}, {acc})\n"
-                        f"{ind2}comp += ce\n")
+                return (f"{ind2}s0, ce = two_sum(k0[nb], {sum_of(acc)})\n"
+                        f"{ind2}comp += ce\n"
+                        f"{ind2}{acc} = {with_sum(acc, 'k1[nb] + ')}\n")
             return f"{ind2}{acc} = combine({cg.load('k', K, 'nb')}, {acc})\n"
 
         # A piece of a segment cut by chunk edges (``carry``) keeps the
@@ -1520,15 +1525,11 @@ def _reduce_1d_code(style: str, aux: bool, K: int, ind: str, small: bool = True,
         # the fix-up adds the pieces with TwoSum and these errors once, so
         # that a long segment rounds about once in all, not once per piece.
         fold = ""
-        if comp and K:
+        if comp:
             fold = (f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
-                    + (f"{li}            s0, cres = two_sum(st[0], comp)\n" if carry
-                       else f"{li}            s0 = st[0] + comp\n")
-                    + f"{li}            st = (s0, st[1])\n")
-        elif comp:
-            fold = (f"{li}        if {_KEEP_ERR.format(e='comp')}:\n"
-                    + (f"{li}            st, cres = two_sum(st, comp)\n" if carry
-                       else f"{li}            st = st + comp\n"))
+                    + (f"{li}            s0, cres = two_sum({sum_of('st')}, comp)\n" if carry
+                       else f"{li}            s0 = {sum_of('st')} + comp\n")
+                    + f"{li}            st = {with_sum('st')}\n")
         blocked = (
             f"{li}nb = 0\n"
             f"{li}cnt = 0\n"
