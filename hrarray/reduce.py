@@ -70,11 +70,11 @@ def _spec_for(op, in_dtype: np.dtype, dtype, ddof):
             if not _ops.kernel_dtype(out):
                 raise TypeError(f"reduce(): dtype={out} is not supported for a Reducer's "
                                 "result (bool, integer, float or complex)")
-            # complex results of complex values into a real dtype= keep their real
-            # part, as the built-in ops and NumPy's cast (Numba cannot store a complex
-            # into a real array: the CPU raised a TypeError blaming the user's functions)
-            cast_complex = (out.kind != "c" and vdt.kind == "c"
-                         and op._result_dtype(vdt).kind == "c")
+            # complex results into a real dtype= keep their real part, as the built-in
+            # ops and NumPy's cast (Numba cannot store a complex into a real array: the
+            # CPU raised a TypeError blaming the user's functions), whether the values
+            # are complex or a complex map/identity makes real values' state complex
+            cast_complex = out.kind != "c" and op._result_dtype(vdt).kind == "c"
             if cast_complex and out.kind != "b":  # into bool: non-zero, no warning (NumPy)
                 warnings.warn(f"reduce(): Reducer {op.name!r} gives complex results; "
                               f"dtype={out} keeps their real part", _ops._COMPLEX_WARNING,

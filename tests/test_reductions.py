@@ -599,6 +599,26 @@ def test_reducer_complex_into_real_dtype(dtype, backend):
         np.testing.assert_array_equal(got, want)
 
 
+def test_reducer_complex_state_of_real_values_into_real_dtype(backend):
+    """The same rule where the values are real and the Reducer's map makes its state
+    complex: dtype= real keeps the real part (with the warning), bool is non-zero (an
+    audit: the CPU raised a TypeError blaming the Reducer's functions, the simulator kept
+    the real part)."""
+    x = ragged_1d(np.arange(6.0), [2, 0, 4], backend)
+    r = hr.Reducer(identity=0j, combine=lambda a, b: a + b, map=lambda v: v * 1j + 1.0)
+    whole = host(hr.reduce(x, r))
+    np.testing.assert_array_equal(whole, [2 + 1j, 0j, 4 + 14j])
+    for dtype, want in (("float32", [2, 0, 4]), ("int64", [2, 0, 4])):
+        with pytest.warns(np.exceptions.ComplexWarning, match="real part"):
+            got = host(hr.reduce(x, r, dtype=dtype))
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        got = host(hr.reduce(x, r, dtype=bool))
+    np.testing.assert_array_equal(got, [True, False, True])
+
+
 def test_reducer_complex_into_bool_dtype(backend):
     """A Reducer's complex results into dtype=bool: True where either part is non-zero,
     without a warning, as the built-in ops (one rule, _ops.complex_cast; the Reducer had
