@@ -219,7 +219,7 @@ def test_var_family_runs_the_float64_variance_kernel(op, dtype):
     offsets = hst.offsets_from_lengths(lens)
     spec = build(op, v.dtype, ddof=1)
     assert "var64" in spec.decl.meta
-    k_dt = np.dtype(np.float32) if spec.out_dtype == np.float16 else spec.out_dtype
+    k_dt = np.dtype(np.float64) if spec.out_dtype == np.float16 else spec.out_dtype
     for fill in (None, -2.5):
         got = getattr(hr, op)(hr.RaggedArray(v, offsets), ddof=1, fill_value=fill)
         want = np.empty(len(lens), k_dt)
@@ -579,6 +579,30 @@ def test_float_into_integer_dtype_names_nan_and_inf(backend):
     z = ragged_1d(np.array([complex(np.inf, np.nan), 2 + 0j]), [2], backend)
     with pytest.warns(np.exceptions.ComplexWarning):
         assert host(hr.nansum(z, dtype=np.int64)).tolist() == [2]
+
+
+def test_float16_results_are_rounded_once(backend):
+    """float16 results (of float16 values, or dtype="float16") and their fill_value are
+    rounded once, from float64, as NumPy's cast and the CUDA kernels: the CPU wrote
+    float32 and cast that, rounding twice (an audit: a sum of 65519.99... became inf
+    where NumPy and CUDA give 65504; 1 + 2**-11 + 2**-24 became 1.0, not 1.001)."""
+    v = np.array([65504.0] + [2.0**-k for k in range(-3, 11)], np.float16)
+    w = np.array([1.0, 2.0**-11, 2.0**-24], np.float16)
+    for vals, want in ((v, 65504.0), (w, 1.0 + 2.0**-10)):
+        assert np.float16(np.sum(vals, dtype=np.float64)) == want
+        x = ragged_1d(vals, [len(vals), 0], backend)
+        for op in ("sum", "nansum"):
+            got = host(getattr(hr, op)(x))
+            assert got.dtype == np.float16
+            np.testing.assert_array_equal(got, [want, 0.0], err_msg=op)
+        x64 = ragged_1d(vals.astype(np.float64), [len(vals), 0], backend)
+        got = host(hr.sum(x64, dtype="float16"))
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, [want, 0.0])
+    # 65519.99... is a float16 65504 (through float32: 65520, then inf)
+    f = 65519.999999999
+    got = host(hr.max(ragged_1d(v, [len(v), 0], backend), fill_value=f))
+    np.testing.assert_array_equal(got, [65504.0, 65504.0])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])

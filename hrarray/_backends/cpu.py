@@ -203,8 +203,11 @@ class CpuBackend:
             return _gather_rows(rows, spec, values, offsets, fill, use_fill)
         values, inner = _kernel_view(values, spec.value_dtype)
         out_dt = spec.out_dtype
-        # Numba has no float16 arrays on the CPU: write float32, cast once.
-        k_dt = _F32 if out_dt == np.float16 else out_dt
+        # Numba has no float16 arrays on the CPU: write float64, cast once (as
+        # the transforms and the CUDA kernels). Not float32: float64 -> float32
+        # -> float16 rounded twice (a sum of 65519.99 became 65520, then inf,
+        # where NumPy and CUDA give 65504; a fill_value too).
+        k_dt = _F64 if out_dt == np.float16 else out_dt
         shape = (nseg, values.shape[1]) if values.ndim == 2 else nseg
         fill_v = k_dt.type(fill) if use_fill else k_dt.type(0)
         var64 = meta.get("var64")
@@ -372,6 +375,6 @@ def _kernel_view(values: np.ndarray, value_dtype: np.dtype):
     return values.reshape(values.shape[0], int(np.prod(inner))), inner
 
 
-_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 CPU = CpuBackend()
