@@ -287,10 +287,11 @@ def _mean(name, dt, dtype, ddof):
             # The divisor is chosen, not the quotient: a select, where
             # ``s / n if n > 0 else nan`` compiled to a branch that segments of
             # 0-4 elements (a fifth of them empty) mispredicted: that took
-            # 1.10x (float32) and 1.25x (float64) the time, 1 thread; segments
-            # never empty (1 + Poisson(4)) pay ~1.05x for the select in float64
-            # (bench/RESULTS.md Run 52). Same bits: s / NaN is that NaN, and
-            # n > 0 divides by float64(n) either way.
+            # 1.10x (float32) and 1.25x (float64, nanmean 1.5x) the time, 1
+            # thread; float64 segments never empty (1 + Poisson(4)) pay 1.04-1.11x
+            # for the select (nanmean 1.15x; float32 gains there too), the large
+            # workloads neither (bench/RESULTS.md Run 52). Same bits: s / NaN is
+            # that NaN, and n > 0 divides by float64(n) either way.
             return s / (n if n > 0 else nan)
 
     return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
