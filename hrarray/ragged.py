@@ -93,7 +93,15 @@ def _int_sequence(be, obj, argname: str):
     if not isinstance(obj, (list, tuple)) or (be.name != "cpu" and len(obj)):
         return obj
     arr = _host_ints(obj, argname)
-    return obj if arr is None else arr  # (None: ragged; the backend's conversion says so)
+    if arr is None:
+        return obj  # ragged: the backend's conversion says so
+    if arr.dtype.kind in "iu":
+        # NumPy reads [0, True, 5] as integers; bool offsets, lengths and ids are a
+        # TypeError (an all-bool list gives a bool array, refused by the caller)
+        k = next((i for i, e in enumerate(obj) if isinstance(e, (bool, np.bool_))), None)
+        if k is not None:
+            raise TypeError(f"{argname} must be integers, not bool: {argname}[{k}]={obj[k]!r}")
+    return arr
 
 
 def _named_alloc_error(exc: Exception, what: str) -> Exception:

@@ -203,6 +203,27 @@ def test_offsets_wrong_dtype(offsets, backend):
         hr.RaggedArray(to_backend(np.arange(5.0), backend), to_backend(offsets, backend))
 
 
+def test_a_bool_in_a_list_of_integers_is_refused():
+    """A bool among the integers of a list is a TypeError naming it, as a bool array is
+    (an audit: NumPy reads [0, True, 5] as int64, and the bool became 1). An index list
+    keeps NumPy's reading (x[[0, True]] gathers segments 0 and 1)."""
+    v = np.arange(5.0)
+    with raises(TypeError, r"^offsets must be integers, not bool: offsets\[1\]=True$"):
+        hr.RaggedArray(v, [0, True, 5])
+    with raises(TypeError, r"offsets\[1\]=np.True_"):
+        hr.RaggedArray(v, (0, np.True_, 5))
+    with raises(TypeError, r"^lengths must be integers, not bool: lengths\[1\]=True$"):
+        hr.from_lengths(v, [2, True, 2])
+    with raises(TypeError, r"^ids must be integers, not bool: ids\[1\]=True$"):
+        hr.from_segment_ids(np.arange(3.0), [0, True, 1])
+    with raises(TypeError, r"^level 2: offsets must be integers, not bool"):
+        hr.nest(v, [0, 2, 5], [0, True, 2])
+    with raises(TypeError, r"^lengths must be integers, not bool: lengths\[0\]=True$"):
+        hr.from_padded(np.zeros((2, 3)), [True, 2])
+    x = hr.RaggedArray(v, [0, 2, 5])
+    np.testing.assert_array_equal(x[[0, True]].lengths, [2, 3])
+
+
 @pytest.mark.parametrize(
     "offsets",
     [np.array([], np.int64), np.array([[0, 2], [2, 5]]), np.array(3)],
