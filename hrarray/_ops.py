@@ -275,24 +275,17 @@ def _mean(name, dt, dtype, ddof):
     def combine(a, b):
         return a + b
 
-    if out.kind in "biu":
-        # the sum wraps in the integer dtype= before the division, as NumPy's
-        # (Numba adds small integers in int64: [100] * 3 into int8 gave 100, not
-        # 44 / 3 = 14; the 2-D rows, stored in that dtype, wrapped already)
-        def finalize(s, n):
-            return acc(s) / n if n > 0 else nan
-    else:
-        def finalize(s, n):
-            # explicit: 0/0 would raise ZeroDivisionError under Python semantics.
-            # The divisor is chosen, not the quotient: a select, where
-            # ``s / n if n > 0 else nan`` compiled to a branch that segments of
-            # 0-4 elements (a fifth of them empty) mispredicted: that took
-            # 1.10x (float32) and 1.25x (float64, nanmean 1.5x) the time, 1
-            # thread; float64 segments never empty (1 + Poisson(4)) pay 1.04-1.11x
-            # for the select (nanmean 1.15x; float32 gains there too), the large
-            # workloads neither (bench/RESULTS.md Run 52). Same bits: s / NaN is
-            # that NaN, and n > 0 divides by float64(n) either way.
-            return s / (n if n > 0 else nan)
+    def finalize(s, n):
+        # acc(s): under an integer dtype= the sum wraps in that dtype before the
+        # division, as NumPy's (Numba adds small integers in int64: [100] * 3 into
+        # int8 gave 100, not 44 / 3 = 14; the 2-D rows, stored in that dtype,
+        # wrapped already); a no-op for float and complex sums. The divisor is
+        # chosen, not the quotient (0/0 would raise ZeroDivisionError under
+        # Python semantics): a select, where ``s / n if n > 0 else nan`` compiled
+        # to a branch that segments of 0-4 elements (a fifth of them empty)
+        # mispredicted, 1.1-1.5x the time (bench/RESULTS.md Run 52). Same bits:
+        # s / NaN is that NaN, and n > 0 divides by float64(n) either way.
+        return acc(s) / (n if n > 0 else nan)
 
     return Decl(("mean", dt.str, out.str), zero, map_, combine, finalize, meta=_vsum(dt, acc)), out
 
